@@ -1,0 +1,1 @@
+//! Errors of this crate. TO IMPLEMENT (helper): IdError, SelectorError, ProfileError.

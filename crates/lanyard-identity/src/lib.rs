@@ -1,0 +1,29 @@
+//! Lanyard's identity types: SPIFFE IDs and trust domains, selectors,
+//! registration entries, and the X.509-SVID profile checker.
+//!
+//! Nothing here does I/O or async work; every type is plain data that the CA,
+//! the store, the server and the agent share.
+//!
+//! ```
+//! use lanyard_identity::{SpiffeId, Selector};
+//! let id: SpiffeId = "spiffe://example.org/billing/api".parse().unwrap();
+//! assert_eq!(id.trust_domain().as_str(), "example.org");
+//! let s: Selector = "unix:uid:1000".parse().unwrap();
+//! assert_eq!(s.to_string(), "unix:uid:1000");
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod entry;
+mod error;
+mod profile;
+mod selector;
+mod spiffe_id;
+
+pub use self::{
+    entry::{Entry, EntryId},
+    error::{IdError, ProfileError, SelectorError},
+    profile::{check_signing_certificate, check_x509_svid, SvidSummary},
+    selector::{Selector, matches_all},
+    spiffe_id::{SpiffeId, TrustDomain},
+};

@@ -1,0 +1,31 @@
+//! Generated protobuf and gRPC code for Lanyard.
+//!
+//! - [`workload`]: the SPIFFE Workload API, unchanged from the standard
+//!   (`/SpiffeWorkloadAPI/...`), served by the agent.
+//! - [`node::v1`]: server <-> agent.
+//! - [`admin::v1`]: operator CLI <-> server, over the admin Unix socket.
+
+// Generated code: documentation lives in the .proto files.
+#![allow(missing_docs, unused_qualifications, clippy::all)]
+#![forbid(unsafe_code)]
+
+/// The SPIFFE Workload API (the standard's proto has no package).
+pub mod workload {
+    tonic::include_proto!("_");
+}
+
+/// Server <-> agent API.
+pub mod node {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("lanyard.node.v1");
+    }
+}
+
+/// Operator API.
+pub mod admin {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("lanyard.admin.v1");
+    }
+}
