@@ -21,9 +21,9 @@ mod selector;
 mod spiffe_id;
 
 pub use self::{
-    entry::{Entry, EntryId},
-    error::{IdError, ProfileError, SelectorError},
-    profile::{check_signing_certificate, check_x509_svid, SvidSummary},
+    entry::{Entry, EntryId, MAX_HINT_LEN, validate_dns_name},
+    error::{IdError, IdKind, ProfileError, SelectorError},
+    profile::{SvidSummary, check_signing_certificate, check_x509_svid},
     selector::{Selector, matches_all},
     spiffe_id::{SpiffeId, TrustDomain},
 };
