@@ -1,0 +1,737 @@
+//! The conformance suite every [`Datastore`] backend must pass.
+//!
+//! This is test-support code compiled into the library so that any backend
+//! crate can run it from its own tests. Each property is a public function
+//! taking a fresh, empty store; a failed property panics with a message that
+//! says what the backend did wrong. [`run_all`] runs every property, each on
+//! a store of its own.
+//!
+//! ```no_run
+//! use lanyard_store::{conformance, Datastore, SledStore};
+//! let root = std::env::temp_dir().join("lanyard-conformance");
+//! let counter = std::sync::atomic::AtomicUsize::new(0);
+//! conformance::run_all(&|| {
+//!     let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+//!     let store = SledStore::open(&root.join(n.to_string())).unwrap();
+//!     Box::new(store) as Box<dyn Datastore>
+//! });
+//! ```
+
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+use std::sync::Barrier;
+
+use lanyard_identity::{Entry, EntryId, Selector, SpiffeId};
+
+use crate::{AgentRecord, Datastore, JoinTokenRecord, Revocation, StoreError, SvidRecord};
+
+/// A property of the suite: a function that checks one behaviour on a
+/// fresh, empty store.
+pub type Property = fn(&dyn Datastore);
+
+/// Every property with its name, in the order [`run_all`] runs them.
+pub const PROPERTIES: &[(&str, Property)] = &[
+    ("entry_crud", entry_crud),
+    ("entry_uniqueness", entry_uniqueness),
+    ("not_found_errors", not_found_errors),
+    ("update_keeps_id", update_keeps_id),
+    ("list_entries_order", list_entries_order),
+    ("agents", agents),
+    ("join_token_single_use", join_token_single_use),
+    ("join_token_expired", join_token_expired),
+    ("join_token_not_found", join_token_not_found),
+    (
+        "join_token_concurrent_consumers",
+        join_token_concurrent_consumers,
+    ),
+    ("svid_records_and_prune", svid_records_and_prune),
+    ("revocations_and_prune", revocations_and_prune),
+    ("crl_number_monotonic", crl_number_monotonic),
+    ("ca_journal_round_trip", ca_journal_round_trip),
+];
+
+/// A fixed "now" for the properties; no property reads the clock.
+const NOW: i64 = 1_700_000_000;
+
+/// Runs every property in [`PROPERTIES`], each on a new store from `make`.
+///
+/// Panics at the first property the backend fails, naming it.
+pub fn run_all(make: &dyn Fn() -> Box<dyn Datastore>) {
+    for (name, property) in PROPERTIES {
+        let store = make();
+        tracing::debug!(property = name, "running conformance property");
+        property(store.as_ref());
+    }
+}
+
+// === helpers ===
+
+fn ok<T>(what: &str, result: Result<T, StoreError>) -> T {
+    match result {
+        Ok(value) => value,
+        Err(e) => panic!("{what}: expected success, got error: {e}"),
+    }
+}
+
+fn err<T: Debug>(what: &str, result: Result<T, StoreError>) -> StoreError {
+    match result {
+        Ok(value) => panic!("{what}: expected an error, got Ok({value:?})"),
+        Err(e) => e,
+    }
+}
+
+fn spiffe_id(s: &str) -> SpiffeId {
+    match SpiffeId::new(s) {
+        Ok(id) => id,
+        Err(e) => panic!("conformance fixture {s:?} is not a SPIFFE ID: {e}"),
+    }
+}
+
+fn selector(s: &str) -> Selector {
+    match s.parse::<Selector>() {
+        Ok(sel) => sel,
+        Err(e) => panic!("conformance fixture {s:?} is not a selector: {e}"),
+    }
+}
+
+fn new_entry_id() -> EntryId {
+    EntryId(uuid::Uuid::new_v4())
+}
+
+fn entry(path: &str, selectors: &[&str], created_at: i64) -> Entry {
+    Entry {
+        id: new_entry_id(),
+        spiffe_id: spiffe_id(&format!("spiffe://example.org{path}")),
+        parent_id: spiffe_id("spiffe://example.org/lanyard/agent/join_token/node1"),
+        selectors: selectors.iter().map(|s| selector(s)).collect(),
+        x509_svid_ttl_secs: Some(600),
+        dns_names: vec!["api.example.org".to_owned()],
+        expires_at: None,
+        hint: "conformance".to_owned(),
+        revision: 0,
+        created_at,
+    }
+}
+
+fn agent(id: &str, serial: &str) -> AgentRecord {
+    AgentRecord {
+        spiffe_id: spiffe_id(&format!(
+            "spiffe://example.org/lanyard/agent/join_token/{id}"
+        )),
+        attestation_type: "join_token".to_owned(),
+        selectors: vec![selector(&format!("join_token:id:{id}"))],
+        serial: serial.to_owned(),
+        expires_at: NOW + 3600,
+        attested_at: NOW,
+        banned: false,
+        evicted: false,
+    }
+}
+
+fn token(token_id: &str, expires_at: i64) -> JoinTokenRecord {
+    JoinTokenRecord {
+        token_id: token_id.to_owned(),
+        expires_at,
+        created_at: NOW - 60,
+        spiffe_id: None,
+    }
+}
+
+fn svid(serial: &str, not_after: i64) -> SvidRecord {
+    SvidRecord {
+        serial: serial.to_owned(),
+        spiffe_id: spiffe_id("spiffe://example.org/billing/api"),
+        entry_id: Some(new_entry_id()),
+        agent_id: Some(spiffe_id(
+            "spiffe://example.org/lanyard/agent/join_token/node1",
+        )),
+        issued_at: not_after - 600,
+        not_after,
+    }
+}
+
+fn revocation(serial: &str, not_after: i64) -> Revocation {
+    Revocation {
+        serial: serial.to_owned(),
+        revoked_at: NOW,
+        not_after,
+        reason: "entry deleted".to_owned(),
+    }
+}
+
+fn assert_already_exists(what: &str, e: &StoreError, expected_kind: &str) {
+    match e {
+        StoreError::AlreadyExists { kind, .. } if *kind == expected_kind => {}
+        other => panic!("{what}: expected AlreadyExists for {expected_kind}, got {other:?}"),
+    }
+}
+
+fn assert_not_found(what: &str, e: &StoreError, expected_kind: &str, expected_key: &str) {
+    match e {
+        StoreError::NotFound { kind, key } if *kind == expected_kind && key == expected_key => {}
+        other => {
+            panic!("{what}: expected NotFound for {expected_kind} {expected_key:?}, got {other:?}")
+        }
+    }
+}
+
+fn entry_key(id: &EntryId) -> String {
+    id.0.hyphenated().to_string()
+}
+
+// === properties ===
+
+/// An entry reads back exactly as created, updates replace it, and delete
+/// returns it and removes it.
+pub fn entry_crud(store: &dyn Datastore) {
+    assert!(
+        ok("list_entries on an empty store", store.list_entries()).is_empty(),
+        "a new store must have no entries"
+    );
+    let created = entry("/billing/api", &["unix:uid:1000", "unix:gid:1000"], NOW);
+    ok("create_entry", store.create_entry(&created));
+    assert_eq!(
+        ok("get_entry", store.get_entry(&created.id)),
+        Some(created.clone()),
+        "get_entry must return the entry exactly as created"
+    );
+    assert_eq!(
+        ok("list_entries", store.list_entries()),
+        vec![created.clone()]
+    );
+
+    let mut updated = created.clone();
+    updated.selectors.push(selector("unix:user:billing"));
+    updated.hint = "updated".to_owned();
+    updated.revision = 1;
+    ok("update_entry", store.update_entry(&updated));
+    assert_eq!(
+        ok("get_entry after update", store.get_entry(&created.id)),
+        Some(updated.clone()),
+        "get_entry must return the entry exactly as updated"
+    );
+
+    let deleted = ok("delete_entry", store.delete_entry(&created.id));
+    assert_eq!(
+        deleted, updated,
+        "delete_entry must return the deleted entry"
+    );
+    assert_eq!(
+        ok("get_entry after delete", store.get_entry(&created.id)),
+        None,
+        "a deleted entry must be gone"
+    );
+    assert!(ok("list_entries after delete", store.list_entries()).is_empty());
+}
+
+/// No two entries share an ID, or a (SPIFFE ID, parent ID, selector set);
+/// selector order and duplicates do not make an entry different.
+pub fn entry_uniqueness(store: &dyn Datastore) {
+    let first = entry("/billing/api", &["unix:uid:1000", "unix:gid:1000"], NOW);
+    ok("create first entry", store.create_entry(&first));
+
+    let mut same_id = entry("/other", &["unix:uid:1"], NOW);
+    same_id.id = first.id;
+    let e = err("create with an existing ID", store.create_entry(&same_id));
+    assert_already_exists("create with an existing ID", &e, "entry");
+
+    let mut reordered = entry(
+        "/billing/api",
+        &["unix:gid:1000", "unix:uid:1000", "unix:uid:1000"],
+        NOW,
+    );
+    reordered.hint = "different hint, same identity".to_owned();
+    let e = err(
+        "create with the same spiffe_id, parent_id and selector set in another order",
+        store.create_entry(&reordered),
+    );
+    assert_already_exists("create duplicate selector set", &e, "entry");
+
+    let narrower = entry("/billing/api", &["unix:uid:1000"], NOW);
+    ok(
+        "create with a different selector set",
+        store.create_entry(&narrower),
+    );
+    let mut other_parent = entry("/billing/api", &["unix:uid:1000", "unix:gid:1000"], NOW);
+    other_parent.parent_id = spiffe_id("spiffe://example.org/lanyard/agent/join_token/node2");
+    ok(
+        "create with a different parent_id",
+        store.create_entry(&other_parent),
+    );
+    let other_id = entry("/billing/worker", &["unix:uid:1000", "unix:gid:1000"], NOW);
+    ok(
+        "create with a different spiffe_id",
+        store.create_entry(&other_id),
+    );
+
+    // Updating into another entry's identity is refused and changes nothing.
+    let mut collide = narrower.clone();
+    collide.selectors = first.selectors.clone();
+    collide.revision = 1;
+    let e = err(
+        "update into another entry's selector set",
+        store.update_entry(&collide),
+    );
+    assert_already_exists("update into another entry's selector set", &e, "entry");
+    assert_eq!(
+        ok(
+            "get_entry after refused update",
+            store.get_entry(&narrower.id)
+        ),
+        Some(narrower.clone()),
+        "a refused update must leave the entry unchanged"
+    );
+
+    // Updating an entry without changing its identity is not a collision.
+    let mut same_identity = first.clone();
+    same_identity.selectors.reverse();
+    same_identity.x509_svid_ttl_secs = Some(60);
+    same_identity.revision = 1;
+    ok(
+        "update keeping the same spiffe_id, parent_id and selector set",
+        store.update_entry(&same_identity),
+    );
+
+    // Once an entry is deleted, or moved away by an update, its identity is free.
+    ok("delete first entry", store.delete_entry(&first.id));
+    let again = entry("/billing/api", &["unix:uid:1000", "unix:gid:1000"], NOW);
+    ok(
+        "create an entry whose twin was deleted",
+        store.create_entry(&again),
+    );
+    let mut moved = narrower.clone();
+    moved.selectors = vec![selector("unix:uid:2000")];
+    ok("update to a free selector set", store.update_entry(&moved));
+    let reuse = entry("/billing/api", &["unix:uid:1000"], NOW);
+    ok(
+        "create with the selector set an update released",
+        store.create_entry(&reuse),
+    );
+    assert_eq!(ok("list_entries", store.list_entries()).len(), 5);
+}
+
+/// Reads of absent records return `None`; updates, deletes and consumes of
+/// absent records fail with `NotFound` naming the kind and key.
+pub fn not_found_errors(store: &dyn Datastore) {
+    let missing = entry("/nowhere", &["unix:uid:1"], NOW);
+    assert_eq!(
+        ok("get_entry of unknown id", store.get_entry(&missing.id)),
+        None
+    );
+    let key = entry_key(&missing.id);
+    let e = err("update_entry of unknown id", store.update_entry(&missing));
+    assert_not_found("update_entry of unknown id", &e, "entry", &key);
+    let e = err(
+        "delete_entry of unknown id",
+        store.delete_entry(&missing.id),
+    );
+    assert_not_found("delete_entry of unknown id", &e, "entry", &key);
+
+    let unknown_agent = spiffe_id("spiffe://example.org/lanyard/agent/join_token/none");
+    assert_eq!(
+        ok("get_agent of unknown id", store.get_agent(&unknown_agent)),
+        None
+    );
+    assert_eq!(
+        ok("get_svid of unknown serial", store.get_svid("00ff")),
+        None
+    );
+    assert_eq!(
+        ok("get_ca_journal on a new store", store.get_ca_journal()),
+        None
+    );
+
+    let e = err(
+        "consume_join_token of unknown token",
+        store.consume_join_token("deadbeef", NOW),
+    );
+    assert_not_found(
+        "consume_join_token of unknown token",
+        &e,
+        "join token",
+        "deadbeef",
+    );
+
+    // A deleted entry is NotFound afterwards too.
+    let created = entry("/billing/api", &["unix:uid:1000"], NOW);
+    ok("create_entry", store.create_entry(&created));
+    ok("delete_entry", store.delete_entry(&created.id));
+    let e = err("second delete_entry", store.delete_entry(&created.id));
+    assert_not_found("second delete_entry", &e, "entry", &entry_key(&created.id));
+}
+
+/// An update keeps the entry's ID: it replaces the record under that ID and
+/// adds none.
+pub fn update_keeps_id(store: &dyn Datastore) {
+    let created = entry("/billing/api", &["unix:uid:1000"], NOW);
+    ok("create_entry", store.create_entry(&created));
+    let mut updated = created.clone();
+    updated.spiffe_id = spiffe_id("spiffe://example.org/billing/api-v2");
+    updated.selectors = vec![selector("unix:uid:1001")];
+    updated.revision = created.revision + 1;
+    ok("update_entry", store.update_entry(&updated));
+
+    let listed = ok("list_entries", store.list_entries());
+    assert_eq!(listed.len(), 1, "an update must not add an entry");
+    assert_eq!(
+        listed[0].id, created.id,
+        "an update must keep the entry's ID"
+    );
+    assert_eq!(
+        listed[0], updated,
+        "the stored entry must be the updated one"
+    );
+}
+
+/// `list_entries` is ordered by `created_at`, then by ID, whatever the
+/// insertion order.
+pub fn list_entries_order(store: &dyn Datastore) {
+    let mut entries = vec![
+        entry("/c", &["unix:uid:3"], NOW + 20),
+        entry("/a", &["unix:uid:1"], NOW),
+        entry("/b1", &["unix:uid:2"], NOW + 10),
+        entry("/b2", &["unix:uid:22"], NOW + 10),
+        entry("/b3", &["unix:uid:222"], NOW + 10),
+        entry("/z", &["unix:uid:0"], NOW - 100),
+    ];
+    for e in &entries {
+        ok("create_entry", store.create_entry(e));
+    }
+    entries.sort_by_key(|e| (e.created_at, e.id));
+    assert_eq!(
+        ok("list_entries", store.list_entries()),
+        entries,
+        "list_entries must be ordered by created_at, then by ID"
+    );
+}
+
+/// Agents are stored by SPIFFE ID, replaced by a later put, and listed in
+/// SPIFFE ID order.
+pub fn agents(store: &dyn Datastore) {
+    assert!(ok("list_agents on a new store", store.list_agents()).is_empty());
+    let b = agent("node-b", "0b");
+    let a = agent("node-a", "0a");
+    ok("put_agent b", store.put_agent(&b));
+    ok("put_agent a", store.put_agent(&a));
+    assert_eq!(
+        ok("get_agent a", store.get_agent(&a.spiffe_id)),
+        Some(a.clone())
+    );
+    assert_eq!(
+        ok("list_agents", store.list_agents()),
+        vec![a.clone(), b.clone()],
+        "list_agents must be ordered by SPIFFE ID"
+    );
+
+    let mut banned = b.clone();
+    banned.banned = true;
+    banned.serial = "0c".to_owned();
+    ok("put_agent replacing b", store.put_agent(&banned));
+    assert_eq!(
+        ok("get_agent b after replace", store.get_agent(&b.spiffe_id)),
+        Some(banned.clone()),
+        "put_agent must replace the agent with the same SPIFFE ID"
+    );
+    assert_eq!(
+        ok("list_agents after replace", store.list_agents()).len(),
+        2
+    );
+}
+
+/// A join token is consumed once: the first consume returns it, every later
+/// one says `TokenUsed`. Token IDs are unique.
+pub fn join_token_single_use(store: &dyn Datastore) {
+    let mut t = token("0123456789abcdef0123456789abcdef", NOW + 600);
+    t.spiffe_id = Some(spiffe_id("spiffe://example.org/lanyard/agent/custom"));
+    ok("create_join_token", store.create_join_token(&t));
+    let e = err("create_join_token twice", store.create_join_token(&t));
+    assert_already_exists("create_join_token twice", &e, "join token");
+
+    assert_eq!(
+        ok("first consume", store.consume_join_token(&t.token_id, NOW)),
+        t,
+        "consume must return the token as created"
+    );
+    for attempt in 0..2 {
+        match store.consume_join_token(&t.token_id, NOW + attempt) {
+            Err(StoreError::TokenUsed) => {}
+            other => panic!("consume of a used token must be TokenUsed, got {other:?}"),
+        }
+    }
+    // Even after it would have expired, a used token reports that it was used.
+    match store.consume_join_token(&t.token_id, NOW + 10_000) {
+        Err(StoreError::TokenUsed) => {}
+        other => panic!("consume of a used, expired token must be TokenUsed, got {other:?}"),
+    }
+    let e = err(
+        "create_join_token reusing a used token's ID",
+        store.create_join_token(&t),
+    );
+    assert_already_exists("create_join_token reusing a used ID", &e, "join token");
+}
+
+/// A token presented at or after `expires_at` is refused with
+/// `TokenExpired` carrying that time, and is not consumed by the attempt.
+pub fn join_token_expired(store: &dyn Datastore) {
+    let t = token("expiring", NOW + 10);
+    ok("create_join_token", store.create_join_token(&t));
+    for now in [NOW + 10, NOW + 11, NOW + 100_000] {
+        match store.consume_join_token(&t.token_id, now) {
+            Err(StoreError::TokenExpired { expired_at }) => assert_eq!(
+                expired_at, t.expires_at,
+                "TokenExpired must carry the token's expires_at"
+            ),
+            other => panic!(
+                "consume at {now} of a token expiring at {} must be TokenExpired, got {other:?}",
+                t.expires_at
+            ),
+        }
+    }
+    // A token still valid one second before expiry is accepted.
+    let fresh = token("fresh", NOW + 10);
+    ok("create_join_token", store.create_join_token(&fresh));
+    ok(
+        "consume one second before expiry",
+        store.consume_join_token(&fresh.token_id, NOW + 9),
+    );
+}
+
+/// Consuming a token that was never created is `NotFound`, and does not
+/// create it.
+pub fn join_token_not_found(store: &dyn Datastore) {
+    for _ in 0..2 {
+        let e = err(
+            "consume unknown token",
+            store.consume_join_token("unknown", NOW),
+        );
+        assert_not_found("consume unknown token", &e, "join token", "unknown");
+    }
+    let t = token("known", NOW + 600);
+    ok("create_join_token", store.create_join_token(&t));
+    let e = err(
+        "consume a token ID differing in case",
+        store.consume_join_token("KNOWN", NOW),
+    );
+    assert_not_found(
+        "consume a token ID differing in case",
+        &e,
+        "join token",
+        "KNOWN",
+    );
+    ok(
+        "consume the known token",
+        store.consume_join_token("known", NOW),
+    );
+}
+
+/// Of 50 threads consuming one token at once, exactly one gets `Ok`; the
+/// others get `TokenUsed`.
+pub fn join_token_concurrent_consumers(store: &dyn Datastore) {
+    const CALLERS: usize = 50;
+    let t = token("contended", NOW + 600);
+    ok("create_join_token", store.create_join_token(&t));
+    let barrier = Barrier::new(CALLERS);
+    let results: Vec<Result<JoinTokenRecord, StoreError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..CALLERS)
+            .map(|_| {
+                scope.spawn(|| {
+                    barrier.wait();
+                    store.consume_join_token(&t.token_id, NOW)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| match h.join() {
+                Ok(result) => result,
+                Err(_) => panic!("a consuming thread panicked"),
+            })
+            .collect()
+    });
+    let winners = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(
+        winners, 1,
+        "exactly one of {CALLERS} concurrent consumers must succeed, {winners} did"
+    );
+    for result in &results {
+        match result {
+            Ok(record) => assert_eq!(record, &t, "the winner must get the token record"),
+            Err(StoreError::TokenUsed) => {}
+            Err(other) => panic!("a losing consumer must get TokenUsed, got {other:?}"),
+        }
+    }
+}
+
+/// SVID records read back, a serial cannot be reused for a different
+/// record (the identical one is idempotent), and pruning removes exactly
+/// those expired before the cut-off.
+pub fn svid_records_and_prune(store: &dyn Datastore) {
+    assert!(ok("list_svids on a new store", store.list_svids()).is_empty());
+    let old = svid("01", NOW - 10);
+    let boundary = svid("02", NOW);
+    let live = svid("0a", NOW + 3600);
+    let mut server_own = svid("ff", NOW + 7200);
+    server_own.entry_id = None;
+    server_own.agent_id = None;
+    for s in [&live, &old, &server_own, &boundary] {
+        ok("record_svid", store.record_svid(s));
+    }
+    assert_eq!(ok("get_svid", store.get_svid("0a")), Some(live.clone()));
+    assert_eq!(
+        ok("get_svid server", store.get_svid("ff")),
+        Some(server_own.clone())
+    );
+    assert_eq!(
+        ok("list_svids", store.list_svids()),
+        vec![
+            old.clone(),
+            boundary.clone(),
+            live.clone(),
+            server_own.clone()
+        ],
+        "list_svids must be ordered by serial"
+    );
+
+    ok("record the identical svid again", store.record_svid(&live));
+    let mut conflicting = live.clone();
+    conflicting.spiffe_id = spiffe_id("spiffe://example.org/other");
+    let e = err(
+        "record a different svid under a used serial",
+        store.record_svid(&conflicting),
+    );
+    assert_already_exists("record a different svid under a used serial", &e, "svid");
+    assert_eq!(
+        ok("get_svid after refused record", store.get_svid("0a")),
+        Some(live.clone())
+    );
+
+    assert_eq!(
+        ok("prune_svids", store.prune_svids(NOW)),
+        1,
+        "only SVIDs with not_after before the cut-off are pruned"
+    );
+    assert_eq!(ok("get_svid pruned", store.get_svid("01")), None);
+    assert_eq!(
+        ok("list_svids after prune", store.list_svids()),
+        vec![boundary, live, server_own]
+    );
+    assert_eq!(ok("prune_svids again", store.prune_svids(NOW)), 0);
+    assert_eq!(ok("prune_svids everything", store.prune_svids(i64::MAX)), 3);
+    assert!(ok("list_svids after full prune", store.list_svids()).is_empty());
+}
+
+/// Revocations are listed, replaced by serial, and pruned once their
+/// certificate has expired.
+pub fn revocations_and_prune(store: &dyn Datastore) {
+    assert!(ok("list_revocations on a new store", store.list_revocations()).is_empty());
+    let expired = revocation("0001", NOW - 1);
+    let live = revocation("00aa", NOW + 3600);
+    ok("put_revocation", store.put_revocation(&live));
+    ok("put_revocation", store.put_revocation(&expired));
+    assert_eq!(
+        ok("list_revocations", store.list_revocations()),
+        vec![expired.clone(), live.clone()],
+        "list_revocations must be ordered by serial"
+    );
+
+    let mut again = live.clone();
+    again.reason = "task completed".to_owned();
+    ok("put_revocation replacing", store.put_revocation(&again));
+    assert_eq!(
+        ok("list_revocations after replace", store.list_revocations()),
+        vec![expired, again.clone()],
+        "put_revocation must replace the revocation of the same serial"
+    );
+
+    assert_eq!(ok("prune_revocations", store.prune_revocations(NOW)), 1);
+    assert_eq!(
+        ok("list_revocations after prune", store.list_revocations()),
+        vec![again]
+    );
+    assert_eq!(
+        ok("prune_revocations again", store.prune_revocations(NOW)),
+        0
+    );
+}
+
+/// CRL numbers start at 1 and strictly increase, also across concurrent
+/// callers (no number is handed out twice).
+pub fn crl_number_monotonic(store: &dyn Datastore) {
+    let mut last = 0;
+    for expected in 1..=5 {
+        let n = ok("next_crl_number", store.next_crl_number());
+        assert_eq!(
+            n, expected,
+            "CRL numbers must start at 1 and count up by one"
+        );
+        last = n;
+    }
+    const THREADS: usize = 4;
+    const EACH: usize = 10;
+    let numbers: Vec<u64> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::with_capacity(EACH);
+                    for _ in 0..EACH {
+                        let n = ok("concurrent next_crl_number", store.next_crl_number());
+                        if let Some(prev) = mine.last() {
+                            assert!(
+                                n > *prev,
+                                "a caller's CRL numbers must increase: {prev} then {n}"
+                            );
+                        }
+                        mine.push(n);
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| match h.join() {
+                Ok(numbers) => numbers,
+                Err(_) => panic!("a CRL numbering thread panicked"),
+            })
+            .collect()
+    });
+    let distinct: BTreeSet<u64> = numbers.iter().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        THREADS * EACH,
+        "concurrent callers must never get the same CRL number"
+    );
+    assert_eq!(distinct.first().copied(), Some(last + 1));
+    assert_eq!(
+        distinct.last().copied(),
+        Some(last + (THREADS * EACH) as u64)
+    );
+    assert_eq!(
+        ok("next_crl_number after concurrency", store.next_crl_number()),
+        last + (THREADS * EACH) as u64 + 1
+    );
+}
+
+/// The CA journal is absent on a new store, reads back byte for byte, and
+/// is replaced by a later put.
+pub fn ca_journal_round_trip(store: &dyn Datastore) {
+    assert_eq!(
+        ok("get_ca_journal on a new store", store.get_ca_journal()),
+        None
+    );
+    let first: Vec<u8> = (0..=255u8).collect();
+    ok("put_ca_journal", store.put_ca_journal(&first));
+    assert_eq!(ok("get_ca_journal", store.get_ca_journal()), Some(first));
+    let second = b"{\"active\":\"ca-2\"}".to_vec();
+    ok("put_ca_journal replacing", store.put_ca_journal(&second));
+    assert_eq!(
+        ok("get_ca_journal after replace", store.get_ca_journal()),
+        Some(second)
+    );
+    ok("put_ca_journal empty", store.put_ca_journal(&[]));
+    assert_eq!(
+        ok("get_ca_journal empty", store.get_ca_journal()),
+        Some(Vec::new()),
+        "an empty journal is still a journal"
+    );
+}

@@ -1,0 +1,1073 @@
+//! The embedded default backend, on sled 0.34.
+//!
+//! One tree per kind of record, each record a JSON document keyed by its
+//! natural key (entry ID, agent SPIFFE ID, token ID, serial). The `meta` tree
+//! holds the format-version marker, the write generation, the CRL number and
+//! the CA journal.
+//!
+//! sled only syncs to disk every 500 ms on its own, so every write method
+//! flushes before it returns, then advances the seal file (see
+//! [`crate::seal`]). Opening fails closed: an existing directory is used only
+//! if it is a complete, undamaged store of our format that holds every write
+//! it acknowledged.
+
+use std::fmt;
+use std::fs;
+use std::io::ErrorKind;
+use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use lanyard_identity::{Entry, EntryId, Selector, SpiffeId};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sled::Transactional;
+use sled::transaction::{TransactionError, abort};
+use tracing::{debug, error, info, warn};
+
+use crate::records::StoredJoinToken;
+use crate::seal::{SEAL_FILE, Seal};
+use crate::{AgentRecord, Datastore, JoinTokenRecord, Revocation, StoreError, SvidRecord};
+
+/// The format marker this build writes into new stores and accepts in
+/// existing ones. Bump it (and write a migration) when the layout changes.
+pub const FORMAT_VERSION: &str = "lanyard-store/1";
+
+const FORMAT_KEY: &[u8] = b"format_version";
+const CRL_NUMBER_KEY: &[u8] = b"crl_number";
+const CA_JOURNAL_KEY: &[u8] = b"ca_journal";
+/// How many writes the store has acknowledged; see [`crate::seal`].
+const GENERATION_KEY: &[u8] = b"generation";
+
+const ENTRIES: &str = "entries";
+const ENTRY_INDEX: &str = "entry_index";
+const AGENTS: &str = "agents";
+const JOIN_TOKENS: &str = "join_tokens";
+const SVIDS: &str = "svids";
+const REVOCATIONS: &str = "revocations";
+const META: &str = "meta";
+
+/// Every tree a complete store has, all created before the format marker is
+/// written.
+const TREES: [&str; 7] = [
+    ENTRIES,
+    ENTRY_INDEX,
+    AGENTS,
+    JOIN_TOKENS,
+    SVIDS,
+    REVOCATIONS,
+    META,
+];
+
+/// The files sled 0.34 keeps in its directory that we require to be present
+/// in an existing store.
+const SLED_DATA_FILE: &str = "db";
+const SLED_CONF_FILE: &str = "conf";
+
+/// A [`Datastore`] in a sled database in one directory.
+///
+/// Only one `SledStore` (in any process) may have a directory open at a time;
+/// a second [`open`](SledStore::open) fails with [`StoreError::Open`].
+pub struct SledStore {
+    path: PathBuf,
+    db: sled::Db,
+    entries: sled::Tree,
+    entry_index: sled::Tree,
+    agents: sled::Tree,
+    join_tokens: sled::Tree,
+    svids: sled::Tree,
+    revocations: sled::Tree,
+    meta: sled::Tree,
+    seal: Mutex<Seal>,
+}
+
+impl fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SledStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`SledStore::open`] found in the directory before opening it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DirState {
+    /// Absent or empty: a new store is created.
+    Fresh,
+    /// Holds a sled database that must be a complete store of our format.
+    Existing,
+}
+
+// === impl SledStore ===
+
+impl SledStore {
+    /// Opens the store in `dir`, creating it (and `dir`) on first use.
+    ///
+    /// Fails closed rather than start empty over existing data, or serve a
+    /// store that silently lost writes. A directory that is not empty must
+    /// hold a complete store: sled's `db` and `conf`, the seal file, a
+    /// database sled recovers, the format marker [`FORMAT_VERSION`], all of
+    /// the store's trees, every record decodable and stored under its own
+    /// key, and no fewer acknowledged writes than the seal records. Anything
+    /// else is an error saying what is wrong; nothing is repaired or
+    /// recreated over it.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let state = inspect_dir(dir)?;
+        if state == DirState::Fresh {
+            fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+                path: dir.to_path_buf(),
+                reason: format!("cannot create the directory: {e}"),
+            })?;
+        }
+        // sled panics on some damaged files instead of returning an error;
+        // such a store is refused like any other damaged one.
+        let opened = panic::catch_unwind(AssertUnwindSafe(|| Self::open_in(dir, state)));
+        match opened {
+            Ok(result) => {
+                if let Err(e) = &result {
+                    warn!(path = %dir.display(), error = %e, "refused to open store");
+                }
+                result
+            }
+            Err(payload) => {
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".to_owned());
+                error!(path = %dir.display(), panic = %message, "sled failed on the store's files");
+                Err(StoreError::Corrupt {
+                    what: format!(
+                        "sled failed while reading the database in {}: {message}",
+                        dir.display()
+                    ),
+                })
+            }
+        }
+    }
+
+    fn open_in(dir: &Path, state: DirState) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .open()
+            .map_err(|e| StoreError::Open {
+                path: dir.to_path_buf(),
+                reason: format!("sled refused the database: {e}"),
+            })?;
+
+        let seal = match state {
+            DirState::Existing => {
+                check_existing(dir, &db)?;
+                Some(Seal::open(dir)?)
+            }
+            DirState::Fresh => None,
+        };
+
+        let open_tree = |name: &str| {
+            db.open_tree(name).map_err(|e| StoreError::Open {
+                path: dir.to_path_buf(),
+                reason: format!("cannot open tree `{name}`: {e}"),
+            })
+        };
+        let entries = open_tree(ENTRIES)?;
+        let entry_index = open_tree(ENTRY_INDEX)?;
+        let agents = open_tree(AGENTS)?;
+        let join_tokens = open_tree(JOIN_TOKENS)?;
+        let svids = open_tree(SVIDS)?;
+        let revocations = open_tree(REVOCATIONS)?;
+        let meta = open_tree(META)?;
+
+        let seal = match seal {
+            Some(seal) => seal,
+            None => {
+                // The marker is written after every tree exists and the seal
+                // after the marker is durable, so a store whose creation was
+                // interrupted is refused later rather than taken as complete.
+                meta.insert(FORMAT_KEY, FORMAT_VERSION.as_bytes())
+                    .map_err(backend)?;
+                meta.insert(GENERATION_KEY, &0u64.to_be_bytes())
+                    .map_err(backend)?;
+                db.flush().map_err(backend)?;
+                Seal::create(dir, 0)?
+            }
+        };
+
+        let store = Self {
+            path: dir.to_path_buf(),
+            db,
+            entries,
+            entry_index,
+            agents,
+            join_tokens,
+            svids,
+            revocations,
+            meta,
+            seal: Mutex::new(seal),
+        };
+
+        match state {
+            DirState::Fresh => {
+                info!(path = %dir.display(), format = FORMAT_VERSION, "created new store");
+            }
+            DirState::Existing => {
+                let counts = store.verify()?;
+                info!(
+                    path = %dir.display(),
+                    format = FORMAT_VERSION,
+                    generation = counts.generation,
+                    entries = counts.entries,
+                    agents = counts.agents,
+                    svids = counts.svids,
+                    revocations = counts.revocations,
+                    "opened existing store"
+                );
+            }
+        }
+        Ok(store)
+    }
+
+    /// The directory this store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads every record of every tree and checks the store's invariants:
+    /// each record decodes and is stored under its own key, the entry index
+    /// matches the entries, and the data file holds every write the seal
+    /// file says was acknowledged. [`open`](SledStore::open) runs it on every
+    /// existing store; it can also be run on a live one, e.g. by a health
+    /// check.
+    pub fn verify(&self) -> Result<VerifyCounts, StoreError> {
+        let mut counts = VerifyCounts::default();
+
+        let generation = read_counter(&self.meta, GENERATION_KEY)?;
+        let sealed = self.lock_seal()?.sealed();
+        if generation < sealed {
+            return Err(StoreError::Corrupt {
+                what: format!(
+                    "the data file in {} holds writes up to number {generation}, but {} \
+                     writes were acknowledged (seal file `{SEAL_FILE}`): sled dropped the \
+                     latest writes of a damaged or truncated data file",
+                    self.path.display(),
+                    sealed
+                ),
+            });
+        }
+        counts.generation = generation;
+        read_counter(&self.meta, CRL_NUMBER_KEY)?;
+
+        for item in self.entries.iter() {
+            let (key, value) = item.map_err(backend)?;
+            let entry = decode_entry(&key, &value)?;
+            let unique = unique_key(&entry)?;
+            match self.entry_index.get(&unique).map_err(backend)? {
+                Some(id) if id.as_ref() == key.as_ref() => {}
+                _ => {
+                    return Err(StoreError::Corrupt {
+                        what: format!(
+                            "tree `{ENTRY_INDEX}` does not map entry {} to its identity",
+                            show_key(&key)
+                        ),
+                    });
+                }
+            }
+            counts.entries += 1;
+        }
+        let indexed = self.entry_index.len();
+        if indexed != counts.entries {
+            return Err(StoreError::Corrupt {
+                what: format!(
+                    "tree `{ENTRY_INDEX}` has {indexed} keys for {} entries",
+                    counts.entries
+                ),
+            });
+        }
+        counts.agents = self.list_agents()?.len();
+        for item in self.join_tokens.iter() {
+            let (key, value) = item.map_err(backend)?;
+            decode_keyed(JOIN_TOKENS, &key, &value, |t: &StoredJoinToken| {
+                t.token.token_id.as_str()
+            })?;
+        }
+        counts.svids = self.list_svids()?.len();
+        counts.revocations = self.list_revocations()?.len();
+        Ok(counts)
+    }
+
+    fn lock_seal(&self) -> Result<MutexGuard<'_, Seal>, StoreError> {
+        self.seal
+            .lock()
+            .map_err(|_| StoreError::Backend("the seal file's lock was poisoned by a panic".into()))
+    }
+
+    /// Makes every write so far durable and acknowledged: bumps the write
+    /// generation, flushes sled (fsync), then advances the seal file.
+    fn commit(&self) -> Result<(), StoreError> {
+        let generation = increment_counter(&self.meta, GENERATION_KEY)?;
+        self.db.flush().map_err(backend)?;
+        self.lock_seal()?.advance(generation)
+    }
+
+    /// Removes every record of `tree` whose expiry (read by `not_after`) is
+    /// before `expired_before`. A record changed concurrently is left alone.
+    fn prune<T: DeserializeOwned>(
+        &self,
+        tree: &sled::Tree,
+        name: &'static str,
+        expired_before: i64,
+        key_of: impl Fn(&T) -> &str,
+        not_after: impl Fn(&T) -> i64,
+    ) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for item in tree.iter() {
+            let (key, value) = item.map_err(backend)?;
+            let record: T = decode_keyed(name, &key, &value, &key_of)?;
+            if not_after(&record) < expired_before {
+                let swapped = tree
+                    .compare_and_swap(&key, Some(&value), None::<&[u8]>)
+                    .map_err(backend)?;
+                if swapped.is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        if removed > 0 {
+            self.commit()?;
+            info!(
+                tree = name,
+                removed, expired_before, "pruned expired records"
+            );
+        }
+        Ok(removed)
+    }
+}
+
+/// What [`SledStore::verify`] read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VerifyCounts {
+    /// How many writes the store has acknowledged since it was created.
+    pub generation: u64,
+    /// Registration entries.
+    pub entries: usize,
+    /// Agents.
+    pub agents: usize,
+    /// Recorded SVIDs.
+    pub svids: usize,
+    /// Revocations.
+    pub revocations: usize,
+}
+
+/// Decides whether `dir` is new or holds a sled database, refusing anything
+/// else.
+fn inspect_dir(dir: &Path) -> Result<DirState, StoreError> {
+    let not_a_store = |reason: &str| StoreError::NotAStore {
+        path: dir.to_path_buf(),
+        reason: reason.to_owned(),
+    };
+    let io_error = |what: &str, e: std::io::Error| StoreError::Open {
+        path: dir.to_path_buf(),
+        reason: format!("{what}: {e}"),
+    };
+
+    let meta = match fs::metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(DirState::Fresh),
+        Err(e) => return Err(io_error("cannot read the directory", e)),
+    };
+    if !meta.is_dir() {
+        return Err(not_a_store("it is not a directory"));
+    }
+    let mut listing = fs::read_dir(dir).map_err(|e| io_error("cannot list the directory", e))?;
+    if listing.next().is_none() {
+        return Ok(DirState::Fresh);
+    }
+
+    match fs::metadata(dir.join(SLED_DATA_FILE)) {
+        Ok(m) if m.is_file() && m.len() > 0 => {}
+        Ok(m) if m.is_file() => {
+            return Err(not_a_store(
+                "the sled data file `db` is empty; the store was never written or was truncated",
+            ));
+        }
+        Ok(_) => return Err(not_a_store("`db` is not a regular file")),
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return Err(not_a_store(
+                "the directory is not empty but holds no sled data file `db`; \
+                 point the data directory at an empty or absent directory to create a store",
+            ));
+        }
+        Err(e) => return Err(io_error("cannot read the sled data file `db`", e)),
+    }
+    match fs::metadata(dir.join(SLED_CONF_FILE)) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return Err(not_a_store("`conf` is not a regular file")),
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            // sled would silently write a fresh `conf`; a database without
+            // its configuration has been tampered with or half copied.
+            return Err(not_a_store(
+                "the sled configuration file `conf` is missing next to the data file `db`",
+            ));
+        }
+        Err(e) => {
+            return Err(io_error(
+                "cannot read the sled configuration file `conf`",
+                e,
+            ));
+        }
+    }
+    Ok(DirState::Existing)
+}
+
+/// Checks that a database sled opened from existing files is a store of
+/// our format with all its trees.
+fn check_existing(dir: &Path, db: &sled::Db) -> Result<(), StoreError> {
+    if !db.was_recovered() {
+        return Err(StoreError::Corrupt {
+            what: format!(
+                "sled recovered no database from the data file in {}; \
+                 it is damaged or not a sled 0.34 database",
+                dir.display()
+            ),
+        });
+    }
+    let names = db.tree_names();
+    let has_tree = |name: &str| names.iter().any(|n| n.as_ref() == name.as_bytes());
+    if !has_tree(META) {
+        return Err(StoreError::NotAStore {
+            path: dir.to_path_buf(),
+            reason: "the sled database has no `meta` tree and so no format-version marker; \
+                     it was not written by Lanyard, or sled lost its contents"
+                .to_owned(),
+        });
+    }
+    let meta = db.open_tree(META).map_err(backend)?;
+    match meta.get(FORMAT_KEY).map_err(backend)? {
+        None => {
+            return Err(StoreError::NotAStore {
+                path: dir.to_path_buf(),
+                reason: "the format-version marker is missing from the `meta` tree; \
+                         the store is damaged or its creation was interrupted"
+                    .to_owned(),
+            });
+        }
+        Some(found) if found.as_ref() != FORMAT_VERSION.as_bytes() => {
+            return Err(StoreError::UnsupportedFormat {
+                path: dir.to_path_buf(),
+                found: String::from_utf8_lossy(&found).into_owned(),
+                expected: FORMAT_VERSION,
+            });
+        }
+        Some(_) => {}
+    }
+    if let Some(missing) = TREES.iter().find(|name| !has_tree(name)) {
+        return Err(StoreError::Corrupt {
+            what: format!("tree `{missing}` is missing from the store"),
+        });
+    }
+    Ok(())
+}
+
+/// Reads a big-endian `u64` counter from `meta`; absent is 0.
+fn read_counter(meta: &sled::Tree, key: &[u8]) -> Result<u64, StoreError> {
+    match meta.get(key).map_err(backend)? {
+        None => Ok(0),
+        Some(bytes) => decode_counter(key, &bytes),
+    }
+}
+
+fn decode_counter(key: &[u8], bytes: &[u8]) -> Result<u64, StoreError> {
+    let raw: [u8; 8] = bytes.try_into().map_err(|_| StoreError::Corrupt {
+        what: format!(
+            "counter {} in tree `{META}` is {} bytes long, expected 8",
+            show_key(key),
+            bytes.len()
+        ),
+    })?;
+    Ok(u64::from_be_bytes(raw))
+}
+
+/// Atomically adds one to a counter in `meta` and returns the new value.
+fn increment_counter(meta: &sled::Tree, key: &[u8]) -> Result<u64, StoreError> {
+    loop {
+        let current = meta.get(key).map_err(backend)?;
+        let last = match &current {
+            None => 0,
+            Some(bytes) => decode_counter(key, bytes)?,
+        };
+        let next = last.checked_add(1).ok_or_else(|| StoreError::Corrupt {
+            what: format!(
+                "counter {} in tree `{META}` is at its maximum",
+                show_key(key)
+            ),
+        })?;
+        let swapped = meta
+            .compare_and_swap(key, current, Some(&next.to_be_bytes()))
+            .map_err(backend)?;
+        if swapped.is_ok() {
+            return Ok(next);
+        }
+    }
+}
+
+// === record encoding ===
+
+fn backend(e: sled::Error) -> StoreError {
+    match e {
+        sled::Error::Corruption { .. } => StoreError::Corrupt {
+            what: format!("sled detected damaged data: {e}"),
+        },
+        other => StoreError::Backend(Box::new(other)),
+    }
+}
+
+fn transaction_error(e: TransactionError<StoreError>) -> StoreError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => backend(e),
+    }
+}
+
+fn encode<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|source| StoreError::Encode {
+        what: what.to_owned(),
+        source,
+    })
+}
+
+fn show_key(key: &[u8]) -> String {
+    match std::str::from_utf8(key) {
+        Ok(s) => format!("{s:?}"),
+        Err(_) => format!(
+            "0x{}",
+            key.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ),
+    }
+}
+
+fn decode<T: DeserializeOwned>(tree: &str, key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        warn!(tree, key = %show_key(key), error = %e, "undecodable record");
+        StoreError::Corrupt {
+            what: format!(
+                "record in tree `{tree}` under key {} cannot be decoded: {e}",
+                show_key(key)
+            ),
+        }
+    })
+}
+
+/// Decodes a record and checks that it is stored under its own key, so that
+/// a record moved by damage is not served under another's name.
+fn decode_keyed<T: DeserializeOwned>(
+    tree: &str,
+    key: &[u8],
+    bytes: &[u8],
+    key_of: impl Fn(&T) -> &str,
+) -> Result<T, StoreError> {
+    let record: T = decode(tree, key, bytes)?;
+    if key_of(&record).as_bytes() != key {
+        warn!(tree, key = %show_key(key), "record stored under another key");
+        return Err(StoreError::Corrupt {
+            what: format!(
+                "record in tree `{tree}` under key {} names itself {:?}",
+                show_key(key),
+                key_of(&record)
+            ),
+        });
+    }
+    Ok(record)
+}
+
+fn entry_key(id: &EntryId) -> String {
+    id.0.hyphenated().to_string()
+}
+
+fn decode_entry(key: &[u8], bytes: &[u8]) -> Result<Entry, StoreError> {
+    let entry: Entry = decode(ENTRIES, key, bytes)?;
+    if entry_key(&entry.id).as_bytes() != key {
+        return Err(StoreError::Corrupt {
+            what: format!(
+                "record in tree `{ENTRIES}` under key {} holds entry {}",
+                show_key(key),
+                entry.id.0
+            ),
+        });
+    }
+    Ok(entry)
+}
+
+fn sorted_selectors(entry: &Entry) -> Vec<&Selector> {
+    let mut selectors: Vec<&Selector> = entry.selectors.iter().collect();
+    selectors.sort();
+    selectors.dedup();
+    selectors
+}
+
+/// The uniqueness key of an entry: its SPIFFE ID, parent ID and selector set
+/// (sorted, without duplicates), as canonical JSON.
+fn unique_key(entry: &Entry) -> Result<Vec<u8>, StoreError> {
+    encode(
+        "entry uniqueness key",
+        &(&entry.spiffe_id, &entry.parent_id, sorted_selectors(entry)),
+    )
+}
+
+/// The unique attributes of an entry, for error messages.
+fn describe_unique(entry: &Entry) -> String {
+    let selectors: Vec<String> = sorted_selectors(entry)
+        .iter()
+        .map(|s| format!("{}:{}:{}", s.kind, s.key, s.value))
+        .collect();
+    format!(
+        "with spiffe_id {} parent_id {} and selectors [{}]",
+        entry.spiffe_id.as_str(),
+        entry.parent_id.as_str(),
+        selectors.join(", ")
+    )
+}
+
+// === impl Datastore for SledStore ===
+
+impl Datastore for SledStore {
+    fn create_entry(&self, entry: &Entry) -> Result<(), StoreError> {
+        let id = entry_key(&entry.id);
+        let value = encode("entry", entry)?;
+        let unique = unique_key(entry)?;
+        (&self.entries, &self.entry_index)
+            .transaction(|(entries, index)| {
+                if entries.get(id.as_bytes())?.is_some() {
+                    return abort(StoreError::AlreadyExists {
+                        kind: "entry",
+                        key: id.clone(),
+                    });
+                }
+                if let Some(other) = index.get(unique.as_slice())? {
+                    return abort(StoreError::AlreadyExists {
+                        kind: "entry",
+                        key: format!(
+                            "{} (entry {})",
+                            describe_unique(entry),
+                            String::from_utf8_lossy(&other)
+                        ),
+                    });
+                }
+                entries.insert(id.as_bytes(), value.as_slice())?;
+                index.insert(unique.as_slice(), id.as_bytes())?;
+                Ok(())
+            })
+            .map_err(transaction_error)?;
+        self.commit()?;
+        debug!(entry_id = %id, spiffe_id = entry.spiffe_id.as_str(), "entry created");
+        Ok(())
+    }
+
+    fn get_entry(&self, id: &EntryId) -> Result<Option<Entry>, StoreError> {
+        let key = entry_key(id);
+        match self.entries.get(key.as_bytes()).map_err(backend)? {
+            Some(bytes) => decode_entry(key.as_bytes(), &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn update_entry(&self, entry: &Entry) -> Result<(), StoreError> {
+        let id = entry_key(&entry.id);
+        let value = encode("entry", entry)?;
+        let unique = unique_key(entry)?;
+        (&self.entries, &self.entry_index)
+            .transaction(|(entries, index)| {
+                let Some(old) = entries.get(id.as_bytes())? else {
+                    return abort(StoreError::NotFound {
+                        kind: "entry",
+                        key: id.clone(),
+                    });
+                };
+                let old = match decode_entry(id.as_bytes(), &old) {
+                    Ok(old) => old,
+                    Err(e) => return abort(e),
+                };
+                let old_unique = match unique_key(&old) {
+                    Ok(k) => k,
+                    Err(e) => return abort(e),
+                };
+                if old_unique != unique {
+                    if let Some(other) = index.get(unique.as_slice())?
+                        && other.as_ref() != id.as_bytes()
+                    {
+                        return abort(StoreError::AlreadyExists {
+                            kind: "entry",
+                            key: format!(
+                                "{} (entry {})",
+                                describe_unique(entry),
+                                String::from_utf8_lossy(&other)
+                            ),
+                        });
+                    }
+                    index.remove(old_unique.as_slice())?;
+                    index.insert(unique.as_slice(), id.as_bytes())?;
+                }
+                entries.insert(id.as_bytes(), value.as_slice())?;
+                Ok(())
+            })
+            .map_err(transaction_error)?;
+        self.commit()?;
+        debug!(entry_id = %id, revision = entry.revision, "entry updated");
+        Ok(())
+    }
+
+    fn delete_entry(&self, id: &EntryId) -> Result<Entry, StoreError> {
+        let key = entry_key(id);
+        let entry = (&self.entries, &self.entry_index)
+            .transaction(|(entries, index)| {
+                let Some(old) = entries.remove(key.as_bytes())? else {
+                    return abort(StoreError::NotFound {
+                        kind: "entry",
+                        key: key.clone(),
+                    });
+                };
+                let old = match decode_entry(key.as_bytes(), &old) {
+                    Ok(old) => old,
+                    Err(e) => return abort(e),
+                };
+                match unique_key(&old) {
+                    Ok(unique) => {
+                        index.remove(unique)?;
+                    }
+                    Err(e) => return abort(e),
+                }
+                Ok(old)
+            })
+            .map_err(transaction_error)?;
+        self.commit()?;
+        debug!(entry_id = %key, "entry deleted");
+        Ok(entry)
+    }
+
+    fn list_entries(&self) -> Result<Vec<Entry>, StoreError> {
+        let mut entries = Vec::new();
+        for item in self.entries.iter() {
+            let (key, value) = item.map_err(backend)?;
+            entries.push(decode_entry(&key, &value)?);
+        }
+        entries.sort_by_key(|e| (e.created_at, e.id));
+        Ok(entries)
+    }
+
+    fn put_agent(&self, agent: &AgentRecord) -> Result<(), StoreError> {
+        let value = encode("agent", agent)?;
+        self.agents
+            .insert(agent.spiffe_id.as_str().as_bytes(), value)
+            .map_err(backend)?;
+        self.commit()?;
+        debug!(
+            agent_id = agent.spiffe_id.as_str(),
+            banned = agent.banned,
+            evicted = agent.evicted,
+            "agent stored"
+        );
+        Ok(())
+    }
+
+    fn get_agent(&self, id: &SpiffeId) -> Result<Option<AgentRecord>, StoreError> {
+        let key = id.as_str().as_bytes();
+        match self.agents.get(key).map_err(backend)? {
+            Some(bytes) => {
+                decode_keyed(AGENTS, key, &bytes, |a: &AgentRecord| a.spiffe_id.as_str()).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        self.agents
+            .iter()
+            .map(|item| {
+                let (key, value) = item.map_err(backend)?;
+                decode_keyed(AGENTS, &key, &value, |a: &AgentRecord| a.spiffe_id.as_str())
+            })
+            .collect()
+    }
+
+    fn create_join_token(&self, token: &JoinTokenRecord) -> Result<(), StoreError> {
+        let value = encode(
+            "join token",
+            &StoredJoinToken {
+                token: token.clone(),
+                used_at: None,
+            },
+        )?;
+        let created = self
+            .join_tokens
+            .compare_and_swap(token.token_id.as_bytes(), None::<&[u8]>, Some(value))
+            .map_err(backend)?;
+        if created.is_err() {
+            return Err(StoreError::AlreadyExists {
+                kind: "join token",
+                key: token.token_id.clone(),
+            });
+        }
+        self.commit()?;
+        info!(token_id = %token.token_id, expires_at = token.expires_at, "join token created");
+        Ok(())
+    }
+
+    fn consume_join_token(&self, token_id: &str, now: i64) -> Result<JoinTokenRecord, StoreError> {
+        let key = token_id.as_bytes();
+        // Compare-and-swap from the unused record to its used tombstone:
+        // exactly one caller's swap succeeds; the others see the tombstone
+        // when they read again.
+        loop {
+            let Some(current) = self.join_tokens.get(key).map_err(backend)? else {
+                return Err(StoreError::NotFound {
+                    kind: "join token",
+                    key: token_id.to_owned(),
+                });
+            };
+            let stored: StoredJoinToken =
+                decode_keyed(JOIN_TOKENS, key, &current, |t: &StoredJoinToken| {
+                    t.token.token_id.as_str()
+                })?;
+            if let Some(used_at) = stored.used_at {
+                info!(token_id, used_at, "refused join token: already used");
+                return Err(StoreError::TokenUsed);
+            }
+            if now >= stored.token.expires_at {
+                info!(
+                    token_id,
+                    expired_at = stored.token.expires_at,
+                    now,
+                    "refused join token: expired"
+                );
+                return Err(StoreError::TokenExpired {
+                    expired_at: stored.token.expires_at,
+                });
+            }
+            let used = encode(
+                "join token",
+                &StoredJoinToken {
+                    token: stored.token.clone(),
+                    used_at: Some(now),
+                },
+            )?;
+            let swapped = self
+                .join_tokens
+                .compare_and_swap(key, Some(&current), Some(used))
+                .map_err(backend)?;
+            if swapped.is_ok() {
+                self.commit()?;
+                info!(token_id, "join token consumed");
+                return Ok(stored.token);
+            }
+        }
+    }
+
+    fn record_svid(&self, svid: &SvidRecord) -> Result<(), StoreError> {
+        let value = encode("svid", svid)?;
+        let key = svid.serial.as_bytes();
+        let swapped = self
+            .svids
+            .compare_and_swap(key, None::<&[u8]>, Some(value))
+            .map_err(backend)?;
+        if let Err(conflict) = swapped {
+            let same = match conflict.current {
+                Some(current) => {
+                    decode_keyed::<SvidRecord>(SVIDS, key, &current, |s| s.serial.as_str())?
+                        == *svid
+                }
+                None => false,
+            };
+            if !same {
+                warn!(serial = %svid.serial, "refused to record a second SVID with a used serial");
+                return Err(StoreError::AlreadyExists {
+                    kind: "svid",
+                    key: svid.serial.clone(),
+                });
+            }
+        }
+        self.commit()?;
+        debug!(serial = %svid.serial, spiffe_id = svid.spiffe_id.as_str(), not_after = svid.not_after, "svid recorded");
+        Ok(())
+    }
+
+    fn get_svid(&self, serial: &str) -> Result<Option<SvidRecord>, StoreError> {
+        let key = serial.as_bytes();
+        match self.svids.get(key).map_err(backend)? {
+            Some(bytes) => {
+                decode_keyed(SVIDS, key, &bytes, |s: &SvidRecord| s.serial.as_str()).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn list_svids(&self) -> Result<Vec<SvidRecord>, StoreError> {
+        self.svids
+            .iter()
+            .map(|item| {
+                let (key, value) = item.map_err(backend)?;
+                decode_keyed(SVIDS, &key, &value, |s: &SvidRecord| s.serial.as_str())
+            })
+            .collect()
+    }
+
+    fn prune_svids(&self, expired_before: i64) -> Result<usize, StoreError> {
+        self.prune(
+            &self.svids,
+            SVIDS,
+            expired_before,
+            |s: &SvidRecord| s.serial.as_str(),
+            |s| s.not_after,
+        )
+    }
+
+    fn put_revocation(&self, revocation: &Revocation) -> Result<(), StoreError> {
+        let value = encode("revocation", revocation)?;
+        self.revocations
+            .insert(revocation.serial.as_bytes(), value)
+            .map_err(backend)?;
+        self.commit()?;
+        info!(serial = %revocation.serial, reason = %revocation.reason, "revocation stored");
+        Ok(())
+    }
+
+    fn list_revocations(&self) -> Result<Vec<Revocation>, StoreError> {
+        self.revocations
+            .iter()
+            .map(|item| {
+                let (key, value) = item.map_err(backend)?;
+                decode_keyed(REVOCATIONS, &key, &value, |r: &Revocation| {
+                    r.serial.as_str()
+                })
+            })
+            .collect()
+    }
+
+    fn prune_revocations(&self, expired_before: i64) -> Result<usize, StoreError> {
+        self.prune(
+            &self.revocations,
+            REVOCATIONS,
+            expired_before,
+            |r: &Revocation| r.serial.as_str(),
+            |r| r.not_after,
+        )
+    }
+
+    fn next_crl_number(&self) -> Result<u64, StoreError> {
+        let next = increment_counter(&self.meta, CRL_NUMBER_KEY)?;
+        self.commit()?;
+        debug!(crl_number = next, "CRL number allocated");
+        Ok(next)
+    }
+
+    fn get_ca_journal(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .meta
+            .get(CA_JOURNAL_KEY)
+            .map_err(backend)?
+            .map(|v| v.to_vec()))
+    }
+
+    fn put_ca_journal(&self, journal: &[u8]) -> Result<(), StoreError> {
+        self.meta.insert(CA_JOURNAL_KEY, journal).map_err(backend)?;
+        self.commit()?;
+        info!(bytes = journal.len(), "CA journal stored");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn open() -> (tempfile::TempDir, SledStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        (dir, store)
+    }
+
+    fn assert_corrupt_naming<T: fmt::Debug>(result: Result<T, StoreError>, tree: &str, key: &str) {
+        match result {
+            Err(StoreError::Corrupt { what }) => assert!(
+                what.contains(&format!("`{tree}`")) && what.contains(key),
+                "the error must name tree {tree} and key {key}: {what}"
+            ),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn undecodable_records_are_errors_on_read_never_skipped() {
+        let (_dir, store) = open();
+        store.svids.insert("0f", &b"{\"serial\":"[..]).unwrap();
+        assert_corrupt_naming(store.list_svids(), SVIDS, "\"0f\"");
+        assert_corrupt_naming(store.get_svid("0f"), SVIDS, "\"0f\"");
+        assert_corrupt_naming(store.prune_svids(i64::MAX), SVIDS, "\"0f\"");
+
+        store.join_tokens.insert("t", &b"[]"[..]).unwrap();
+        assert_corrupt_naming(store.consume_join_token("t", 0), JOIN_TOKENS, "\"t\"");
+
+        let id = EntryId(uuid::Uuid::new_v4());
+        store
+            .entries
+            .insert(entry_key(&id).as_bytes(), &b"null"[..])
+            .unwrap();
+        assert_corrupt_naming(store.list_entries(), ENTRIES, &entry_key(&id));
+        assert_corrupt_naming(store.get_entry(&id), ENTRIES, &entry_key(&id));
+        assert_corrupt_naming(store.delete_entry(&id), ENTRIES, &entry_key(&id));
+
+        store.meta.insert(CRL_NUMBER_KEY, &b"7"[..]).unwrap();
+        assert_corrupt_naming(store.next_crl_number(), META, "crl_number");
+        assert!(matches!(store.verify(), Err(StoreError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn every_write_advances_the_generation_and_the_seal() {
+        let (dir, store) = open();
+        assert_eq!(read_counter(&store.meta, GENERATION_KEY).unwrap(), 0);
+        store.put_ca_journal(b"j").unwrap();
+        store.next_crl_number().unwrap();
+        assert_eq!(read_counter(&store.meta, GENERATION_KEY).unwrap(), 2);
+        assert_eq!(store.lock_seal().unwrap().sealed(), 2);
+        // A read-only or no-op call acknowledges nothing new.
+        assert_eq!(store.prune_svids(i64::MAX).unwrap(), 0);
+        assert_eq!(store.verify().unwrap().generation, 2);
+        drop(store);
+        assert_eq!(Seal::open(dir.path()).unwrap().sealed(), 2);
+    }
+
+    #[test]
+    fn uniqueness_key_ignores_selector_order_and_duplicates() {
+        let selector = |s: &str| s.parse::<Selector>().unwrap();
+        let base = Entry {
+            id: EntryId(uuid::Uuid::new_v4()),
+            spiffe_id: SpiffeId::new("spiffe://example.org/a").unwrap(),
+            parent_id: SpiffeId::new("spiffe://example.org/p").unwrap(),
+            selectors: vec![selector("unix:uid:1"), selector("unix:gid:2")],
+            x509_svid_ttl_secs: None,
+            dns_names: Vec::new(),
+            expires_at: None,
+            hint: String::new(),
+            revision: 0,
+            created_at: 0,
+        };
+        let mut shuffled = base.clone();
+        shuffled.selectors = vec![
+            selector("unix:gid:2"),
+            selector("unix:uid:1"),
+            selector("unix:gid:2"),
+        ];
+        shuffled.id = EntryId(uuid::Uuid::new_v4());
+        assert_eq!(unique_key(&base).unwrap(), unique_key(&shuffled).unwrap());
+        let mut other_parent = base.clone();
+        other_parent.parent_id = SpiffeId::new("spiffe://example.org/q").unwrap();
+        assert_ne!(
+            unique_key(&base).unwrap(),
+            unique_key(&other_parent).unwrap()
+        );
+        assert_eq!(
+            describe_unique(&shuffled),
+            "with spiffe_id spiffe://example.org/a parent_id spiffe://example.org/p \
+             and selectors [unix:gid:2, unix:uid:1]"
+        );
+    }
+}
