@@ -1,63 +1,88 @@
-//! CONTRACT for the helper building this crate (replace this file's contents
-//! with the real crate; keep these public names and signatures so the server
-//! compiles against them).
+//! Lanyard's certificate authority: CA keys, the CA life cycle and its
+//! rotation, and X.509-SVID signing from CSRs.
 //!
-//! ```text
-//! pub struct CaConfig {
-//!     pub trust_domain: TrustDomain,
-//!     pub ca_ttl: Duration,                 // lifetime of each CA certificate
-//!     pub key_dir: PathBuf,                 // CA key files live here, 0600, written atomically
-//!     pub upstream: Option<UpstreamCa>,     // None: self-signed root
-//! }
-//! pub struct UpstreamCa { pub cert_path: PathBuf, pub key_path: PathBuf }   // PEM files
+//! This is the only Lanyard crate that touches signing keys. It knows nothing
+//! of gRPC or storage: the server persists the [`CaJournal`] it hands out and
+//! drives [`CertificateAuthority::rotate`] from its own loop. The CA never
+//! reads the clock; every operation takes `now`, so the whole life cycle can
+//! be tested with synthetic times.
 //!
-//! /// Serializable record of the CA slots (certs, key file names, states); the server
-//! /// persists it in the Datastore. Never contains key material.
-//! #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)] pub struct CaJournal { .. }
+//! - **Self-signed mode** (default): each CA generation is a self-signed
+//!   root (`O=Lanyard, CN=Lanyard CA <trust domain>`, URI SAN
+//!   `spiffe://<trust domain>`), and the trust bundle lists every generation
+//!   still valid.
+//! - **Upstream mode**: an existing CA certificate and key are loaded from
+//!   disk ([`UpstreamCa`]) and Lanyard's CA is their intermediate; the bundle
+//!   is the upstream certificate and SVID chains are `[leaf, intermediate]`.
 //!
-//! pub struct CertificateAuthority { .. }     // Debug redacts keys
-//! impl CertificateAuthority {
-//!     /// Restores from the journal (loading keys from key_dir) or creates the first CA.
-//!     /// A journal that names a key file that is missing/unreadable is an error (fail closed).
-//!     pub fn load_or_create(cfg: CaConfig, journal: Option<CaJournal>, now: SystemTime) -> Result<Self, CaError>;
-//!     pub fn journal(&self) -> CaJournal;
-//!     pub fn trust_domain(&self) -> &TrustDomain;
-//!     /// Trust anchors to publish: every self-signed CA still in the bundle (active, prepared,
-//!     /// retired-but-unexpired), or the upstream root in upstream mode. DER, oldest first.
-//!     pub fn trust_bundle(&self) -> Vec<CertificateDer<'static>>;
-//!     /// Signs an X.509-SVID. Only the public key is taken from the CSR (after checking its
-//!     /// signature; P-256 or P-384 ECDSA keys only). SPIFFE ID, DNS names and TTL come from the
-//!     /// request; the TTL is capped to the active CA's remaining life; NotBefore backdated 30 s;
-//!     /// random positive serial (>= 64 bits). The result passes lanyard_identity::check_x509_svid
-//!     /// before it is returned.
-//!     pub fn sign_x509_svid(&self, req: &SvidRequest<'_>, now: SystemTime) -> Result<IssuedSvid, CaError>;
-//!     /// Rotation step, driven by the server's loop: at half the active CA's life prepare the next
-//!     /// CA (published in the bundle at once); at 5/6 activate it; drop retired CAs once expired.
-//!     pub fn rotate(&mut self, now: SystemTime) -> Result<Rotation, CaError>;
-//!     /// When the next rotation step is due (pure function of the slots' validity).
-//!     pub fn next_rotation_at(&self) -> SystemTime;
-//! }
-//! pub struct SvidRequest<'a> { pub csr_der: &'a [u8], pub spiffe_id: &'a SpiffeId,
-//!                              pub dns_names: &'a [String], pub ttl: Duration }
-//! #[derive(Clone, Debug)] pub struct IssuedSvid {
-//!     pub spiffe_id: SpiffeId,
-//!     pub cert_chain: Vec<CertificateDer<'static>>,   // leaf first, then intermediates (upstream mode)
-//!     pub serial: String,                            // lower-case hex, as SvidSummary.serial
-//!     pub not_before: i64, pub not_after: i64,       // unix seconds
-//! }
-//! #[derive(Clone, Copy, Debug, PartialEq, Eq)] pub enum Rotation { Unchanged, Prepared, Activated, Pruned }
+//! Rotation follows SPIRE: at half the active CA's life the next CA is
+//! prepared and published in the bundle, at five sixths it is activated, and
+//! retired CAs leave the bundle when they expire. CA keys are ECDSA P-256,
+//! stored as PEM PKCS#8 files, mode 0600, written atomically
+//! ([`write_file_atomic`]).
 //!
-//! /// A freshly generated P-256 key for an SVID (workload, agent or server TLS). Debug redacts.
-//! pub struct SvidKey { .. }
-//! impl SvidKey {
-//!     pub fn generate() -> Result<Self, CaError>;
-//!     pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, CaError>;
-//!     pub fn pkcs8_der(&self) -> Vec<u8>;                 // secret: never log
-//!     pub fn pkcs8_pem(&self) -> String;                  // secret: never log
-//!     pub fn csr_der(&self) -> Result<Vec<u8>, CaError>;  // CSR with an empty subject
-//! }
-//! /// Atomic, durable file write with the given mode whatever the umask: temp file in the same
-//! /// directory (created with `mode`), write, fsync, rename, fsync the directory.
-//! pub fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CaError>;
-//! #[non_exhaustive] pub enum CaError { .. }          // thiserror, every variant documented
+//! ```no_run
+//! use std::time::{Duration, SystemTime};
+//! use lanyard_ca::{CaConfig, CertificateAuthority, SvidKey, SvidRequest};
+//! use lanyard_identity::{SpiffeId, TrustDomain};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let td = TrustDomain::new("example.org")?;
+//! let cfg = CaConfig {
+//!     trust_domain: td.clone(),
+//!     ca_ttl: Duration::from_secs(24 * 3600),
+//!     key_dir: "/var/lib/lanyard/server/keys".into(),
+//!     upstream: None,
+//! };
+//! let now = SystemTime::now();
+//! // First start: no journal yet. Persist `ca.journal()` and pass it back on restart.
+//! let mut ca = CertificateAuthority::load_or_create(cfg, None, now)?;
+//!
+//! // A workload's key and CSR (normally made by the agent).
+//! let key = SvidKey::generate()?;
+//! let csr = key.csr_der()?;
+//! let id = SpiffeId::from_parts(&td, "/billing/api")?;
+//! let svid = ca.sign_x509_svid(
+//!     &SvidRequest {
+//!         csr_der: &csr,
+//!         spiffe_id: &id,
+//!         dns_names: &[],
+//!         ttl: Duration::from_secs(3600),
+//!     },
+//!     now,
+//! )?;
+//! println!("issued serial {} until {}", svid.serial, svid.not_after);
+//!
+//! // The server's rotation loop: sleep until `next_rotation_at`, then step.
+//! let rotation = ca.rotate(ca.next_rotation_at())?;
+//! println!("{rotation:?}; bundle has {} CAs", ca.trust_bundle().len());
+//! # Ok(())
+//! # }
 //! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod authority;
+mod error;
+mod fs;
+mod journal;
+mod keys;
+mod pem;
+mod rotation;
+mod signing;
+mod slot;
+mod upstream;
+mod validity;
+
+pub use self::{
+    authority::{CaConfig, CertificateAuthority, MIN_CA_TTL},
+    error::CaError,
+    fs::write_file_atomic,
+    journal::CaJournal,
+    keys::SvidKey,
+    pem::certificates_to_pem,
+    rotation::Rotation,
+    signing::{IssuedSvid, SvidRequest},
+    slot::{CaSlotInfo, CaSlotState},
+    upstream::UpstreamCa,
+};
