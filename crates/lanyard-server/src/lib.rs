@@ -1,1 +1,37 @@
-//! placeholder
+//! The Lanyard server: holds the trust domain's CA, attests agents, signs
+//! X.509-SVIDs, and serves the Node API (TLS), the Admin API (Unix socket)
+//! and HTTP health endpoints.
+//!
+//! The `lanyard-server` binary is a thin shell over [`run`] and [`cli`].
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), lanyard_server::ServerError> {
+//! use lanyard_server::{ConfigFile, run};
+//! let cfg = ConfigFile::parse("trust_domain = \"example.org\"\ndata_dir = \"/var/lib/lanyard\"")
+//!     .map_err(lanyard_server::ServerError::Config)?
+//!     .validate()?;
+//! run(cfg, tokio_util::sync::CancellationToken::new()).await
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod admin;
+pub mod cli;
+mod config;
+mod convert;
+mod error;
+mod http;
+mod join_token;
+mod node;
+mod rotation;
+mod run;
+mod state;
+mod status;
+
+pub use self::{
+    config::{ConfigFile, ServerConfig, UpstreamFile, X509PopFile, defaults},
+    error::ServerError,
+    node::{X509POP_CHALLENGE_CONTEXT, authorized_entries, x509pop_challenge},
+    run::run,
+};

@@ -1,0 +1,395 @@
+//! `lanyard.admin.v1.Admin` implementation.
+
+use std::sync::Arc;
+
+use lanyard_identity::{Entry, EntryId, SpiffeId};
+use lanyard_proto::admin::v1::{self as pb, admin_server::Admin};
+use lanyard_store::{AgentRecord, JoinTokenRecord};
+use tonic::{Request, Response, Status};
+
+use super::Principal;
+use crate::{
+    convert, join_token,
+    state::{ServerState, now_unix},
+    status::store_status,
+};
+
+pub(crate) struct AdminService {
+    state: Arc<ServerState>,
+}
+
+impl AdminService {
+    pub fn new(state: Arc<ServerState>) -> Self {
+        Self { state }
+    }
+
+    /// IDs under `/lanyard/` belong to the server and agents: no entry may
+    /// claim one, and every entry stays inside our trust domain.
+    fn check_entry_ids(&self, entry: &Entry) -> Result<(), Status> {
+        let td = &self.state.cfg.trust_domain;
+        for (field, id) in [
+            ("spiffe_id", &entry.spiffe_id),
+            ("parent_id", &entry.parent_id),
+        ] {
+            if !id.is_member_of(td) {
+                return Err(Status::invalid_argument(format!(
+                    "{field} {id} is not in trust domain {td}"
+                )));
+            }
+        }
+        if entry.spiffe_id.path() == "/lanyard" || entry.spiffe_id.path().starts_with("/lanyard/") {
+            return Err(Status::invalid_argument(format!(
+                "spiffe_id {} is reserved: paths under /lanyard/ name the server and agents",
+                entry.spiffe_id
+            )));
+        }
+        entry
+            .validate()
+            .map_err(|e| Status::invalid_argument(e.to_string()))
+    }
+
+    fn entry_from(&self, e: pb::Entry) -> Result<Entry, Status> {
+        Ok(Entry {
+            id: EntryId::new_random(),
+            spiffe_id: convert::spiffe_id("spiffe_id", &e.spiffe_id)?,
+            parent_id: convert::spiffe_id("parent_id", &e.parent_id)?,
+            selectors: convert::selectors(&e.selectors)?,
+            x509_svid_ttl_secs: convert::ttl("x509_svid_ttl", e.x509_svid_ttl_seconds)?,
+            dns_names: e.dns_names,
+            expires_at: convert::expires_at(e.expires_at)?,
+            hint: e.hint,
+            revision: 0,
+            created_at: now_unix(),
+        })
+    }
+
+    async fn agent(&self, id: &str) -> Result<AgentRecord, Status> {
+        let id = convert::spiffe_id("spiffe_id", id)?;
+        let key = id.clone();
+        self.state
+            .db(move |s| s.get_agent(&key))
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| Status::not_found(format!("no agent {id}")))
+    }
+
+    async fn set_agent_flag(
+        &self,
+        req: Request<String>,
+        action: &'static str,
+        apply: fn(&mut AgentRecord),
+    ) -> Result<Response<pb::Agent>, Status> {
+        let who = Principal::of(&req)?;
+        let mut agent = self.agent(req.get_ref()).await?;
+        apply(&mut agent);
+        let record = agent.clone();
+        self.state
+            .db(move |s| s.put_agent(&record))
+            .await
+            .map_err(store_status)?;
+        self.state.notify();
+        tracing::warn!(principal = %who, agent = %agent.spiffe_id, action, "agent standing changed");
+        Ok(Response::new(agent_pb(&agent)))
+    }
+}
+
+fn agent_pb(a: &AgentRecord) -> pb::Agent {
+    pb::Agent {
+        spiffe_id: a.spiffe_id.to_string(),
+        attestation_type: a.attestation_type.clone(),
+        selectors: a.selectors.iter().map(ToString::to_string).collect(),
+        serial: a.serial.clone(),
+        expires_at: a.expires_at,
+        attested_at: a.attested_at,
+        banned: a.banned,
+        evicted: a.evicted,
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn create_entry(
+        &self,
+        req: Request<pb::CreateEntryRequest>,
+    ) -> Result<Response<pb::Entry>, Status> {
+        let who = Principal::of(&req)?;
+        let entry = req
+            .into_inner()
+            .entry
+            .ok_or_else(|| Status::invalid_argument("entry is required"))?;
+        let entry = self.entry_from(entry)?;
+        self.check_entry_ids(&entry)?;
+        let record = entry.clone();
+        self.state
+            .db(move |s| s.create_entry(&record))
+            .await
+            .map_err(store_status)?;
+        self.state.notify();
+        tracing::info!(principal = %who, entry = %entry.id, spiffe_id = %entry.spiffe_id, "entry created");
+        Ok(Response::new(convert::admin_entry(&entry)))
+    }
+
+    async fn list_entries(
+        &self,
+        req: Request<pb::ListEntriesRequest>,
+    ) -> Result<Response<pb::ListEntriesResponse>, Status> {
+        let f = req.into_inner();
+        let spiffe_id = (!f.spiffe_id.is_empty())
+            .then(|| convert::spiffe_id("spiffe_id", &f.spiffe_id))
+            .transpose()?;
+        let parent_id = (!f.parent_id.is_empty())
+            .then(|| convert::spiffe_id("parent_id", &f.parent_id))
+            .transpose()?;
+        let selector = (!f.selector.is_empty())
+            .then(|| convert::selectors(std::slice::from_ref(&f.selector)))
+            .transpose()?
+            .and_then(|mut v| v.pop());
+        let entries = self
+            .state
+            .db(|s| s.list_entries())
+            .await
+            .map_err(store_status)?;
+        let entries = entries
+            .iter()
+            .filter(|e| spiffe_id.as_ref().is_none_or(|id| &e.spiffe_id == id))
+            .filter(|e| parent_id.as_ref().is_none_or(|id| &e.parent_id == id))
+            .filter(|e| selector.as_ref().is_none_or(|s| e.selectors.contains(s)))
+            .map(convert::admin_entry)
+            .collect();
+        Ok(Response::new(pb::ListEntriesResponse { entries }))
+    }
+
+    async fn get_entry(
+        &self,
+        req: Request<pb::GetEntryRequest>,
+    ) -> Result<Response<pb::Entry>, Status> {
+        let id = convert::entry_id(&req.get_ref().id)?;
+        let entry = self
+            .state
+            .db(move |s| s.get_entry(&id))
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| Status::not_found(format!("no entry {id}")))?;
+        Ok(Response::new(convert::admin_entry(&entry)))
+    }
+
+    async fn update_entry(
+        &self,
+        req: Request<pb::UpdateEntryRequest>,
+    ) -> Result<Response<pb::Entry>, Status> {
+        let who = Principal::of(&req)?;
+        let u = req.into_inner();
+        let id = convert::entry_id(&u.id)?;
+        let mut entry = self
+            .state
+            .db(move |s| s.get_entry(&id))
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| Status::not_found(format!("no entry {id}")))?;
+        if let Some(v) = &u.spiffe_id {
+            entry.spiffe_id = convert::spiffe_id("spiffe_id", v)?;
+        }
+        if let Some(v) = &u.parent_id {
+            entry.parent_id = convert::spiffe_id("parent_id", v)?;
+        }
+        if !u.selectors.is_empty() {
+            entry.selectors = convert::selectors(&u.selectors)?;
+        }
+        if let Some(v) = u.x509_svid_ttl_seconds {
+            entry.x509_svid_ttl_secs = convert::ttl("x509_svid_ttl", v)?;
+        }
+        if u.set_dns_names {
+            entry.dns_names = u.dns_names;
+        }
+        if let Some(v) = u.expires_at {
+            entry.expires_at = convert::expires_at(v)?;
+        }
+        if let Some(v) = u.hint {
+            entry.hint = v;
+        }
+        entry.revision += 1;
+        self.check_entry_ids(&entry)?;
+        let record = entry.clone();
+        self.state
+            .db(move |s| s.update_entry(&record))
+            .await
+            .map_err(store_status)?;
+        self.state.notify();
+        tracing::info!(principal = %who, entry = %entry.id, revision = entry.revision, "entry updated");
+        Ok(Response::new(convert::admin_entry(&entry)))
+    }
+
+    async fn delete_entry(
+        &self,
+        req: Request<pb::DeleteEntryRequest>,
+    ) -> Result<Response<pb::Entry>, Status> {
+        let who = Principal::of(&req)?;
+        let id = convert::entry_id(&req.get_ref().id)?;
+        let entry = self
+            .state
+            .db(move |s| s.delete_entry(&id))
+            .await
+            .map_err(store_status)?;
+        self.state.notify();
+        tracing::info!(principal = %who, entry = %entry.id, spiffe_id = %entry.spiffe_id, "entry deleted");
+        Ok(Response::new(convert::admin_entry(&entry)))
+    }
+
+    async fn generate_join_token(
+        &self,
+        req: Request<pb::GenerateJoinTokenRequest>,
+    ) -> Result<Response<pb::JoinToken>, Status> {
+        let who = Principal::of(&req)?;
+        let r = req.into_inner();
+        let ttl = match r.ttl_seconds {
+            0 => self.state.cfg.join_token_ttl.as_secs() as i64,
+            s if s > 0 => s,
+            s => {
+                return Err(Status::invalid_argument(format!(
+                    "ttl must be positive, got {s}s"
+                )));
+            }
+        };
+        let td = &self.state.cfg.trust_domain;
+        let spiffe_id = if r.spiffe_id.is_empty() {
+            None
+        } else {
+            let id = convert::spiffe_id("spiffe_id", &r.spiffe_id)?;
+            if !id.is_member_of(td) || id.path().is_empty() || id == self.state.server_id {
+                return Err(Status::invalid_argument(format!(
+                    "spiffe_id {id} cannot be an agent ID: it must be a non-root ID in {td} other than the server's"
+                )));
+            }
+            Some(id)
+        };
+        let token =
+            join_token::generate().map_err(|_| Status::internal("random generator failed"))?;
+        let token_id = join_token::token_id(&token);
+        let now = now_unix();
+        let agent_id = match &spiffe_id {
+            Some(id) => id.clone(),
+            None => SpiffeId::from_parts(td, &format!("/lanyard/agent/join_token/{token_id}"))
+                .map_err(|e| Status::internal(e.to_string()))?,
+        };
+        let record = JoinTokenRecord {
+            token_id: token_id.clone(),
+            expires_at: now + ttl,
+            created_at: now,
+            spiffe_id,
+        };
+        self.state
+            .db(move |s| s.create_join_token(&record))
+            .await
+            .map_err(store_status)?;
+        tracing::info!(principal = %who, token_id = %token_id, ttl_seconds = ttl, "join token created");
+        Ok(Response::new(pb::JoinToken {
+            token,
+            expires_at: now + ttl,
+            agent_id: agent_id.to_string(),
+        }))
+    }
+
+    async fn list_agents(
+        &self,
+        _req: Request<pb::ListAgentsRequest>,
+    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        let agents = self
+            .state
+            .db(|s| s.list_agents())
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(pb::ListAgentsResponse {
+            agents: agents.iter().map(agent_pb).collect(),
+        }))
+    }
+
+    async fn get_agent(
+        &self,
+        req: Request<pb::GetAgentRequest>,
+    ) -> Result<Response<pb::Agent>, Status> {
+        Ok(Response::new(agent_pb(
+            &self.agent(&req.get_ref().spiffe_id).await?,
+        )))
+    }
+
+    async fn evict_agent(
+        &self,
+        req: Request<pb::EvictAgentRequest>,
+    ) -> Result<Response<pb::Agent>, Status> {
+        let (meta, ext, inner) = req.into_parts();
+        self.set_agent_flag(
+            Request::from_parts(meta, ext, inner.spiffe_id),
+            "evicted",
+            |a| a.evicted = true,
+        )
+        .await
+    }
+
+    async fn ban_agent(
+        &self,
+        req: Request<pb::BanAgentRequest>,
+    ) -> Result<Response<pb::Agent>, Status> {
+        let (meta, ext, inner) = req.into_parts();
+        self.set_agent_flag(
+            Request::from_parts(meta, ext, inner.spiffe_id),
+            "banned",
+            |a| a.banned = true,
+        )
+        .await
+    }
+
+    async fn get_bundle(
+        &self,
+        _req: Request<pb::GetBundleRequest>,
+    ) -> Result<Response<pb::Bundle>, Status> {
+        Ok(Response::new(pb::Bundle {
+            trust_domain: self.state.cfg.trust_domain.to_string(),
+            x509_authorities: self
+                .state
+                .bundle()
+                .into_iter()
+                .map(|c| c.to_vec())
+                .collect(),
+            sequence_number: 0,
+        }))
+    }
+
+    async fn list_svids(
+        &self,
+        req: Request<pb::ListSvidsRequest>,
+    ) -> Result<Response<pb::ListSvidsResponse>, Status> {
+        let f = req.into_inner();
+        let spiffe_id = (!f.spiffe_id.is_empty())
+            .then(|| convert::spiffe_id("spiffe_id", &f.spiffe_id))
+            .transpose()?;
+        let mut svids = self
+            .state
+            .db(|s| s.list_svids())
+            .await
+            .map_err(store_status)?;
+        svids.sort_by(|a, b| (a.issued_at, &a.serial).cmp(&(b.issued_at, &b.serial)));
+        let svids = svids
+            .into_iter()
+            .filter(|s| spiffe_id.as_ref().is_none_or(|id| &s.spiffe_id == id))
+            .map(|s| pb::Svid {
+                serial: s.serial,
+                spiffe_id: s.spiffe_id.to_string(),
+                entry_id: s.entry_id.map(|e| e.to_string()).unwrap_or_default(),
+                agent_id: s.agent_id.map(|a| a.to_string()).unwrap_or_default(),
+                not_after: s.not_after,
+                issued_at: s.issued_at,
+            })
+            .collect();
+        Ok(Response::new(pb::ListSvidsResponse { svids }))
+    }
+
+    async fn health(
+        &self,
+        _req: Request<pb::HealthRequest>,
+    ) -> Result<Response<pb::HealthResponse>, Status> {
+        Ok(Response::new(pb::HealthResponse {
+            ready: true,
+            trust_domain: self.state.cfg.trust_domain.to_string(),
+        }))
+    }
+}

@@ -1,0 +1,266 @@
+//! Command-line arguments.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::ConfigFile;
+
+/// Default admin socket for operator commands (the server's default under
+/// its default data dir).
+pub const DEFAULT_ADMIN_SOCKET: &str = "/var/lib/lanyard/server/admin.sock";
+
+/// Lanyard server: the trust domain's CA, agent attestation, SVID signing, and
+/// the operator commands that manage them.
+#[derive(Debug, Parser)]
+#[command(name = "lanyard-server", version, propagate_version = true)]
+pub struct Cli {
+    /// Admin socket of the server to talk to (operator commands).
+    #[arg(long, global = true, env = "LANYARD_ADMIN_SOCKET", default_value = DEFAULT_ADMIN_SOCKET)]
+    pub socket: PathBuf,
+    /// Output format of operator commands.
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Human-readable table.
+    Table,
+    /// One JSON document (an object, or an array for lists), snake_case keys.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (config file, overridden by flags).
+    Run(Box<RunArgs>),
+    /// Registration entries: which workloads get which SPIFFE ID.
+    #[command(subcommand)]
+    Entry(EntryCmd),
+    /// One-time join tokens for agent attestation.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Attested agents.
+    #[command(subcommand)]
+    Agent(AgentCmd),
+    /// The trust bundle.
+    #[command(subcommand)]
+    Bundle(BundleCmd),
+    /// Issued SVIDs.
+    #[command(subcommand)]
+    Svid(SvidCmd),
+    /// Exit 0 if the server answers on its admin socket and is ready.
+    Healthcheck,
+}
+
+/// `run` flags; each overrides the same key of the config file.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// TOML config file (unknown keys are an error).
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// Trust domain, e.g. `example.org`.
+    #[arg(long)]
+    pub trust_domain: Option<String>,
+    /// Data directory [default: /var/lib/lanyard/server].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Node API address [default: 127.0.0.1:8081].
+    #[arg(long)]
+    pub bind_address: Option<SocketAddr>,
+    /// Admin socket [default: <data-dir>/admin.sock].
+    #[arg(long)]
+    pub admin_socket: Option<PathBuf>,
+    /// HTTP address for health endpoints [default: 127.0.0.1:8082].
+    #[arg(long)]
+    pub http_address: Option<SocketAddr>,
+    /// CA certificate lifetime, e.g. `24h` [default: 24h].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub ca_ttl: Option<Duration>,
+    /// Default X.509-SVID lifetime [default: 1h].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub default_x509_svid_ttl: Option<Duration>,
+    /// Agent SVID lifetime [default: 1h].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub agent_svid_ttl: Option<Duration>,
+    /// Default join token lifetime [default: 10m].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub join_token_ttl: Option<Duration>,
+    /// Log filter, e.g. `info` or `lanyard_server=debug` [default: info].
+    #[arg(long)]
+    pub log_level: Option<String>,
+    /// `text` or `json` [default: text].
+    #[arg(long)]
+    pub log_format: Option<String>,
+}
+
+impl RunArgs {
+    /// The flags as a config overlay.
+    pub fn overlay(&self) -> ConfigFile {
+        ConfigFile {
+            trust_domain: self.trust_domain.clone(),
+            data_dir: self.data_dir.clone(),
+            bind_address: self.bind_address,
+            admin_socket: self.admin_socket.clone(),
+            http_address: self.http_address,
+            ca_ttl: self.ca_ttl,
+            default_x509_svid_ttl: self.default_x509_svid_ttl,
+            agent_svid_ttl: self.agent_svid_ttl,
+            join_token_ttl: self.join_token_ttl,
+            log_level: self.log_level.clone(),
+            log_format: self.log_format.clone(),
+            upstream: None,
+            x509pop: None,
+        }
+    }
+}
+
+/// `entry` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum EntryCmd {
+    /// Register a workload; prints the new entry's ID.
+    Create {
+        /// SPIFFE ID issued to matching workloads.
+        #[arg(long)]
+        spiffe_id: String,
+        /// Agent (or node alias) that may fetch it.
+        #[arg(long)]
+        parent_id: String,
+        /// `type:key:value`, repeatable; all must match (e.g. `unix:uid:1000`).
+        #[arg(long = "selector", required = true)]
+        selectors: Vec<String>,
+        /// SVID lifetime, e.g. `15m` [default: the server's default].
+        #[arg(long, value_parser = humantime::parse_duration)]
+        x509_svid_ttl: Option<Duration>,
+        /// DNS SAN, repeatable.
+        #[arg(long = "dns-name")]
+        dns_names: Vec<String>,
+        /// RFC 3339 time after which the entry is ignored.
+        #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
+        expires_at: Option<std::time::SystemTime>,
+        /// Hint passed to workloads.
+        #[arg(long, default_value = "")]
+        hint: String,
+    },
+    /// List entries, optionally filtered.
+    List {
+        /// Only this SPIFFE ID.
+        #[arg(long)]
+        spiffe_id: Option<String>,
+        /// Only this parent.
+        #[arg(long)]
+        parent_id: Option<String>,
+        /// Only entries with this selector.
+        #[arg(long)]
+        selector: Option<String>,
+    },
+    /// Show one entry.
+    Show {
+        /// Entry ID.
+        id: String,
+    },
+    /// Change an entry; unset flags keep their value.
+    Update {
+        /// Entry ID.
+        id: String,
+        /// New SPIFFE ID.
+        #[arg(long)]
+        spiffe_id: Option<String>,
+        /// New parent ID.
+        #[arg(long)]
+        parent_id: Option<String>,
+        /// Replaces all selectors.
+        #[arg(long = "selector")]
+        selectors: Vec<String>,
+        /// New SVID lifetime.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        x509_svid_ttl: Option<Duration>,
+        /// Replaces all DNS names.
+        #[arg(long = "dns-name")]
+        dns_names: Vec<String>,
+        /// New expiry (RFC 3339).
+        #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
+        expires_at: Option<std::time::SystemTime>,
+        /// New hint.
+        #[arg(long)]
+        hint: Option<String>,
+    },
+    /// Delete an entry.
+    Delete {
+        /// Entry ID.
+        id: String,
+    },
+}
+
+/// `token` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Create a one-time join token (printed once; only its hash is stored).
+    Generate {
+        /// Lifetime, e.g. `10m` [default: the server's join_token_ttl].
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<Duration>,
+        /// SPIFFE ID for the agent instead of .../lanyard/agent/join_token/<id>.
+        #[arg(long)]
+        spiffe_id: Option<String>,
+    },
+}
+
+/// `agent` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AgentCmd {
+    /// List attested agents.
+    List,
+    /// Show one agent.
+    Show {
+        /// Agent SPIFFE ID.
+        id: String,
+    },
+    /// Forget the agent's attestation: it must attest again with a new token.
+    Evict {
+        /// Agent SPIFFE ID.
+        id: String,
+    },
+    /// Refuse the agent from now on, including re-attestation.
+    Ban {
+        /// Agent SPIFFE ID.
+        id: String,
+    },
+}
+
+/// `bundle` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BundleCmd {
+    /// Print the trust bundle.
+    Show {
+        /// `pem` or `spiffe` (JWKS per the SPIFFE bundle format).
+        #[arg(long, value_enum, default_value_t = BundleFormat::Pem)]
+        format: BundleFormat,
+    },
+}
+
+/// Bundle formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BundleFormat {
+    /// PEM certificates.
+    Pem,
+    /// SPIFFE bundle (JWKS).
+    Spiffe,
+}
+
+/// `svid` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SvidCmd {
+    /// List issued SVIDs (serial, SPIFFE ID, entry, agent, expiry).
+    List {
+        /// Only this SPIFFE ID.
+        #[arg(long)]
+        spiffe_id: Option<String>,
+    },
+}

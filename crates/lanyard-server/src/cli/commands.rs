@@ -1,0 +1,349 @@
+//! Operator commands: each one RPC on the admin socket, then output.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, anyhow};
+use base64::{
+    Engine,
+    engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
+};
+use lanyard_proto::admin::v1 as pb;
+use serde_json::{Value, json};
+
+use super::{
+    args::{
+        AgentCmd, BundleCmd, BundleFormat, Cli, Command, EntryCmd, OutputFormat, SvidCmd, TokenCmd,
+    },
+    client::connect,
+    output::{self, table},
+};
+
+fn rpc(status: tonic::Status) -> anyhow::Error {
+    anyhow!("{}", status.message())
+}
+
+fn unix(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn print_json(v: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Runs an operator command (anything but `run`), printing its output.
+pub async fn execute(cli: Cli) -> anyhow::Result<()> {
+    let json = cli.output == OutputFormat::Json;
+    let mut admin = connect(&cli.socket).await?;
+    match cli.command {
+        Command::Run(_) => Err(anyhow!("`run` is not an operator command")),
+        Command::Healthcheck => {
+            let h = admin
+                .health(pb::HealthRequest {})
+                .await
+                .map_err(rpc)?
+                .into_inner();
+            if json {
+                print_json(&json!({"ready": h.ready, "trust_domain": h.trust_domain}))?;
+            } else {
+                println!(
+                    "{} ({})",
+                    if h.ready { "ready" } else { "not ready" },
+                    h.trust_domain
+                );
+            }
+            if h.ready {
+                Ok(())
+            } else {
+                Err(anyhow!("server is not ready"))
+            }
+        }
+        Command::Entry(cmd) => entry(&mut admin, cmd, json).await,
+        Command::Token(TokenCmd::Generate { ttl, spiffe_id }) => {
+            let t = admin
+                .generate_join_token(pb::GenerateJoinTokenRequest {
+                    ttl_seconds: ttl.map(|d| d.as_secs().max(1) as i64).unwrap_or(0),
+                    spiffe_id: spiffe_id.unwrap_or_default(),
+                })
+                .await
+                .map_err(rpc)?
+                .into_inner();
+            if json {
+                print_json(
+                    &json!({"token": t.token, "expires_at": output::time(t.expires_at), "agent_id": t.agent_id}),
+                )
+            } else {
+                println!("{}", t.token);
+                eprintln!(
+                    "agent ID {} · expires {}",
+                    t.agent_id,
+                    output::time(t.expires_at)
+                );
+                Ok(())
+            }
+        }
+        Command::Agent(cmd) => {
+            let one = |a: pb::Agent| -> anyhow::Result<()> {
+                if json {
+                    print_json(&output::agent_json(&a))
+                } else {
+                    println!(
+                        "{}",
+                        table(
+                            &["SPIFFE ID", "ATTESTATION", "STATUS", "SERIAL", "EXPIRES"],
+                            &[output::agent_row(&a)]
+                        )
+                    );
+                    Ok(())
+                }
+            };
+            match cmd {
+                AgentCmd::List => {
+                    let agents = admin
+                        .list_agents(pb::ListAgentsRequest {})
+                        .await
+                        .map_err(rpc)?
+                        .into_inner()
+                        .agents;
+                    if json {
+                        print_json(&Value::Array(
+                            agents.iter().map(output::agent_json).collect(),
+                        ))
+                    } else {
+                        let rows: Vec<_> = agents.iter().map(output::agent_row).collect();
+                        println!(
+                            "{}",
+                            table(
+                                &["SPIFFE ID", "ATTESTATION", "STATUS", "SERIAL", "EXPIRES"],
+                                &rows
+                            )
+                        );
+                        Ok(())
+                    }
+                }
+                AgentCmd::Show { id } => one(admin
+                    .get_agent(pb::GetAgentRequest { spiffe_id: id })
+                    .await
+                    .map_err(rpc)?
+                    .into_inner()),
+                AgentCmd::Evict { id } => one(admin
+                    .evict_agent(pb::EvictAgentRequest { spiffe_id: id })
+                    .await
+                    .map_err(rpc)?
+                    .into_inner()),
+                AgentCmd::Ban { id } => one(admin
+                    .ban_agent(pb::BanAgentRequest { spiffe_id: id })
+                    .await
+                    .map_err(rpc)?
+                    .into_inner()),
+            }
+        }
+        Command::Bundle(BundleCmd::Show { format }) => {
+            let b = admin
+                .get_bundle(pb::GetBundleRequest {})
+                .await
+                .map_err(rpc)?
+                .into_inner();
+            match format {
+                BundleFormat::Pem => {
+                    for der in &b.x509_authorities {
+                        print!("{}", pem("CERTIFICATE", der));
+                    }
+                    Ok(())
+                }
+                BundleFormat::Spiffe => print_json(&spiffe_bundle(&b.x509_authorities)?),
+            }
+        }
+        Command::Svid(SvidCmd::List { spiffe_id }) => {
+            let svids = admin
+                .list_svids(pb::ListSvidsRequest {
+                    spiffe_id: spiffe_id.unwrap_or_default(),
+                })
+                .await
+                .map_err(rpc)?
+                .into_inner()
+                .svids;
+            if json {
+                print_json(&Value::Array(svids.iter().map(output::svid_json).collect()))
+            } else {
+                let rows: Vec<_> = svids.iter().map(output::svid_row).collect();
+                println!(
+                    "{}",
+                    table(
+                        &["SERIAL", "SPIFFE ID", "ENTRY", "AGENT", "NOT AFTER"],
+                        &rows
+                    )
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+type Admin = pb::admin_client::AdminClient<tonic::transport::Channel>;
+
+async fn entry(admin: &mut Admin, cmd: EntryCmd, json: bool) -> anyhow::Result<()> {
+    let show = |e: pb::Entry| -> anyhow::Result<()> {
+        if json {
+            print_json(&output::entry_json(&e))
+        } else {
+            println!("{}", output::entry_text(&e));
+            Ok(())
+        }
+    };
+    match cmd {
+        EntryCmd::Create {
+            spiffe_id,
+            parent_id,
+            selectors,
+            x509_svid_ttl,
+            dns_names,
+            expires_at,
+            hint,
+        } => {
+            let e = admin
+                .create_entry(pb::CreateEntryRequest {
+                    entry: Some(pb::Entry {
+                        spiffe_id,
+                        parent_id,
+                        selectors,
+                        x509_svid_ttl_seconds: x509_svid_ttl
+                            .map(|d| d.as_secs().max(1) as i64)
+                            .unwrap_or(0),
+                        dns_names,
+                        expires_at: expires_at.map(unix).unwrap_or(0),
+                        hint,
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .map_err(rpc)?
+                .into_inner();
+            if json {
+                print_json(&output::entry_json(&e))
+            } else {
+                println!("{}", e.id);
+                Ok(())
+            }
+        }
+        EntryCmd::List {
+            spiffe_id,
+            parent_id,
+            selector,
+        } => {
+            let entries = admin
+                .list_entries(pb::ListEntriesRequest {
+                    spiffe_id: spiffe_id.unwrap_or_default(),
+                    parent_id: parent_id.unwrap_or_default(),
+                    selector: selector.unwrap_or_default(),
+                })
+                .await
+                .map_err(rpc)?
+                .into_inner()
+                .entries;
+            if json {
+                print_json(&Value::Array(
+                    entries.iter().map(output::entry_json).collect(),
+                ))
+            } else {
+                let rows: Vec<_> = entries.iter().map(output::entry_row).collect();
+                println!(
+                    "{}",
+                    table(&["ID", "SPIFFE ID", "PARENT ID", "SELECTORS"], &rows)
+                );
+                Ok(())
+            }
+        }
+        EntryCmd::Show { id } => show(
+            admin
+                .get_entry(pb::GetEntryRequest { id })
+                .await
+                .map_err(rpc)?
+                .into_inner(),
+        ),
+        EntryCmd::Update {
+            id,
+            spiffe_id,
+            parent_id,
+            selectors,
+            x509_svid_ttl,
+            dns_names,
+            expires_at,
+            hint,
+        } => {
+            let set_dns_names = !dns_names.is_empty();
+            show(
+                admin
+                    .update_entry(pb::UpdateEntryRequest {
+                        id,
+                        spiffe_id,
+                        parent_id,
+                        selectors,
+                        x509_svid_ttl_seconds: x509_svid_ttl.map(|d| d.as_secs().max(1) as i64),
+                        dns_names,
+                        set_dns_names,
+                        expires_at: expires_at.map(unix),
+                        hint,
+                    })
+                    .await
+                    .map_err(rpc)?
+                    .into_inner(),
+            )
+        }
+        EntryCmd::Delete { id } => {
+            let e = admin
+                .delete_entry(pb::DeleteEntryRequest { id })
+                .await
+                .map_err(rpc)?
+                .into_inner();
+            if json {
+                print_json(&output::entry_json(&e))
+            } else {
+                println!("deleted {}", e.id);
+                Ok(())
+            }
+        }
+    }
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// The SPIFFE bundle format: a JWK Set whose X.509 authorities have
+/// `use: "x509-svid"` and carry the certificate in `x5c`.
+fn spiffe_bundle(authorities: &[Vec<u8>]) -> anyhow::Result<Value> {
+    let keys = authorities
+        .iter()
+        .map(|der| {
+            let (_, cert) =
+                x509_parser::parse_x509_certificate(der).context("bundle certificate")?;
+            let spki = cert.public_key();
+            let point = spki.subject_public_key.data.as_ref();
+            let curve = match point.len() {
+                65 => "P-256",
+                97 => "P-384",
+                n => return Err(anyhow!("unsupported CA key ({n}-byte point)")),
+            };
+            let half = (point.len() - 1) / 2;
+            Ok(json!({
+                "use": "x509-svid",
+                "kty": "EC",
+                "crv": curve,
+                "x": URL_SAFE_NO_PAD.encode(&point[1..1 + half]),
+                "y": URL_SAFE_NO_PAD.encode(&point[1 + half..]),
+                "x5c": [STANDARD.encode(der)],
+            }))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(json!({ "keys": keys, "spiffe_refresh_hint": 300 }))
+}

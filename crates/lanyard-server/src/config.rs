@@ -1,0 +1,287 @@
+//! Server configuration: a TOML file overlaid by command-line flags (flags
+//! win), validated as a whole. Unknown keys are an error.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use lanyard_identity::TrustDomain;
+use serde::Deserialize;
+
+use crate::ServerError;
+
+/// The file form of the configuration: every key optional so that flags can
+/// fill or override it.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// The trust domain, e.g. `example.org`.
+    pub trust_domain: Option<String>,
+    /// Where the store, CA keys and the admin socket live.
+    pub data_dir: Option<PathBuf>,
+    /// Node API (TLS) listen address.
+    pub bind_address: Option<SocketAddr>,
+    /// Admin API Unix socket.
+    pub admin_socket: Option<PathBuf>,
+    /// HTTP address for health (and later CRL and metrics).
+    pub http_address: Option<SocketAddr>,
+    /// Lifetime of each CA certificate.
+    #[serde(default, with = "humantime_serde")]
+    pub ca_ttl: Option<Duration>,
+    /// Default X.509-SVID lifetime for entries that set none.
+    #[serde(default, with = "humantime_serde")]
+    pub default_x509_svid_ttl: Option<Duration>,
+    /// Agent SVID lifetime.
+    #[serde(default, with = "humantime_serde")]
+    pub agent_svid_ttl: Option<Duration>,
+    /// Default join token lifetime.
+    #[serde(default, with = "humantime_serde")]
+    pub join_token_ttl: Option<Duration>,
+    /// Log filter (`info`, `debug`, `lanyard_server=debug` ...).
+    pub log_level: Option<String>,
+    /// `text` or `json`.
+    pub log_format: Option<String>,
+    /// Run as an intermediate of an existing CA.
+    pub upstream: Option<UpstreamFile>,
+    /// x509pop node attestation.
+    pub x509pop: Option<X509PopFile>,
+}
+
+/// `[upstream]`: an existing CA whose certificate and key sign Lanyard's CA.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamFile {
+    /// PEM certificate of the upstream CA.
+    pub cert_path: PathBuf,
+    /// PEM PKCS#8 key of the upstream CA.
+    pub key_path: PathBuf,
+}
+
+/// `[x509pop]`: which CAs may vouch for nodes.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct X509PopFile {
+    /// PEM bundle of CA certificates that issue node certificates.
+    pub ca_bundle_path: PathBuf,
+}
+
+/// The validated configuration the server runs with.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Trust domain.
+    pub trust_domain: TrustDomain,
+    /// Data directory (created 0700 if missing).
+    pub data_dir: PathBuf,
+    /// Node API address.
+    pub bind_address: SocketAddr,
+    /// Admin socket path.
+    pub admin_socket: PathBuf,
+    /// HTTP address.
+    pub http_address: SocketAddr,
+    /// CA certificate lifetime.
+    pub ca_ttl: Duration,
+    /// Default X.509-SVID lifetime.
+    pub default_x509_svid_ttl: Duration,
+    /// Agent SVID lifetime.
+    pub agent_svid_ttl: Duration,
+    /// Default join token lifetime.
+    pub join_token_ttl: Duration,
+    /// Log filter.
+    pub log_level: String,
+    /// Log as JSON lines.
+    pub log_json: bool,
+    /// Upstream CA, if any.
+    pub upstream: Option<UpstreamFile>,
+    /// x509pop CA bundle, if x509pop attestation is enabled.
+    pub x509pop_ca_bundle: Option<PathBuf>,
+}
+
+/// Defaults, as documented in DESIGN.md and `deploy/server.toml`.
+pub mod defaults {
+    use std::time::Duration;
+    /// `bind_address`.
+    pub const BIND_ADDRESS: &str = "127.0.0.1:8081";
+    /// `http_address`.
+    pub const HTTP_ADDRESS: &str = "127.0.0.1:8082";
+    /// `ca_ttl`.
+    pub const CA_TTL: Duration = Duration::from_secs(24 * 3600);
+    /// `default_x509_svid_ttl`.
+    pub const X509_SVID_TTL: Duration = Duration::from_secs(3600);
+    /// `agent_svid_ttl`.
+    pub const AGENT_SVID_TTL: Duration = Duration::from_secs(3600);
+    /// `join_token_ttl`.
+    pub const JOIN_TOKEN_TTL: Duration = Duration::from_secs(600);
+}
+
+impl ConfigFile {
+    /// Reads and parses a TOML file; unknown keys are an error naming the key.
+    pub fn load(path: &std::path::Path) -> Result<Self, ServerError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ServerError::ConfigFile {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        Self::parse(&text).map_err(|reason| ServerError::ConfigFile {
+            path: path.to_path_buf(),
+            reason,
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim().to_owned())
+    }
+
+    /// Overlays `other` (flags) on `self` (file): every key `other` sets wins.
+    pub fn overlay(self, other: ConfigFile) -> ConfigFile {
+        ConfigFile {
+            trust_domain: other.trust_domain.or(self.trust_domain),
+            data_dir: other.data_dir.or(self.data_dir),
+            bind_address: other.bind_address.or(self.bind_address),
+            admin_socket: other.admin_socket.or(self.admin_socket),
+            http_address: other.http_address.or(self.http_address),
+            ca_ttl: other.ca_ttl.or(self.ca_ttl),
+            default_x509_svid_ttl: other.default_x509_svid_ttl.or(self.default_x509_svid_ttl),
+            agent_svid_ttl: other.agent_svid_ttl.or(self.agent_svid_ttl),
+            join_token_ttl: other.join_token_ttl.or(self.join_token_ttl),
+            log_level: other.log_level.or(self.log_level),
+            log_format: other.log_format.or(self.log_format),
+            upstream: other.upstream.or(self.upstream),
+            x509pop: other.x509pop.or(self.x509pop),
+        }
+    }
+
+    /// Applies defaults and validates the whole configuration.
+    pub fn validate(self) -> Result<ServerConfig, ServerError> {
+        let bad = |msg: String| ServerError::Config(msg);
+        let td = self
+            .trust_domain
+            .ok_or_else(|| bad("trust_domain is required (e.g. `example.org`)".into()))?;
+        let trust_domain = TrustDomain::new(&td).map_err(|e| bad(format!("trust_domain: {e}")))?;
+        let data_dir = self
+            .data_dir
+            .ok_or_else(|| bad("data_dir is required (e.g. `/var/lib/lanyard/server`)".into()))?;
+        let parse_addr = |s: &str| -> SocketAddr {
+            // The defaults are literals known to parse.
+            s.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)))
+        };
+        let ca_ttl = self.ca_ttl.unwrap_or(defaults::CA_TTL);
+        let default_x509_svid_ttl = self
+            .default_x509_svid_ttl
+            .unwrap_or(defaults::X509_SVID_TTL);
+        let agent_svid_ttl = self.agent_svid_ttl.unwrap_or(defaults::AGENT_SVID_TTL);
+        let join_token_ttl = self.join_token_ttl.unwrap_or(defaults::JOIN_TOKEN_TTL);
+        for (key, value) in [
+            ("ca_ttl", ca_ttl),
+            ("default_x509_svid_ttl", default_x509_svid_ttl),
+            ("agent_svid_ttl", agent_svid_ttl),
+            ("join_token_ttl", join_token_ttl),
+        ] {
+            if value < Duration::from_secs(1) {
+                return Err(bad(format!("{key} must be at least 1s")));
+            }
+        }
+        if ca_ttl < Duration::from_secs(60) {
+            return Err(bad(format!(
+                "ca_ttl must be at least 1m, got {}",
+                humantime::format_duration(ca_ttl)
+            )));
+        }
+        for (key, value) in [
+            ("default_x509_svid_ttl", default_x509_svid_ttl),
+            ("agent_svid_ttl", agent_svid_ttl),
+        ] {
+            if value >= ca_ttl {
+                return Err(bad(format!(
+                    "{key} ({}) must be shorter than ca_ttl ({}): an SVID cannot outlive the CA that signs it",
+                    humantime::format_duration(value),
+                    humantime::format_duration(ca_ttl)
+                )));
+            }
+        }
+        let log_json = match self.log_format.as_deref().unwrap_or("text") {
+            "text" => false,
+            "json" => true,
+            other => {
+                return Err(bad(format!(
+                    "log_format must be `text` or `json`, got `{other}`"
+                )));
+            }
+        };
+        let admin_socket = self
+            .admin_socket
+            .unwrap_or_else(|| data_dir.join("admin.sock"));
+        Ok(ServerConfig {
+            trust_domain,
+            bind_address: self
+                .bind_address
+                .unwrap_or_else(|| parse_addr(defaults::BIND_ADDRESS)),
+            http_address: self
+                .http_address
+                .unwrap_or_else(|| parse_addr(defaults::HTTP_ADDRESS)),
+            admin_socket,
+            data_dir,
+            ca_ttl,
+            default_x509_svid_ttl,
+            agent_svid_ttl,
+            join_token_ttl,
+            log_level: self.log_level.unwrap_or_else(|| "info".into()),
+            log_json,
+            upstream: self.upstream,
+            x509pop_ca_bundle: self.x509pop.map(|x| x.ca_bundle_path),
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = ConfigFile::parse("trust_domain = \"a.org\"\nbind_adress = \"x\"").unwrap_err();
+        assert!(err.contains("bind_adress"), "{err}");
+    }
+
+    #[test]
+    fn flags_win_and_defaults_fill() {
+        let file = ConfigFile::parse(
+            "trust_domain = \"file.org\"\ndata_dir = \"/d\"\nca_ttl = \"48h\"\ndefault_x509_svid_ttl = \"15m\"",
+        )
+        .unwrap();
+        let flags = ConfigFile {
+            trust_domain: Some("flag.org".into()),
+            ..Default::default()
+        };
+        let cfg = file.overlay(flags).validate().unwrap();
+        assert_eq!(cfg.trust_domain.as_str(), "flag.org");
+        assert_eq!(cfg.ca_ttl, Duration::from_secs(48 * 3600));
+        assert_eq!(cfg.default_x509_svid_ttl, Duration::from_secs(900));
+        assert_eq!(cfg.bind_address.to_string(), defaults::BIND_ADDRESS);
+        assert_eq!(cfg.http_address.to_string(), defaults::HTTP_ADDRESS);
+        assert_eq!(cfg.admin_socket, PathBuf::from("/d/admin.sock"));
+    }
+
+    #[test]
+    fn svid_ttl_must_fit_in_ca_ttl() {
+        let file = ConfigFile::parse(
+            "trust_domain = \"a.org\"\ndata_dir = \"/d\"\nca_ttl = \"1h\"\ndefault_x509_svid_ttl = \"2h\"",
+        )
+        .unwrap();
+        let err = file.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("default_x509_svid_ttl") && err.contains("ca_ttl"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_duration_and_trust_domain_are_explained() {
+        let err = ConfigFile::parse("ca_ttl = \"soon\"").unwrap_err();
+        assert!(err.contains("ca_ttl") || err.contains("soon"), "{err}");
+        let err = ConfigFile::parse("trust_domain = \"Bad.ORG\"\ndata_dir = \"/d\"")
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("trust_domain"), "{err}");
+    }
+}

@@ -1,0 +1,80 @@
+//! Conversions between the identity types and the Node/Admin protos, with
+//! input validation that says what was wrong.
+
+use lanyard_identity::{Entry, EntryId, Selector, SpiffeId};
+use lanyard_proto::{admin::v1 as admin, node::v1 as node};
+use tonic::Status;
+
+pub(crate) fn node_entry(e: &Entry) -> node::Entry {
+    node::Entry {
+        id: e.id.to_string(),
+        spiffe_id: e.spiffe_id.to_string(),
+        parent_id: e.parent_id.to_string(),
+        selectors: e.selectors.iter().map(ToString::to_string).collect(),
+        x509_svid_ttl_seconds: e.x509_svid_ttl_secs.unwrap_or(0) as i64,
+        dns_names: e.dns_names.clone(),
+        expires_at: e.expires_at.unwrap_or(0),
+        hint: e.hint.clone(),
+        revision: e.revision,
+    }
+}
+
+pub(crate) fn admin_entry(e: &Entry) -> admin::Entry {
+    admin::Entry {
+        id: e.id.to_string(),
+        spiffe_id: e.spiffe_id.to_string(),
+        parent_id: e.parent_id.to_string(),
+        selectors: e.selectors.iter().map(ToString::to_string).collect(),
+        x509_svid_ttl_seconds: e.x509_svid_ttl_secs.unwrap_or(0) as i64,
+        dns_names: e.dns_names.clone(),
+        expires_at: e.expires_at.unwrap_or(0),
+        hint: e.hint.clone(),
+        revision: e.revision,
+        created_at: e.created_at,
+    }
+}
+
+pub(crate) fn spiffe_id(field: &str, value: &str) -> Result<SpiffeId, Status> {
+    if value.is_empty() {
+        return Err(Status::invalid_argument(format!("{field} is required")));
+    }
+    value
+        .parse()
+        .map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
+}
+
+pub(crate) fn selectors(values: &[String]) -> Result<Vec<Selector>, Status> {
+    values
+        .iter()
+        .map(|s| {
+            s.parse()
+                .map_err(|e| Status::invalid_argument(format!("selector {s:?}: {e}")))
+        })
+        .collect()
+}
+
+pub(crate) fn entry_id(value: &str) -> Result<EntryId, Status> {
+    value
+        .parse()
+        .map_err(|e: lanyard_identity::IdError| Status::invalid_argument(e.to_string()))
+}
+
+pub(crate) fn ttl(field: &str, secs: i64) -> Result<Option<u64>, Status> {
+    match secs {
+        0 => Ok(None),
+        s if s > 0 => Ok(Some(s as u64)),
+        s => Err(Status::invalid_argument(format!(
+            "{field} must be positive, got {s}"
+        ))),
+    }
+}
+
+pub(crate) fn expires_at(secs: i64) -> Result<Option<i64>, Status> {
+    match secs {
+        0 => Ok(None),
+        s if s > 0 => Ok(Some(s)),
+        s => Err(Status::invalid_argument(format!(
+            "expires_at must be a positive unix time, got {s}"
+        ))),
+    }
+}

@@ -1,0 +1,13 @@
+//! The Node API (`lanyard.node.v1`): attestation, agent SVID renewal, batch
+//! SVID signing and the Sync stream, served over TLS.
+
+mod attest;
+mod authz;
+mod peer;
+mod service;
+mod sync;
+mod tls;
+
+pub use self::attest::{X509POP_CHALLENGE_CONTEXT, x509pop_challenge};
+pub use self::authz::authorized_entries;
+pub(crate) use self::{service::NodeService, tls::ServerSvid, tls::node_tls_config};

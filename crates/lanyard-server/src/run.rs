@@ -1,0 +1,243 @@
+//! Starting and stopping the server: store, CA, listeners and tasks.
+
+use std::{
+    os::unix::fs::{DirBuilderExt, PermissionsExt},
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, SystemTime},
+};
+
+use lanyard_ca::{CaConfig, CaJournal, CertificateAuthority, UpstreamCa};
+use lanyard_mtls::TrustMaterial;
+use lanyard_proto::{admin::v1::admin_server::AdminServer, node::v1::node_server::NodeServer};
+use lanyard_store::{Datastore, SledStore};
+use tokio::{net::TcpListener, sync::mpsc, task::JoinSet};
+use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    ServerConfig, ServerError,
+    admin::AdminService,
+    node::{NodeService, ServerSvid, node_tls_config},
+    state::ServerState,
+};
+
+/// How long in-flight calls get to finish after a shutdown signal.
+const DRAIN: Duration = Duration::from_secs(5);
+/// A TLS handshake that takes longer than this is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs the server until `shutdown` is cancelled or a component fails.
+pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), ServerError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&cfg.data_dir)
+        .map_err(|e| ServerError::io("cannot create data dir", cfg.data_dir.display(), e))?;
+
+    let store_dir = cfg.data_dir.join("store");
+    let store: Arc<dyn Datastore> = Arc::new(SledStore::open(&store_dir)?);
+    let journal = match store.get_ca_journal()? {
+        Some(bytes) => Some(serde_json::from_slice::<CaJournal>(&bytes).map_err(|e| {
+            ServerError::Config(format!("CA journal in the store is unreadable: {e}"))
+        })?),
+        None => None,
+    };
+    let ca = CertificateAuthority::load_or_create(
+        CaConfig {
+            trust_domain: cfg.trust_domain.clone(),
+            ca_ttl: cfg.ca_ttl,
+            key_dir: cfg.data_dir.join("ca"),
+            upstream: cfg.upstream.as_ref().map(|u| UpstreamCa {
+                cert_path: u.cert_path.clone(),
+                key_path: u.key_path.clone(),
+            }),
+        },
+        journal,
+        SystemTime::now(),
+    )?;
+    let journal = serde_json::to_vec(&ca.journal())
+        .map_err(|e| ServerError::Config(format!("CA journal: {e}")))?;
+    store.put_ca_journal(&journal)?;
+
+    let state = ServerState::new(cfg.clone(), store, ca);
+    let trust = Arc::new(TrustMaterial::new(state.bundle()));
+    let svid = ServerSvid::issue(&state).await?;
+    let tls = Arc::new(node_tls_config(&state, svid.clone(), trust.clone())?);
+
+    let node_listener = TcpListener::bind(cfg.bind_address)
+        .await
+        .map_err(|e| ServerError::io("cannot bind Node API", cfg.bind_address, e))?;
+    let http_listener = TcpListener::bind(cfg.http_address)
+        .await
+        .map_err(|e| ServerError::io("cannot bind HTTP", cfg.http_address, e))?;
+    let admin_listener = bind_admin_socket(&cfg.admin_socket)?;
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let stop = shutdown.child_token();
+    let mut tasks: JoinSet<(&'static str, Result<(), ServerError>)> = JoinSet::new();
+
+    let (conn_tx, conn_rx) = mpsc::channel(64);
+    tasks.spawn(accept_tls(node_listener, tls, conn_tx, stop.clone()));
+    let node = tonic::transport::Server::builder()
+        .add_service(NodeServer::new(NodeService::new(state.clone())))
+        .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), stop.clone().cancelled_owned());
+    tasks.spawn(async move { ("Node API", node.await.map_err(task_err("Node API"))) });
+
+    let admin = tonic::transport::Server::builder()
+        .add_service(AdminServer::new(AdminService::new(state.clone())))
+        .serve_with_incoming_shutdown(
+            UnixListenerStream::new(admin_listener),
+            stop.clone().cancelled_owned(),
+        );
+    tasks.spawn(async move { ("Admin API", admin.await.map_err(task_err("Admin API"))) });
+
+    let http = crate::http::serve(http_listener, ready.clone(), stop.clone());
+    tasks.spawn(async move {
+        (
+            "HTTP",
+            http.await
+                .map_err(|e| ServerError::io("HTTP", "listener", e)),
+        )
+    });
+
+    tasks.spawn({
+        let (state, svid, trust, stop) = (state.clone(), svid.clone(), trust.clone(), stop.clone());
+        async move {
+            (
+                "rotation",
+                crate::rotation::run(state, svid, trust, stop).await,
+            )
+        }
+    });
+
+    ready.store(true, Ordering::Release);
+    tracing::info!(
+        trust_domain = %cfg.trust_domain,
+        node_api = %cfg.bind_address,
+        http = %cfg.http_address,
+        admin_socket = %cfg.admin_socket.display(),
+        "lanyard-server ready"
+    );
+
+    // The first task to end (with or without error) stops the others.
+    let mut result = Ok(());
+    tokio::select! {
+        () = stop.cancelled() => {}
+        Some(done) = tasks.join_next() => {
+            result = first_result(done);
+            stop.cancel();
+        }
+    }
+    ready.store(false, Ordering::Release);
+    let drained = tokio::time::timeout(DRAIN, async {
+        while let Some(done) = tasks.join_next().await {
+            if let Err(e) = first_result(done) {
+                tracing::warn!(error = %e, "task failed during shutdown");
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("tasks did not drain in time; aborting them");
+        tasks.abort_all();
+    }
+    let _ = std::fs::remove_file(&cfg.admin_socket);
+    tracing::info!("lanyard-server stopped");
+    result
+}
+
+fn first_result(
+    done: Result<(&'static str, Result<(), ServerError>), tokio::task::JoinError>,
+) -> Result<(), ServerError> {
+    match done {
+        Ok((_, r)) => r,
+        Err(e) => Err(ServerError::Task {
+            task: "server task",
+            reason: e.to_string(),
+        }),
+    }
+}
+
+fn task_err(task: &'static str) -> impl Fn(tonic::transport::Error) -> ServerError {
+    move |e| ServerError::Task {
+        task,
+        reason: e.to_string(),
+    }
+}
+
+/// Accepts TCP connections and hands completed TLS handshakes to tonic. A
+/// slow or failed handshake affects only its own connection.
+async fn accept_tls(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    conns: mpsc::Sender<
+        Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>,
+    >,
+    stop: CancellationToken,
+) -> (&'static str, Result<(), ServerError>) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = stop.cancelled() => return ("Node API listener", Ok(())),
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let (acceptor, conns) = (acceptor.clone(), conns.clone());
+        tokio::spawn(async move {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => {
+                    let _ = conns.send(Ok(stream)).await;
+                }
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            }
+        });
+    }
+}
+
+/// Binds the admin socket with mode 0600. A live server on the same socket is
+/// an error; a stale socket file is replaced.
+fn bind_admin_socket(path: &Path) -> Result<tokio::net::UnixListener, ServerError> {
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| ServerError::io("cannot create admin socket dir", dir.display(), e))?;
+    }
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            return Err(ServerError::io(
+                "refusing to replace non-socket at admin socket path",
+                path.display(),
+                std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+            ));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(ServerError::io(
+                "another server is listening on admin socket",
+                path.display(),
+                std::io::Error::from(std::io::ErrorKind::AddrInUse),
+            ));
+        }
+        std::fs::remove_file(path)
+            .map_err(|e| ServerError::io("cannot remove stale admin socket", path.display(), e))?;
+    }
+    let listener = tokio::net::UnixListener::bind(path)
+        .map_err(|e| ServerError::io("cannot bind admin socket", path.display(), e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| ServerError::io("cannot set admin socket mode", path.display(), e))?;
+    Ok(listener)
+}

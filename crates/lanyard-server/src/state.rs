@@ -1,0 +1,145 @@
+//! The state every server component shares: config, store, CA, and the
+//! change counter that wakes agents' Sync streams.
+
+use std::{
+    sync::{Arc, RwLock},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use lanyard_ca::{CertificateAuthority, IssuedSvid, SvidRequest};
+use lanyard_identity::{EntryId, SpiffeId};
+use lanyard_store::{Datastore, StoreError, SvidRecord};
+use rustls_pki_types::CertificateDer;
+use tokio::sync::watch;
+use tonic::Status;
+
+use crate::{ServerConfig, status::store_status};
+
+/// Shared server state.
+pub(crate) struct ServerState {
+    pub cfg: ServerConfig,
+    pub store: Arc<dyn Datastore>,
+    pub ca: RwLock<CertificateAuthority>,
+    pub server_id: SpiffeId,
+    /// Bumped on every change agents must hear about (entries, bundle,
+    /// agents' standing); Sync streams wait on it. Pushed, never polled.
+    changes: watch::Sender<u64>,
+}
+
+/// What to sign: the SPIFFE ID and the bookkeeping that goes with it.
+pub(crate) struct Issue<'a> {
+    pub csr_der: &'a [u8],
+    pub spiffe_id: &'a SpiffeId,
+    pub dns_names: &'a [String],
+    pub ttl: Duration,
+    pub entry_id: Option<EntryId>,
+    pub agent_id: Option<&'a SpiffeId>,
+}
+
+impl ServerState {
+    pub fn new(
+        cfg: ServerConfig,
+        store: Arc<dyn Datastore>,
+        ca: CertificateAuthority,
+    ) -> Arc<Self> {
+        let server_id = server_id(&cfg);
+        let (changes, _) = watch::channel(0);
+        Arc::new(Self {
+            cfg,
+            store,
+            ca: RwLock::new(ca),
+            server_id,
+            changes,
+        })
+    }
+
+    /// Announces a change to every Sync stream.
+    pub fn notify(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// A receiver that wakes on every change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// The trust bundle as the CA publishes it now.
+    pub fn bundle(&self) -> Vec<CertificateDer<'static>> {
+        match self.ca.read() {
+            Ok(ca) => ca.trust_bundle(),
+            Err(poisoned) => poisoned.into_inner().trust_bundle(),
+        }
+    }
+
+    /// Runs a store operation off the async runtime (writes fsync).
+    pub async fn db<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Datastore) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || f(store.as_ref())).await {
+            Ok(r) => r,
+            Err(e) => Err(StoreError::Backend(
+                format!("store task failed: {e}").into(),
+            )),
+        }
+    }
+
+    /// Signs an SVID and durably records it before returning it, so that
+    /// anything issued can later be listed and revoked.
+    pub async fn issue(&self, req: Issue<'_>) -> Result<IssuedSvid, Status> {
+        let issued = {
+            let ca = self
+                .ca
+                .read()
+                .map_err(|_| Status::internal("CA lock poisoned"))?;
+            ca.sign_x509_svid(
+                &SvidRequest {
+                    csr_der: req.csr_der,
+                    spiffe_id: req.spiffe_id,
+                    dns_names: req.dns_names,
+                    ttl: req.ttl,
+                },
+                SystemTime::now(),
+            )
+            .map_err(|e| Status::invalid_argument(e.to_string()))?
+        };
+        let record = SvidRecord {
+            serial: issued.serial.clone(),
+            spiffe_id: issued.spiffe_id.clone(),
+            entry_id: req.entry_id,
+            agent_id: req.agent_id.cloned(),
+            issued_at: now_unix(),
+            not_after: issued.not_after,
+        };
+        self.db(move |s| s.record_svid(&record))
+            .await
+            .map_err(store_status)?;
+        tracing::info!(
+            spiffe_id = %issued.spiffe_id,
+            serial = %issued.serial,
+            not_after = issued.not_after,
+            agent = req.agent_id.map(|a| a.to_string()).unwrap_or_default(),
+            "SVID issued"
+        );
+        Ok(issued)
+    }
+}
+
+/// `spiffe://<td>/lanyard/server`.
+pub(crate) fn server_id(cfg: &ServerConfig) -> SpiffeId {
+    match SpiffeId::from_parts(&cfg.trust_domain, "/lanyard/server") {
+        Ok(id) => id,
+        // A validated trust domain plus a constant valid path always parses.
+        Err(_) => cfg.trust_domain.id(),
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,323 @@
+//! Shared harness for end-to-end tests: starts the real `lanyard-server`
+//! binary on loopback and temporary sockets, and talks to it with the
+//! operator CLI and a real TLS Node API client.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    os::unix::process::ExitStatusExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use lanyard_ca::SvidKey;
+use lanyard_mtls::{Authorizer, SpiffeServerVerifier, TrustMaterial};
+use lanyard_proto::node::v1::{
+    AttestRequest, JoinTokenAttestation, X509svid, attest_request::Method, node_client::NodeClient,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, pem::PemObject};
+use tempfile::TempDir;
+use tonic::transport::Channel;
+
+pub mod agent;
+
+pub const TD: &str = "e2e.test";
+
+/// A binary built by `cargo test --workspace` (they sit beside `deps/`).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run the tests with `cargo test --workspace` so every binary is built first",
+        path.display()
+    );
+    path
+}
+
+pub fn free_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// A running `lanyard-server` in a temporary data dir; killed on drop.
+pub struct Server {
+    pub dir: TempDir,
+    pub node_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub socket: PathBuf,
+    pub extra: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Server {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts with extra `run` flags.
+    pub fn start_with(extra: &[&str]) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("lanyard-e2e")
+            .tempdir()
+            .unwrap();
+        let socket = dir.path().join("admin.sock");
+        let mut server = Self {
+            node_addr: free_port(),
+            http_addr: free_port(),
+            socket,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            dir,
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn run_command(&self) -> Command {
+        let mut cmd = Command::new(bin("lanyard-server"));
+        cmd.arg("run")
+            .args(["--trust-domain", TD])
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(["--bind-address", &self.node_addr.to_string()])
+            .args(["--http-address", &self.http_addr.to_string()])
+            .arg("--admin-socket")
+            .arg(&self.socket)
+            .args(["--log-level", "info,lanyard_server=debug"])
+            .args(&self.extra);
+        cmd
+    }
+
+    pub fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("server.log")).unwrap();
+        let child = self
+            .run_command()
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start lanyard-server");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("lanyard-server exited early ({status}):\n{}", self.log());
+            }
+            if self.cli(&["healthcheck"]).status.success() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server not ready in 30s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs an operator command against this server.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin("lanyard-server"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs an operator command that must succeed; returns stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "`lanyard-server {}` failed: {}\nserver log:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--output", "json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&self.cli_ok(&all)).unwrap()
+    }
+
+    pub fn token(&self) -> String {
+        self.cli_ok(&["token", "generate"]).trim().to_owned()
+    }
+
+    pub fn bundle(&self) -> Vec<CertificateDer<'static>> {
+        let pem = self.cli_ok(&["bundle", "show", "--format", "pem"]);
+        CertificateDer::pem_slice_iter(pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    pub fn server_id() -> lanyard_identity::SpiffeId {
+        format!("spiffe://{TD}/lanyard/server").parse().unwrap()
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        let pid = child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(Instant::now() < deadline, "server ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn exit_code(out: &Output) -> i32 {
+    out.status
+        .code()
+        .unwrap_or_else(|| 128 + out.status.signal().unwrap_or(0))
+}
+
+/// Node API client material: trust bundle and (optionally) an agent SVID.
+#[derive(Debug)]
+pub struct NodeIdentity {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: SvidKey,
+}
+
+pub async fn node_channel(
+    server: &Server,
+    client: Option<&NodeIdentity>,
+) -> Result<NodeClient<Channel>, lanyard_mtls::MtlsError> {
+    let trust = Arc::new(TrustMaterial::new(server.bundle()));
+    let verifier = SpiffeServerVerifier::new(trust, Authorizer::exact([Server::server_id()]));
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(verifier));
+    let mut cfg = match client {
+        Some(id) => builder
+            .with_client_auth_cert(
+                id.chain.clone(),
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(id.key.pkcs8_der())),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let channel = lanyard_mtls::tls_channel(server.node_addr, Arc::new(cfg)).await?;
+    Ok(NodeClient::new(channel))
+}
+
+pub fn chain_of(svid: &X509svid) -> Vec<CertificateDer<'static>> {
+    svid.cert_chain
+        .iter()
+        .map(|c| CertificateDer::from(c.clone()))
+        .collect()
+}
+
+/// Attests with a join token; returns the agent identity.
+pub async fn attest(server: &Server, token: &str) -> Result<NodeIdentity, tonic::Status> {
+    let key = SvidKey::generate().unwrap();
+    let mut client = node_channel(server, None).await.unwrap();
+    let resp = client
+        .attest(AttestRequest {
+            method: Some(Method::JoinToken(JoinTokenAttestation {
+                token: token.into(),
+            })),
+            csr: key.csr_der().unwrap(),
+        })
+        .await?
+        .into_inner();
+    Ok(NodeIdentity {
+        chain: chain_of(resp.svid.as_ref().unwrap()),
+        key,
+    })
+}
+
+/// Writes DER certificates as one PEM file.
+pub fn write_pem(path: &Path, certs: &[CertificateDer<'_>]) {
+    let mut out = String::new();
+    for c in certs {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(c.as_ref());
+        out.push_str("-----BEGIN CERTIFICATE-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            out.push_str(std::str::from_utf8(line).unwrap());
+            out.push('\n');
+        }
+        out.push_str("-----END CERTIFICATE-----\n");
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+/// `openssl verify` of `leaf` against `bundle` (+ intermediates); returns
+/// (success, combined output).
+pub fn openssl_verify(
+    dir: &Path,
+    bundle: &[CertificateDer<'_>],
+    chain: &[CertificateDer<'_>],
+) -> (bool, String) {
+    let ca = dir.join("ca.pem");
+    let leaf = dir.join("leaf.pem");
+    let untrusted = dir.join("untrusted.pem");
+    write_pem(&ca, bundle);
+    write_pem(&leaf, &chain[..1]);
+    let mut cmd = Command::new("openssl");
+    cmd.arg("verify").arg("-CAfile").arg(&ca);
+    if chain.len() > 1 {
+        write_pem(&untrusted, &chain[1..]);
+        cmd.arg("-untrusted").arg(&untrusted);
+    }
+    let out = cmd
+        .arg(&leaf)
+        .output()
+        .expect("openssl must be installed (it is part of the test set-up)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
