@@ -1,0 +1,57 @@
+//! Workload attestation for the agent's Workload API Unix socket.
+//!
+//! Who is calling is decided by the kernel, never by the caller:
+//!
+//! 1. [`bind_socket`] binds the socket world-connectable (mode 0777): file
+//!    mode does not decide access, attestation does.
+//! 2. [`incoming`] accepts each connection and pins its caller
+//!    ([`PeerProcess::pin`]): the `SO_PEERCRED` pid, uid and gid, a pidfd to
+//!    the process, its start time and the identity of its binary.
+//! 3. A handler takes the [`PeerProcess`] from the request extensions and
+//!    calls [`PeerProcess::attest`] (blocking; from `spawn_blocking`) to get
+//!    the caller's selectors: `unix:uid`, `unix:gid`, `unix:user`,
+//!    `unix:group`, `unix:path`, `unix:sha256` and `cgroup:path`.
+//!
+//! Attestation ends by checking that the pinned process is still the one
+//! that connected: alive, same start time, same credentials, same binary.
+//! So a process that connects, forks and exits does not lend its identity to
+//! the child that keeps the socket (the pidfd shows the parent exited), and a
+//! pid recycled during attestation cannot borrow another workload's
+//! identity.
+//!
+//! ```no_run
+//! # async fn serve() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::{path::Path, sync::Arc};
+//! use lanyard_agent::attestor::{bind_socket, incoming, PeerProcess};
+//!
+//! let listener = bind_socket(Path::new("/run/lanyard/agent/api.sock"))?;
+//! let connections = incoming(listener);
+//! // tonic::transport::Server::builder()
+//! //     .add_service(workload_api)
+//! //     .serve_with_incoming(connections)
+//! //     .await?;
+//! // and in a handler:
+//! fn selectors_of(request: &tonic::Request<()>) -> Option<Arc<PeerProcess>> {
+//!     request.extensions().get::<Arc<PeerProcess>>().cloned()
+//! }
+//! # let _ = (connections, selectors_of);
+//! # Ok(())
+//! # }
+//! ```
+
+mod conn;
+mod error;
+mod peer;
+mod procfs;
+mod socket;
+mod users;
+
+pub use self::{
+    conn::{WorkloadConn, incoming},
+    error::AttestError,
+    peer::{DEFAULT_MAX_BINARY_SIZE, PeerProcess},
+    socket::bind_socket,
+};
+
+#[cfg(test)]
+mod test_support;

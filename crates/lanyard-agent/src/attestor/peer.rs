@@ -1,0 +1,367 @@
+//! The caller of a Workload API connection, pinned so that its pid cannot be
+//! borrowed by another process while it is attested.
+//!
+//! Soundness rests on one kernel guarantee: a pid is not handed to a new
+//! process until the old one has exited *and* been reaped. So anything read
+//! from `/proc/<pid>` describes the pinned process if, *after* reading it,
+//! the pinned process's pidfd still reports it alive. Every `/proc` read
+//! below is followed by that check, and the start time, credentials and
+//! binary identity recorded at accept time are compared once more.
+
+use std::{
+    fs::File,
+    io::{self, Read},
+    os::fd::{AsFd, BorrowedFd, OwnedFd},
+};
+
+use lanyard_identity::Selector;
+use ring::digest;
+use rustix::{
+    event::{PollFd, PollFlags, Timespec},
+    io::Errno,
+    process::{Pid, PidfdFlags, pidfd_open},
+};
+use tokio::net::UnixStream;
+
+use super::{
+    error::AttestError,
+    procfs::{self, FileId},
+    users,
+};
+
+/// Binaries larger than this are not hashed by [`PeerProcess::attest`]: no
+/// `unix:sha256` selector is produced for them (256 MiB).
+pub const DEFAULT_MAX_BINARY_SIZE: u64 = 256 * 1024 * 1024;
+
+/// Read size when hashing a binary.
+const HASH_CHUNK: usize = 64 * 1024;
+
+/// A caller of the Workload API socket, pinned at accept time.
+///
+/// `pid`, `uid` and `gid` are the `SO_PEERCRED` credentials of the
+/// connection, recorded by the kernel when the caller connected. The process
+/// is pinned by a pidfd, its start time and the identity (device, inode) of
+/// its binary, which [`attest`](Self::attest) checks again.
+#[derive(Debug)]
+pub struct PeerProcess {
+    /// Process id of the process that connected.
+    pub pid: i32,
+    /// Effective user id when it connected.
+    pub uid: u32,
+    /// Effective group id when it connected.
+    pub gid: u32,
+    pidfd: OwnedFd,
+    start_time: u64,
+    exe: FileId,
+}
+
+impl PeerProcess {
+    /// Reads `SO_PEERCRED` of the connection, then pins the process: opens a
+    /// pidfd to it and records its start time and the identity of its
+    /// binary. Quick (a few syscalls and one small `/proc` read), so it may
+    /// run on the accept loop.
+    ///
+    /// A small window remains between the caller's `connect` and this call:
+    /// if the caller exits *and* its pid is recycled to a new process in
+    /// between, the new process is pinned. Closing it needs `SO_PEERPIDFD`
+    /// (Linux 6.5), which the safe socket APIs available here do not expose;
+    /// attestation still checks that the pinned process runs with the
+    /// connection's uid and gid.
+    ///
+    /// # Errors
+    ///
+    /// [`AttestError::PeerCredentials`] or [`AttestError::NoPeerPid`] when the
+    /// credentials are unavailable, [`AttestError::ProcessExited`] when the
+    /// caller is already gone, [`AttestError::Proc`] when `/proc` cannot be
+    /// read.
+    pub fn pin(stream: &UnixStream) -> Result<Self, AttestError> {
+        let cred = stream.peer_cred().map_err(AttestError::PeerCredentials)?;
+        let pid = cred.pid().ok_or(AttestError::NoPeerPid)?;
+        Self::pin_pid(pid, cred.uid(), cred.gid())
+    }
+
+    /// Pins `pid`, which connected with effective `uid` and `gid`.
+    pub(super) fn pin_pid(pid: i32, uid: u32, gid: u32) -> Result<Self, AttestError> {
+        // Pid 0 is what SO_PEERCRED reports for a peer outside our pid
+        // namespace.
+        let raw = Pid::from_raw(pid).ok_or(AttestError::NoPeerPid)?;
+        let pidfd = pidfd_open(raw, PidfdFlags::empty()).map_err(|errno| {
+            if errno == Errno::SRCH {
+                AttestError::ProcessExited { pid }
+            } else {
+                AttestError::Proc {
+                    pid,
+                    what: "a pidfd".to_owned(),
+                    source: errno.into(),
+                }
+            }
+        })?;
+        let start_time = read_start_time(pid, pidfd.as_fd())?;
+        let exe = procfs::exe_id(pid).map_err(|e| proc_error(pid, pidfd.as_fd(), "exe", e))?;
+        // The two reads above describe the pidfd's process only if it had not
+        // exited by now.
+        ensure_alive(pid, pidfd.as_fd())?;
+        tracing::trace!(pid, uid, gid, start_time, %exe, "Workload API caller pinned");
+        Ok(Self {
+            pid,
+            uid,
+            gid,
+            pidfd,
+            start_time,
+            exe,
+        })
+    }
+
+    /// Selectors from `/proc`: `unix:uid`, `unix:gid`, `unix:user` and
+    /// `unix:group` (if the host names them), `unix:path` (the binary),
+    /// `unix:sha256` (the binary's digest, if it is at most
+    /// [`DEFAULT_MAX_BINARY_SIZE`]), and one `cgroup:path` per distinct cgroup
+    /// path. Afterwards re-checks that the pinned process is still alive, is
+    /// the same process (start time), has the same uid/gid and the same
+    /// binary.
+    ///
+    /// Blocking (reads `/proc` and hashes the binary): call it from
+    /// `spawn_blocking`.
+    ///
+    /// # Errors
+    ///
+    /// [`AttestError::ProcessExited`], [`AttestError::PidReused`],
+    /// [`AttestError::CredentialsChanged`], [`AttestError::BinaryChanged`] or
+    /// [`AttestError::BinaryReplaced`] when the caller is not (or no longer)
+    /// the process that connected; [`AttestError::Proc`] and
+    /// [`AttestError::ProcFormat`] when `/proc` cannot be read.
+    pub fn attest(&self) -> Result<Vec<Selector>, AttestError> {
+        self.attest_with_limit(DEFAULT_MAX_BINARY_SIZE)
+    }
+
+    /// [`attest`](Self::attest), hashing the binary only if it is at most
+    /// `max_binary_size` bytes long.
+    ///
+    /// # Errors
+    ///
+    /// As for [`attest`](Self::attest).
+    pub fn attest_with_limit(&self, max_binary_size: u64) -> Result<Vec<Selector>, AttestError> {
+        let pid = self.pid;
+        self.check_credentials()?;
+
+        let exe_path = procfs::proc_path(pid, "exe");
+        let target = std::fs::read_link(&exe_path).map_err(|e| self.proc_error("exe", e))?;
+        let target_text = target.to_string_lossy();
+        if procfs::exe_is_deleted(&target_text) {
+            return Err(AttestError::BinaryReplaced {
+                pid,
+                path: target_text.into_owned(),
+            });
+        }
+        // Open the binary through the link, never by its path name: the file
+        // at that name may have been swapped since the process started.
+        let binary = File::open(&exe_path).map_err(|e| self.proc_error("exe", e))?;
+        let metadata = binary.metadata().map_err(|e| self.proc_error("exe", e))?;
+        self.check_binary(FileId::of(&metadata))?;
+        let sha256 = if metadata.len() > max_binary_size {
+            None
+        } else {
+            sha256_capped(binary, max_binary_size).map_err(|e| self.proc_error("exe", e))?
+        };
+        if sha256.is_none() {
+            tracing::info!(
+                pid,
+                binary = %target_text,
+                size = metadata.len(),
+                max_binary_size,
+                "binary too large to hash: no unix:sha256 selector"
+            );
+        }
+
+        let cgroup = procfs::read(pid, "cgroup").map_err(|e| self.proc_error("cgroup", e))?;
+        let cgroups = procfs::parse_cgroup_paths(&cgroup);
+
+        self.check_same_process()?;
+
+        // uid and gid always make valid selectors; a failure here is a bug.
+        let id_selector = |key: &str, id: u32| {
+            Selector::new("unix", key, id.to_string())
+                .map_err(|source| AttestError::Selector { pid, source })
+        };
+        let mut selectors = Vec::with_capacity(7 + cgroups.len());
+        selectors.push(id_selector("uid", self.uid)?);
+        selectors.push(id_selector("gid", self.gid)?);
+        let mut push = |kind: &str, key: &str, value: &str| match Selector::new(kind, key, value) {
+            Ok(selector) => selectors.push(selector),
+            // A value no selector can carry (say a path with a newline) just
+            // leaves that selector out: entries need all of theirs, so fewer
+            // selectors can only match fewer entries.
+            Err(error) => tracing::warn!(pid, %error, "attribute left out of the selectors"),
+        };
+        match users::user_name(self.uid) {
+            Ok(Some(name)) => push("unix", "user", &name),
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(pid, %error, file = users::PASSWD, "cannot read user names")
+            }
+        }
+        match users::group_name(self.gid) {
+            Ok(Some(name)) => push("unix", "group", &name),
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(pid, %error, file = users::GROUP, "cannot read group names")
+            }
+        }
+        match target.to_str() {
+            Some(path) => push("unix", "path", path),
+            None => {
+                tracing::warn!(pid, binary = %target_text, "binary path is not UTF-8: no unix:path selector")
+            }
+        }
+        if let Some(sha256) = &sha256 {
+            push("unix", "sha256", sha256);
+        }
+        for path in &cgroups {
+            push("cgroup", "path", path);
+        }
+
+        tracing::debug!(
+            pid,
+            uid = self.uid,
+            gid = self.gid,
+            selectors = selectors.len(),
+            "Workload API caller attested"
+        );
+        Ok(selectors)
+    }
+
+    // === checks ===
+
+    /// The effective uid/gid in `/proc/<pid>/status` are the connection's.
+    fn check_credentials(&self) -> Result<(), AttestError> {
+        let status = procfs::read(self.pid, "status").map_err(|e| self.proc_error("status", e))?;
+        let ids = procfs::parse_status_ids(&status).map_err(|reason| AttestError::ProcFormat {
+            pid: self.pid,
+            what: procfs::proc_path(self.pid, "status").display().to_string(),
+            reason,
+        })?;
+        if ids.uid != self.uid || ids.gid != self.gid {
+            return Err(AttestError::CredentialsChanged {
+                pid: self.pid,
+                expected_uid: self.uid,
+                expected_gid: self.gid,
+                uid: ids.uid,
+                gid: ids.gid,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_binary(&self, found: FileId) -> Result<(), AttestError> {
+        if found != self.exe {
+            return Err(AttestError::BinaryChanged {
+                pid: self.pid,
+                pinned: self.exe.to_string(),
+                found: found.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether the pid still names the pinned process, running with the
+    /// same credentials and binary. Run after every other read: its final
+    /// liveness check is what vouches for them.
+    fn check_same_process(&self) -> Result<(), AttestError> {
+        let start_time = read_start_time(self.pid, self.pidfd.as_fd())?;
+        self.check_credentials()?;
+        let exe = procfs::exe_id(self.pid).map_err(|e| self.proc_error("exe", e))?;
+        ensure_alive(self.pid, self.pidfd.as_fd())?;
+        if start_time != self.start_time {
+            return Err(AttestError::PidReused {
+                pid: self.pid,
+                pinned: self.start_time,
+                found: start_time,
+            });
+        }
+        self.check_binary(exe)
+    }
+
+    fn proc_error(&self, file: &str, error: io::Error) -> AttestError {
+        proc_error(self.pid, self.pidfd.as_fd(), file, error)
+    }
+}
+
+/// Start time of `pid` from `/proc/<pid>/stat`.
+fn read_start_time(pid: i32, pidfd: BorrowedFd<'_>) -> Result<u64, AttestError> {
+    let stat = procfs::read(pid, "stat").map_err(|e| proc_error(pid, pidfd, "stat", e))?;
+    procfs::parse_stat_start_time(&stat).map_err(|reason| AttestError::ProcFormat {
+        pid,
+        what: procfs::proc_path(pid, "stat").display().to_string(),
+        reason,
+    })
+}
+
+/// A failed read of `/proc/<pid>/<file>`: most often the process has exited
+/// (a zombie has no `exe`, a reaped process no directory), which is the
+/// error worth reporting.
+fn proc_error(pid: i32, pidfd: BorrowedFd<'_>, file: &str, source: io::Error) -> AttestError {
+    match has_exited(pidfd) {
+        Ok(true) => AttestError::ProcessExited { pid },
+        _ => AttestError::Proc {
+            pid,
+            what: procfs::proc_path(pid, file).display().to_string(),
+            source,
+        },
+    }
+}
+
+fn ensure_alive(pid: i32, pidfd: BorrowedFd<'_>) -> Result<(), AttestError> {
+    match has_exited(pidfd) {
+        Ok(false) => Ok(()),
+        Ok(true) => Err(AttestError::ProcessExited { pid }),
+        Err(source) => Err(AttestError::Proc {
+            pid,
+            what: "its pidfd".to_owned(),
+            source,
+        }),
+    }
+}
+
+/// A pidfd becomes readable when its process exits; poll it without waiting.
+fn has_exited(pidfd: BorrowedFd<'_>) -> io::Result<bool> {
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    loop {
+        let mut fds = [PollFd::from_borrowed_fd(pidfd, PollFlags::IN)];
+        match rustix::event::poll(&mut fds, Some(&now)) {
+            // Any event (readable, hang-up, error) means the process is gone
+            // or the pidfd unusable: either way not alive as far as we know.
+            Ok(_) => return Ok(fds.iter().any(|fd| !fd.revents().is_empty())),
+            Err(Errno::INTR) => continue,
+            Err(errno) => return Err(errno.into()),
+        }
+    }
+}
+
+/// Hex SHA-256 of `file`, or `None` if it turns out longer than `cap` bytes
+/// (it may grow after its size was checked).
+fn sha256_capped(mut file: File, cap: u64) -> io::Result<Option<String>> {
+    let mut context = digest::Context::new(&digest::SHA256);
+    let mut buf = vec![0_u8; HASH_CHUNK];
+    let mut total: u64 = 0;
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        total = total.saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
+        if total > cap {
+            return Ok(None);
+        }
+        context.update(buf.get(..n).unwrap_or_default());
+    }
+    Ok(Some(hex::encode(context.finish())))
+}
+
+#[cfg(test)]
+#[path = "peer_tests.rs"]
+mod tests;

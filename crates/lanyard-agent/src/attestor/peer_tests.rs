@@ -1,0 +1,287 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    fs,
+    io::Write,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use lanyard_identity::Selector;
+use tokio::net::{UnixListener, UnixStream};
+
+use super::*;
+use crate::attestor::{
+    bind_socket,
+    test_support::{Caller, Helper, wait_for_zombie, wait_until},
+};
+
+fn our_ids() -> (i32, u32, u32) {
+    (
+        i32::try_from(std::process::id()).unwrap(),
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw(),
+    )
+}
+
+fn selector(text: &str) -> Selector {
+    text.parse().unwrap()
+}
+
+fn values<'a>(selectors: &'a [Selector], kind: &str, key: &str) -> Vec<&'a str> {
+    selectors
+        .iter()
+        .filter(|s| s.kind == kind && s.key == key)
+        .map(|s| s.value.as_str())
+        .collect()
+}
+
+fn socket_in(dir: &tempfile::TempDir) -> (PathBuf, UnixListener) {
+    let path = dir.path().join("agent").join("api.sock");
+    let listener = bind_socket(&path).unwrap();
+    (path, listener)
+}
+
+/// Accepts the next connection and pins its caller.
+async fn accept_and_pin(listener: &UnixListener) -> (UnixStream, Result<PeerProcess, AttestError>) {
+    let (stream, _) = listener.accept().await.unwrap();
+    let pinned = PeerProcess::pin(&stream);
+    (stream, pinned)
+}
+
+#[tokio::test]
+async fn attests_this_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, listener) = socket_in(&dir);
+    let _client = UnixStream::connect(&path).await.unwrap();
+    let (_server, pinned) = accept_and_pin(&listener).await;
+    let peer = pinned.unwrap();
+    let (pid, uid, gid) = our_ids();
+    assert_eq!((peer.pid, peer.uid, peer.gid), (pid, uid, gid));
+
+    let selectors = tokio::task::spawn_blocking(move || peer.attest())
+        .await
+        .unwrap()
+        .unwrap();
+
+    assert!(selectors.contains(&selector(&format!("unix:uid:{uid}"))));
+    assert!(selectors.contains(&selector(&format!("unix:gid:{gid}"))));
+    let exe = std::env::current_exe().unwrap();
+    assert_eq!(values(&selectors, "unix", "path"), [exe.to_str().unwrap()]);
+    let digest = digest::digest(&digest::SHA256, &fs::read(&exe).unwrap());
+    assert_eq!(
+        values(&selectors, "unix", "sha256"),
+        [hex::encode(digest).as_str()]
+    );
+    if let Some(user) = users::user_name(uid).unwrap() {
+        assert_eq!(values(&selectors, "unix", "user"), [user.as_str()]);
+    }
+    if let Some(group) = users::group_name(gid).unwrap() {
+        assert_eq!(values(&selectors, "unix", "group"), [group.as_str()]);
+    }
+    let cgroups = procfs::parse_cgroup_paths(&fs::read_to_string("/proc/self/cgroup").unwrap());
+    let cgroups: Vec<&str> = cgroups.iter().map(String::as_str).collect();
+    assert_eq!(values(&selectors, "cgroup", "path"), cgroups);
+}
+
+#[test]
+fn oversized_binary_is_not_hashed() {
+    let (pid, uid, gid) = our_ids();
+    let peer = PeerProcess::pin_pid(pid, uid, gid).unwrap();
+    let selectors = peer.attest_with_limit(1024).unwrap();
+    assert!(values(&selectors, "unix", "sha256").is_empty());
+    assert_eq!(
+        values(&selectors, "unix", "uid"),
+        [uid.to_string().as_str()]
+    );
+    assert_eq!(values(&selectors, "unix", "path").len(), 1);
+}
+
+#[test]
+fn hashing_stops_at_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blob");
+    fs::write(&path, b"lanyard").unwrap();
+    let sha = |cap| sha256_capped(File::open(&path).unwrap(), cap).unwrap();
+    let expected = hex::encode(digest::digest(&digest::SHA256, b"lanyard"));
+    assert_eq!(sha(7), Some(expected));
+    assert_eq!(sha(6), None);
+}
+
+#[test]
+fn pid_zero_is_refused() {
+    assert!(matches!(
+        PeerProcess::pin_pid(0, 0, 0),
+        Err(AttestError::NoPeerPid)
+    ));
+}
+
+#[test]
+fn changed_credentials_are_refused() {
+    // Pretend SO_PEERCRED said another uid: what /proc shows must match it.
+    let (pid, uid, gid) = our_ids();
+    let peer = PeerProcess::pin_pid(pid, uid.wrapping_add(1), gid).unwrap();
+    let error = peer.attest().unwrap_err();
+    assert!(
+        matches!(error, AttestError::CredentialsChanged { pid: p, uid: u, .. } if p == pid && u == uid),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains(&pid.to_string()));
+}
+
+#[tokio::test]
+async fn caller_that_exits_before_attestation_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, listener) = socket_in(&dir);
+    let mut caller = Helper::connect(&path, Caller::WaitThenExit).unwrap();
+    let (_server, pinned) = accept_and_pin(&listener).await;
+    let peer = pinned.unwrap();
+    assert_eq!(peer.pid, caller.pid());
+
+    caller.release().unwrap();
+    // Exited but not reaped: /proc/<pid> still exists, the pid is not free.
+    wait_for_zombie(caller.pid()).unwrap();
+    let error = peer.attest().unwrap_err();
+    assert!(
+        matches!(error, AttestError::ProcessExited { pid } if pid == caller.pid()),
+        "{error:?}"
+    );
+
+    // Reaped: the pid is free for reuse.
+    caller.child.wait().unwrap();
+    let error = peer.attest().unwrap_err();
+    assert!(
+        matches!(error, AttestError::ProcessExited { .. }),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn child_holding_an_exited_parents_connection_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, listener) = socket_in(&dir);
+    let mut parent = Helper::connect(&path, Caller::HandOffThenExit).unwrap();
+    let (mut server, pinned) = accept_and_pin(&listener).await;
+    // SO_PEERCRED names the process that connected: the parent.
+    let peer = pinned.unwrap();
+    assert_eq!(peer.pid, parent.pid());
+
+    parent.release().unwrap();
+    parent.child.wait().unwrap();
+
+    // The connection lives on in the child ...
+    use tokio::io::AsyncWriteExt;
+    server.write_all(b"still open").await.unwrap();
+    // ... but the identity was the parent's, and the parent is gone.
+    let error = peer.attest().unwrap_err();
+    assert!(
+        matches!(error, AttestError::ProcessExited { pid } if pid == parent.pid()),
+        "{error:?}"
+    );
+    // Pinning the same connection again now fails too.
+    let error = PeerProcess::pin(&server).unwrap_err();
+    assert!(
+        matches!(error, AttestError::ProcessExited { .. }),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn caller_gone_before_accept_cannot_be_pinned() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, listener) = socket_in(&dir);
+
+    // A zombie: pidfd_open still succeeds, but the process has exited.
+    let mut zombie = Helper::connect(&path, Caller::Exit).unwrap();
+    wait_for_zombie(zombie.pid()).unwrap();
+    let (_server, pinned) = accept_and_pin(&listener).await;
+    let error = pinned.unwrap_err();
+    assert!(
+        matches!(error, AttestError::ProcessExited { pid } if pid == zombie.pid()),
+        "{error:?}"
+    );
+    zombie.child.wait().unwrap();
+
+    // Reaped: no such process at all.
+    let mut reaped = Helper::connect(&path, Caller::Exit).unwrap();
+    reaped.child.wait().unwrap();
+    let (_server, pinned) = accept_and_pin(&listener).await;
+    let error = pinned.unwrap_err();
+    assert!(
+        matches!(error, AttestError::ProcessExited { .. }),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn caller_that_execs_another_binary_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, listener) = socket_in(&dir);
+    let mut caller = Helper::connect(&path, Caller::WaitThenExecCat).unwrap();
+    let (_server, pinned) = accept_and_pin(&listener).await;
+    let peer = pinned.unwrap();
+
+    caller.release().unwrap();
+    let pid = caller.pid();
+    wait_until(|| procfs::exe_id(pid).is_ok_and(|exe| exe != peer.exe)).unwrap();
+    let error = peer.attest().unwrap_err();
+    assert!(
+        matches!(error, AttestError::BinaryChanged { pid: p, .. } if p == pid),
+        "{error:?}"
+    );
+    caller.close_stdin();
+}
+
+#[test]
+fn deleted_binary_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("payments");
+    fs::copy(find_cat(), &copy).unwrap();
+    let mut child = spawn_retrying_busy(&copy);
+    let (_, uid, gid) = our_ids();
+    let pid = i32::try_from(child.id()).unwrap();
+    let peer = PeerProcess::pin_pid(pid, uid, gid).unwrap();
+
+    fs::remove_file(&copy).unwrap();
+    let error = peer.attest().unwrap_err();
+    assert!(
+        matches!(&error, AttestError::BinaryReplaced { pid: p, path } if *p == pid && path.ends_with(" (deleted)")),
+        "{error:?}"
+    );
+    drop(child.stdin.take());
+    child.wait().unwrap();
+}
+
+fn find_cat() -> &'static Path {
+    ["/bin/cat", "/usr/bin/cat"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+        .unwrap()
+}
+
+/// Runs a freshly written binary. Another test thread forking while the
+/// copy was open for writing can make exec fail with ETXTBSY for a moment.
+fn spawn_retrying_busy(binary: &Path) -> std::process::Child {
+    for _ in 0..100 {
+        match Command::new(binary)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+        {
+            Ok(mut child) => {
+                // Wait until it runs the copy (not our own image mid-exec).
+                let pid = i32::try_from(child.id()).unwrap();
+                let id = fs::metadata(binary).map(|m| FileId::of(&m)).unwrap();
+                wait_until(|| procfs::exe_id(pid).is_ok_and(|exe| exe == id)).unwrap();
+                child.stdin.as_mut().unwrap().write_all(b"").unwrap();
+                return child;
+            }
+            Err(e) if e.raw_os_error() == Some(Errno::TXTBSY.raw_os_error()) => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("spawn {}: {e}", binary.display()),
+        }
+    }
+    panic!("{} stayed busy", binary.display());
+}
