@@ -177,6 +177,11 @@ impl CertificateAuthority {
         self.all_slots().map(CaSlot::info).collect()
     }
 
+    /// The active CA generation (signs SVIDs and the CRL).
+    pub(crate) fn active_slot(&self) -> &CaSlot {
+        &self.active
+    }
+
     /// The active CA's certificate (the intermediate in upstream mode).
     pub fn active_certificate(&self) -> CertificateDer<'static> {
         self.active.cert.clone()

@@ -203,6 +203,24 @@ pub enum CaError {
         /// What is wrong, and what would be accepted.
         problem: String,
     },
+
+    /// A revocation reason that is not one of the accepted names.
+    #[error("unknown revocation reason {given:?}; accepted: {accepted}")]
+    InvalidRevocationReason {
+        /// What was given.
+        given: String,
+        /// The accepted names.
+        accepted: String,
+    },
+
+    /// A serial that is not hexadecimal.
+    #[error(
+        "invalid serial {serial:?}: expected hexadecimal digits, optionally separated by colons"
+    )]
+    InvalidSerial {
+        /// What was given.
+        serial: String,
+    },
 }
 
 impl CaError {

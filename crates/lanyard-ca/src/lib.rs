@@ -63,6 +63,7 @@
 #![warn(missing_docs)]
 
 mod authority;
+mod crl;
 mod error;
 mod fs;
 mod journal;
@@ -76,6 +77,7 @@ mod validity;
 
 pub use self::{
     authority::{CaConfig, CertificateAuthority, MIN_CA_TTL},
+    crl::{RevocationReason, RevokedSerial},
     error::CaError,
     fs::write_file_atomic,
     journal::CaJournal,
