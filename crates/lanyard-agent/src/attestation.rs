@@ -1,0 +1,203 @@
+//! Node attestation requests: a join token, or x509pop (proof of possession
+//! of a pre-provisioned node certificate's key).
+
+use std::path::Path;
+
+use lanyard_identity::TrustDomain;
+use lanyard_proto::node::v1::{
+    AttestRequest, JoinTokenAttestation, X509PopAttestation, attest_request::Method,
+};
+use ring::{
+    rand::SystemRandom,
+    signature::{self, EcdsaKeyPair, Ed25519KeyPair, RsaKeyPair},
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use x509_parser::extensions::GeneralName;
+
+use crate::{AgentError, config::NodeAttestation, storage::read_certs};
+
+/// Domain separation of the x509pop proof; must equal the server's.
+// The server keeps the same constant (lanyard_server::X509POP_CHALLENGE_CONTEXT);
+// the agent does not depend on the server crate, so it is repeated here.
+pub const X509POP_CHALLENGE_CONTEXT: &[u8] = b"lanyard-x509pop-v1";
+
+/// The bytes an x509pop node signs: the context followed by SHA-256 of the
+/// CSR it sends, binding the proof to this one agent key.
+pub fn x509pop_challenge(csr_der: &[u8]) -> Vec<u8> {
+    let mut msg = X509POP_CHALLENGE_CONTEXT.to_vec();
+    msg.extend_from_slice(ring::digest::digest(&ring::digest::SHA256, csr_der).as_ref());
+    msg
+}
+
+/// Builds the Attest request for `method` with the agent key's CSR.
+pub fn attest_request(
+    method: &NodeAttestation,
+    csr_der: Vec<u8>,
+) -> Result<AttestRequest, AgentError> {
+    let method = match method {
+        NodeAttestation::JoinToken(token) => Method::JoinToken(JoinTokenAttestation {
+            token: token.clone(),
+        }),
+        NodeAttestation::X509Pop { cert, key } => {
+            let chain = read_certs(cert)?;
+            let signature = sign_with_file(key, &x509pop_challenge(&csr_der))?;
+            Method::X509pop(X509PopAttestation {
+                cert_chain: chain.iter().map(|c| c.to_vec()).collect(),
+                signature,
+            })
+        }
+    };
+    Ok(AttestRequest {
+        method: Some(method),
+        csr: csr_der,
+    })
+}
+
+/// Signs `msg` with the PEM private key at `path`: ECDSA P-256/P-384
+/// (PKCS#8), Ed25519 (PKCS#8) or RSA (PKCS#8 or PKCS#1, PKCS#1 v1.5 SHA-256).
+fn sign_with_file(path: &Path, msg: &[u8]) -> Result<Vec<u8>, AgentError> {
+    let pem = std::fs::read(path).map_err(|e| AgentError::io(path, e))?;
+    let key = PrivateKeyDer::from_pem_slice(&pem)
+        .map_err(|e| AgentError::bad_file(path, format!("not a PEM private key: {e}")))?;
+    sign(&key, msg).map_err(|problem| AgentError::bad_file(path, problem))
+}
+
+fn sign(key: &PrivateKeyDer<'_>, msg: &[u8]) -> Result<Vec<u8>, String> {
+    let rng = SystemRandom::new();
+    match key {
+        PrivateKeyDer::Pkcs8(der) => {
+            let der = der.secret_pkcs8_der();
+            for alg in [
+                &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+                &signature::ECDSA_P384_SHA384_ASN1_SIGNING,
+            ] {
+                if let Ok(kp) = EcdsaKeyPair::from_pkcs8(alg, der, &rng) {
+                    return kp
+                        .sign(&rng, msg)
+                        .map(|s| s.as_ref().to_vec())
+                        .map_err(|e| e.to_string());
+                }
+            }
+            if let Ok(kp) = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der) {
+                return Ok(kp.sign(msg).as_ref().to_vec());
+            }
+            let kp = RsaKeyPair::from_pkcs8(der).map_err(|_| {
+                "unsupported key: expected ECDSA P-256/P-384, Ed25519 or RSA".to_owned()
+            })?;
+            rsa_sign(&kp, msg)
+        }
+        PrivateKeyDer::Pkcs1(der) => {
+            let kp = RsaKeyPair::from_der(der.secret_pkcs1_der())
+                .map_err(|e| format!("RSA key: {e}"))?;
+            rsa_sign(&kp, msg)
+        }
+        _ => Err("unsupported key encoding: use PKCS#8 (BEGIN PRIVATE KEY) or PKCS#1 RSA".into()),
+    }
+}
+
+fn rsa_sign(kp: &RsaKeyPair, msg: &[u8]) -> Result<Vec<u8>, String> {
+    let mut sig = vec![0u8; kp.public().modulus_len()];
+    kp.sign(
+        &signature::RSA_PKCS1_SHA256,
+        &SystemRandom::new(),
+        msg,
+        &mut sig,
+    )
+    .map_err(|e| format!("RSA signing: {e}"))?;
+    Ok(sig)
+}
+
+/// The trust domain of a bootstrap bundle: the `spiffe://<td>` URI SAN of
+/// its CA certificate(s); all must agree.
+pub fn bundle_trust_domain(bundle: &[CertificateDer<'_>]) -> Result<TrustDomain, String> {
+    let mut found: Option<TrustDomain> = None;
+    for cert in bundle {
+        let (_, parsed) = x509_parser::parse_x509_certificate(cert)
+            .map_err(|e| format!("bad certificate: {e}"))?;
+        let Ok(Some(san)) = parsed.subject_alternative_name() else {
+            continue;
+        };
+        for name in &san.value.general_names {
+            let GeneralName::URI(uri) = name else {
+                continue;
+            };
+            let Some(rest) = uri.strip_prefix("spiffe://") else {
+                continue;
+            };
+            let td = TrustDomain::new(rest.trim_end_matches('/'))
+                .map_err(|e| format!("URI SAN {uri:?}: {e}"))?;
+            match &found {
+                Some(prev) if prev != &td => {
+                    return Err(format!("bundle mixes trust domains {prev} and {td}"));
+                }
+                _ => found = Some(td),
+            }
+        }
+    }
+    found.ok_or_else(|| {
+        "no CA certificate carries a spiffe://<trust domain> URI SAN; cannot tell the trust domain".into()
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use x509_parser::prelude::FromDer;
+
+    fn ca_with_uri(uri: &str) -> CertificateDer<'static> {
+        let mut params = rcgen::CertificateParams::default();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.subject_alt_names = vec![rcgen::SanType::URI(uri.try_into().unwrap())];
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    #[test]
+    fn trust_domain_from_bundle_uri_san() {
+        let td = bundle_trust_domain(&[ca_with_uri("spiffe://example.org")]).unwrap();
+        assert_eq!(td.as_str(), "example.org");
+        let e =
+            bundle_trust_domain(&[ca_with_uri("spiffe://a.org"), ca_with_uri("spiffe://b.org")])
+                .unwrap_err();
+        assert!(e.contains("mixes"), "{e}");
+        let e = bundle_trust_domain(&[ca_with_uri("https://a.org")]).unwrap_err();
+        assert!(e.contains("URI SAN"), "{e}");
+    }
+
+    #[test]
+    fn challenge_is_context_then_csr_hash() {
+        let c = x509pop_challenge(b"csr");
+        assert!(c.starts_with(b"lanyard-x509pop-v1"));
+        assert_eq!(c.len(), X509POP_CHALLENGE_CONTEXT.len() + 32);
+        assert_ne!(x509pop_challenge(b"csr"), x509pop_challenge(b"other"));
+    }
+
+    #[test]
+    fn ecdsa_signature_verifies() {
+        let key = lanyard_ca::SvidKey::generate().unwrap();
+        let der = PrivateKeyDer::Pkcs8(key.pkcs8_der().into());
+        let msg = x509pop_challenge(b"csr");
+        let sig = sign(&der, &msg).unwrap();
+        let spki = key.public_key_der();
+        let (_, info) = x509_parser::x509::SubjectPublicKeyInfo::from_der(&spki).unwrap();
+        let public = signature::UnparsedPublicKey::new(
+            &signature::ECDSA_P256_SHA256_ASN1,
+            info.subject_public_key.data.to_vec(),
+        );
+        public.verify(&msg, &sig).unwrap();
+    }
+
+    #[test]
+    fn join_token_request() {
+        let req = attest_request(&NodeAttestation::JoinToken("tok".into()), vec![1, 2]).unwrap();
+        assert_eq!(req.csr, vec![1, 2]);
+        assert!(matches!(req.method, Some(Method::JoinToken(ref j)) if j.token == "tok"));
+    }
+
+    #[test]
+    fn garbage_certificate_in_bundle() {
+        let e = bundle_trust_domain(&[CertificateDer::from(vec![1u8, 2, 3])]).unwrap_err();
+        assert!(e.contains("bad certificate"), "{e}");
+    }
+}

@@ -1,0 +1,208 @@
+//! What the agent serves: the synced entries and the SVIDs cached for them,
+//! published as immutable snapshots through `watch` channels.
+
+use std::{fmt, sync::Arc};
+
+use lanyard_identity::{Selector, SpiffeId, TrustDomain, matches_all};
+use rustls_pki_types::CertificateDer;
+
+/// One authorized entry, as the Sync stream delivered it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryInfo {
+    /// Entry ID (a UUID string).
+    pub id: String,
+    /// The SPIFFE ID issued for it.
+    pub spiffe_id: SpiffeId,
+    /// All must be among a caller's selectors.
+    pub selectors: Vec<Selector>,
+    /// SVID TTL in seconds; 0 for the server default.
+    pub ttl_secs: i64,
+    /// DNS SANs of the SVID.
+    pub dns_names: Vec<String>,
+    /// Workload API `hint`.
+    pub hint: String,
+    /// Bumped by the server on each update.
+    pub revision: u64,
+    /// Creation time (seconds since the Unix epoch) when the server sends
+    /// it, else 0: orders the default SVID first.
+    pub created_at: i64,
+}
+
+impl EntryInfo {
+    /// Whether an SVID issued for `self` is still right for `other` (same
+    /// SPIFFE ID, DNS names and TTL); hint and selectors may change freely.
+    pub fn same_svid_shape(&self, other: &EntryInfo) -> bool {
+        self.spiffe_id == other.spiffe_id
+            && self.dns_names == other.dns_names
+            && self.ttl_secs == other.ttl_secs
+    }
+}
+
+/// The latest Sync message, parsed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncState {
+    /// Authorized entries.
+    pub entries: Vec<EntryInfo>,
+    /// DER CA certificates of the trust bundle.
+    pub bundle: Vec<CertificateDer<'static>>,
+    /// The trust domain's DER CRL (may be empty).
+    pub crl: Vec<u8>,
+    /// Server change counter.
+    pub revision: u64,
+}
+
+/// An X.509-SVID cached for one entry.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CachedSvid {
+    /// The entry it was issued for.
+    pub entry: EntryInfo,
+    /// DER chain, leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// PKCS#8 DER private key. Secret: `Debug` redacts it.
+    pub key_pkcs8: Vec<u8>,
+    /// Lower-case hex serial of the leaf.
+    pub serial: String,
+    /// NotAfter, seconds since the Unix epoch.
+    pub not_after: i64,
+}
+
+impl fmt::Debug for CachedSvid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CachedSvid")
+            .field("entry", &self.entry.id)
+            .field("spiffe_id", &self.entry.spiffe_id)
+            .field("serial", &self.serial)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether the agent can serve.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    /// Not attested, or no Sync / first SVID round yet.
+    Starting,
+    /// Serving.
+    Ready,
+    /// Banned, evicted or shutting down: nothing is served any more.
+    Stopped(String),
+}
+
+/// Everything the Workload API serves, at one moment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Readiness.
+    pub readiness: Readiness,
+    /// The trust domain, once known.
+    pub trust_domain: Option<TrustDomain>,
+    /// Cached SVIDs in default order (oldest entry first).
+    pub svids: Vec<Arc<CachedSvid>>,
+    /// DER CA certificates of the trust bundle.
+    pub bundle: Vec<CertificateDer<'static>>,
+    /// DER CRL (may be empty).
+    pub crl: Vec<u8>,
+}
+
+impl Snapshot {
+    /// Before anything is known.
+    pub fn starting() -> Self {
+        Self {
+            readiness: Readiness::Starting,
+            trust_domain: None,
+            svids: Vec::new(),
+            bundle: Vec::new(),
+            crl: Vec::new(),
+        }
+    }
+
+    /// Nothing served any more, for `reason`.
+    pub fn stopped(reason: impl Into<String>) -> Self {
+        Self {
+            readiness: Readiness::Stopped(reason.into()),
+            ..Self::starting()
+        }
+    }
+}
+
+/// Orders SVIDs for serving: the oldest entry first (by creation time, then
+/// entry ID) so the default SVID is stable across rotations.
+pub fn sort_default_first(svids: &mut [Arc<CachedSvid>]) {
+    svids.sort_by(|a, b| (a.entry.created_at, &a.entry.id).cmp(&(b.entry.created_at, &b.entry.id)));
+}
+
+/// The SVIDs a caller with `selectors` may receive at `now` (unix seconds):
+/// those whose entry's selectors are all among the caller's and which have
+/// not expired, in default order.
+pub fn select_for(
+    svids: &[Arc<CachedSvid>],
+    selectors: &[Selector],
+    now: i64,
+) -> Vec<Arc<CachedSvid>> {
+    let mut out: Vec<_> = svids
+        .iter()
+        .filter(|s| s.not_after > now && matches_all(&s.entry.selectors, selectors))
+        .cloned()
+        .collect();
+    sort_default_first(&mut out);
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn svid(
+        id: &str,
+        created_at: i64,
+        selectors: &[&str],
+        not_after: i64,
+    ) -> Arc<CachedSvid> {
+        Arc::new(CachedSvid {
+            entry: EntryInfo {
+                id: id.into(),
+                spiffe_id: format!("spiffe://td.org/{id}").parse().unwrap(),
+                selectors: selectors.iter().map(|s| s.parse().unwrap()).collect(),
+                ttl_secs: 0,
+                dns_names: vec![],
+                hint: format!("hint-{id}"),
+                revision: 1,
+                created_at,
+            },
+            chain: vec![CertificateDer::from(id.as_bytes().to_vec())],
+            key_pkcs8: b"secret-key".to_vec(),
+            serial: "01".into(),
+            not_after,
+        })
+    }
+
+    fn sel(s: &[&str]) -> Vec<Selector> {
+        s.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn selects_only_matching_unexpired_oldest_first() {
+        let svids = vec![
+            svid("c", 30, &["unix:uid:1"], 1000),
+            svid("a", 10, &["unix:uid:1", "unix:gid:2"], 1000),
+            svid("b", 10, &["unix:uid:1"], 1000),
+            svid("d", 5, &["unix:uid:9"], 1000),
+            svid("e", 1, &["unix:uid:1"], 100),
+        ];
+        let got = select_for(
+            &svids,
+            &sel(&["unix:uid:1", "unix:gid:2", "unix:user:x"]),
+            100,
+        );
+        let ids: Vec<_> = got.iter().map(|s| s.entry.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+        assert!(select_for(&svids, &sel(&["unix:uid:7"]), 100).is_empty());
+        assert!(select_for(&svids, &[], 100).is_empty());
+    }
+
+    #[test]
+    fn debug_redacts_the_key() {
+        let s = svid("a", 1, &["unix:uid:1"], 10);
+        assert!(!format!("{s:?}").contains("secret"));
+    }
+}

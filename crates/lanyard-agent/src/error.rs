@@ -1,0 +1,166 @@
+//! The agent's error type.
+
+use std::path::PathBuf;
+
+/// Everything that can stop the agent or one of its tasks.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// The configuration (file or flags) is invalid; names the key and what is accepted.
+    #[error("config: {0}")]
+    Config(String),
+    /// Reading or writing a file (data dir, trust bundle, x509pop material) failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A file's contents are not what was expected (bad PEM, wrong key type ...).
+    #[error("{}: {problem}", path.display())]
+    BadFile {
+        /// The file involved.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The server refused node attestation; carries the server's reason.
+    #[error("attestation refused by the server: {0}")]
+    AttestationRefused(String),
+    /// The server says this agent is banned: it stops serving and exits.
+    #[error("agent is banned: {0}")]
+    Banned(String),
+    /// The server says this agent was evicted: it stops serving and exits;
+    /// it may attest again only with a new join token or x509pop.
+    #[error("agent was evicted: {0}")]
+    Evicted(String),
+    /// The stored agent SVID expired and no join token or x509pop is
+    /// configured to attest again.
+    #[error(
+        "the stored agent SVID expired at {expired_at} (unix seconds) and no --join-token or \
+         --x509pop-cert/--x509pop-key is configured to attest again"
+    )]
+    AgentSvidExpired {
+        /// NotAfter of the stored SVID, seconds since the Unix epoch.
+        expired_at: i64,
+    },
+    /// No stored agent SVID and no attestation method configured.
+    #[error(
+        "no agent SVID in the data dir and no attestation method: pass --join-token or \
+         --x509pop-cert and --x509pop-key"
+    )]
+    NoAttestationMethod,
+    /// A call to the server failed (network, TLS or a gRPC status); retried by the loops.
+    #[error("server call {call} failed: {reason}")]
+    Server {
+        /// The Node API call.
+        call: &'static str,
+        /// Why it failed.
+        reason: String,
+    },
+    /// The server answered with something the agent cannot use.
+    #[error("bad answer from the server to {call}: {problem}")]
+    BadResponse {
+        /// The Node API call.
+        call: &'static str,
+        /// What was wrong with the answer.
+        problem: String,
+    },
+    /// A key or CSR operation of the CA library failed.
+    #[error("key: {0}")]
+    Key(#[from] lanyard_ca::CaError),
+    /// Building the TLS configuration failed.
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    /// Workload attestation setup (binding the Workload API socket) failed.
+    #[error("Workload API socket: {0}")]
+    Socket(#[from] crate::attestor::AttestError),
+    /// Serving the Workload API or the health endpoint failed.
+    #[error("{what}: {reason}")]
+    Serve {
+        /// Which listener.
+        what: &'static str,
+        /// Why it failed.
+        reason: String,
+    },
+    /// A Workload API client command (`api fetch`, `api watch`, `healthcheck`) failed.
+    #[error("{0}")]
+    Client(String),
+    /// A background task panicked or was cancelled unexpectedly.
+    #[error("task {task} ended unexpectedly: {reason}")]
+    Task {
+        /// The task's name.
+        task: &'static str,
+        /// What happened.
+        reason: String,
+    },
+}
+
+impl AgentError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn bad_file(path: impl Into<PathBuf>, problem: impl Into<String>) -> Self {
+        Self::BadFile {
+            path: path.into(),
+            problem: problem.into(),
+        }
+    }
+
+    pub(crate) fn server(call: &'static str, status: &tonic::Status) -> Self {
+        Self::Server {
+            call,
+            reason: format!("{:?}: {}", status.code(), status.message()),
+        }
+    }
+
+    /// Whether this error means the server no longer accepts this agent
+    /// (banned or evicted): serving must stop at once.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Self::Banned(_) | Self::Evicted(_))
+    }
+}
+
+/// Classifies a Node API status: a PermissionDenied that says the agent is
+/// banned or evicted becomes [`AgentError::Banned`] / [`AgentError::Evicted`];
+/// anything else is a (retryable) [`AgentError::Server`].
+pub(crate) fn classify(call: &'static str, status: &tonic::Status) -> AgentError {
+    if status.code() == tonic::Code::PermissionDenied {
+        let msg = status.message();
+        if msg.contains("banned") {
+            return AgentError::Banned(msg.to_owned());
+        }
+        if msg.contains("evicted") {
+            return AgentError::Evicted(msg.to_owned());
+        }
+    }
+    AgentError::server(call, status)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_ban_and_eviction_only_on_permission_denied() {
+        let banned = tonic::Status::permission_denied("agent spiffe://td/x is banned");
+        assert!(matches!(classify("Sync", &banned), AgentError::Banned(_)));
+        let evicted =
+            tonic::Status::permission_denied("agent spiffe://td/x was evicted; attest again");
+        assert!(matches!(classify("Sync", &evicted), AgentError::Evicted(_)));
+        let superseded =
+            tonic::Status::permission_denied("agent SVID 01 has been superseded by 02");
+        assert!(matches!(
+            classify("Sync", &superseded),
+            AgentError::Server { .. }
+        ));
+        let other = tonic::Status::unavailable("banned words in an unrelated status");
+        assert!(!classify("Sync", &other).is_refusal());
+    }
+}

@@ -1,0 +1,67 @@
+//! The Lanyard agent: one per node. It attests its node to the server (join
+//! token or x509pop), keeps its own SVID renewed, follows the server's Sync
+//! stream of authorized entries, and serves workloads their X.509-SVIDs,
+//! trust bundle and CRL over the SPIFFE Workload API on a Unix socket,
+//! attesting each caller from its pinned process.
+//!
+//! The pieces, each a task `run(self, shutdown)`:
+//!
+//! - [`AgentSvidRotator`]: renews the agent SVID at half-life (RenewAgent).
+//! - [`SyncClient`]: the Sync stream, published through a `watch` channel.
+//! - [`SvidManager`]: one agent-generated key and SVID per entry, signed in
+//!   batches, renewed at half-life with jitter, dropped at NotAfter,
+//!   published as [`Snapshot`]s that every Workload API stream follows.
+//! - [`WorkloadApi`]: the SPIFFE Workload API service.
+//!
+//! [`run`] wires them together:
+//!
+//! ```no_run
+//! use lanyard_agent::{ConfigFile, run};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # async fn example() -> Result<(), lanyard_agent::AgentError> {
+//! let cfg = ConfigFile {
+//!     join_token: Some("TOKEN".into()),
+//!     trust_bundle_path: Some("/etc/lanyard/bundle.pem".into()),
+//!     ..Default::default()
+//! }
+//! .validate()?;
+//! run(cfg, CancellationToken::new()).await
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod agent;
+mod agent_svid;
+mod attestation;
+pub mod attestor;
+mod cache;
+pub mod cli;
+pub mod config;
+mod error;
+mod health;
+mod identity;
+mod node_client;
+pub mod schedule;
+mod storage;
+mod svid_manager;
+mod sync;
+mod workload_api;
+mod workload_response;
+
+pub use self::{
+    agent::run,
+    agent_svid::AgentSvidRotator,
+    attestation::{X509POP_CHALLENGE_CONTEXT, bundle_trust_domain, x509pop_challenge},
+    cache::{CachedSvid, EntryInfo, Readiness, Snapshot, SyncState, select_for},
+    config::{AgentConfig, ConfigFile, LogFormat},
+    error::AgentError,
+    identity::AgentIdentity,
+    node_client::NodeConnector,
+    storage::DataDir,
+    svid_manager::SvidManager,
+    sync::SyncClient,
+    workload_api::{SECURITY_HEADER, WorkloadApi},
+    workload_response::NO_IDENTITY,
+};

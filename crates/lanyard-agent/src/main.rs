@@ -1,0 +1,115 @@
+//! The `lanyard-agent` binary: see `lanyard-agent --help`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use lanyard_agent::{
+    ConfigFile, LogFormat,
+    cli::{
+        api,
+        args::{ApiCommand, Cli, Command, FetchWhat, RunArgs},
+        healthcheck,
+    },
+};
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").replace('\n', " ")
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run(args) => run(args).await,
+        Command::Api {
+            command: ApiCommand::Fetch {
+                what: FetchWhat::X509(args),
+            },
+        } => {
+            let socket = args.socket.resolve().map_err(anyhow::Error::msg)?;
+            print!("{}", api::fetch_x509(&socket, args.write.as_deref()).await?);
+            Ok(())
+        }
+        Command::Api {
+            command: ApiCommand::Watch(args),
+        } => {
+            let socket = args.resolve().map_err(anyhow::Error::msg)?;
+            tokio::select! {
+                r = api::watch(&socket) => r?,
+                () = signal() => {}
+            }
+            Ok(())
+        }
+        Command::Healthcheck(args) => Ok(healthcheck::check(&args.http_address).await?),
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => ConfigFile::load(path)?,
+        None => ConfigFile::default(),
+    };
+    let cfg = file.overlay(args.overlay()).validate()?;
+    init_tracing(&cfg.log_level, cfg.log_format)?;
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        signal().await;
+        tracing::info!("signal received: shutting down");
+        on_signal.cancel();
+    });
+    lanyard_agent::run(cfg, shutdown).await?;
+    tracing::info!("agent stopped");
+    Ok(())
+}
+
+fn init_tracing(level: &str, format: LogFormat) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    result.map_err(|e| anyhow::anyhow!("logging: {e}"))
+}
+
+/// SIGTERM or SIGINT.
+async fn signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

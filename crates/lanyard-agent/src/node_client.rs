@@ -1,0 +1,186 @@
+//! TLS channels to the server's Node API: server authenticated by its SPIFFE
+//! ID against the live trust bundle, the agent by its own SVID.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+use lanyard_identity::{SpiffeId, TrustDomain};
+use lanyard_mtls::{Authorizer, SpiffeServerVerifier, TrustMaterial};
+use lanyard_proto::node::v1::node_client::NodeClient;
+use rustls::{
+    DigitallySignedStruct, SignatureScheme,
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature},
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use tonic::transport::Channel;
+
+use crate::{AgentError, identity::AgentIdentity};
+
+/// The server's SPIFFE ID in a trust domain.
+pub fn server_id(td: &TrustDomain) -> Result<SpiffeId, AgentError> {
+    SpiffeId::from_parts(td, "/lanyard/server")
+        .map_err(|e| AgentError::Config(format!("server ID in trust domain {td}: {e}")))
+}
+
+/// Opens Node API channels; caches the one built for the current agent SVID.
+#[derive(Debug)]
+pub struct NodeConnector {
+    addr: SocketAddr,
+    trust: Arc<TrustMaterial>,
+    server_id: SpiffeId,
+    cached: Mutex<Option<(String, NodeClient<Channel>)>>,
+}
+
+impl NodeConnector {
+    /// A connector to `addr` that accepts only `spiffe://<td>/lanyard/server`
+    /// with a chain to `trust`.
+    pub fn new(
+        addr: SocketAddr,
+        trust: Arc<TrustMaterial>,
+        td: &TrustDomain,
+    ) -> Result<Self, AgentError> {
+        Ok(Self {
+            addr,
+            trust,
+            server_id: server_id(td)?,
+            cached: Mutex::new(None),
+        })
+    }
+
+    /// The trust material (the Sync loop swaps the bundle in it).
+    pub fn trust(&self) -> &Arc<TrustMaterial> {
+        &self.trust
+    }
+
+    /// A client presenting `identity`; re-used while the identity's serial is
+    /// unchanged, rebuilt after renewal.
+    pub async fn client(
+        &self,
+        identity: &AgentIdentity,
+    ) -> Result<NodeClient<Channel>, AgentError> {
+        let cached = self.cached.lock().ok().and_then(|guard| {
+            guard
+                .as_ref()
+                .filter(|(serial, _)| serial == &identity.serial)
+                .map(|(_, c)| c.clone())
+        });
+        if let Some(client) = cached {
+            return Ok(client);
+        }
+        let client = self.connect(Some(identity)).await?;
+        if let Ok(mut guard) = self.cached.lock() {
+            *guard = Some((identity.serial.clone(), client.clone()));
+        }
+        Ok(client)
+    }
+
+    /// Forgets the cached channel (after a transport error).
+    pub fn reset(&self) {
+        if let Ok(mut guard) = self.cached.lock() {
+            *guard = None;
+        }
+    }
+
+    /// A fresh client, with the agent SVID when given (Attest goes without).
+    pub async fn connect(
+        &self,
+        identity: Option<&AgentIdentity>,
+    ) -> Result<NodeClient<Channel>, AgentError> {
+        let verifier = SpiffeServerVerifier::new(
+            self.trust.clone(),
+            Authorizer::exact([self.server_id.clone()]),
+        );
+        let cfg = client_config(Arc::new(verifier), identity)?;
+        open(self.addr, cfg).await
+    }
+}
+
+/// A client that does not verify the server at all: only for the first
+/// Attest with `--insecure-bootstrap`.
+pub async fn insecure_client(addr: SocketAddr) -> Result<NodeClient<Channel>, AgentError> {
+    let cfg = client_config(Arc::new(InsecureBootstrap(algorithms())), None)?;
+    open(addr, cfg).await
+}
+
+async fn open(
+    addr: SocketAddr,
+    cfg: rustls::ClientConfig,
+) -> Result<NodeClient<Channel>, AgentError> {
+    let channel = lanyard_mtls::tls_channel(addr, Arc::new(cfg))
+        .await
+        .map_err(|e| AgentError::Server {
+            call: "connect",
+            reason: format!("{addr}: {e}"),
+        })?;
+    Ok(NodeClient::new(channel))
+}
+
+/// TLS 1.3 only, ALPN h2, the given server verifier, the agent SVID as
+/// client certificate when given.
+pub fn client_config(
+    verifier: Arc<dyn ServerCertVerifier>,
+    identity: Option<&AgentIdentity>,
+) -> Result<rustls::ClientConfig, AgentError> {
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])?
+    .dangerous()
+    .with_custom_certificate_verifier(verifier);
+    let mut cfg = match identity {
+        Some(id) => builder.with_client_auth_cert(
+            id.chain.clone(),
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(id.key.pkcs8_der())),
+        )?,
+        None => builder.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(cfg)
+}
+
+fn algorithms() -> WebPkiSupportedAlgorithms {
+    rustls::crypto::ring::default_provider().signature_verification_algorithms
+}
+
+/// Accepts any server certificate (still checking the handshake signature,
+/// so the connection is at least bound to the presented key).
+#[derive(Debug)]
+struct InsecureBootstrap(WebPkiSupportedAlgorithms);
+
+impl ServerCertVerifier for InsecureBootstrap {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}

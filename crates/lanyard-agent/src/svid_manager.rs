@@ -1,0 +1,395 @@
+//! The SVID manager: one key and X.509-SVID per authorized entry. Keys are
+//! generated here and never leave the agent except to the workload entitled
+//! to them; CSRs are signed by the server in batches. Each SVID is renewed
+//! at half-life (with jitter), dropped at NotAfter, and every change is
+//! published as a new [`Snapshot`].
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use lanyard_ca::SvidKey;
+use lanyard_identity::{TrustDomain, check_x509_svid};
+use lanyard_proto::node::v1::{
+    BatchNewX509svidRequest, NewX509svidParams, batch_new_x509svid_result::Result as BatchResult,
+};
+use rustls_pki_types::{CertificateDer, UnixTime};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    AgentError,
+    cache::{CachedSvid, EntryInfo, Readiness, Snapshot, SyncState, sort_default_first},
+    error::classify,
+    identity::AgentIdentity,
+    node_client::NodeConnector,
+    schedule::{self, backoff, random_unit, to_unix, until},
+};
+
+/// CSRs per BatchNewX509SVID call (the server accepts up to 1000).
+const BATCH_SIZE: usize = 500;
+const BACKOFF_BASE: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Upper bound of one sleep, so a wall-clock jump is noticed.
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+/// One entry's state.
+#[derive(Debug)]
+struct Slot {
+    entry: EntryInfo,
+    svid: Option<Issued>,
+    /// Not before this time (after a failure).
+    retry_at: Option<SystemTime>,
+    failures: u32,
+}
+
+#[derive(Debug)]
+struct Issued {
+    svid: Arc<CachedSvid>,
+    refresh_at: SystemTime,
+}
+
+/// The SVID manager task.
+#[derive(Debug)]
+pub struct SvidManager {
+    connector: Arc<NodeConnector>,
+    identity: watch::Receiver<Arc<AgentIdentity>>,
+    sync: watch::Receiver<Option<Arc<SyncState>>>,
+    out: Arc<watch::Sender<Arc<Snapshot>>>,
+    trust_domain: TrustDomain,
+    slots: HashMap<String, Slot>,
+    ready: bool,
+    attempt: u32,
+}
+
+impl SvidManager {
+    /// A manager fed by `sync`, publishing into `out`.
+    pub fn new(
+        connector: Arc<NodeConnector>,
+        identity: watch::Receiver<Arc<AgentIdentity>>,
+        sync: watch::Receiver<Option<Arc<SyncState>>>,
+        out: Arc<watch::Sender<Arc<Snapshot>>>,
+        trust_domain: TrustDomain,
+    ) -> Self {
+        Self {
+            connector,
+            identity,
+            sync,
+            out,
+            trust_domain,
+            slots: HashMap::new(),
+            ready: false,
+            attempt: 0,
+        }
+    }
+
+    /// Runs until `shutdown`; returns an error only when the server refuses
+    /// this agent (banned or evicted).
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), AgentError> {
+        loop {
+            let sync = self.sync.borrow_and_update().clone();
+            if let Some(sync) = &sync {
+                self.reconcile(sync);
+                self.expire(SystemTime::now());
+                let due = self.due(SystemTime::now());
+                if !due.is_empty() {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Ok(()),
+                        r = self.fetch(due) => r?,
+                    }
+                } else {
+                    self.ready = true;
+                }
+                self.expire(SystemTime::now());
+                self.publish(sync);
+            }
+            let wake = self
+                .next_wake()
+                .map(until)
+                .unwrap_or(MAX_SLEEP)
+                .min(MAX_SLEEP);
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                changed = self.sync.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                }
+                () = tokio::time::sleep(wake) => {}
+            }
+        }
+    }
+
+    /// Aligns the slots with the synced entries: new ones added, deleted
+    /// ones dropped (with their SVIDs), changed ones updated (and re-issued
+    /// when the SVID itself would differ).
+    fn reconcile(&mut self, sync: &SyncState) {
+        let mut seen = HashMap::with_capacity(sync.entries.len());
+        for entry in &sync.entries {
+            seen.insert(entry.id.clone(), ());
+            match self.slots.get_mut(&entry.id) {
+                Some(slot) if slot.entry == *entry => {}
+                Some(slot) => {
+                    if !slot.entry.same_svid_shape(entry) {
+                        tracing::info!(entry = %entry.id, spiffe_id = %entry.spiffe_id, "entry changed: SVID will be re-issued");
+                        slot.svid = None;
+                        slot.retry_at = None;
+                    } else if let Some(issued) = &mut slot.svid {
+                        let mut svid = (*issued.svid).clone();
+                        svid.entry = entry.clone();
+                        issued.svid = Arc::new(svid);
+                    }
+                    slot.entry = entry.clone();
+                }
+                None => {
+                    self.slots.insert(
+                        entry.id.clone(),
+                        Slot {
+                            entry: entry.clone(),
+                            svid: None,
+                            retry_at: None,
+                            failures: 0,
+                        },
+                    );
+                }
+            }
+        }
+        self.slots.retain(|id, slot| {
+            let keep = seen.contains_key(id);
+            if !keep {
+                tracing::info!(entry = %id, spiffe_id = %slot.entry.spiffe_id, "entry removed: SVID dropped");
+            }
+            keep
+        });
+    }
+
+    /// Drops SVIDs whose NotAfter has passed: they are never served.
+    fn expire(&mut self, now: SystemTime) {
+        let now = to_unix(now);
+        for slot in self.slots.values_mut() {
+            if slot.svid.as_ref().is_some_and(|i| i.svid.not_after <= now) {
+                tracing::warn!(entry = %slot.entry.id, spiffe_id = %slot.entry.spiffe_id, "SVID expired before it could be renewed; dropped");
+                slot.svid = None;
+            }
+        }
+    }
+
+    /// Entries that need an SVID now.
+    fn due(&self, now: SystemTime) -> Vec<String> {
+        self.slots
+            .iter()
+            .filter(|(_, s)| s.retry_at.is_none_or(|t| t <= now))
+            .filter(|(_, s)| s.svid.as_ref().is_none_or(|i| i.refresh_at <= now))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    fn next_wake(&self) -> Option<SystemTime> {
+        self.slots
+            .values()
+            .flat_map(|s| {
+                let svid = s
+                    .svid
+                    .as_ref()
+                    .map(|i| i.refresh_at.min(schedule::from_unix(i.svid.not_after)));
+                // An entry without an SVID waits only for its retry time.
+                let retry = if s.svid.is_none() { s.retry_at } else { None };
+                [svid, retry]
+            })
+            .flatten()
+            .min()
+    }
+
+    async fn fetch(&mut self, due: Vec<String>) -> Result<(), AgentError> {
+        for chunk in due.chunks(BATCH_SIZE) {
+            let chunk = chunk.to_vec();
+            // Key generation and CSR signing are CPU work: off the reactor.
+            let prepared = tokio::task::spawn_blocking(move || {
+                chunk
+                    .into_iter()
+                    .map(|id| {
+                        let key = SvidKey::generate()?;
+                        let csr = key.csr_der()?;
+                        Ok((id, key, csr))
+                    })
+                    .collect::<Result<Vec<_>, AgentError>>()
+            })
+            .await
+            .map_err(|e| AgentError::Task {
+                task: "CSR generation",
+                reason: e.to_string(),
+            })??;
+            let params = prepared
+                .iter()
+                .map(|(id, _, csr)| NewX509svidParams {
+                    entry_id: id.clone(),
+                    csr: csr.clone(),
+                })
+                .collect();
+            let mut keys: HashMap<String, SvidKey> =
+                prepared.into_iter().map(|(id, key, _)| (id, key)).collect();
+            match self.call(params).await {
+                Ok(results) => {
+                    self.attempt = 0;
+                    self.ready = true;
+                    for r in results {
+                        let Some(key) = keys.remove(&r.entry_id) else {
+                            continue;
+                        };
+                        self.apply(&r.entry_id, key, r.result);
+                    }
+                    // Entries the server did not answer for are retried later.
+                    for id in keys.into_keys() {
+                        self.failed(&id, "no result in the batch answer");
+                    }
+                }
+                Err(e) if e.is_refusal() => return Err(e),
+                Err(e) => {
+                    let wait = backoff(self.attempt, BACKOFF_BASE, BACKOFF_MAX, random_unit());
+                    self.attempt = self.attempt.saturating_add(1);
+                    tracing::warn!(error = %e, retry_in = ?wait, "BatchNewX509SVID failed; serving cached SVIDs meanwhile");
+                    self.connector.reset();
+                    let at = SystemTime::now() + wait;
+                    for id in keys.keys() {
+                        if let Some(slot) = self.slots.get_mut(id) {
+                            slot.retry_at = Some(at);
+                        }
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn call(
+        &self,
+        params: Vec<NewX509svidParams>,
+    ) -> Result<Vec<lanyard_proto::node::v1::BatchNewX509svidResult>, AgentError> {
+        let identity = self.identity.borrow().clone();
+        let mut client = self.connector.client(&identity).await?;
+        let resp = client
+            .batch_new_x509svid(BatchNewX509svidRequest { params })
+            .await
+            .map_err(|s| classify("BatchNewX509SVID", &s))?;
+        Ok(resp.into_inner().results)
+    }
+
+    fn apply(&mut self, entry_id: &str, key: SvidKey, result: Option<BatchResult>) {
+        let Some(slot) = self.slots.get(entry_id) else {
+            return;
+        };
+        let outcome = match result {
+            Some(BatchResult::Svid(svid)) => {
+                let chain: Vec<CertificateDer<'static>> = svid
+                    .cert_chain
+                    .into_iter()
+                    .map(CertificateDer::from)
+                    .collect();
+                let bundle = self.connector.trust().bundle();
+                check_issued(&slot.entry, &chain, &bundle).map(|(serial, not_before, not_after)| {
+                    let now = SystemTime::now();
+                    let valid_from = schedule::from_unix(not_before).max(now);
+                    let refresh_at = schedule::refresh_at(
+                        valid_from,
+                        schedule::from_unix(not_after),
+                        random_unit() * 2.0 - 1.0,
+                    );
+                    let svid = CachedSvid {
+                        entry: slot.entry.clone(),
+                        chain,
+                        key_pkcs8: key.pkcs8_der(),
+                        serial,
+                        not_after,
+                    };
+                    Issued {
+                        svid: Arc::new(svid),
+                        refresh_at,
+                    }
+                })
+            }
+            Some(BatchResult::Error(status)) => Err(format!(
+                "server refused: {} (code {})",
+                status.message, status.code
+            )),
+            None => Err("empty result".into()),
+        };
+        match outcome {
+            Ok(issued) => {
+                tracing::info!(
+                    entry = %entry_id,
+                    spiffe_id = %issued.svid.entry.spiffe_id,
+                    serial = %issued.svid.serial,
+                    not_after = issued.svid.not_after,
+                    "SVID issued"
+                );
+                if let Some(slot) = self.slots.get_mut(entry_id) {
+                    slot.svid = Some(issued);
+                    slot.retry_at = None;
+                    slot.failures = 0;
+                }
+            }
+            Err(why) => self.failed(entry_id, &why),
+        }
+    }
+
+    fn failed(&mut self, entry_id: &str, why: &str) {
+        let Some(slot) = self.slots.get_mut(entry_id) else {
+            return;
+        };
+        let wait = backoff(slot.failures, BACKOFF_BASE, BACKOFF_MAX, random_unit());
+        slot.failures = slot.failures.saturating_add(1);
+        slot.retry_at = Some(SystemTime::now() + wait);
+        tracing::warn!(entry = %entry_id, spiffe_id = %slot.entry.spiffe_id, reason = %why, retry_in = ?wait, "SVID not issued");
+    }
+
+    fn publish(&self, sync: &SyncState) {
+        let mut svids: Vec<Arc<CachedSvid>> = self
+            .slots
+            .values()
+            .filter_map(|s| s.svid.as_ref().map(|i| i.svid.clone()))
+            .collect();
+        sort_default_first(&mut svids);
+        let snapshot = Snapshot {
+            readiness: if self.ready {
+                Readiness::Ready
+            } else {
+                Readiness::Starting
+            },
+            trust_domain: Some(self.trust_domain.clone()),
+            svids,
+            bundle: sync.bundle.clone(),
+            crl: sync.crl.clone(),
+        };
+        self.out.send_if_modified(|current| {
+            // A stopped agent stays stopped; an unchanged snapshot wakes nobody.
+            if matches!(current.readiness, Readiness::Stopped(_)) || **current == snapshot {
+                return false;
+            }
+            *current = Arc::new(snapshot);
+            true
+        });
+    }
+}
+
+/// Checks an SVID the server returned for `entry`: profile, SPIFFE ID, and
+/// chain to the bundle. Returns serial, NotBefore and NotAfter.
+fn check_issued(
+    entry: &EntryInfo,
+    chain: &[CertificateDer<'static>],
+    bundle: &[CertificateDer<'static>],
+) -> Result<(String, i64, i64), String> {
+    let (leaf, intermediates) = chain.split_first().ok_or("empty certificate chain")?;
+    let summary = check_x509_svid(leaf).map_err(|e| format!("not an X.509-SVID: {e}"))?;
+    if summary.spiffe_id != entry.spiffe_id {
+        return Err(format!(
+            "SVID is for {}, entry is {}",
+            summary.spiffe_id, entry.spiffe_id
+        ));
+    }
+    lanyard_mtls::verify_svid_chain(leaf, intermediates, bundle, UnixTime::now())
+        .map_err(|e| format!("SVID does not verify: {e}"))?;
+    Ok((summary.serial, summary.not_before, summary.not_after))
+}

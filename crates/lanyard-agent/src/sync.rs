@@ -1,0 +1,228 @@
+//! The Sync loop: keeps a Sync stream open to the server and publishes each
+//! message (entries, bundle, CRL) through a `watch` channel. Reconnects with
+//! backoff and jitter; reconnects at once with the new SVID after renewal.
+
+use std::{sync::Arc, time::Duration};
+
+use lanyard_proto::node::v1::{Entry, SyncRequest, SyncResponse};
+use rustls_pki_types::CertificateDer;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    AgentError,
+    cache::{EntryInfo, SyncState},
+    error::classify,
+    identity::AgentIdentity,
+    node_client::NodeConnector,
+    schedule::{backoff, random_unit},
+    storage::DataDir,
+};
+
+const BACKOFF_BASE: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// Why one stream session ended without error.
+enum Ended {
+    /// The server closed the stream.
+    ByServer,
+    /// The agent SVID was renewed: reconnect with it.
+    IdentityChanged,
+}
+
+/// The Sync loop task.
+#[derive(Debug)]
+pub struct SyncClient {
+    connector: Arc<NodeConnector>,
+    identity: watch::Receiver<Arc<AgentIdentity>>,
+    out: watch::Sender<Option<Arc<SyncState>>>,
+    data_dir: DataDir,
+}
+
+impl SyncClient {
+    /// A loop publishing into `out`.
+    pub fn new(
+        connector: Arc<NodeConnector>,
+        identity: watch::Receiver<Arc<AgentIdentity>>,
+        out: watch::Sender<Option<Arc<SyncState>>>,
+        data_dir: DataDir,
+    ) -> Self {
+        Self {
+            connector,
+            identity,
+            out,
+            data_dir,
+        }
+    }
+
+    /// Runs until `shutdown`; returns an error only when the server refuses
+    /// this agent (banned or evicted).
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), AgentError> {
+        let mut attempt = 0u32;
+        loop {
+            let result = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                r = self.session(&mut attempt) => r,
+            };
+            match result {
+                Ok(Ended::IdentityChanged) => {
+                    tracing::info!("agent SVID renewed: reopening the Sync stream with it");
+                    continue;
+                }
+                Ok(Ended::ByServer) => {
+                    tracing::info!("server closed the Sync stream; reconnecting")
+                }
+                Err(e) if e.is_refusal() => return Err(e),
+                Err(e) => tracing::warn!(error = %e, attempt, "Sync stream failed; retrying"),
+            }
+            self.connector.reset();
+            let wait = backoff(attempt, BACKOFF_BASE, BACKOFF_MAX, random_unit());
+            attempt = attempt.saturating_add(1);
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    async fn session(&mut self, attempt: &mut u32) -> Result<Ended, AgentError> {
+        let identity = self.identity.borrow_and_update().clone();
+        let mut client = self.connector.client(&identity).await?;
+        let mut stream = client
+            .sync(SyncRequest {})
+            .await
+            .map_err(|s| classify("Sync", &s))?
+            .into_inner();
+        loop {
+            tokio::select! {
+                msg = stream.message() => match msg {
+                    Ok(Some(resp)) => {
+                        *attempt = 0;
+                        self.apply(resp);
+                    }
+                    Ok(None) => return Ok(Ended::ByServer),
+                    Err(status) => return Err(classify("Sync", &status)),
+                },
+                changed = self.identity.changed() => {
+                    if changed.is_err() {
+                        // The rotator is gone: the agent is shutting down.
+                        return Ok(Ended::ByServer);
+                    }
+                    return Ok(Ended::IdentityChanged);
+                }
+            }
+        }
+    }
+
+    fn apply(&self, resp: SyncResponse) {
+        let state = parse_sync(resp);
+        let bundle_changed = self
+            .out
+            .borrow()
+            .as_ref()
+            .is_none_or(|prev| prev.bundle != state.bundle);
+        if bundle_changed && !state.bundle.is_empty() {
+            self.connector.trust().set_bundle(state.bundle.clone());
+            if let Err(e) = self.data_dir.save_bundle(&state.bundle) {
+                tracing::warn!(error = %e, "could not store the trust bundle");
+            }
+        }
+        tracing::debug!(
+            entries = state.entries.len(),
+            revision = state.revision,
+            "Sync update"
+        );
+        self.out.send_replace(Some(Arc::new(state)));
+    }
+}
+
+/// Parses a Sync message; entries with a bad SPIFFE ID or selector are
+/// skipped (and logged) rather than failing the whole update.
+pub fn parse_sync(resp: SyncResponse) -> SyncState {
+    let entries = resp
+        .entries
+        .into_iter()
+        .filter_map(|e| match parse_entry(&e) {
+            Ok(info) => Some(info),
+            Err(why) => {
+                tracing::warn!(entry = %e.id, reason = %why, "ignoring unusable entry from Sync");
+                None
+            }
+        });
+    SyncState {
+        entries: entries.collect(),
+        bundle: resp.bundle.into_iter().map(CertificateDer::from).collect(),
+        crl: resp.crl,
+        revision: resp.revision,
+    }
+}
+
+fn parse_entry(e: &Entry) -> Result<EntryInfo, String> {
+    let spiffe_id = e
+        .spiffe_id
+        .parse()
+        .map_err(|err| format!("spiffe_id {:?}: {err}", e.spiffe_id))?;
+    let selectors = e
+        .selectors
+        .iter()
+        .map(|s| s.parse().map_err(|err| format!("selector {s:?}: {err}")))
+        .collect::<Result<Vec<_>, String>>()?;
+    if selectors.is_empty() {
+        return Err("no selectors".into());
+    }
+    Ok(EntryInfo {
+        id: e.id.clone(),
+        spiffe_id,
+        selectors,
+        ttl_secs: e.x509_svid_ttl_seconds,
+        dns_names: e.dns_names.clone(),
+        hint: e.hint.clone(),
+        revision: e.revision,
+        created_at: 0,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_entries_and_skips_bad_ones() {
+        let good = Entry {
+            id: "e1".into(),
+            spiffe_id: "spiffe://td.org/web".into(),
+            parent_id: "spiffe://td.org/lanyard/agent/x".into(),
+            selectors: vec!["unix:uid:1000".into()],
+            x509_svid_ttl_seconds: 20,
+            dns_names: vec!["web.local".into()],
+            expires_at: 0,
+            hint: "internal".into(),
+            revision: 3,
+        };
+        let bad_id = Entry {
+            id: "e2".into(),
+            spiffe_id: "http://nope".into(),
+            ..good.clone()
+        };
+        let bad_sel = Entry {
+            id: "e3".into(),
+            selectors: vec!["nocolon".into()],
+            ..good.clone()
+        };
+        let state = parse_sync(SyncResponse {
+            entries: vec![good, bad_id, bad_sel],
+            bundle: vec![vec![1, 2, 3]],
+            crl: vec![9],
+            revision: 7,
+        });
+        assert_eq!(state.entries.len(), 1);
+        let e = &state.entries[0];
+        assert_eq!(e.spiffe_id.to_string(), "spiffe://td.org/web");
+        assert_eq!(e.hint, "internal");
+        assert_eq!(e.ttl_secs, 20);
+        assert_eq!(state.bundle.len(), 1);
+        assert_eq!(state.crl, vec![9]);
+        assert_eq!(state.revision, 7);
+    }
+}

@@ -1,0 +1,225 @@
+//! Harness for `lanyard-agent` processes: a temporary data dir and socket,
+//! the server's bundle as bootstrap trust, readiness by `/health/ready`.
+
+use std::{
+    net::SocketAddr,
+    os::unix::fs::{MetadataExt, PermissionsExt},
+    path::PathBuf,
+    process::{Child, Command, ExitStatus, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use tempfile::TempDir;
+
+use super::{Server, TD, bin, free_port, write_pem};
+
+/// A running `lanyard-agent`; killed on drop.
+pub struct Agent {
+    pub dir: TempDir,
+    pub socket: PathBuf,
+    pub http_addr: SocketAddr,
+    pub server_addr: SocketAddr,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl Agent {
+    /// Starts an agent attesting to `server` with a fresh join token, and
+    /// waits until it is ready.
+    pub fn start(server: &Server) -> Self {
+        let mut agent = Self::prepare(server);
+        agent.spawn(Some(&server.token()), &[]);
+        agent.wait_ready();
+        agent
+    }
+
+    /// The directories and bundle, without starting the process.
+    pub fn prepare(server: &Server) -> Self {
+        let dir = tempfile::Builder::new().prefix("lanyard-agent").tempdir().unwrap();
+        // Traversable by other uids (tests call the socket as another user);
+        // the data dir inside is created 0700 by the agent.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        write_pem(&dir.path().join("bootstrap.pem"), &server.bundle());
+        Self {
+            socket: dir.path().join("sock").join("api.sock"),
+            http_addr: free_port(),
+            server_addr: server.node_addr,
+            dir,
+            child: None,
+            starts: 0,
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("unix:{}", self.socket.display())
+    }
+
+    pub fn log(&self) -> String {
+        let mut out = String::new();
+        for n in 1..=self.starts {
+            out.push_str(&format!("--- agent start {n} ---\n"));
+            out.push_str(&std::fs::read_to_string(self.dir.path().join(format!("agent-{n}.log"))).unwrap_or_default());
+        }
+        out
+    }
+
+    pub fn run_command(&self, token: Option<&str>, extra: &[&str]) -> Command {
+        let mut cmd = Command::new(bin("lanyard-agent"));
+        cmd.arg("run")
+            .args(["--server-address", &self.server_addr.to_string()])
+            .arg("--trust-bundle")
+            .arg(self.dir.path().join("bootstrap.pem"))
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--socket-path")
+            .arg(&self.socket)
+            .args(["--http-address", &self.http_addr.to_string()])
+            .args(["--log-level", "info,lanyard_agent=debug"]);
+        if let Some(t) = token {
+            cmd.args(["--join-token", t]);
+        }
+        cmd.args(extra);
+        cmd
+    }
+
+    /// Starts the process (without waiting for readiness).
+    pub fn spawn(&mut self, token: Option<&str>, extra: &[&str]) {
+        assert!(self.child.is_none(), "agent already running");
+        self.starts += 1;
+        let log = std::fs::File::create(self.dir.path().join(format!("agent-{}.log", self.starts))).unwrap();
+        let child = self
+            .run_command(token, extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start lanyard-agent");
+        self.child = Some(child);
+    }
+
+    pub fn healthy(&self) -> bool {
+        Command::new(bin("lanyard-agent"))
+            .args(["healthcheck", "--http-address", &self.http_addr.to_string()])
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    }
+
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("lanyard-agent exited early ({status}):\n{}", self.log());
+            }
+            if self.healthy() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "agent not ready in 30s:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().expect("agent not running");
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(Instant::now() < deadline, "agent still running after {timeout:?}:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM and wait.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let pid = self.child.as_ref().expect("agent not running").id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.wait_exit(Duration::from_secs(15))
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// `lanyard-agent api ...` against this agent's socket.
+    pub fn api(&self, args: &[&str]) -> Output {
+        self.api_command(args).output().unwrap()
+    }
+
+    pub fn api_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin("lanyard-agent"));
+        cmd.arg("api").args(args).arg("--socket-path").arg(&self.socket);
+        cmd
+    }
+
+    /// The agent's SPIFFE ID, read from the SVID it stored.
+    pub fn spiffe_id(&self) -> String {
+        let pem = std::fs::read(self.data_dir().join("agent_svid.pem")).unwrap();
+        let certs: Vec<rustls_pki_types::CertificateDer<'static>> =
+            rustls_pki_types::pem::PemObject::pem_slice_iter(&pem).collect::<Result<_, _>>().unwrap();
+        uri_san(&certs[0])
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The single URI SAN of a certificate.
+pub fn uri_san(der: &[u8]) -> String {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+    let san = cert.subject_alternative_name().unwrap().unwrap();
+    san.value
+        .general_names
+        .iter()
+        .find_map(|n| match n {
+            x509_parser::extensions::GeneralName::URI(u) => Some(u.to_string()),
+            _ => None,
+        })
+        .unwrap()
+}
+
+/// The uid this test runs as (owner of a file it creates).
+pub fn my_uid() -> u32 {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    f.as_file().metadata().unwrap().uid()
+}
+
+/// Registers an entry `spiffe://<td>/<path>` for `selector` under `agent`;
+/// returns the entry ID.
+pub fn register(server: &Server, agent: &Agent, path: &str, selector: &str, extra: &[&str]) -> String {
+    let id = format!("spiffe://{TD}/{path}");
+    let parent = agent.spiffe_id();
+    let mut args = vec!["entry", "create", "--spiffe-id", &id, "--parent-id", &parent, "--selector", selector];
+    args.extend_from_slice(extra);
+    server.cli_ok(&args).trim().to_owned()
+}
+
+/// Registers an entry for this test's own uid.
+pub fn register_self(server: &Server, agent: &Agent, path: &str) -> String {
+    register(server, agent, path, &format!("unix:uid:{}", my_uid()), &[])
+}
+
+/// Polls `f` until it returns `Some`, up to `timeout`.
+pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
