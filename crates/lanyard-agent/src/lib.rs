@@ -47,6 +47,8 @@ pub mod schedule;
 mod storage;
 mod svid_manager;
 mod sync;
+#[cfg(test)]
+mod tasks_tests;
 mod workload_api;
 mod workload_response;
 
