@@ -1,6 +1,9 @@
 //! Errors of this crate.
 
-/// Why a peer's SVID was refused, or a channel could not be built.
+use std::time::Duration;
+
+/// Why a peer's SVID was refused, trust material was not installed, or an
+/// identity source or channel could not be built.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MtlsError {
@@ -13,12 +16,104 @@ pub enum MtlsError {
     /// The peer's SPIFFE ID is not one the authorizer accepts.
     #[error("SPIFFE ID {0} is not authorized")]
     Unauthorized(lanyard_identity::SpiffeId),
+    /// The peer's SVID chains to the bundle but its serial is on the trust
+    /// domain's CRL. Surfaces in rustls as `CertificateError::Revoked`.
+    #[error("X.509-SVID serial {serial} of {spiffe_id} is revoked")]
+    Revoked {
+        /// The revoked serial (lower-case hex, no leading zeros).
+        serial: String,
+        /// The SPIFFE ID the revoked SVID carries.
+        spiffe_id: lanyard_identity::SpiffeId,
+    },
     /// The trust bundle is empty: nothing can be verified yet.
     #[error("trust bundle is empty")]
     EmptyBundle,
+    /// A CRL was refused when it was installed; the previous one stays in
+    /// force.
+    #[error("CRL refused, the previous one stays in force: {0}")]
+    Crl(#[from] CrlError),
     /// Building the TLS channel failed.
     #[error("TLS channel: {0}")]
     Channel(String),
+    /// Building a rustls configuration failed.
+    #[error("TLS configuration: {0}")]
+    Config(#[source] rustls::Error),
+    /// The Workload API endpoint is not a Unix socket path or `unix:` URI.
+    #[error(
+        "Workload API endpoint {endpoint:?} is not usable ({reason}); \
+         expected a socket path or a unix: URI such as unix:///run/lanyard/agent/api.sock"
+    )]
+    Endpoint {
+        /// The endpoint as given.
+        endpoint: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Neither an endpoint was given nor is `SPIFFE_ENDPOINT_SOCKET` set.
+    #[error("no Workload API endpoint: pass a socket path or set SPIFFE_ENDPOINT_SOCKET")]
+    NoEndpoint,
+    /// The Workload API sent an X.509-SVID message that cannot be used.
+    #[error("unusable X.509-SVID from the Workload API: {0}")]
+    BadSvid(String),
+    /// The Workload API call failed (for example PermissionDenied "no
+    /// identity issued", or Unavailable while the agent starts).
+    #[error("Workload API: {code:?}: {message}")]
+    WorkloadApi {
+        /// The gRPC status code.
+        code: tonic::Code,
+        /// The status message.
+        message: String,
+    },
+    /// No identity arrived from the Workload API within the wait.
+    #[error("no X.509-SVID from the Workload API after {waited:?}{}", last_error_suffix(.last_error))]
+    NotReady {
+        /// How long the source waited.
+        waited: Duration,
+        /// The last error seen while waiting, if any.
+        last_error: Option<String>,
+    },
+}
+
+/// Why a CRL was refused at install time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CrlError {
+    /// The bytes are not a DER X.509 CRL.
+    #[error("not a DER X.509 CRL: {reason}")]
+    Malformed {
+        /// The parser's complaint.
+        reason: String,
+    },
+    /// The CRL is not an RFC 5280 version 2 CRL.
+    #[error("CRL version is not v2")]
+    NotV2,
+    /// No CA certificate in the current trust bundle verifies the CRL's
+    /// signature (a foreign CA, or a bundle that does not yet carry the
+    /// signing CA).
+    #[error(
+        "CRL issued by \"{issuer}\" is not signed by any of the {bundle_len} CA certificate(s) in the trust bundle"
+    )]
+    UntrustedSigner {
+        /// The CRL's issuer name.
+        issuer: String,
+        /// How many certificates the bundle holds.
+        bundle_len: usize,
+    },
+    /// The CRL carries a critical extension this crate does not implement
+    /// (for example a delta-CRL indicator or an indirect-CRL entry).
+    #[error("CRL has an unsupported critical extension {oid}")]
+    UnsupportedCriticalExtension {
+        /// The extension's OID.
+        oid: String,
+    },
+    /// The CRL number is lower than the one in force: an older CRL replayed.
+    #[error("CRL number {offered} is lower than the number in force {current} (rollback)")]
+    Rollback {
+        /// The CRL number in force (hex).
+        current: String,
+        /// The CRL number offered (hex).
+        offered: String,
+    },
 }
 
 impl From<MtlsError> for rustls::Error {
@@ -28,10 +123,17 @@ impl From<MtlsError> for rustls::Error {
             MtlsError::Unauthorized(_) => {
                 Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure)
             }
+            MtlsError::Revoked { .. } => Error::InvalidCertificate(CertificateError::Revoked),
             MtlsError::EmptyBundle => Error::InvalidCertificate(CertificateError::UnknownIssuer),
             other => Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(
                 std::sync::Arc::new(other),
             ))),
         }
     }
+}
+
+fn last_error_suffix(last: &Option<String>) -> String {
+    last.as_deref()
+        .map(|e| format!(" (last error: {e})"))
+        .unwrap_or_default()
 }

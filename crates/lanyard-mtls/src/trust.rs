@@ -1,32 +1,199 @@
-//! The swappable trust material a verifier checks against.
+//! The swappable trust material a verifier checks against: the trust
+//! bundle and the trust domain's CRL, installed together.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 use rustls_pki_types::CertificateDer;
 
-/// The current trust bundle (CA certificates, DER), replaced atomically on
-/// rotation; every handshake reads the latest.
+use crate::{MtlsError, RevocationList, crl::number_lower, error::CrlError};
+
+/// One consistent view: a handshake checks the chain and the CRL against
+/// the same snapshot.
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    pub(crate) bundle: Arc<Vec<CertificateDer<'static>>>,
+    pub(crate) crl: Option<Arc<RevocationList>>,
+}
+
+/// What to do with the CRL when the bundle is replaced.
+pub(crate) enum CrlUpdate {
+    /// Keep the CRL in force (a message without a CRL does not lift
+    /// revocations).
+    Keep,
+    /// Install this one.
+    Replace(Vec<u8>),
+    /// Remove the CRL.
+    Clear,
+}
+
+/// The current trust bundle (CA certificates, DER) and CRL, replaced
+/// atomically on rotation; every handshake reads the latest.
+///
+/// A CRL is parsed and its signature checked against the bundle when it is
+/// installed, never per handshake. Revocations are sticky: a CRL that no
+/// longer verifies against a newer bundle stays in force until a newer CRL
+/// replaces it, and a CRL past its nextUpdate is still enforced (with a
+/// warning), because lifting revocations when the feed stalls would let
+/// revoked peers back in.
 #[derive(Debug)]
 pub struct TrustMaterial {
-    bundle: ArcSwap<Vec<CertificateDer<'static>>>,
+    current: ArcSwap<Snapshot>,
+    // Serializes writers so read-modify-write updates are never lost;
+    // readers (handshakes) never take it.
+    write: Mutex<()>,
 }
 
 impl TrustMaterial {
-    /// Starts with `bundle`.
+    /// Starts with `bundle` and no CRL.
     pub fn new(bundle: Vec<CertificateDer<'static>>) -> Self {
         Self {
-            bundle: ArcSwap::from_pointee(bundle),
+            current: ArcSwap::from_pointee(Snapshot {
+                bundle: Arc::new(bundle),
+                crl: None,
+            }),
+            write: Mutex::new(()),
         }
     }
 
-    /// Replaces the bundle.
+    /// Replaces the bundle, keeping the CRL in force.
     pub fn set_bundle(&self, bundle: Vec<CertificateDer<'static>>) {
-        self.bundle.store(Arc::new(bundle));
+        // Keep never fails.
+        let _ = self.install(bundle, CrlUpdate::Keep);
+    }
+
+    /// Replaces the CRL (`None` removes it) after checking its signature
+    /// against the current bundle.
+    ///
+    /// # Errors
+    ///
+    /// [`MtlsError::Crl`] if the CRL is malformed, not signed by a CA in the
+    /// bundle, or older than the one in force; the previous CRL stays.
+    pub fn set_crl(&self, der: Option<Vec<u8>>) -> Result<(), MtlsError> {
+        let _guard = self.write.lock().unwrap_or_else(PoisonError::into_inner);
+        let cur = self.current.load_full();
+        let crl = match der {
+            None => None,
+            Some(der) => Some(Arc::new(checked(der, &cur.bundle, cur.crl.as_deref())?)),
+        };
+        log_installed(crl.as_deref());
+        self.current.store(Arc::new(Snapshot {
+            bundle: cur.bundle.clone(),
+            crl,
+        }));
+        Ok(())
+    }
+
+    /// Replaces bundle and CRL in one step; the CRL is checked against the
+    /// *new* bundle. `None` removes the CRL.
+    ///
+    /// # Errors
+    ///
+    /// [`MtlsError::Crl`] if the CRL is refused. The new bundle is installed
+    /// anyway (a CA rotation must not wait on a CRL) and the previous CRL stays
+    /// in force.
+    pub fn set(
+        &self,
+        bundle: Vec<CertificateDer<'static>>,
+        crl: Option<Vec<u8>>,
+    ) -> Result<(), MtlsError> {
+        let update = match crl {
+            Some(der) => CrlUpdate::Replace(der),
+            None => CrlUpdate::Clear,
+        };
+        self.install(bundle, update)
     }
 
     /// The current bundle.
     pub fn bundle(&self) -> Arc<Vec<CertificateDer<'static>>> {
-        self.bundle.load_full()
+        self.current.load().bundle.clone()
+    }
+
+    /// The CRL in force, if any.
+    pub fn crl(&self) -> Option<Arc<RevocationList>> {
+        self.current.load().crl.clone()
+    }
+
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    pub(crate) fn install(
+        &self,
+        bundle: Vec<CertificateDer<'static>>,
+        update: CrlUpdate,
+    ) -> Result<(), MtlsError> {
+        let _guard = self.write.lock().unwrap_or_else(PoisonError::into_inner);
+        let cur = self.current.load_full();
+        // The agent repeats the CRL in every message: the same bytes are a
+        // no-op, not a re-parse of a possibly large list.
+        let update = match update {
+            CrlUpdate::Replace(der) if cur.crl.as_ref().is_some_and(|c| c.der() == der) => {
+                CrlUpdate::Keep
+            }
+            other => other,
+        };
+        let (crl, result) = match update {
+            CrlUpdate::Clear => (None, Ok(())),
+            CrlUpdate::Keep => (cur.crl.clone(), Ok(())),
+            CrlUpdate::Replace(der) => match checked(der, &bundle, cur.crl.as_deref()) {
+                Ok(crl) => {
+                    log_installed(Some(&crl));
+                    (Some(Arc::new(crl)), Ok(()))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "CRL refused; the previous CRL stays in force");
+                    (cur.crl.clone(), Err(e))
+                }
+            },
+        };
+        let kept = crl
+            .as_ref()
+            .filter(|c| cur.crl.as_ref().is_some_and(|p| Arc::ptr_eq(p, c)));
+        if let Some(kept) = kept.filter(|_| *cur.bundle != bundle)
+            && RevocationList::verify(kept.der().to_vec(), &bundle).is_err()
+        {
+            tracing::warn!(
+                crl_number = kept.number().unwrap_or("-"),
+                "the CRL in force is not signed by a CA in the new bundle; still enforcing it"
+            );
+        }
+        self.current.store(Arc::new(Snapshot {
+            bundle: Arc::new(bundle),
+            crl,
+        }));
+        result
+    }
+}
+
+/// Verifies `der` against `bundle` and refuses a CRL number lower than the
+/// one in force.
+fn checked(
+    der: Vec<u8>,
+    bundle: &[CertificateDer<'_>],
+    current: Option<&RevocationList>,
+) -> Result<RevocationList, MtlsError> {
+    let crl = RevocationList::verify(der, bundle)?;
+    if let (Some(offered), Some(current)) = (crl.number(), current.and_then(|c| c.number()))
+        && number_lower(offered, current)
+    {
+        return Err(CrlError::Rollback {
+            current: current.to_owned(),
+            offered: offered.to_owned(),
+        }
+        .into());
+    }
+    Ok(crl)
+}
+
+fn log_installed(crl: Option<&RevocationList>) {
+    match crl {
+        Some(crl) => tracing::debug!(
+            crl_number = crl.number().unwrap_or("-"),
+            revoked = crl.len(),
+            next_update = crl.next_update().unwrap_or_default(),
+            "CRL installed"
+        ),
+        None => tracing::debug!("CRL removed"),
     }
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use lanyard_identity::SpiffeId;
+use lanyard_identity::{SpiffeId, SvidSummary};
 use rustls::{
     DigitallySignedStruct, DistinguishedName, SignatureScheme,
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
@@ -14,13 +14,23 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use crate::{Authorizer, MtlsError, TrustMaterial};
 
 /// Verifies `end_entity` (+ `intermediates`) against `bundle` at `now` for
-/// the given key usage and returns the SVID's SPIFFE ID.
+/// the given key usage and returns the SVID's SPIFFE ID. Revocation is not
+/// checked here: the verifiers check the [`TrustMaterial`]'s CRL after this.
 pub fn verify_svid_chain(
     end_entity: &CertificateDer<'_>,
     intermediates: &[CertificateDer<'_>],
     bundle: &[CertificateDer<'_>],
     now: UnixTime,
 ) -> Result<SpiffeId, MtlsError> {
+    verify_chain(end_entity, intermediates, bundle, now).map(|s| s.spiffe_id)
+}
+
+fn verify_chain(
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    bundle: &[CertificateDer<'_>],
+    now: UnixTime,
+) -> Result<SvidSummary, MtlsError> {
     if bundle.is_empty() {
         return Err(MtlsError::EmptyBundle);
     }
@@ -34,6 +44,8 @@ pub fn verify_svid_chain(
         webpki::EndEntityCert::try_from(end_entity).map_err(|e| MtlsError::Chain(e.to_string()))?;
     // SVIDs carry both serverAuth and clientAuth; checking clientAuth here
     // is what a peer of either role needs, as both are required by the profile.
+    // No webpki revocation options: its CRL matching goes by issuer name,
+    // which CA rotation makes ambiguous (see the crl module).
     cert.verify_for_usage(
         webpki::ALL_VERIFICATION_ALGS,
         &anchors,
@@ -44,7 +56,7 @@ pub fn verify_svid_chain(
         None,
     )
     .map_err(|e| MtlsError::Chain(e.to_string()))?;
-    Ok(summary.spiffe_id)
+    Ok(summary)
 }
 
 /// The SPIFFE ID of a peer's leaf certificate, without chain verification
@@ -57,6 +69,8 @@ fn algorithms() -> WebPkiSupportedAlgorithms {
     rustls::crypto::ring::default_provider().signature_verification_algorithms
 }
 
+/// Chain, then CRL, then authorization, all against one snapshot of the
+/// trust material.
 fn check(
     trust: &TrustMaterial,
     authorizer: &Authorizer,
@@ -64,14 +78,31 @@ fn check(
     intermediates: &[CertificateDer<'_>],
     now: UnixTime,
 ) -> Result<(), rustls::Error> {
-    let bundle = trust.bundle();
-    let id = verify_svid_chain(end_entity, intermediates, &bundle, now).map_err(|e| {
+    let snapshot = trust.snapshot();
+    let svid = verify_chain(end_entity, intermediates, &snapshot.bundle, now).map_err(|e| {
         tracing::debug!(error = %e, "peer SVID refused");
         rustls::Error::from(e)
     })?;
-    if !authorizer.authorize(&id) {
-        tracing::debug!(peer = %id, "peer SPIFFE ID not authorized");
-        return Err(MtlsError::Unauthorized(id).into());
+    if let Some(crl) = &snapshot.crl {
+        crl.warn_if_stale(now);
+        // Only the leaf is looked up: Lanyard's CA signs SVIDs directly.
+        if crl.is_revoked(&svid.serial) {
+            tracing::info!(
+                peer = %svid.spiffe_id,
+                serial = %svid.serial,
+                crl_number = crl.number().unwrap_or("-"),
+                "peer SVID refused: revoked"
+            );
+            return Err(MtlsError::Revoked {
+                serial: svid.serial,
+                spiffe_id: svid.spiffe_id,
+            }
+            .into());
+        }
+    }
+    if !authorizer.authorize(&svid.spiffe_id) {
+        tracing::debug!(peer = %svid.spiffe_id, "peer SPIFFE ID not authorized");
+        return Err(MtlsError::Unauthorized(svid.spiffe_id).into());
     }
     Ok(())
 }
