@@ -1,34 +1,59 @@
-//! The HTTP listener: liveness and readiness (CRL and metrics join later).
+//! The HTTP listener: liveness, readiness and the CRL (`GET /crl`, DER).
 
 use std::sync::{
     Arc,
     atomic::{AtomicBool, Ordering},
 };
 
-use axum::{Router, extract::State, http::StatusCode, routing::get};
+use axum::{
+    Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
 use tokio_util::sync::CancellationToken;
 
-pub(crate) fn router(ready: Arc<AtomicBool>) -> Router {
+use crate::state::ServerState;
+
+#[derive(Clone)]
+struct Http {
+    state: Arc<ServerState>,
+    ready: Arc<AtomicBool>,
+}
+
+fn router(http: Http) -> Router {
     Router::new()
         .route("/health/live", get(|| async { (StatusCode::OK, "live\n") }))
         .route("/health/ready", get(readiness))
-        .with_state(ready)
+        .route("/crl", get(crl))
+        .with_state(http)
 }
 
-async fn readiness(State(ready): State<Arc<AtomicBool>>) -> (StatusCode, &'static str) {
-    if ready.load(Ordering::Acquire) {
+async fn readiness(State(http): State<Http>) -> (StatusCode, &'static str) {
+    if http.ready.load(Ordering::Acquire) {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
     }
 }
 
+/// The trust domain's current CRL, DER-encoded (RFC 5280 section 5).
+async fn crl(State(http): State<Http>) -> impl IntoResponse {
+    let crl = http.state.crl.load_full();
+    (
+        [(header::CONTENT_TYPE, "application/pkix-crl")],
+        crl.der.clone(),
+    )
+}
+
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
+    state: Arc<ServerState>,
     ready: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(ready))
+    axum::serve(listener, router(Http { state, ready }))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }

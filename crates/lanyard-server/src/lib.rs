@@ -24,6 +24,7 @@ mod error;
 mod http;
 mod join_token;
 mod node;
+mod revocation;
 mod rotation;
 mod run;
 mod state;
@@ -33,5 +34,6 @@ pub use self::{
     config::{ConfigFile, ServerConfig, UpstreamFile, X509PopFile, defaults},
     error::ServerError,
     node::{X509POP_CHALLENGE_CONTEXT, authorized_entries, x509pop_challenge},
+    revocation::CRL_VALIDITY,
     run::run,
 };

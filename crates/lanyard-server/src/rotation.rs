@@ -64,8 +64,9 @@ pub(crate) async fn run(
                     state.notify();
                     tracing::info!(?rotation, "CA rotation step");
                     if rotation == Rotation::Activated {
-                        // The server's SVID should come from the active CA.
+                        // The server's SVID and the CRL come from the active CA.
                         svid.renew(&state).await?;
+                        crate::revocation::publish(&state).await?;
                     }
                 }
                 unix(next)

@@ -64,6 +64,8 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     store.put_ca_journal(&journal)?;
 
     let state = ServerState::new(cfg.clone(), store, ca);
+    // A fresh CRL (new number, signed by the active key) before anyone connects.
+    crate::revocation::publish(&state).await?;
     let trust = Arc::new(TrustMaterial::new(state.bundle()));
     let svid = ServerSvid::issue(&state).await?;
     let tls = Arc::new(node_tls_config(&state, svid.clone(), trust.clone())?);
@@ -95,7 +97,12 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         );
     tasks.spawn(async move { ("Admin API", admin.await.map_err(task_err("Admin API"))) });
 
-    let http = crate::http::serve(http_listener, ready.clone(), stop.clone());
+    tasks.spawn({
+        let (state, stop) = (state.clone(), stop.clone());
+        async move { ("CRL refresh", crate::revocation::run(state, stop).await) }
+    });
+
+    let http = crate::http::serve(http_listener, state.clone(), ready.clone(), stop.clone());
     tasks.spawn(async move {
         (
             "HTTP",

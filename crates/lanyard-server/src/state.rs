@@ -13,7 +13,7 @@ use rustls_pki_types::CertificateDer;
 use tokio::sync::watch;
 use tonic::Status;
 
-use crate::{ServerConfig, status::store_status};
+use crate::{ServerConfig, revocation::PublishedCrl, status::store_status};
 
 /// Shared server state.
 pub(crate) struct ServerState {
@@ -21,6 +21,10 @@ pub(crate) struct ServerState {
     pub store: Arc<dyn Datastore>,
     pub ca: RwLock<CertificateAuthority>,
     pub server_id: SpiffeId,
+    /// The CRL now published (swapped whole on every change).
+    pub crl: arc_swap::ArcSwap<PublishedCrl>,
+    /// Serializes CRL rebuilds so numbers are published in order.
+    pub crl_lock: tokio::sync::Mutex<()>,
     /// Bumped on every change agents must hear about (entries, bundle,
     /// agents' standing); Sync streams wait on it. Pushed, never polled.
     changes: watch::Sender<u64>,
@@ -48,6 +52,8 @@ impl ServerState {
             cfg,
             store,
             ca: RwLock::new(ca),
+            crl: arc_swap::ArcSwap::from_pointee(PublishedCrl::default()),
+            crl_lock: tokio::sync::Mutex::new(()),
             server_id,
             changes,
         })

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use lanyard_ca::RevocationReason;
 use lanyard_identity::{Entry, EntryId, SpiffeId};
 use lanyard_proto::admin::v1::{self as pb, admin_server::Admin};
 use lanyard_store::{AgentRecord, JoinTokenRecord};
@@ -9,7 +10,7 @@ use tonic::{Request, Response, Status};
 
 use super::Principal;
 use crate::{
-    convert, join_token,
+    convert, join_token, revocation,
     state::{ServerState, now_unix},
     status::store_status,
 };
@@ -73,10 +74,13 @@ impl AdminService {
             .ok_or_else(|| Status::not_found(format!("no agent {id}")))
     }
 
+    /// Evicts or bans an agent, then revokes its SVID and every SVID issued
+    /// through it.
     async fn set_agent_flag(
         &self,
         req: Request<String>,
         action: &'static str,
+        reason: RevocationReason,
         apply: fn(&mut AgentRecord),
     ) -> Result<Response<pb::Agent>, Status> {
         let who = Principal::of(&req)?;
@@ -88,7 +92,13 @@ impl AdminService {
             .await
             .map_err(store_status)?;
         self.state.notify();
-        tracing::warn!(principal = %who, agent = %agent.spiffe_id, action, "agent standing changed");
+        let id = agent.spiffe_id.clone();
+        let affected = revocation::records_where(&self.state, move |r| {
+            r.spiffe_id == id || r.agent_id.as_ref() == Some(&id)
+        })
+        .await?;
+        let revoked = revocation::revoke(&self.state, affected, reason, &who.to_string()).await?;
+        tracing::warn!(principal = %who, agent = %agent.spiffe_id, action, revoked = revoked.len(), "agent standing changed");
         Ok(Response::new(agent_pb(&agent)))
     }
 }
@@ -231,7 +241,16 @@ impl Admin for AdminService {
             .await
             .map_err(store_status)?;
         self.state.notify();
-        tracing::info!(principal = %who, entry = %entry.id, spiffe_id = %entry.spiffe_id, "entry deleted");
+        let affected =
+            revocation::records_where(&self.state, move |r| r.entry_id == Some(id)).await?;
+        let revoked = revocation::revoke(
+            &self.state,
+            affected,
+            RevocationReason::CessationOfOperation,
+            &who.to_string(),
+        )
+        .await?;
+        tracing::info!(principal = %who, entry = %entry.id, spiffe_id = %entry.spiffe_id, revoked = revoked.len(), "entry deleted");
         Ok(Response::new(convert::admin_entry(&entry)))
     }
 
@@ -320,6 +339,7 @@ impl Admin for AdminService {
         self.set_agent_flag(
             Request::from_parts(meta, ext, inner.spiffe_id),
             "evicted",
+            RevocationReason::CessationOfOperation,
             |a| a.evicted = true,
         )
         .await
@@ -333,6 +353,7 @@ impl Admin for AdminService {
         self.set_agent_flag(
             Request::from_parts(meta, ext, inner.spiffe_id),
             "banned",
+            RevocationReason::KeyCompromise,
             |a| a.banned = true,
         )
         .await
@@ -367,11 +388,13 @@ impl Admin for AdminService {
             .db(|s| s.list_svids())
             .await
             .map_err(store_status)?;
+        let crl = self.state.crl.load_full();
         svids.sort_by(|a, b| (a.issued_at, &a.serial).cmp(&(b.issued_at, &b.serial)));
         let svids = svids
             .into_iter()
             .filter(|s| spiffe_id.as_ref().is_none_or(|id| &s.spiffe_id == id))
             .map(|s| pb::Svid {
+                revoked: crl.revoked.contains(&s.serial),
                 serial: s.serial,
                 spiffe_id: s.spiffe_id.to_string(),
                 entry_id: s.entry_id.map(|e| e.to_string()).unwrap_or_default(),
@@ -381,6 +404,55 @@ impl Admin for AdminService {
             })
             .collect();
         Ok(Response::new(pb::ListSvidsResponse { svids }))
+    }
+
+    async fn revoke_svid(
+        &self,
+        req: Request<pb::RevokeSvidRequest>,
+    ) -> Result<Response<pb::RevokeSvidResponse>, Status> {
+        let who = Principal::of(&req)?;
+        let r = req.into_inner();
+        let serial = revocation::normalize_serial(&r.serial)?;
+        let reason: RevocationReason = if r.reason.is_empty() {
+            RevocationReason::Unspecified
+        } else {
+            r.reason
+                .parse()
+                .map_err(|e: lanyard_ca::CaError| Status::invalid_argument(e.to_string()))?
+        };
+        let lookup = serial.clone();
+        let record = self
+            .state
+            .db(move |s| s.get_svid(&lookup))
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no SVID with serial {serial} was issued by this server"
+                ))
+            })?;
+        if record.not_after <= now_unix() {
+            return Err(Status::failed_precondition(format!(
+                "SVID {serial} already expired at {}; expired SVIDs need no revocation",
+                crate::cli::output_time(record.not_after)
+            )));
+        }
+        let serials =
+            revocation::revoke(&self.state, vec![record], reason, &who.to_string()).await?;
+        Ok(Response::new(pb::RevokeSvidResponse {
+            serials,
+            crl_number: self.state.crl.load().number,
+        }))
+    }
+
+    async fn get_crl(&self, _req: Request<pb::GetCrlRequest>) -> Result<Response<pb::Crl>, Status> {
+        let crl = self.state.crl.load_full();
+        Ok(Response::new(pb::Crl {
+            der: crl.der.clone(),
+            crl_number: crl.number,
+            next_update: crl.next_update,
+            revoked: crl.revoked.len() as u64,
+        }))
     }
 
     async fn health(

@@ -52,9 +52,12 @@ pub enum Command {
     /// The trust bundle.
     #[command(subcommand)]
     Bundle(BundleCmd),
-    /// Issued SVIDs.
+    /// Issued SVIDs: list and revoke.
     #[command(subcommand)]
     Svid(SvidCmd),
+    /// The trust domain's certificate revocation list.
+    #[command(subcommand)]
+    Crl(CrlCmd),
     /// Exit 0 if the server answers on its admin socket and is ready.
     Healthcheck,
 }
@@ -257,10 +260,42 @@ pub enum BundleFormat {
 /// `svid` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum SvidCmd {
-    /// List issued SVIDs (serial, SPIFFE ID, entry, agent, expiry).
+    /// List issued SVIDs (serial, SPIFFE ID, entry, agent, expiry, revoked).
     List {
         /// Only this SPIFFE ID.
         #[arg(long)]
         spiffe_id: Option<String>,
     },
+    /// Put an SVID on the CRL now; agents stop serving it and peers refuse it.
+    Revoke {
+        /// Serial as `svid list` prints it (any case, colons allowed).
+        #[arg(long)]
+        serial: String,
+        /// unspecified, key-compromise, affiliation-changed, superseded,
+        /// cessation-of-operation.
+        #[arg(long, default_value = "unspecified")]
+        reason: String,
+    },
+}
+
+/// `crl` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CrlCmd {
+    /// Print the current CRL.
+    Show {
+        /// `pem`, `der` (raw bytes to stdout) or `text`.
+        #[arg(long, value_enum, default_value_t = CrlFormat::Text)]
+        format: CrlFormat,
+    },
+}
+
+/// CRL output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CrlFormat {
+    /// PEM (`-----BEGIN X509 CRL-----`).
+    Pem,
+    /// DER bytes.
+    Der,
+    /// A readable summary: number, updates, revoked serials with reasons.
+    Text,
 }

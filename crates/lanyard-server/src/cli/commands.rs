@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 
 use super::{
     args::{
-        AgentCmd, BundleCmd, BundleFormat, Cli, Command, EntryCmd, OutputFormat, SvidCmd, TokenCmd,
+        AgentCmd, BundleCmd, BundleFormat, Cli, Command, CrlCmd, EntryCmd, OutputFormat, SvidCmd,
+        TokenCmd,
     },
     client::connect,
     output::{self, table},
@@ -28,7 +29,7 @@ fn unix(t: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
-fn print_json(v: &Value) -> anyhow::Result<()> {
+pub(crate) fn print_json(v: &Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
@@ -156,6 +157,38 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
                 BundleFormat::Spiffe => print_json(&spiffe_bundle(&b.x509_authorities)?),
             }
         }
+        Command::Svid(SvidCmd::Revoke { serial, reason }) => {
+            let r = admin
+                .revoke_svid(pb::RevokeSvidRequest {
+                    serial: serial.clone(),
+                    reason,
+                })
+                .await
+                .map_err(rpc)?
+                .into_inner();
+            if json {
+                print_json(&json!({"serials": r.serials, "crl_number": r.crl_number}))
+            } else {
+                if r.serials.is_empty() {
+                    println!("{serial} was already revoked (CRL number {})", r.crl_number);
+                } else {
+                    println!(
+                        "revoked {} (CRL number {})",
+                        r.serials.join(", "),
+                        r.crl_number
+                    );
+                }
+                Ok(())
+            }
+        }
+        Command::Crl(CrlCmd::Show { format }) => {
+            let crl = admin
+                .get_crl(pb::GetCrlRequest {})
+                .await
+                .map_err(rpc)?
+                .into_inner();
+            super::crl::show(&crl, format, json)
+        }
         Command::Svid(SvidCmd::List { spiffe_id }) => {
             let svids = admin
                 .list_svids(pb::ListSvidsRequest {
@@ -172,7 +205,14 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
                 println!(
                     "{}",
                     table(
-                        &["SERIAL", "SPIFFE ID", "ENTRY", "AGENT", "NOT AFTER"],
+                        &[
+                            "SERIAL",
+                            "SPIFFE ID",
+                            "ENTRY",
+                            "AGENT",
+                            "NOT AFTER",
+                            "REVOKED"
+                        ],
                         &rows
                     )
                 );
@@ -308,7 +348,7 @@ async fn entry(admin: &mut Admin, cmd: EntryCmd, json: bool) -> anyhow::Result<(
     }
 }
 
-fn pem(label: &str, der: &[u8]) -> String {
+pub(crate) fn pem(label: &str, der: &[u8]) -> String {
     let b64 = STANDARD.encode(der);
     let mut out = format!("-----BEGIN {label}-----\n");
     for chunk in b64.as_bytes().chunks(64) {

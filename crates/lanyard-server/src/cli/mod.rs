@@ -4,12 +4,18 @@
 mod args;
 mod client;
 mod commands;
+mod crl;
 mod output;
 
 pub use self::{
     args::{
-        AgentCmd, BundleCmd, BundleFormat, Cli, Command, EntryCmd, OutputFormat, RunArgs, SvidCmd,
-        TokenCmd,
+        AgentCmd, BundleCmd, BundleFormat, Cli, Command, CrlCmd, CrlFormat, EntryCmd, OutputFormat,
+        RunArgs, SvidCmd, TokenCmd,
     },
     commands::execute,
 };
+
+/// RFC 3339 for unix seconds (empty for 0), as the CLI prints times.
+pub fn output_time(secs: i64) -> String {
+    output::time(secs)
+}

@@ -133,6 +133,7 @@ pub(crate) fn svid_json(s: &pb::Svid) -> Value {
         "agent_id": (!s.agent_id.is_empty()).then_some(&s.agent_id),
         "issued_at": opt_time(s.issued_at),
         "not_after": opt_time(s.not_after),
+        "revoked": s.revoked,
     })
 }
 
@@ -143,6 +144,7 @@ pub(crate) fn svid_row(s: &pb::Svid) -> Vec<String> {
         s.entry_id.clone(),
         s.agent_id.clone(),
         time(s.not_after),
+        if s.revoked { "yes" } else { "" }.into(),
     ]
 }
 

@@ -40,6 +40,12 @@ pub(crate) async fn authenticate<T>(
             Status::permission_denied(format!("{} is not an attested agent", svid.spiffe_id))
         })?;
     standing(&agent)?;
+    if state.crl.load().revoked.contains(&svid.serial) {
+        return Err(Status::permission_denied(format!(
+            "agent SVID {} of {} is revoked",
+            svid.serial, agent.spiffe_id
+        )));
+    }
     if agent.serial != svid.serial {
         return Err(Status::permission_denied(format!(
             "agent SVID {} of {} has been superseded by {}; reconnect with the current one",

@@ -38,7 +38,7 @@ async fn view(
     let resp = SyncResponse {
         entries: authorized.iter().map(convert::node_entry).collect(),
         bundle: state.bundle().into_iter().map(|c| c.to_vec()).collect(),
-        crl: Vec::new(),
+        crl: state.crl.load().der.clone(),
         revision: 0,
     };
     Ok((resp, next_expiry))

@@ -1,0 +1,200 @@
+//! Revocation: recording revoked serials, building and publishing the trust
+//! domain's CRL, and keeping it fresh.
+//!
+//! A revocation is flushed to the store before it is acknowledged; the CRL
+//! is then rebuilt from every stored revocation under one lock, so a
+//! published CRL always contains every acknowledged revocation and CRL
+//! numbers are published in order. Agents hear of it on the Sync stream at
+//! once.
+
+use std::{
+    collections::HashSet,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use lanyard_ca::{RevocationReason, RevokedSerial};
+use lanyard_store::{Revocation, SvidRecord};
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use crate::{
+    ServerError,
+    state::{ServerState, now_unix},
+    status::store_status,
+};
+
+/// How long a CRL is valid (nextUpdate - thisUpdate).
+pub const CRL_VALIDITY: Duration = Duration::from_secs(3600);
+
+/// The CRL currently published.
+#[derive(Debug, Default)]
+pub(crate) struct PublishedCrl {
+    pub der: Vec<u8>,
+    pub number: u64,
+    pub next_update: i64,
+    pub revoked: HashSet<String>,
+}
+
+/// Normalizes an operator-given serial: lower-case hex without colons or
+/// leading zeros, as serials are printed.
+pub(crate) fn normalize_serial(input: &str) -> Result<String, Status> {
+    let clean: String = input
+        .trim()
+        .chars()
+        .filter(|c| *c != ':')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if clean.is_empty() || !clean.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Status::invalid_argument(format!(
+            "invalid serial {input:?}: expected hexadecimal digits, optionally separated by colons (as `svid list` prints them)"
+        )));
+    }
+    let trimmed = clean.trim_start_matches('0');
+    Ok(if trimmed.is_empty() {
+        "0".into()
+    } else {
+        trimmed.into()
+    })
+}
+
+/// Puts `records` on the CRL (those not already on it and not expired),
+/// then publishes the new CRL. Returns the serials newly revoked.
+pub(crate) async fn revoke(
+    state: &Arc<ServerState>,
+    records: Vec<SvidRecord>,
+    reason: RevocationReason,
+    principal: &str,
+) -> Result<Vec<String>, Status> {
+    let now = now_unix();
+    let already = state.crl.load().revoked.clone();
+    let fresh: Vec<SvidRecord> = records
+        .into_iter()
+        .filter(|r| r.not_after > now && !already.contains(&r.serial))
+        .collect();
+    if fresh.is_empty() {
+        return Ok(Vec::new());
+    }
+    let revocations: Vec<Revocation> = fresh
+        .iter()
+        .map(|r| Revocation {
+            serial: r.serial.clone(),
+            revoked_at: now,
+            not_after: r.not_after,
+            reason: reason.to_string(),
+        })
+        .collect();
+    state
+        .db(move |s| revocations.iter().try_for_each(|r| s.put_revocation(r)))
+        .await
+        .map_err(store_status)?;
+    for r in &fresh {
+        tracing::warn!(
+            serial = %r.serial,
+            spiffe_id = %r.spiffe_id,
+            reason = %reason,
+            principal,
+            "SVID revoked"
+        );
+    }
+    publish(state)
+        .await
+        .map_err(|e| Status::internal(format!("CRL: {e}")))?;
+    Ok(fresh.into_iter().map(|r| r.serial).collect())
+}
+
+/// Rebuilds the CRL from the store (pruning expired serials), signs it
+/// with the active CA key under a new CRL number, publishes it and wakes
+/// every Sync stream.
+pub(crate) async fn publish(state: &Arc<ServerState>) -> Result<(), ServerError> {
+    let _guard = state.crl_lock.lock().await;
+    let now = now_unix();
+    let (revocations, number) = state
+        .db(move |s| {
+            s.prune_revocations(now)?;
+            Ok((s.list_revocations()?, s.next_crl_number()?))
+        })
+        .await?;
+    let entries: Vec<RevokedSerial> = revocations
+        .iter()
+        .map(|r| RevokedSerial {
+            serial: r.serial.clone(),
+            revoked_at: r.revoked_at,
+            reason: r.reason.parse().unwrap_or(RevocationReason::Unspecified),
+        })
+        .collect();
+    let der = {
+        let ca = state.ca.read().map_err(|_| ServerError::Task {
+            task: "CRL",
+            reason: "CA lock poisoned".into(),
+        })?;
+        ca.sign_crl(&entries, number, SystemTime::now(), CRL_VALIDITY)?
+    };
+    let published = PublishedCrl {
+        der,
+        number,
+        next_update: now + CRL_VALIDITY.as_secs() as i64,
+        revoked: revocations.into_iter().map(|r| r.serial).collect(),
+    };
+    tracing::info!(
+        crl_number = number,
+        revoked = published.revoked.len(),
+        bytes = published.der.len(),
+        "CRL published"
+    );
+    state.crl.store(Arc::new(published));
+    state.notify();
+    Ok(())
+}
+
+/// Republishes the CRL at half its validity so it never lapses, until
+/// `shutdown`.
+pub(crate) async fn run(
+    state: Arc<ServerState>,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
+    loop {
+        let next = state.crl.load().next_update;
+        let wait = crate::rotation::sleep_for(next - CRL_VALIDITY.as_secs() as i64 / 2, now_unix());
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(wait) => {}
+        }
+        if let Err(e) = publish(&state).await {
+            tracing::error!(error = %e, "CRL refresh failed; retrying");
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+        }
+    }
+}
+
+/// Every unexpired SVID record matching `filter`.
+pub(crate) async fn records_where(
+    state: &ServerState,
+    filter: impl Fn(&SvidRecord) -> bool + Send + 'static,
+) -> Result<Vec<SvidRecord>, Status> {
+    let now = now_unix();
+    let all = state.db(|s| s.list_svids()).await.map_err(store_status)?;
+    Ok(all
+        .into_iter()
+        .filter(|r| r.not_after > now && filter(r))
+        .collect())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serials_are_normalized() {
+        assert_eq!(normalize_serial("00:AB:cd").unwrap(), "abcd");
+        assert_eq!(normalize_serial(" 7F01 ").unwrap(), "7f01");
+        assert_eq!(normalize_serial("000").unwrap(), "0");
+        let err = normalize_serial("xyz").unwrap_err();
+        assert!(err.message().contains("hexadecimal"));
+        assert!(normalize_serial("").is_err());
+    }
+}
