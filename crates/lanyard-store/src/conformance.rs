@@ -23,7 +23,10 @@ use std::sync::Barrier;
 
 use lanyard_identity::{Entry, EntryId, Selector, SpiffeId};
 
-use crate::{AgentRecord, Datastore, JoinTokenRecord, Revocation, StoreError, SvidRecord};
+use crate::{
+    AgentRecord, Datastore, JoinTokenRecord, Revocation, StoreError, SvidRecord, TaskRecord,
+    TaskState, TaskTransition,
+};
 
 /// A property of the suite: a function that checks one behaviour on a
 /// fresh, empty store.
@@ -48,6 +51,8 @@ pub const PROPERTIES: &[(&str, Property)] = &[
     ("revocations_and_prune", revocations_and_prune),
     ("crl_number_monotonic", crl_number_monotonic),
     ("ca_journal_round_trip", ca_journal_round_trip),
+    ("tasks", tasks),
+    ("audit_head", audit_head),
 ];
 
 /// A fixed "now" for the properties; no property reads the clock.
@@ -733,5 +738,68 @@ pub fn ca_journal_round_trip(store: &dyn Datastore) {
         ok("get_ca_journal empty", store.get_ca_journal()),
         Some(Vec::new()),
         "an empty journal is still a journal"
+    );
+}
+
+/// Tasks: put replaces by ID, get and list (ordered by ID) return exactly
+/// what was stored.
+pub fn tasks(store: &dyn Datastore) {
+    assert!(ok("list_tasks on a new store", store.list_tasks()).is_empty());
+    assert_eq!(ok("get_task unknown", store.get_task("task-00")), None);
+    let task = |id: &str| TaskRecord {
+        id: id.to_owned(),
+        ticket: "CHG-1".to_owned(),
+        purpose: "rotate disks".to_owned(),
+        spiffe_id: spiffe_id("spiffe://example.org/maint"),
+        parent_id: spiffe_id("spiffe://example.org/lanyard/agent/join_token/n1"),
+        selectors: vec![selector("unix:uid:1000")],
+        dns_names: vec![],
+        audiences: vec![spiffe_id("spiffe://example.org/db")],
+        starts_at: NOW,
+        ends_at: NOW + 900,
+        state: TaskState::Requested,
+        history: vec![TaskTransition {
+            state: TaskState::Requested,
+            at: NOW,
+            principal: "uid:1000(alice)".to_owned(),
+            note: None,
+        }],
+        entry_id: None,
+        break_glass: false,
+        reviewed: None,
+    };
+    let b = task("task-bb");
+    let a = task("task-aa");
+    ok("put_task b", store.put_task(&b));
+    ok("put_task a", store.put_task(&a));
+    assert_eq!(ok("get_task a", store.get_task("task-aa")), Some(a.clone()));
+    let mut approved = b.clone();
+    approved.state = TaskState::Approved;
+    approved.history.push(TaskTransition {
+        state: TaskState::Approved,
+        at: NOW + 1,
+        principal: "uid:1001(bob)".to_owned(),
+        note: Some("ok".to_owned()),
+    });
+    approved.entry_id = Some(new_entry_id());
+    ok("put_task replacing b", store.put_task(&approved));
+    assert_eq!(
+        ok("list_tasks", store.list_tasks()),
+        vec![a, approved],
+        "list_tasks must be ordered by ID and reflect the replacement"
+    );
+}
+
+/// The audit head round-trips and is replaced by the latest put.
+pub fn audit_head(store: &dyn Datastore) {
+    assert_eq!(
+        ok("get_audit_head on a new store", store.get_audit_head()),
+        None
+    );
+    ok("put_audit_head 1", store.put_audit_head(1, "aa"));
+    ok("put_audit_head 2", store.put_audit_head(2, "bb"));
+    assert_eq!(
+        ok("get_audit_head", store.get_audit_head()),
+        Some((2, "bb".to_owned()))
     );
 }

@@ -2,7 +2,7 @@
 
 use lanyard_identity::{Entry, EntryId, SpiffeId};
 
-use crate::{AgentRecord, JoinTokenRecord, Revocation, StoreError, SvidRecord};
+use crate::{AgentRecord, JoinTokenRecord, Revocation, StoreError, SvidRecord, TaskRecord};
 
 /// Everything the server keeps durably.
 ///
@@ -92,4 +92,20 @@ pub trait Datastore: Send + Sync + 'static {
 
     /// Replaces the CA's journal.
     fn put_ca_journal(&self, journal: &[u8]) -> Result<(), StoreError>;
+
+    /// Stores a task grant, replacing the one with the same ID.
+    fn put_task(&self, task: &TaskRecord) -> Result<(), StoreError>;
+
+    /// The task with this ID, if any.
+    fn get_task(&self, id: &str) -> Result<Option<TaskRecord>, StoreError>;
+
+    /// Every task, ordered by ID.
+    fn list_tasks(&self) -> Result<Vec<TaskRecord>, StoreError>;
+
+    /// The audit log's head (last sequence number and hash), recorded after
+    /// every append so that a dropped tail of the log is detected.
+    fn get_audit_head(&self) -> Result<Option<(u64, String)>, StoreError>;
+
+    /// Records the audit log's head.
+    fn put_audit_head(&self, seq: u64, hash: &str) -> Result<(), StoreError>;
 }

@@ -44,6 +44,8 @@ mod sled_store;
 pub use self::{
     datastore::Datastore,
     error::StoreError,
-    records::{AgentRecord, JoinTokenRecord, Revocation, SvidRecord},
+    records::{
+        AgentRecord, JoinTokenRecord, Revocation, SvidRecord, TaskRecord, TaskState, TaskTransition,
+    },
     sled_store::{FORMAT_VERSION, SledStore, VerifyCounts},
 };

@@ -78,3 +78,109 @@ pub(crate) struct StoredJoinToken {
     pub(crate) token: JoinTokenRecord,
     pub(crate) used_at: Option<i64>,
 }
+
+/// Where a task grant is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Waiting for a second operator's approval.
+    Requested,
+    /// Approved; its window has not started yet.
+    Approved,
+    /// Inside its window: its entry exists and SVIDs are issued.
+    Active,
+    /// Ended by `task complete`; its SVIDs are revoked.
+    Completed,
+    /// Its window ended; its SVIDs are revoked.
+    Expired,
+    /// Refused before it was active.
+    Denied,
+    /// Refused after approval (deny of an approved or active task); its SVIDs are revoked.
+    Revoked,
+}
+
+impl TaskState {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Requested => "requested",
+            Self::Approved => "approved",
+            Self::Active => "active",
+            Self::Completed => "completed",
+            Self::Expired => "expired",
+            Self::Denied => "denied",
+            Self::Revoked => "revoked",
+        }
+    }
+
+    /// Whether the task can no longer change (other than a break-glass review).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Self::Completed | Self::Expired | Self::Denied | Self::Revoked
+        )
+    }
+}
+
+/// One step in a task's life: the state it entered, when, by whom, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskTransition {
+    /// The state entered.
+    pub state: TaskState,
+    /// When.
+    pub at: i64,
+    /// Who (an operator principal, or `lanyard-server` for the clock).
+    pub principal: String,
+    /// A note or reason, if one was given.
+    pub note: Option<String>,
+}
+
+/// A task-scoped, just-in-time identity grant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// The task ID (`task-` and 16 hex digits).
+    pub id: String,
+    /// The change ticket it is bound to, e.g. `CHG-1234`.
+    pub ticket: String,
+    /// What the work is.
+    pub purpose: String,
+    /// The SPIFFE ID granted.
+    pub spiffe_id: SpiffeId,
+    /// The agent (or node alias) that may fetch it.
+    pub parent_id: SpiffeId,
+    /// The workload selectors.
+    pub selectors: Vec<Selector>,
+    /// DNS SANs.
+    pub dns_names: Vec<String>,
+    /// SPIFFE IDs of the servers the SVID may be presented to (empty: any).
+    pub audiences: Vec<SpiffeId>,
+    /// Window start.
+    pub starts_at: i64,
+    /// Window end: no SVID of the task is valid past it.
+    pub ends_at: i64,
+    /// Current state.
+    pub state: TaskState,
+    /// Every transition, oldest first (the first is `Requested`).
+    pub history: Vec<TaskTransition>,
+    /// The entry that carries the grant while it is active.
+    pub entry_id: Option<EntryId>,
+    /// Emergency access: active without approval, awaiting review.
+    pub break_glass: bool,
+    /// Who reviewed a break-glass task, and when.
+    pub reviewed: Option<TaskTransition>,
+}
+
+impl TaskRecord {
+    /// Who requested the task.
+    pub fn requester(&self) -> &str {
+        self.history
+            .first()
+            .map(|t| t.principal.as_str())
+            .unwrap_or("")
+    }
+
+    /// The transition into `state`, if it happened.
+    pub fn transition(&self, state: TaskState) -> Option<&TaskTransition> {
+        self.history.iter().find(|t| t.state == state)
+    }
+}

@@ -27,7 +27,9 @@ use tracing::{debug, error, info, warn};
 
 use crate::records::StoredJoinToken;
 use crate::seal::{SEAL_FILE, Seal};
-use crate::{AgentRecord, Datastore, JoinTokenRecord, Revocation, StoreError, SvidRecord};
+use crate::{
+    AgentRecord, Datastore, JoinTokenRecord, Revocation, StoreError, SvidRecord, TaskRecord,
+};
 
 /// The format marker this build writes into new stores and accepts in
 /// existing ones. Bump it (and write a migration) when the layout changes.
@@ -46,10 +48,12 @@ const JOIN_TOKENS: &str = "join_tokens";
 const SVIDS: &str = "svids";
 const REVOCATIONS: &str = "revocations";
 const META: &str = "meta";
+const TASKS: &str = "tasks";
+const AUDIT_HEAD_KEY: &[u8] = b"audit_head";
 
 /// Every tree a complete store has, all created before the format marker is
 /// written.
-const TREES: [&str; 7] = [
+const TREES: [&str; 8] = [
     ENTRIES,
     ENTRY_INDEX,
     AGENTS,
@@ -57,6 +61,7 @@ const TREES: [&str; 7] = [
     SVIDS,
     REVOCATIONS,
     META,
+    TASKS,
 ];
 
 /// The files sled 0.34 keeps in its directory that we require to be present
@@ -78,6 +83,7 @@ pub struct SledStore {
     svids: sled::Tree,
     revocations: sled::Tree,
     meta: sled::Tree,
+    tasks: sled::Tree,
     seal: Mutex<Seal>,
 }
 
@@ -176,6 +182,7 @@ impl SledStore {
         let svids = open_tree(SVIDS)?;
         let revocations = open_tree(REVOCATIONS)?;
         let meta = open_tree(META)?;
+        let tasks = open_tree(TASKS)?;
 
         let seal = match seal {
             Some(seal) => seal,
@@ -202,6 +209,7 @@ impl SledStore {
             svids,
             revocations,
             meta,
+            tasks,
             seal: Mutex::new(seal),
         };
 
@@ -289,6 +297,7 @@ impl SledStore {
                 t.token.token_id.as_str()
             })?;
         }
+        self.list_tasks()?;
         counts.svids = self.list_svids()?.len();
         counts.revocations = self.list_revocations()?.len();
         Ok(counts)
@@ -971,6 +980,48 @@ impl Datastore for SledStore {
         self.commit()?;
         info!(bytes = journal.len(), "CA journal stored");
         Ok(())
+    }
+
+    fn put_task(&self, task: &TaskRecord) -> Result<(), StoreError> {
+        let value = encode("task", task)?;
+        self.tasks
+            .insert(task.id.as_bytes(), value)
+            .map_err(backend)?;
+        self.commit()?;
+        debug!(task = %task.id, state = task.state.as_str(), "task stored");
+        Ok(())
+    }
+
+    fn get_task(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
+        match self.tasks.get(id.as_bytes()).map_err(backend)? {
+            Some(bytes) => {
+                decode_keyed(TASKS, id.as_bytes(), &bytes, |t: &TaskRecord| t.id.as_str()).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn list_tasks(&self) -> Result<Vec<TaskRecord>, StoreError> {
+        self.tasks
+            .iter()
+            .map(|item| {
+                let (key, value) = item.map_err(backend)?;
+                decode_keyed(TASKS, &key, &value, |t: &TaskRecord| t.id.as_str())
+            })
+            .collect()
+    }
+
+    fn get_audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
+        match self.meta.get(AUDIT_HEAD_KEY).map_err(backend)? {
+            Some(bytes) => decode(META, AUDIT_HEAD_KEY, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn put_audit_head(&self, seq: u64, hash: &str) -> Result<(), StoreError> {
+        let value = encode("audit head", &(seq, hash))?;
+        self.meta.insert(AUDIT_HEAD_KEY, value).map_err(backend)?;
+        self.commit()
     }
 }
 

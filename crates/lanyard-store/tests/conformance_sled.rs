@@ -48,6 +48,8 @@ properties!(
     revocations_and_prune,
     crl_number_monotonic,
     ca_journal_round_trip,
+    tasks,
+    audit_head,
 );
 
 #[test]
