@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use lanyard_identity::TrustDomain;
+use lanyard_identity::{TaskBinding, TrustDomain};
 use rustls_pki_types::CertificateDer;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -201,6 +201,19 @@ impl CertificateAuthority {
         req: &SvidRequest<'_>,
         now: SystemTime,
     ) -> Result<IssuedSvid, CaError> {
+        self.sign_task_svid(req, None, now)
+    }
+
+    /// Signs an X.509-SVID like [`sign_x509_svid`](Self::sign_x509_svid),
+    /// adding the non-critical task binding extension
+    /// ([`lanyard_identity::TaskBinding`]) when `task` is given; the result
+    /// is checked to carry exactly that binding.
+    pub fn sign_task_svid(
+        &self,
+        req: &SvidRequest<'_>,
+        task: Option<&TaskBinding>,
+        now: SystemTime,
+    ) -> Result<IssuedSvid, CaError> {
         let now = unix_secs(now, "now")?;
         let td = &self.cfg.trust_domain;
         if !req.spiffe_id.is_member_of(td) {
@@ -231,13 +244,21 @@ impl CertificateAuthority {
         }
         let not_before = (now - BACKDATE_SECS).max(active.not_before);
 
-        let params = leaf_params(
+        let mut params = leaf_params(
             req.spiffe_id,
             &dns_names,
             random_serial()?,
             not_before,
             not_after,
         )?;
+        if let Some(task) = task {
+            params
+                .custom_extensions
+                .push(rcgen::CustomExtension::from_oid_content(
+                    lanyard_identity::TASK_BINDING_OID,
+                    task.to_der(),
+                ));
+        }
         let leaf = params
             .signed_by(&public_key, &active.issuer)
             .map_err(|e| CaError::encoding("X.509-SVID", e))?
@@ -259,6 +280,14 @@ impl CertificateAuthority {
             });
         }
         check_issuer_name(leaf.as_ref(), &active.subject_raw)?;
+        let carried = TaskBinding::from_certificate(leaf.as_ref())
+            .map_err(|e| CaError::encoding_reason("task binding", e.to_string()))?;
+        if carried.as_ref() != task {
+            return Err(CaError::encoding_reason(
+                "task binding",
+                "the signed SVID does not carry the requested binding".into(),
+            ));
+        }
 
         tracing::debug!(
             spiffe_id = %summary.spiffe_id,

@@ -439,3 +439,30 @@ fn authority_and_keys_can_be_shared_across_threads() {
     assert_send_sync::<lanyard_ca::CaJournal>();
     assert_send_sync::<CaError>();
 }
+
+#[test]
+fn task_svids_carry_their_binding_and_still_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = SystemTime::now();
+    let ca = new_ca(dir.path(), now);
+    let key = SvidKey::generate().unwrap();
+    let csr = key.csr_der().unwrap();
+    let spiffe_id = id("/maint");
+    let binding = lanyard_identity::TaskBinding {
+        task_id: "task-00aa11bb22cc33dd".into(),
+        ticket: "CHG-1234".into(),
+        audiences: vec![id("/db")],
+    };
+    let svid = ca
+        .sign_task_svid(&request_with(&csr, &spiffe_id, HOUR), Some(&binding), now)
+        .unwrap();
+    assert_eq!(
+        lanyard_identity::TaskBinding::from_certificate(&svid.cert_chain[0]).unwrap(),
+        Some(binding)
+    );
+    // A non-critical extension: both independent verifiers still accept it.
+    assert_verifies(&ca.trust_bundle(), &svid.cert_chain, now);
+    // Plain SVIDs carry none.
+    let plain = ca.sign_x509_svid(&request_with(&csr, &spiffe_id, HOUR), now).unwrap();
+    assert_eq!(lanyard_identity::TaskBinding::from_certificate(&plain.cert_chain[0]).unwrap(), None);
+}

@@ -506,3 +506,20 @@ pub enum ProfileError {
         not_after: i64,
     },
 }
+
+/// A task binding extension that does not decode.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TaskBindingError {
+    /// The DER does not have the `LanyardTaskBinding` shape.
+    #[error("malformed task binding: {0}")]
+    Malformed(&'static str),
+    /// An audience is not a valid SPIFFE ID.
+    #[error("task binding audience {audience:?} is not a SPIFFE ID: {source}")]
+    Audience {
+        /// The audience as found.
+        audience: String,
+        /// Why it is not a SPIFFE ID.
+        source: IdError,
+    },
+}

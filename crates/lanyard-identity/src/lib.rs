@@ -19,11 +19,13 @@ mod error;
 mod profile;
 mod selector;
 mod spiffe_id;
+mod task;
 
 pub use self::{
     entry::{Entry, EntryId, MAX_HINT_LEN, validate_dns_name},
-    error::{IdError, IdKind, ProfileError, SelectorError},
+    error::{IdError, IdKind, ProfileError, SelectorError, TaskBindingError},
     profile::{SvidSummary, check_signing_certificate, check_x509_svid},
     selector::{Selector, matches_all},
     spiffe_id::{SpiffeId, TrustDomain},
+    task::{TASK_BINDING_OID, TASK_BINDING_OID_STR, TaskBinding},
 };
