@@ -2,14 +2,38 @@
 //! the trust bundle, carries exactly one SPIFFE ID, is not on the trust
 //! domain's CRL, and that the ID is one the caller authorizes.
 //!
-//! The trust material lives in a [`TrustMaterial`] (bundle + CRL) that can
-//! be swapped at any time (bundle rotation, new CRL); the next handshake uses
-//! the new material without rebuilding the rustls configuration. The CRL is
-//! parsed and its signature checked against the bundle when it is installed;
-//! a revoked peer is refused with `CertificateError::Revoked` (the peer sees
-//! a `certificate_revoked` alert). Configurations from [`server_config`] and
-//! [`client_config`] never resume a TLS session, so every connection is
-//! checked against the current CRL.
+//! - [`WorkloadSource`] follows the agent's Workload API (`FetchX509SVID`)
+//!   and keeps the workload's own SVID, the trust bundle and the CRL current;
+//!   its [`server_config`](WorkloadSource::server_config) and
+//!   [`client_config`](WorkloadSource::client_config) read them on every
+//!   handshake, so rotations, bundle changes and revocations apply to the
+//!   next connection without rebuilding anything.
+//! - [`TrustMaterial`] holds bundle + CRL, swapped atomically. A CRL is parsed
+//!   and its signature checked against the bundle once, when installed; it
+//!   is accepted if *any* bundle CA signed it (CAs across a rotation share a
+//!   subject name). A CRL past its nextUpdate is still enforced, with a
+//!   warning: revocations are never lifted because the feed stalled.
+//! - [`SpiffeServerVerifier`] / [`SpiffeClientVerifier`] check chain, CRL
+//!   (a revoked peer gets `CertificateError::Revoked`, on the wire a
+//!   `certificate_revoked` alert) and the [`Authorizer`].
+//! - [`server_config`] / [`client_config`] never resume a TLS session: a
+//!   revoked peer cannot come back on a ticket. Connections established
+//!   before a revocation are not torn down.
+//!
+//! ```no_run
+//! use lanyard_mtls::{Authorizer, WorkloadSource};
+//! # async fn run() -> Result<(), lanyard_mtls::MtlsError> {
+//! // Waits for the first SVID, so the listener starts with an identity.
+//! let source = WorkloadSource::connect("unix:///run/lanyard/agent/api.sock").await?;
+//! let client_id = "spiffe://example.org/billing/api".parse().unwrap();
+//! let config = source.server_config(Authorizer::exact([client_id]))?;
+//! let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+//! // ... accept connections; on exit:
+//! source.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Lower level, with trust material fed by hand:
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -32,8 +56,11 @@ mod config;
 mod connector;
 mod crl;
 mod error;
+mod source;
+mod svid;
 mod trust;
 mod verifier;
+mod watcher;
 
 pub use self::{
     authorizer::Authorizer,
@@ -41,6 +68,8 @@ pub use self::{
     connector::tls_channel,
     crl::RevocationList,
     error::{CrlError, MtlsError},
+    source::{DEFAULT_READY_TIMEOUT, ENDPOINT_SOCKET_ENV, SvidResolver, WorkloadSource},
+    svid::WorkloadSvid,
     trust::TrustMaterial,
     verifier::{SpiffeClientVerifier, SpiffeServerVerifier, peer_spiffe_id, verify_svid_chain},
 };

@@ -33,6 +33,7 @@ pub struct Ca {
 
 /// An issued X.509-SVID with its key.
 pub struct Svid {
+    pub id: String,
     pub chain: Vec<CertificateDer<'static>>,
     pub key_pkcs8: Vec<u8>,
     /// Lower-case hex without leading zeros.
@@ -90,6 +91,7 @@ impl Ca {
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         Svid {
+            id: id.to_owned(),
             chain: vec![cert.der().clone()],
             key_pkcs8: key.serialize_der(),
             serial: hex(&serial_bytes),
@@ -174,6 +176,10 @@ pub struct Outcome {
     pub client: Result<(), io::Error>,
     /// Whether the client's handshake was a full one (not resumed).
     pub client_full_handshake: Option<bool>,
+    /// The leaf the client saw the server present.
+    pub server_leaf: Option<CertificateDer<'static>>,
+    /// The leaf the server saw the client present.
+    pub client_leaf: Option<CertificateDer<'static>>,
 }
 
 impl Outcome {
@@ -206,11 +212,12 @@ pub async fn handshake(
     let connector = tokio_rustls::TlsConnector::from(client);
     let server_side = async move {
         let mut tls = acceptor.accept(s).await?;
+        let leaf = peer_leaf(tls.get_ref().1.peer_certificates());
         let mut buf = [0u8; 5];
         tls.read_exact(&mut buf).await?;
         tls.write_all(&buf).await?;
         tls.shutdown().await?;
-        Ok::<_, io::Error>(())
+        Ok::<_, io::Error>(leaf)
     };
     let client_side = async move {
         let name = ServerName::try_from("lanyard.invalid").unwrap();
@@ -220,17 +227,28 @@ pub async fn handshake(
             .1
             .handshake_kind()
             .map(|k| k == rustls::HandshakeKind::Full);
+        let leaf = peer_leaf(tls.get_ref().1.peer_certificates());
         tls.write_all(b"ping\n").await?;
         let mut buf = [0u8; 5];
         tls.read_exact(&mut buf).await?;
         assert_eq!(&buf, b"ping\n");
-        Ok::<_, io::Error>(full)
+        Ok::<_, io::Error>((full, leaf))
     };
     let (server, client) = tokio::join!(server_side, client_side);
-    let client_full_handshake = client.as_ref().ok().copied().flatten();
+    let (client_full_handshake, server_leaf) = match &client {
+        Ok((full, leaf)) => (*full, leaf.clone()),
+        Err(_) => (None, None),
+    };
+    let client_leaf = server.as_ref().ok().cloned().flatten();
     Outcome {
-        server,
+        server: server.map(|_| ()),
         client: client.map(|_| ()),
         client_full_handshake,
+        server_leaf,
+        client_leaf,
     }
+}
+
+fn peer_leaf(certs: Option<&[CertificateDer<'static>]>) -> Option<CertificateDer<'static>> {
+    certs.and_then(|c| c.first()).cloned()
 }
