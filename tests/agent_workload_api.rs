@@ -11,7 +11,7 @@ use std::{
 
 use common::{
     Server, TD,
-    agent::{Agent, eventually, my_uid, register_self},
+    agent::{Agent, my_uid, register_self},
     exit_code, openssl_verify,
 };
 use lanyard_proto::workload::{

@@ -19,6 +19,8 @@ pub struct Agent {
     pub socket: PathBuf,
     pub http_addr: SocketAddr,
     pub server_addr: SocketAddr,
+    /// Bootstrap with `--insecure-bootstrap` instead of `--trust-bundle`.
+    pub insecure_bootstrap: bool,
     child: Option<Child>,
     starts: u32,
 }
@@ -35,7 +37,10 @@ impl Agent {
 
     /// The directories and bundle, without starting the process.
     pub fn prepare(server: &Server) -> Self {
-        let dir = tempfile::Builder::new().prefix("lanyard-agent").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("lanyard-agent")
+            .tempdir()
+            .unwrap();
         // Traversable by other uids (tests call the socket as another user);
         // the data dir inside is created 0700 by the agent.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -45,6 +50,7 @@ impl Agent {
             http_addr: free_port(),
             server_addr: server.node_addr,
             dir,
+            insecure_bootstrap: false,
             child: None,
             starts: 0,
         }
@@ -62,7 +68,10 @@ impl Agent {
         let mut out = String::new();
         for n in 1..=self.starts {
             out.push_str(&format!("--- agent start {n} ---\n"));
-            out.push_str(&std::fs::read_to_string(self.dir.path().join(format!("agent-{n}.log"))).unwrap_or_default());
+            out.push_str(
+                &std::fs::read_to_string(self.dir.path().join(format!("agent-{n}.log")))
+                    .unwrap_or_default(),
+            );
         }
         out
     }
@@ -70,10 +79,14 @@ impl Agent {
     pub fn run_command(&self, token: Option<&str>, extra: &[&str]) -> Command {
         let mut cmd = Command::new(bin("lanyard-agent"));
         cmd.arg("run")
-            .args(["--server-address", &self.server_addr.to_string()])
-            .arg("--trust-bundle")
-            .arg(self.dir.path().join("bootstrap.pem"))
-            .arg("--data-dir")
+            .args(["--server-address", &self.server_addr.to_string()]);
+        if self.insecure_bootstrap {
+            cmd.arg("--insecure-bootstrap");
+        } else {
+            cmd.arg("--trust-bundle")
+                .arg(self.dir.path().join("bootstrap.pem"));
+        }
+        cmd.arg("--data-dir")
             .arg(self.data_dir())
             .arg("--socket-path")
             .arg(&self.socket)
@@ -90,7 +103,8 @@ impl Agent {
     pub fn spawn(&mut self, token: Option<&str>, extra: &[&str]) {
         assert!(self.child.is_none(), "agent already running");
         self.starts += 1;
-        let log = std::fs::File::create(self.dir.path().join(format!("agent-{}.log", self.starts))).unwrap();
+        let log = std::fs::File::create(self.dir.path().join(format!("agent-{}.log", self.starts)))
+            .unwrap();
         let child = self
             .run_command(token, extra)
             .stdout(Stdio::null())
@@ -118,7 +132,11 @@ impl Agent {
             if self.healthy() {
                 return;
             }
-            assert!(Instant::now() < deadline, "agent not ready in 30s:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "agent not ready in 30s:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -132,14 +150,23 @@ impl Agent {
                 self.child = None;
                 return status;
             }
-            assert!(Instant::now() < deadline, "agent still running after {timeout:?}:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "agent still running after {timeout:?}:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     /// SIGTERM and wait.
     pub fn terminate(&mut self) -> ExitStatus {
-        let pid = self.child.as_ref().expect("agent not running").id().to_string();
+        let pid = self
+            .child
+            .as_ref()
+            .expect("agent not running")
+            .id()
+            .to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         self.wait_exit(Duration::from_secs(15))
     }
@@ -158,7 +185,10 @@ impl Agent {
 
     pub fn api_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin("lanyard-agent"));
-        cmd.arg("api").args(args).arg("--socket-path").arg(&self.socket);
+        cmd.arg("api")
+            .args(args)
+            .arg("--socket-path")
+            .arg(&self.socket);
         cmd
     }
 
@@ -166,7 +196,9 @@ impl Agent {
     pub fn spiffe_id(&self) -> String {
         let pem = std::fs::read(self.data_dir().join("agent_svid.pem")).unwrap();
         let certs: Vec<rustls_pki_types::CertificateDer<'static>> =
-            rustls_pki_types::pem::PemObject::pem_slice_iter(&pem).collect::<Result<_, _>>().unwrap();
+            rustls_pki_types::pem::PemObject::pem_slice_iter(&pem)
+                .collect::<Result<_, _>>()
+                .unwrap();
         uri_san(&certs[0])
     }
 }
@@ -199,10 +231,25 @@ pub fn my_uid() -> u32 {
 
 /// Registers an entry `spiffe://<td>/<path>` for `selector` under `agent`;
 /// returns the entry ID.
-pub fn register(server: &Server, agent: &Agent, path: &str, selector: &str, extra: &[&str]) -> String {
+pub fn register(
+    server: &Server,
+    agent: &Agent,
+    path: &str,
+    selector: &str,
+    extra: &[&str],
+) -> String {
     let id = format!("spiffe://{TD}/{path}");
     let parent = agent.spiffe_id();
-    let mut args = vec!["entry", "create", "--spiffe-id", &id, "--parent-id", &parent, "--selector", selector];
+    let mut args = vec![
+        "entry",
+        "create",
+        "--spiffe-id",
+        &id,
+        "--parent-id",
+        &parent,
+        "--selector",
+        selector,
+    ];
     args.extend_from_slice(extra);
     server.cli_ok(&args).trim().to_owned()
 }
@@ -219,7 +266,10 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -67,7 +67,7 @@ fn fixture() -> Fixture {
 
 async fn stops_within<F>(name: &str, shutdown: CancellationToken, task: F)
 where
-    F: std::future::Future<Output = Result<(), crate::AgentError>> + Send + 'static,
+    F: Future<Output = Result<(), crate::AgentError>> + Send + 'static,
 {
     let handle = tokio::spawn(task);
     tokio::time::sleep(Duration::from_millis(300)).await;
