@@ -11,7 +11,9 @@ use common::{
     Server, TD,
     agent::{Agent, eventually, register_self},
 };
-use lanyard_proto::workload::{X509svidRequest, X509svidResponse, spiffe_workload_api_client::SpiffeWorkloadApiClient};
+use lanyard_proto::workload::{
+    X509svidRequest, X509svidResponse, spiffe_workload_api_client::SpiffeWorkloadApiClient,
+};
 
 fn served(agent: &Agent, id: &str) -> Option<String> {
     let out = agent.api(&["fetch", "x509"]);
@@ -20,14 +22,20 @@ fn served(agent: &Agent, id: &str) -> Option<String> {
 }
 
 fn wait_served(agent: &Agent, id: &str) -> String {
-    eventually(Duration::from_secs(20), &format!("{id} to be served"), || served(agent, id))
+    eventually(
+        Duration::from_secs(20),
+        &format!("{id} to be served"),
+        || served(agent, id),
+    )
 }
 
 async fn open_stream(agent: &Agent) -> tonic::Streaming<X509svidResponse> {
     let endpoint: spiffe::transport::Endpoint = agent.endpoint().parse().unwrap();
-    let mut client = SpiffeWorkloadApiClient::new(spiffe::transport::connect(&endpoint).await.unwrap());
+    let mut client =
+        SpiffeWorkloadApiClient::new(spiffe::transport::connect(&endpoint).await.unwrap());
     let mut req = tonic::Request::new(X509svidRequest {});
-    req.metadata_mut().insert("workload.spiffe.io", "true".parse().unwrap());
+    req.metadata_mut()
+        .insert("workload.spiffe.io", "true".parse().unwrap());
     client.fetch_x509svid(req).await.unwrap().into_inner()
 }
 
@@ -72,11 +80,19 @@ fn restart_without_token_serves_again() {
     let agent_id = agent.spiffe_id();
 
     let status = agent.terminate();
-    assert!(status.success(), "graceful shutdown: {status}\n{}", agent.log());
+    assert!(
+        status.success(),
+        "graceful shutdown: {status}\n{}",
+        agent.log()
+    );
     agent.spawn(None, &[]);
     agent.wait_ready();
     wait_served(&agent, &id);
-    assert_eq!(agent.spiffe_id(), agent_id, "the stored agent identity was re-used");
+    assert_eq!(
+        agent.spiffe_id(),
+        agent_id,
+        "the stored agent identity was re-used"
+    );
 }
 
 #[test]
@@ -89,7 +105,8 @@ fn server_stopped_agent_keeps_serving_its_cached_svid() {
     server.kill();
     // New connections after the server is gone still get the cached SVID.
     for _ in 0..3 {
-        let now = served(&agent, &id).unwrap_or_else(|| panic!("not served with the server down:\n{}", agent.log()));
+        let now = served(&agent, &id)
+            .unwrap_or_else(|| panic!("not served with the server down:\n{}", agent.log()));
         assert_eq!(now, before);
         std::thread::sleep(Duration::from_millis(300));
     }
@@ -127,7 +144,10 @@ fn banned_agent_stops_serving_and_exits() {
     assert_eq!(status.code(), Some(1), "{}", agent.log());
     let log = agent.log();
     assert!(log.contains("banned"), "{log}");
-    assert!(!agent.data_dir().join("agent_svid.key").exists(), "the stored agent key was removed");
+    assert!(
+        !agent.data_dir().join("agent_svid.key").exists(),
+        "the stored agent key was removed"
+    );
 }
 
 #[test]

@@ -24,7 +24,10 @@ fn validity(der: &[u8]) -> (String, i64, i64) {
 }
 
 fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -36,10 +39,14 @@ async fn stream_sees_two_rotations_without_gap() {
     // Wait until the entry has reached the agent and its SVID is served.
     eventually(Duration::from_secs(20), "the SVID to be served", || {
         let out = agent.api(&["fetch", "x509"]);
-        String::from_utf8_lossy(&out.stdout).contains(&id).then_some(())
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&id)
+            .then_some(())
     });
 
-    let client = WorkloadApiClient::connect_to(agent.endpoint()).await.unwrap();
+    let client = WorkloadApiClient::connect_to(agent.endpoint())
+        .await
+        .unwrap();
     let mut stream = client.stream_x509_contexts().await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(75);
     let mut serials: Vec<String> = Vec::new();
@@ -54,9 +61,15 @@ async fn stream_sees_two_rotations_without_gap() {
         assert_eq!(svid.spiffe_id().to_string(), id);
         let (serial, not_before, not_after) = validity(svid.leaf().as_bytes());
         let t = now();
-        assert!(not_before <= t && t < not_after, "SVID {serial} not valid at {t}: {not_before}..{not_after}");
+        assert!(
+            not_before <= t && t < not_after,
+            "SVID {serial} not valid at {t}: {not_before}..{not_after}"
+        );
         if let Some(prev) = previous_not_after {
-            assert!(t < prev, "gap: new SVID arrived at {t}, the previous one expired at {prev}");
+            assert!(
+                t < prev,
+                "gap: new SVID arrived at {t}, the previous one expired at {prev}"
+            );
         }
         if serials.last() != Some(&serial) {
             serials.push(serial);

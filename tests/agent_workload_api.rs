@@ -4,10 +4,7 @@
 
 mod common;
 
-use std::{
-    os::unix::process::CommandExt,
-    time::Duration,
-};
+use std::{os::unix::process::CommandExt, time::Duration};
 
 use common::{
     Server, TD,
@@ -26,19 +23,28 @@ async fn fetch_context(agent: &Agent, id: &str) -> spiffe::X509Context {
     loop {
         let last = match WorkloadApiClient::connect_to(agent.endpoint()).await {
             Ok(client) => match client.fetch_x509_context().await {
-                Ok(ctx) if ctx.svids().iter().any(|s| s.spiffe_id().to_string() == id) => return ctx,
+                Ok(ctx) if ctx.svids().iter().any(|s| s.spiffe_id().to_string() == id) => {
+                    return ctx;
+                }
                 Ok(ctx) => format!("{} SVIDs, not {id}", ctx.svids().len()),
                 Err(e) => e.to_string(),
             },
             Err(e) => e.to_string(),
         };
-        assert!(tokio::time::Instant::now() < deadline, "no SVID for {id}: {last}\n{}", agent.log());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no SVID for {id}: {last}\n{}",
+            agent.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 fn der_chain(svid: &spiffe::X509Svid) -> Vec<CertificateDer<'static>> {
-    svid.cert_chain().iter().map(|c| CertificateDer::from(c.as_bytes().to_vec())).collect()
+    svid.cert_chain()
+        .iter()
+        .map(|c| CertificateDer::from(c.as_bytes().to_vec()))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -62,7 +68,10 @@ async fn spiffe_client_and_x509_source_fetch_our_svid() {
         .iter()
         .map(|c| c.as_bytes().to_vec())
         .collect();
-    assert_eq!(served, bundle.iter().map(|c| c.to_vec()).collect::<Vec<_>>());
+    assert_eq!(
+        served,
+        bundle.iter().map(|c| c.to_vec()).collect::<Vec<_>>()
+    );
     let (ok, out) = openssl_verify(agent.dir.path(), &bundle, &chain);
     assert!(ok, "openssl verify: {out}");
     // The served key is the key of the served certificate.
@@ -70,7 +79,11 @@ async fn spiffe_client_and_x509_source_fetch_our_svid() {
     let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0]).unwrap();
     assert_eq!(leaf.public_key().raw, key.public_key_der().as_slice());
 
-    let source = X509Source::builder().endpoint(agent.endpoint()).build().await.unwrap();
+    let source = X509Source::builder()
+        .endpoint(agent.endpoint())
+        .build()
+        .await
+        .unwrap();
     let from_source = source.svid().unwrap();
     assert_eq!(from_source.spiffe_id().to_string(), id);
     assert!(source.try_bundle_for_trust_domain(&td).is_some());
@@ -79,14 +92,21 @@ async fn spiffe_client_and_x509_source_fetch_our_svid() {
     // The agent's CLI agrees and writes the files.
     let out_dir = agent.dir.path().join("fetched");
     let out = agent.api(&["fetch", "x509", "--write", out_dir.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&id), "{text}");
     for f in ["svid.pem", "svid.key", "bundle.pem"] {
         assert!(out_dir.join(f).is_file(), "{f} not written");
     }
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(out_dir.join("svid.key")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(out_dir.join("svid.key"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
 }
 
@@ -106,8 +126,12 @@ async fn missing_header_is_invalid_argument_and_jwt_is_unimplemented() {
     let err = client.fetch_x509svid(X509svidRequest {}).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
 
-    let mut req = tonic::Request::new(JwtsvidRequest { audience: vec!["a".into()], spiffe_id: String::new() });
-    req.metadata_mut().insert("workload.spiffe.io", "true".parse().unwrap());
+    let mut req = tonic::Request::new(JwtsvidRequest {
+        audience: vec!["a".into()],
+        spiffe_id: String::new(),
+    });
+    req.metadata_mut()
+        .insert("workload.spiffe.io", "true".parse().unwrap());
     let err = client.fetch_jwtsvid(req).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented, "{err:?}");
 }
@@ -120,12 +144,24 @@ async fn caller_without_entry_gets_no_identity_issued() {
     fetch_context(&agent, &format!("spiffe://{TD}/e2e/mine")).await;
 
     if my_uid() != 0 {
-        eprintln!("not root: cannot run a caller as another uid; checking with the spiffe client only");
+        eprintln!(
+            "not root: cannot run a caller as another uid; checking with the spiffe client only"
+        );
         return;
     }
     // The same binary, run as nobody: no entry matches uid 65534.
-    let out = agent.api_command(&["fetch", "x509"]).uid(65534).gid(65534).output().unwrap();
-    assert_eq!(exit_code(&out), 1, "stdout: {}", String::from_utf8_lossy(&out.stdout));
+    let out = agent
+        .api_command(&["fetch", "x509"])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert_eq!(
+        exit_code(&out),
+        1,
+        "stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no identity issued"), "{stderr}");
     assert!(stderr.contains("PermissionDenied"), "{stderr}");

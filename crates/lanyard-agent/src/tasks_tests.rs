@@ -14,8 +14,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    AgentSvidRotator, DataDir, NodeConnector, Readiness, Snapshot, SvidManager, SyncClient, SyncState,
-    cache::EntryInfo, identity::AgentIdentity,
+    AgentSvidRotator, DataDir, NodeConnector, Readiness, Snapshot, SvidManager, SyncClient,
+    SyncState, cache::EntryInfo, identity::AgentIdentity,
 };
 
 struct Fixture {
@@ -58,11 +58,20 @@ fn fixture() -> Fixture {
         .unwrap();
     let identity = AgentIdentity::new(issued.cert_chain, Arc::new(key), now).unwrap();
     // Bound and dropped: connections to it are refused.
-    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let trust = Arc::new(TrustMaterial::new(ca.trust_bundle()));
     let connector = Arc::new(NodeConnector::new(addr, trust, &td).unwrap());
     let data_dir = DataDir::open(&dir.path().join("data")).unwrap();
-    Fixture { _dir: dir, data_dir, connector, identity, td }
+    Fixture {
+        _dir: dir,
+        data_dir,
+        connector,
+        identity,
+        td,
+    }
 }
 
 async fn stops_within<F>(name: &str, shutdown: CancellationToken, task: F)
@@ -90,7 +99,10 @@ async fn identity_round_trips_through_the_data_dir() {
     assert_eq!(back.spiffe_id, f.identity.spiffe_id);
     assert!(f.data_dir.is_private());
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(f.data_dir.path().join("agent_svid.key")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(f.data_dir.path().join("agent_svid.key"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
     f.data_dir.clear_identity().unwrap();
     assert!(f.data_dir.load_identity().unwrap().is_none());
@@ -134,10 +146,19 @@ fn entry(id: &str) -> EntryInfo {
 async fn svid_manager_stays_unready_while_the_server_is_unreachable() {
     let f = fixture();
     let (_id_tx, id_rx) = watch::channel(Arc::new(f.identity.clone()));
-    let state = SyncState { entries: vec![entry("a")], ..Default::default() };
+    let state = SyncState {
+        entries: vec![entry("a")],
+        ..Default::default()
+    };
     let (_sync_tx, sync_rx) = watch::channel(Some(Arc::new(state)));
     let (out, out_rx) = watch::channel(Arc::new(Snapshot::starting()));
-    let manager = SvidManager::new(f.connector.clone(), id_rx, sync_rx, Arc::new(out), f.td.clone());
+    let manager = SvidManager::new(
+        f.connector.clone(),
+        id_rx,
+        sync_rx,
+        Arc::new(out),
+        f.td.clone(),
+    );
     let shutdown = CancellationToken::new();
     stops_within("SVID manager", shutdown.clone(), manager.run(shutdown)).await;
     assert_eq!(out_rx.borrow().readiness, Readiness::Starting);
@@ -150,18 +171,34 @@ async fn svid_manager_with_no_entries_is_ready_and_never_overrides_stopped() {
     let (sync_tx, sync_rx) = watch::channel(Some(Arc::new(SyncState::default())));
     let (out, mut out_rx) = watch::channel(Arc::new(Snapshot::starting()));
     let out = Arc::new(out);
-    let manager = SvidManager::new(f.connector.clone(), id_rx, sync_rx, out.clone(), f.td.clone());
+    let manager = SvidManager::new(
+        f.connector.clone(),
+        id_rx,
+        sync_rx,
+        out.clone(),
+        f.td.clone(),
+    );
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(manager.run(shutdown.clone()));
-    tokio::time::timeout(Duration::from_secs(5), out_rx.wait_for(|s| s.readiness == Readiness::Ready))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        out_rx.wait_for(|s| s.readiness == Readiness::Ready),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     // A ban stops serving; later updates must not revive it.
     out.send_replace(Arc::new(Snapshot::stopped("agent is banned")));
-    sync_tx.send_replace(Some(Arc::new(SyncState { revision: 2, ..Default::default() })));
+    sync_tx.send_replace(Some(Arc::new(SyncState {
+        revision: 2,
+        ..Default::default()
+    })));
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(matches!(out_rx.borrow().readiness, Readiness::Stopped(_)));
     shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(5), handle).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), handle)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }
