@@ -79,6 +79,20 @@ async fn spiffe_client_and_x509_source_fetch_our_svid() {
     let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0]).unwrap();
     assert_eq!(leaf.public_key().raw, key.public_key_der().as_slice());
 
+    // FetchX509Bundles: the trust domain's bundle, keyed by its ID.
+    let client = WorkloadApiClient::connect_to(agent.endpoint())
+        .await
+        .unwrap();
+    let bundles = client.fetch_x509_bundles().await.unwrap();
+    let authorities: Vec<Vec<u8>> = bundles
+        .get(&td)
+        .expect("bundle for the trust domain")
+        .authorities()
+        .iter()
+        .map(|c| c.as_bytes().to_vec())
+        .collect();
+    assert_eq!(authorities, served);
+
     let source = X509Source::builder()
         .endpoint(agent.endpoint())
         .build()
