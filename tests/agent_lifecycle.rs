@@ -111,6 +111,16 @@ fn server_stopped_agent_keeps_serving_its_cached_svid() {
         std::thread::sleep(Duration::from_millis(300));
     }
     assert!(agent.healthy());
+
+    // The server comes back: the agent reconnects and new entries reach it.
+    server.spawn();
+    register_self(&server, &agent, "e2e/back-online");
+    let back = format!("spiffe://{TD}/e2e/back-online");
+    eventually(
+        Duration::from_secs(40),
+        "an entry registered after the server restart",
+        || served(&agent, &back),
+    );
 }
 
 #[test]
