@@ -183,3 +183,37 @@ fn evicted_agent_exits_and_attests_again_only_with_a_new_token() {
     register_self(&server, &agent, "e2e/evicted-again");
     wait_served(&agent, &format!("spiffe://{TD}/e2e/evicted-again"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crl_change_is_pushed_to_open_streams() {
+    let server = Server::start();
+    let agent = Agent::start(&server);
+    register_self(&server, &agent, "e2e/kept");
+    let dropped = register_self(&server, &agent, "e2e/dropped");
+    let kept = format!("spiffe://{TD}/e2e/kept");
+    let both = format!("spiffe://{TD}/e2e/dropped");
+    eventually(Duration::from_secs(20), "both SVIDs to be served", || {
+        served(&agent, &kept).filter(|t| t.contains(&both))
+    });
+    let mut stream = open_stream(&agent).await;
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!(first.svids.len(), 2);
+    let crl_before = first.crl.first().cloned().unwrap_or_default();
+    // Deleting an entry revokes its SVID: the CRL changes and the stream of
+    // a workload that keeps its other identity gets the new CRL at once.
+    server.cli_ok(&["entry", "delete", &dropped]);
+    let update = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let msg = stream.message().await.unwrap().expect("stream open");
+            let crl = msg.crl.first().cloned().unwrap_or_default();
+            if msg.svids.len() == 1 && !crl.is_empty() && crl != crl_before {
+                return msg;
+            }
+        }
+    })
+    .await
+    .expect("an update with one SVID and the new CRL");
+    assert_eq!(update.svids[0].spiffe_id, kept);
+    let (_, crl) = x509_parser::parse_x509_crl(&update.crl[0]).unwrap();
+    assert!(crl.iter_revoked_certificates().count() >= 1);
+}
