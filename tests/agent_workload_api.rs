@@ -181,3 +181,57 @@ async fn caller_without_entry_gets_no_identity_issued() {
     assert!(stderr.contains("PermissionDenied"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
 }
+
+#[test]
+fn api_watch_prints_each_update() {
+    use std::io::{BufRead, BufReader};
+    let server = Server::start();
+    let agent = Agent::start(&server);
+    register_self(&server, &agent, "e2e/watch-a");
+    let a = format!("spiffe://{TD}/e2e/watch-a");
+    common::agent::eventually(Duration::from_secs(20), "the first SVID", || {
+        let out = agent.api(&["fetch", "x509"]);
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&a)
+            .then_some(())
+    });
+    let mut child = agent
+        .api_command(&["watch"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    let wait_for = |needle: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no line with {needle:?}"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    };
+    wait_for("update 1");
+    wait_for(&a);
+    register_self(&server, &agent, "e2e/watch-b");
+    wait_for("update 2");
+    wait_for(&format!("spiffe://{TD}/e2e/watch-b"));
+    // SIGINT ends it cleanly.
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+}
