@@ -16,18 +16,7 @@ use x509_parser::extensions::GeneralName;
 
 use crate::{AgentError, config::NodeAttestation, storage::read_certs};
 
-/// Domain separation of the x509pop proof; must equal the server's.
-// The server keeps the same constant (lanyard_server::X509POP_CHALLENGE_CONTEXT);
-// the agent does not depend on the server crate, so it is repeated here.
-pub const X509POP_CHALLENGE_CONTEXT: &[u8] = b"lanyard-x509pop-v1";
-
-/// The bytes an x509pop node signs: the context followed by SHA-256 of the
-/// CSR it sends, binding the proof to this one agent key.
-pub fn x509pop_challenge(csr_der: &[u8]) -> Vec<u8> {
-    let mut msg = X509POP_CHALLENGE_CONTEXT.to_vec();
-    msg.extend_from_slice(ring::digest::digest(&ring::digest::SHA256, csr_der).as_ref());
-    msg
-}
+pub use lanyard_identity::{X509POP_CHALLENGE_CONTEXT, x509pop_challenge};
 
 /// Builds the Attest request for `method` with the agent key's CSR.
 pub fn attest_request(

@@ -178,7 +178,7 @@ fn parse_entry(e: &Entry) -> Result<EntryInfo, String> {
         dns_names: e.dns_names.clone(),
         hint: e.hint.clone(),
         revision: e.revision,
-        created_at: 0,
+        created_at: e.created_at,
     })
 }
 
@@ -199,6 +199,7 @@ mod tests {
             expires_at: 0,
             hint: "internal".into(),
             revision: 3,
+            created_at: 1_700_000_000,
         };
         let bad_id = Entry {
             id: "e2".into(),
@@ -221,6 +222,7 @@ mod tests {
         assert_eq!(e.spiffe_id.to_string(), "spiffe://td.org/web");
         assert_eq!(e.hint, "internal");
         assert_eq!(e.ttl_secs, 20);
+        assert_eq!(e.created_at, 1_700_000_000, "orders the default SVID");
         assert_eq!(state.bundle.len(), 1);
         assert_eq!(state.crl, vec![9]);
         assert_eq!(state.revision, 7);

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod attestation;
 mod entry;
 mod error;
 mod profile;
@@ -22,6 +23,7 @@ mod spiffe_id;
 mod task;
 
 pub use self::{
+    attestation::{X509POP_CHALLENGE_CONTEXT, x509pop_challenge},
     entry::{Entry, EntryId, MAX_HINT_LEN, validate_dns_name},
     error::{IdError, IdKind, ProfileError, SelectorError, TaskBindingError},
     profile::{SvidSummary, check_signing_certificate, check_x509_svid},

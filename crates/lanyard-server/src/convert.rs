@@ -16,6 +16,7 @@ pub(crate) fn node_entry(e: &Entry) -> node::Entry {
         expires_at: e.expires_at.unwrap_or(0),
         hint: e.hint.clone(),
         revision: e.revision,
+        created_at: e.created_at,
     }
 }
 

@@ -9,22 +9,15 @@ use tonic::Status;
 
 use crate::{join_token, state::ServerState, status::store_status};
 
-/// Domain separation for the x509pop proof.
-pub const X509POP_CHALLENGE_CONTEXT: &[u8] = b"lanyard-x509pop-v1";
-
-/// The bytes an x509pop node signs: the context followed by SHA-256 of the
-/// CSR it sends, so a captured proof cannot certify any other key.
-pub fn x509pop_challenge(csr_der: &[u8]) -> Vec<u8> {
-    let mut msg = X509POP_CHALLENGE_CONTEXT.to_vec();
-    msg.extend_from_slice(digest::digest(&digest::SHA256, csr_der).as_ref());
-    msg
-}
+pub use lanyard_identity::{X509POP_CHALLENGE_CONTEXT, x509pop_challenge};
 
 /// Who the node proved to be.
 pub(crate) struct AttestedNode {
     pub agent_id: SpiffeId,
     pub attestation_type: &'static str,
     pub selectors: Vec<Selector>,
+    /// The join token's ID, when one was used.
+    pub token_id: Option<String>,
 }
 
 fn agent_path(td: &lanyard_identity::TrustDomain, path: &str) -> Result<SpiffeId, Status> {
@@ -69,6 +62,7 @@ pub(crate) async fn join_token(
         agent_id,
         attestation_type: "join_token",
         selectors: vec![selector],
+        token_id: Some(id),
     })
 }
 
@@ -149,6 +143,7 @@ pub(crate) fn x509pop(
         agent_id,
         attestation_type: "x509pop",
         selectors,
+        token_id: None,
     })
 }
 
