@@ -60,11 +60,16 @@ impl Server {
 
     /// Starts with extra `run` flags.
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_with_socket(extra, None)
+    }
+
+    /// Starts with extra `run` flags and, if given, this admin socket.
+    pub fn start_with_socket(extra: &[&str], socket: Option<PathBuf>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("lanyard-e2e")
             .tempdir()
             .unwrap();
-        let socket = dir.path().join("admin.sock");
+        let socket = socket.unwrap_or_else(|| dir.path().join("admin.sock"));
         let mut server = Self {
             node_addr: free_port(),
             http_addr: free_port(),

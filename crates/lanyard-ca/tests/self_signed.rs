@@ -463,6 +463,11 @@ fn task_svids_carry_their_binding_and_still_verify() {
     // A non-critical extension: both independent verifiers still accept it.
     assert_verifies(&ca.trust_bundle(), &svid.cert_chain, now);
     // Plain SVIDs carry none.
-    let plain = ca.sign_x509_svid(&request_with(&csr, &spiffe_id, HOUR), now).unwrap();
-    assert_eq!(lanyard_identity::TaskBinding::from_certificate(&plain.cert_chain[0]).unwrap(), None);
+    let plain = ca
+        .sign_x509_svid(&request_with(&csr, &spiffe_id, HOUR), now)
+        .unwrap();
+    assert_eq!(
+        lanyard_identity::TaskBinding::from_certificate(&plain.cert_chain[0]).unwrap(),
+        None
+    );
 }

@@ -6,7 +6,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use lanyard_identity::TrustDomain;
 use serde::Deserialize;
 
-use crate::ServerError;
+use crate::{
+    ServerError,
+    policy::{Policy, PrincipalRule},
+};
 
 /// The file form of the configuration: every key optional so that flags can
 /// fill or override it.
@@ -43,6 +46,33 @@ pub struct ConfigFile {
     pub upstream: Option<UpstreamFile>,
     /// x509pop node attestation.
     pub x509pop: Option<X509PopFile>,
+    /// Principals who may run every operator command (`uid:N`, `user:NAME`,
+    /// `gid:N`, `group:NAME`, `*`).
+    pub admins: Option<Vec<String>>,
+    /// Mode of the admin socket, octal (e.g. `"0660"`).
+    pub admin_socket_mode: Option<String>,
+    /// Group owning the admin socket (name or gid).
+    pub admin_socket_group: Option<String>,
+    /// Task grant policy.
+    pub tasks: Option<TasksFile>,
+}
+
+/// `[tasks]`: the policy task grants obey.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TasksFile {
+    /// Longest task window.
+    #[serde(default, with = "humantime_serde")]
+    pub max_ttl: Option<Duration>,
+    /// Longest break-glass window.
+    #[serde(default, with = "humantime_serde")]
+    pub break_glass_max_ttl: Option<Duration>,
+    /// Who may request tasks (default: the admins).
+    pub requesters: Option<Vec<String>>,
+    /// Who may approve, deny and review (default: the admins).
+    pub approvers: Option<Vec<String>>,
+    /// Requester and approver must differ (default: true).
+    pub require_distinct_approver: Option<bool>,
 }
 
 /// `[upstream]`: an existing CA whose certificate and key sign Lanyard's CA.
@@ -92,6 +122,12 @@ pub struct ServerConfig {
     pub upstream: Option<UpstreamFile>,
     /// x509pop CA bundle, if x509pop attestation is enabled.
     pub x509pop_ca_bundle: Option<PathBuf>,
+    /// Admin socket mode.
+    pub admin_socket_mode: u32,
+    /// Admin socket group (name or gid).
+    pub admin_socket_group: Option<String>,
+    /// Who may do what, and the task rules.
+    pub policy: Policy,
 }
 
 /// Defaults, as documented in DESIGN.md and `deploy/server.toml`.
@@ -109,6 +145,12 @@ pub mod defaults {
     pub const AGENT_SVID_TTL: Duration = Duration::from_secs(3600);
     /// `join_token_ttl`.
     pub const JOIN_TOKEN_TTL: Duration = Duration::from_secs(600);
+    /// `[tasks] max_ttl`.
+    pub const TASK_MAX_TTL: Duration = Duration::from_secs(4 * 3600);
+    /// `[tasks] break_glass_max_ttl`.
+    pub const BREAK_GLASS_MAX_TTL: Duration = Duration::from_secs(1800);
+    /// `admin_socket_mode`.
+    pub const ADMIN_SOCKET_MODE: u32 = 0o600;
 }
 
 impl ConfigFile {
@@ -145,6 +187,10 @@ impl ConfigFile {
             log_format: other.log_format.or(self.log_format),
             upstream: other.upstream.or(self.upstream),
             x509pop: other.x509pop.or(self.x509pop),
+            admins: other.admins.or(self.admins),
+            admin_socket_mode: other.admin_socket_mode.or(self.admin_socket_mode),
+            admin_socket_group: other.admin_socket_group.or(self.admin_socket_group),
+            tasks: other.tasks.or(self.tasks),
         }
     }
 
@@ -208,6 +254,54 @@ impl ConfigFile {
         let admin_socket = self
             .admin_socket
             .unwrap_or_else(|| data_dir.join("admin.sock"));
+        let admin_socket_mode = match &self.admin_socket_mode {
+            None => defaults::ADMIN_SOCKET_MODE,
+            Some(m) => u32::from_str_radix(m.trim_start_matches("0o"), 8)
+                .ok()
+                .filter(|m| *m <= 0o777)
+                .ok_or_else(|| {
+                    bad(format!(
+                        "admin_socket_mode must be an octal mode like \"0660\", got {m:?}"
+                    ))
+                })?,
+        };
+        let rules = |key: &str,
+                     list: Option<Vec<String>>|
+         -> Result<Option<Vec<PrincipalRule>>, ServerError> {
+            list.map(|l| {
+                l.iter()
+                    .map(|r| r.parse().map_err(|e: String| bad(format!("{key}: {e}"))))
+                    .collect()
+            })
+            .transpose()
+        };
+        // By default root and the server's own user administer it.
+        let own_uid = std::fs::metadata("/proc/self")
+            .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+            .unwrap_or(0);
+        let admins = rules("admins", self.admins)?.unwrap_or_else(|| {
+            let mut admins = vec![PrincipalRule::Uid(0), PrincipalRule::Uid(own_uid)];
+            admins.dedup();
+            admins
+        });
+        let tasks = self.tasks.unwrap_or_default();
+        let policy = Policy {
+            requesters: rules("tasks.requesters", tasks.requesters)?.unwrap_or_default(),
+            approvers: rules("tasks.approvers", tasks.approvers)?.unwrap_or_default(),
+            admins,
+            max_task_ttl: tasks.max_ttl.unwrap_or(defaults::TASK_MAX_TTL),
+            break_glass_max_ttl: tasks
+                .break_glass_max_ttl
+                .unwrap_or(defaults::BREAK_GLASS_MAX_TTL),
+            require_distinct_approver: tasks.require_distinct_approver.unwrap_or(true),
+        };
+        if policy.break_glass_max_ttl > policy.max_task_ttl {
+            return Err(bad(format!(
+                "tasks.break_glass_max_ttl ({}) must not exceed tasks.max_ttl ({})",
+                humantime::format_duration(policy.break_glass_max_ttl),
+                humantime::format_duration(policy.max_task_ttl)
+            )));
+        }
         Ok(ServerConfig {
             trust_domain,
             bind_address: self
@@ -226,6 +320,9 @@ impl ConfigFile {
             log_json,
             upstream: self.upstream,
             x509pop_ca_bundle: self.x509pop.map(|x| x.ca_bundle_path),
+            admin_socket_mode,
+            admin_socket_group: self.admin_socket_group,
+            policy,
         })
     }
 }
@@ -234,6 +331,41 @@ impl ConfigFile {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn task_policy_and_socket_mode_are_validated() {
+        let cfg = ConfigFile::parse(
+            "trust_domain = \"a.org\"\ndata_dir = \"/d\"\nadmin_socket_mode = \"0660\"\n[tasks]\nmax_ttl = \"1h\"\nbreak_glass_max_ttl = \"10m\"\nrequesters = [\"group:ops\"]\napprovers = [\"user:bob\", \"uid:1002\"]",
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        assert_eq!(cfg.admin_socket_mode, 0o660);
+        assert_eq!(cfg.policy.max_task_ttl, Duration::from_secs(3600));
+        assert_eq!(cfg.policy.approvers.len(), 2);
+        assert!(cfg.policy.require_distinct_approver);
+        let err = ConfigFile::parse(
+            "trust_domain = \"a.org\"\ndata_dir = \"/d\"\n[tasks]\napprovers = [\"bob\"]",
+        )
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("tasks.approvers") && err.contains("user:NAME"),
+            "{err}"
+        );
+        let err = ConfigFile::parse(
+            "trust_domain = \"a.org\"\ndata_dir = \"/d\"\nadmin_socket_mode = \"rw\"",
+        )
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("admin_socket_mode"), "{err}");
+        let err = ConfigFile::parse("[tasks]\nmax_tll = \"1h\"").unwrap_err();
+        assert!(err.contains("max_tll"), "{err}");
+    }
 
     #[test]
     fn unknown_key_is_named() {

@@ -34,6 +34,9 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    /// The audit log is damaged or cannot be written.
+    #[error("audit log: {0}")]
+    Audit(String),
     /// TLS configuration failed.
     #[error("TLS: {0}")]
     Tls(#[from] rustls::Error),

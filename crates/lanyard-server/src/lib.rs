@@ -24,16 +24,19 @@ mod error;
 mod http;
 mod join_token;
 mod node;
+mod policy;
 mod revocation;
 mod rotation;
 mod run;
 mod state;
 mod status;
+mod tasks;
 
 pub use self::{
-    config::{ConfigFile, ServerConfig, UpstreamFile, X509PopFile, defaults},
+    config::{ConfigFile, ServerConfig, TasksFile, UpstreamFile, X509PopFile, defaults},
     error::ServerError,
     node::{X509POP_CHALLENGE_CONTEXT, authorized_entries, x509pop_challenge},
+    policy::{Policy, PrincipalRule},
     revocation::CRL_VALIDITY,
     run::run,
 };

@@ -13,6 +13,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use lanyard_audit::{Action, Event};
 use lanyard_ca::{RevocationReason, RevokedSerial};
 use lanyard_store::{Revocation, SvidRecord};
 use tokio_util::sync::CancellationToken;
@@ -65,6 +66,7 @@ pub(crate) async fn revoke(
     records: Vec<SvidRecord>,
     reason: RevocationReason,
     principal: &str,
+    ticket: Option<&str>,
 ) -> Result<Vec<String>, Status> {
     let now = now_unix();
     let already = state.crl.load().revoked.clone();
@@ -89,6 +91,16 @@ pub(crate) async fn revoke(
         .await
         .map_err(store_status)?;
     for r in &fresh {
+        let mut event = Event::new(principal, Action::SvidRevoked, r.spiffe_id.to_string())
+            .reason(reason.to_string())
+            .detail("serial", r.serial.clone());
+        if let Some(entry) = r.entry_id {
+            event = event.detail("entry_id", entry.to_string());
+        }
+        if let Some(ticket) = ticket {
+            event = event.ticket(ticket);
+        }
+        state.audit(event).await?;
         tracing::warn!(
             serial = %r.serial,
             spiffe_id = %r.spiffe_id,

@@ -10,6 +10,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use lanyard_audit::{AuditError, AuditLog, Problem};
 use lanyard_ca::{CaConfig, CaJournal, CertificateAuthority, UpstreamCa};
 use lanyard_mtls::TrustMaterial;
 use lanyard_proto::{admin::v1::admin_server::AdminServer, node::v1::node_server::NodeServer};
@@ -63,7 +64,12 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         .map_err(|e| ServerError::Config(format!("CA journal: {e}")))?;
     store.put_ca_journal(&journal)?;
 
-    let state = ServerState::new(cfg.clone(), store, ca);
+    // The audit log must verify up to the head the store recorded: a log
+    // that was edited or lost its tail stops the server (fail closed).
+    let audit_path = cfg.data_dir.join("audit.log");
+    let head = store.get_audit_head()?;
+    let audit = open_audit_log(&audit_path, head, store.as_ref())?;
+    let state = ServerState::new(cfg.clone(), store, ca, audit);
     // A fresh CRL (new number, signed by the active key) before anyone connects.
     crate::revocation::publish(&state).await?;
     let trust = Arc::new(TrustMaterial::new(state.bundle()));
@@ -76,7 +82,11 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     let http_listener = TcpListener::bind(cfg.http_address)
         .await
         .map_err(|e| ServerError::io("cannot bind HTTP", cfg.http_address, e))?;
-    let admin_listener = bind_admin_socket(&cfg.admin_socket)?;
+    let admin_listener = bind_admin_socket(
+        &cfg.admin_socket,
+        cfg.admin_socket_mode,
+        cfg.admin_socket_group.as_deref(),
+    )?;
 
     let ready = Arc::new(AtomicBool::new(false));
     let stop = shutdown.child_token();
@@ -100,6 +110,10 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     tasks.spawn({
         let (state, stop) = (state.clone(), stop.clone());
         async move { ("CRL refresh", crate::revocation::run(state, stop).await) }
+    });
+    tasks.spawn({
+        let (state, stop) = (state.clone(), stop.clone());
+        async move { ("task scheduler", crate::tasks::run(state, stop).await) }
     });
 
     let http = crate::http::serve(http_listener, state.clone(), ready.clone(), stop.clone());
@@ -213,9 +227,14 @@ async fn accept_tls(
     }
 }
 
-/// Binds the admin socket with mode 0600. A live server on the same socket is
-/// an error; a stale socket file is replaced.
-fn bind_admin_socket(path: &Path) -> Result<tokio::net::UnixListener, ServerError> {
+/// Binds the admin socket with `mode` (0600 by default) and, if given, hands
+/// it to `group`. A live server on the same socket is an error; a stale
+/// socket file is replaced.
+fn bind_admin_socket(
+    path: &Path,
+    mode: u32,
+    group: Option<&str>,
+) -> Result<tokio::net::UnixListener, ServerError> {
     if let Some(dir) = path.parent() {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -244,7 +263,60 @@ fn bind_admin_socket(path: &Path) -> Result<tokio::net::UnixListener, ServerErro
     }
     let listener = tokio::net::UnixListener::bind(path)
         .map_err(|e| ServerError::io("cannot bind admin socket", path.display(), e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+    if let Some(group) = group {
+        let gid = group_id(group).ok_or_else(|| {
+            ServerError::Config(format!(
+                "admin_socket_group {group:?} is neither a gid nor a group in /etc/group"
+            ))
+        })?;
+        std::os::unix::fs::chown(path, None, Some(gid))
+            .map_err(|e| ServerError::io("cannot set admin socket group", path.display(), e))?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| ServerError::io("cannot set admin socket mode", path.display(), e))?;
     Ok(listener)
+}
+
+/// A group name (from /etc/group) or numeric gid.
+fn group_id(group: &str) -> Option<u32> {
+    if let Ok(gid) = group.parse() {
+        return Some(gid);
+    }
+    let groups = std::fs::read_to_string("/etc/group").ok()?;
+    groups.lines().find_map(|line| {
+        let mut f = line.split(':');
+        let name = f.next()?;
+        let gid = f.nth(1)?;
+        (name == group).then(|| gid.parse().ok()).flatten()
+    })
+}
+
+/// Opens the audit log, verified up to the head the store anchors. Appends
+/// are serialized and the head is stored right after each one, so a crash
+/// can leave exactly one record past the head: that record (already checked
+/// to chain correctly) is accepted and re-anchored. Anything more is refused.
+fn open_audit_log(
+    path: &Path,
+    head: Option<(u64, String)>,
+    store: &dyn Datastore,
+) -> Result<AuditLog, ServerError> {
+    let expected = head.as_ref().map(|(s, h)| (*s, h.as_str()));
+    match AuditLog::open(path, expected) {
+        Ok(log) => Ok(log),
+        Err(AuditError::Broken {
+            problem: Problem::BeyondHead { head_seq, last_seq },
+            ..
+        }) if last_seq == head_seq + 1 => {
+            tracing::warn!(
+                head_seq,
+                last_seq,
+                "audit log has one record past the stored head (a crash between append and anchor); re-anchoring"
+            );
+            let log = AuditLog::open(path, None).map_err(|e| ServerError::Audit(e.to_string()))?;
+            let (seq, hash) = log.head();
+            store.put_audit_head(seq, &hash)?;
+            Ok(log)
+        }
+        Err(e) => Err(ServerError::Audit(format!("{}: {e}", path.display()))),
+    }
 }

@@ -6,8 +6,9 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use lanyard_audit::{Action, AuditLog, Event};
 use lanyard_ca::{CertificateAuthority, IssuedSvid, SvidRequest};
-use lanyard_identity::{EntryId, SpiffeId};
+use lanyard_identity::{EntryId, SpiffeId, TaskBinding};
 use lanyard_store::{Datastore, StoreError, SvidRecord};
 use rustls_pki_types::CertificateDer;
 use tokio::sync::watch;
@@ -25,6 +26,12 @@ pub(crate) struct ServerState {
     pub crl: arc_swap::ArcSwap<PublishedCrl>,
     /// Serializes CRL rebuilds so numbers are published in order.
     pub crl_lock: tokio::sync::Mutex<()>,
+    /// Serializes task state changes.
+    pub tasks_lock: tokio::sync::Mutex<()>,
+    /// Wakes the task scheduler when a task changes.
+    pub tasks_changed: tokio::sync::Notify,
+    /// The append-only audit log (appends fsync, so they run off the runtime).
+    audit_log: Arc<std::sync::Mutex<AuditLog>>,
     /// Bumped on every change agents must hear about (entries, bundle,
     /// agents' standing); Sync streams wait on it. Pushed, never polled.
     changes: watch::Sender<u64>,
@@ -38,6 +45,8 @@ pub(crate) struct Issue<'a> {
     pub ttl: Duration,
     pub entry_id: Option<EntryId>,
     pub agent_id: Option<&'a SpiffeId>,
+    /// For a task SVID: its binding (the caller caps `ttl` to the window).
+    pub task: Option<&'a TaskBinding>,
 }
 
 impl ServerState {
@@ -45,6 +54,7 @@ impl ServerState {
         cfg: ServerConfig,
         store: Arc<dyn Datastore>,
         ca: CertificateAuthority,
+        audit_log: AuditLog,
     ) -> Arc<Self> {
         let server_id = server_id(&cfg);
         let (changes, _) = watch::channel(0);
@@ -54,6 +64,9 @@ impl ServerState {
             ca: RwLock::new(ca),
             crl: arc_swap::ArcSwap::from_pointee(PublishedCrl::default()),
             crl_lock: tokio::sync::Mutex::new(()),
+            tasks_lock: tokio::sync::Mutex::new(()),
+            tasks_changed: tokio::sync::Notify::new(),
+            audit_log: Arc::new(std::sync::Mutex::new(audit_log)),
             server_id,
             changes,
         })
@@ -92,6 +105,62 @@ impl ServerState {
         }
     }
 
+    /// Appends a security decision to the audit log and anchors the new head
+    /// in the store, both durably, before the caller acknowledges the action.
+    pub async fn audit(&self, event: Event) -> Result<(), Status> {
+        let log = self.audit_log.clone();
+        let store = self.store.clone();
+        let done = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            let mut log = log
+                .lock()
+                .map_err(|_| "audit log lock poisoned".to_owned())?;
+            let record = log
+                .append(event, SystemTime::now())
+                .map_err(|e| e.to_string())?;
+            store
+                .put_audit_head(record.seq, &record.hash)
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
+        done.map_err(|e| {
+            tracing::error!(error = %e, "audit append failed; refusing the action");
+            Status::internal("the audit log could not be written; the action was not taken")
+        })
+    }
+
+    /// Verifies the whole audit log against the head anchored in the store,
+    /// holding the log so no append lands between the two reads.
+    pub async fn verify_audit(&self) -> Result<lanyard_audit::VerifyReport, Status> {
+        let log = self.audit_log.clone();
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || -> Result<lanyard_audit::VerifyReport, Status> {
+            let log = log
+                .lock()
+                .map_err(|_| Status::internal("audit log lock poisoned"))?;
+            let head = store.get_audit_head().map_err(store_status)?;
+            let path = log.path().to_path_buf();
+            let file = std::fs::File::open(&path)
+                .map_err(|e| Status::internal(format!("{}: {e}", path.display())))?;
+            lanyard_audit::verify(
+                std::io::BufReader::new(file),
+                head.as_ref().map(|(seq, hash)| (*seq, hash.as_str())),
+            )
+            .map_err(|e| Status::data_loss(format!("{}: {e}", path.display())))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+    }
+
+    /// The audit log file.
+    pub fn audit_path(&self) -> std::path::PathBuf {
+        match self.audit_log.lock() {
+            Ok(log) => log.path().to_path_buf(),
+            Err(poisoned) => poisoned.into_inner().path().to_path_buf(),
+        }
+    }
+
     /// Signs an SVID and durably records it before returning it, so that
     /// anything issued can later be listed and revoked.
     pub async fn issue(&self, req: Issue<'_>) -> Result<IssuedSvid, Status> {
@@ -100,13 +169,14 @@ impl ServerState {
                 .ca
                 .read()
                 .map_err(|_| Status::internal("CA lock poisoned"))?;
-            ca.sign_x509_svid(
+            ca.sign_task_svid(
                 &SvidRequest {
                     csr_der: req.csr_der,
                     spiffe_id: req.spiffe_id,
                     dns_names: req.dns_names,
                     ttl: req.ttl,
                 },
+                req.task,
                 SystemTime::now(),
             )
             .map_err(|e| Status::invalid_argument(e.to_string()))?
@@ -122,6 +192,22 @@ impl ServerState {
         self.db(move |s| s.record_svid(&record))
             .await
             .map_err(store_status)?;
+        let principal = req
+            .agent_id
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "lanyard-server".into());
+        let mut event = Event::new(principal, Action::SvidIssued, issued.spiffe_id.to_string())
+            .detail("serial", issued.serial.clone())
+            .detail("not_after", issued.not_after.to_string());
+        if let Some(entry) = req.entry_id {
+            event = event.detail("entry_id", entry.to_string());
+        }
+        if let Some(task) = req.task {
+            event = event
+                .ticket(task.ticket.clone())
+                .detail("task_id", task.task_id.clone());
+        }
+        self.audit(event).await?;
         tracing::info!(
             spiffe_id = %issued.spiffe_id,
             serial = %issued.serial,

@@ -3,4 +3,7 @@
 mod principal;
 mod service;
 
-pub(crate) use self::{principal::Principal, service::AdminService};
+pub(crate) use self::{
+    principal::Principal,
+    service::{AdminService, check_entry_ids},
+};

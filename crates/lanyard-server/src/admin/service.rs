@@ -8,11 +8,16 @@ use lanyard_proto::admin::v1::{self as pb, admin_server::Admin};
 use lanyard_store::{AgentRecord, JoinTokenRecord};
 use tonic::{Request, Response, Status};
 
+use lanyard_audit::{Action, Event};
+
 use super::Principal;
 use crate::{
-    convert, join_token, revocation,
+    convert, join_token,
+    policy::Role,
+    revocation,
     state::{ServerState, now_unix},
     status::store_status,
+    tasks,
 };
 
 pub(crate) struct AdminService {
@@ -24,29 +29,31 @@ impl AdminService {
         Self { state }
     }
 
-    /// IDs under `/lanyard/` belong to the server and agents: no entry may
-    /// claim one, and every entry stays inside our trust domain.
-    fn check_entry_ids(&self, entry: &Entry) -> Result<(), Status> {
-        let td = &self.state.cfg.trust_domain;
-        for (field, id) in [
-            ("spiffe_id", &entry.spiffe_id),
-            ("parent_id", &entry.parent_id),
-        ] {
-            if !id.is_member_of(td) {
-                return Err(Status::invalid_argument(format!(
-                    "{field} {id} is not in trust domain {td}"
-                )));
-            }
+    async fn decide(
+        &self,
+        req: Request<pb::TaskDecision>,
+        role: Role,
+        decision: tasks::Decision,
+    ) -> Result<Response<pb::Task>, Status> {
+        let who = self.authorize(&req, role)?;
+        let d = req.into_inner();
+        let task = tasks::decide(&self.state, &who, decision, &d.id, d.note).await?;
+        Ok(Response::new(tasks::task_pb(&task)))
+    }
+
+    /// The caller, if it holds `role` under the policy.
+    fn authorize<T>(&self, req: &Request<T>, role: Role) -> Result<Principal, Status> {
+        let who = Principal::of(req)?;
+        if self.state.cfg.policy.allows(&who, role) {
+            Ok(who)
+        } else {
+            tracing::warn!(principal = %who, ?role, "admin call refused by policy");
+            Err(Status::permission_denied(format!(
+                "{who} may not do this: it needs the {} role ({})",
+                format!("{role:?}").to_lowercase(),
+                self.state.cfg.policy.describe(role)
+            )))
         }
-        if entry.spiffe_id.path() == "/lanyard" || entry.spiffe_id.path().starts_with("/lanyard/") {
-            return Err(Status::invalid_argument(format!(
-                "spiffe_id {} is reserved: paths under /lanyard/ name the server and agents",
-                entry.spiffe_id
-            )));
-        }
-        entry
-            .validate()
-            .map_err(|e| Status::invalid_argument(e.to_string()))
     }
 
     fn entry_from(&self, e: pb::Entry) -> Result<Entry, Status> {
@@ -83,7 +90,7 @@ impl AdminService {
         reason: RevocationReason,
         apply: fn(&mut AgentRecord),
     ) -> Result<Response<pb::Agent>, Status> {
-        let who = Principal::of(&req)?;
+        let who = self.authorize(&req, Role::Admin)?;
         let mut agent = self.agent(req.get_ref()).await?;
         apply(&mut agent);
         let record = agent.clone();
@@ -97,10 +104,47 @@ impl AdminService {
             r.spiffe_id == id || r.agent_id.as_ref() == Some(&id)
         })
         .await?;
-        let revoked = revocation::revoke(&self.state, affected, reason, &who.to_string()).await?;
+        let revoked =
+            revocation::revoke(&self.state, affected, reason, &who.to_string(), None).await?;
+        let audit_action = if agent.banned {
+            Action::AgentBanned
+        } else {
+            Action::AgentEvicted
+        };
+        self.state
+            .audit(
+                Event::new(who.to_string(), audit_action, agent.spiffe_id.to_string())
+                    .detail("revoked_svids", revoked.len().to_string()),
+            )
+            .await?;
         tracing::warn!(principal = %who, agent = %agent.spiffe_id, action, revoked = revoked.len(), "agent standing changed");
         Ok(Response::new(agent_pb(&agent)))
     }
+}
+
+/// IDs under `/lanyard/` belong to the server and agents: no entry may
+/// claim one, and every entry stays inside our trust domain.
+pub(crate) fn check_entry_ids(state: &ServerState, entry: &Entry) -> Result<(), Status> {
+    let td = &state.cfg.trust_domain;
+    for (field, id) in [
+        ("spiffe_id", &entry.spiffe_id),
+        ("parent_id", &entry.parent_id),
+    ] {
+        if !id.is_member_of(td) {
+            return Err(Status::invalid_argument(format!(
+                "{field} {id} is not in trust domain {td}"
+            )));
+        }
+    }
+    if entry.spiffe_id.path() == "/lanyard" || entry.spiffe_id.path().starts_with("/lanyard/") {
+        return Err(Status::invalid_argument(format!(
+            "spiffe_id {} is reserved: paths under /lanyard/ name the server and agents",
+            entry.spiffe_id
+        )));
+    }
+    entry
+        .validate()
+        .map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 fn agent_pb(a: &AgentRecord) -> pb::Agent {
@@ -122,19 +166,22 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::CreateEntryRequest>,
     ) -> Result<Response<pb::Entry>, Status> {
-        let who = Principal::of(&req)?;
+        let who = self.authorize(&req, Role::Admin)?;
         let entry = req
             .into_inner()
             .entry
             .ok_or_else(|| Status::invalid_argument("entry is required"))?;
         let entry = self.entry_from(entry)?;
-        self.check_entry_ids(&entry)?;
+        check_entry_ids(&self.state, &entry)?;
         let record = entry.clone();
         self.state
             .db(move |s| s.create_entry(&record))
             .await
             .map_err(store_status)?;
         self.state.notify();
+        self.state
+            .audit(entry_event(&who, Action::EntryCreated, &entry))
+            .await?;
         tracing::info!(principal = %who, entry = %entry.id, spiffe_id = %entry.spiffe_id, "entry created");
         Ok(Response::new(convert::admin_entry(&entry)))
     }
@@ -143,6 +190,7 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::ListEntriesRequest>,
     ) -> Result<Response<pb::ListEntriesResponse>, Status> {
+        self.authorize(&req, Role::Admin)?;
         let f = req.into_inner();
         let spiffe_id = (!f.spiffe_id.is_empty())
             .then(|| convert::spiffe_id("spiffe_id", &f.spiffe_id))
@@ -173,6 +221,7 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::GetEntryRequest>,
     ) -> Result<Response<pb::Entry>, Status> {
+        self.authorize(&req, Role::Admin)?;
         let id = convert::entry_id(&req.get_ref().id)?;
         let entry = self
             .state
@@ -187,7 +236,7 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::UpdateEntryRequest>,
     ) -> Result<Response<pb::Entry>, Status> {
-        let who = Principal::of(&req)?;
+        let who = self.authorize(&req, Role::Admin)?;
         let u = req.into_inner();
         let id = convert::entry_id(&u.id)?;
         let mut entry = self
@@ -218,13 +267,16 @@ impl Admin for AdminService {
             entry.hint = v;
         }
         entry.revision += 1;
-        self.check_entry_ids(&entry)?;
+        check_entry_ids(&self.state, &entry)?;
         let record = entry.clone();
         self.state
             .db(move |s| s.update_entry(&record))
             .await
             .map_err(store_status)?;
         self.state.notify();
+        self.state
+            .audit(entry_event(&who, Action::EntryUpdated, &entry))
+            .await?;
         tracing::info!(principal = %who, entry = %entry.id, revision = entry.revision, "entry updated");
         Ok(Response::new(convert::admin_entry(&entry)))
     }
@@ -233,7 +285,7 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::DeleteEntryRequest>,
     ) -> Result<Response<pb::Entry>, Status> {
-        let who = Principal::of(&req)?;
+        let who = self.authorize(&req, Role::Admin)?;
         let id = convert::entry_id(&req.get_ref().id)?;
         let entry = self
             .state
@@ -248,8 +300,12 @@ impl Admin for AdminService {
             affected,
             RevocationReason::CessationOfOperation,
             &who.to_string(),
+            None,
         )
         .await?;
+        self.state
+            .audit(entry_event(&who, Action::EntryDeleted, &entry))
+            .await?;
         tracing::info!(principal = %who, entry = %entry.id, spiffe_id = %entry.spiffe_id, revoked = revoked.len(), "entry deleted");
         Ok(Response::new(convert::admin_entry(&entry)))
     }
@@ -258,7 +314,7 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::GenerateJoinTokenRequest>,
     ) -> Result<Response<pb::JoinToken>, Status> {
-        let who = Principal::of(&req)?;
+        let who = self.authorize(&req, Role::Admin)?;
         let r = req.into_inner();
         let ttl = match r.ttl_seconds {
             0 => self.state.cfg.join_token_ttl.as_secs() as i64,
@@ -300,6 +356,13 @@ impl Admin for AdminService {
             .db(move |s| s.create_join_token(&record))
             .await
             .map_err(store_status)?;
+        self.state
+            .audit(
+                Event::new(who.to_string(), Action::TokenCreated, token_id.clone())
+                    .detail("agent_id", agent_id.to_string())
+                    .detail("expires_at", (now + ttl).to_string()),
+            )
+            .await?;
         tracing::info!(principal = %who, token_id = %token_id, ttl_seconds = ttl, "join token created");
         Ok(Response::new(pb::JoinToken {
             token,
@@ -310,8 +373,9 @@ impl Admin for AdminService {
 
     async fn list_agents(
         &self,
-        _req: Request<pb::ListAgentsRequest>,
+        req: Request<pb::ListAgentsRequest>,
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        self.authorize(&req, Role::Admin)?;
         let agents = self
             .state
             .db(|s| s.list_agents())
@@ -326,6 +390,7 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::GetAgentRequest>,
     ) -> Result<Response<pb::Agent>, Status> {
+        self.authorize(&req, Role::Admin)?;
         Ok(Response::new(agent_pb(
             &self.agent(&req.get_ref().spiffe_id).await?,
         )))
@@ -379,6 +444,7 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::ListSvidsRequest>,
     ) -> Result<Response<pb::ListSvidsResponse>, Status> {
+        self.authorize(&req, Role::Admin)?;
         let f = req.into_inner();
         let spiffe_id = (!f.spiffe_id.is_empty())
             .then(|| convert::spiffe_id("spiffe_id", &f.spiffe_id))
@@ -410,7 +476,7 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::RevokeSvidRequest>,
     ) -> Result<Response<pb::RevokeSvidResponse>, Status> {
-        let who = Principal::of(&req)?;
+        let who = self.authorize(&req, Role::Admin)?;
         let r = req.into_inner();
         let serial = revocation::normalize_serial(&r.serial)?;
         let reason: RevocationReason = if r.reason.is_empty() {
@@ -438,7 +504,7 @@ impl Admin for AdminService {
             )));
         }
         let serials =
-            revocation::revoke(&self.state, vec![record], reason, &who.to_string()).await?;
+            revocation::revoke(&self.state, vec![record], reason, &who.to_string(), None).await?;
         Ok(Response::new(pb::RevokeSvidResponse {
             serials,
             crl_number: self.state.crl.load().number,
@@ -455,6 +521,139 @@ impl Admin for AdminService {
         }))
     }
 
+    async fn request_task(
+        &self,
+        req: Request<pb::RequestTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        let who = self.authorize(&req, Role::Requester)?;
+        let task = tasks::request(&self.state, &who, req.into_inner()).await?;
+        Ok(Response::new(tasks::task_pb(&task)))
+    }
+
+    async fn approve_task(
+        &self,
+        req: Request<pb::TaskDecision>,
+    ) -> Result<Response<pb::Task>, Status> {
+        self.decide(req, Role::Approver, tasks::Decision::Approve)
+            .await
+    }
+
+    async fn deny_task(
+        &self,
+        req: Request<pb::TaskDecision>,
+    ) -> Result<Response<pb::Task>, Status> {
+        self.decide(req, Role::Approver, tasks::Decision::Deny)
+            .await
+    }
+
+    async fn complete_task(
+        &self,
+        req: Request<pb::TaskDecision>,
+    ) -> Result<Response<pb::Task>, Status> {
+        self.decide(req, Role::Requester, tasks::Decision::Complete)
+            .await
+    }
+
+    async fn review_task(
+        &self,
+        req: Request<pb::TaskDecision>,
+    ) -> Result<Response<pb::Task>, Status> {
+        self.decide(req, Role::Approver, tasks::Decision::Review)
+            .await
+    }
+
+    async fn get_task(
+        &self,
+        req: Request<pb::GetTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        self.authorize(&req, Role::Requester)?;
+        let id = req.into_inner().id;
+        let key = id.clone();
+        let task = self
+            .state
+            .db(move |s| s.get_task(&key))
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| Status::not_found(format!("no task {id}")))?;
+        Ok(Response::new(tasks::task_pb(&task)))
+    }
+
+    async fn list_tasks(
+        &self,
+        req: Request<pb::ListTasksRequest>,
+    ) -> Result<Response<pb::ListTasksResponse>, Status> {
+        self.authorize(&req, Role::Requester)?;
+        let f = req.into_inner();
+        const STATES: [&str; 7] = [
+            "requested",
+            "approved",
+            "active",
+            "completed",
+            "expired",
+            "denied",
+            "revoked",
+        ];
+        if !f.state.is_empty() && !STATES.contains(&f.state.as_str()) {
+            return Err(Status::invalid_argument(format!(
+                "unknown task state {:?}; accepted: {}",
+                f.state,
+                STATES.join(", ")
+            )));
+        }
+        let all = self
+            .state
+            .db(|s| s.list_tasks())
+            .await
+            .map_err(store_status)?;
+        let tasks = all
+            .iter()
+            .filter(|t| f.state.is_empty() || t.state.as_str() == f.state)
+            .filter(|t| f.ticket.is_empty() || t.ticket == f.ticket)
+            .map(tasks::task_pb)
+            .collect();
+        Ok(Response::new(pb::ListTasksResponse { tasks }))
+    }
+
+    async fn export_audit(
+        &self,
+        req: Request<pb::ExportAuditRequest>,
+    ) -> Result<Response<pb::ExportAuditResponse>, Status> {
+        self.authorize(&req, Role::Admin)?;
+        let f = req.into_inner();
+        let filter = lanyard_audit::Filter {
+            since: (f.since > 0)
+                .then(|| std::time::UNIX_EPOCH + std::time::Duration::from_secs(f.since as u64)),
+            ticket: (!f.ticket.is_empty()).then_some(f.ticket),
+        };
+        let path = self.state.audit_path();
+        let records = tokio::task::spawn_blocking(move || -> Result<Vec<String>, String> {
+            let file =
+                std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let records = lanyard_audit::read(std::io::BufReader::new(file), &filter)
+                .map_err(|e| e.to_string())?;
+            records
+                .iter()
+                .map(|r| serde_json::to_string(r).map_err(|e| e.to_string()))
+                .collect()
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(Status::data_loss)?;
+        Ok(Response::new(pb::ExportAuditResponse { records }))
+    }
+
+    async fn verify_audit(
+        &self,
+        req: Request<pb::VerifyAuditRequest>,
+    ) -> Result<Response<pb::VerifyAuditResponse>, Status> {
+        self.authorize(&req, Role::Admin)?;
+        let report = self.state.verify_audit().await?;
+        Ok(Response::new(pb::VerifyAuditResponse {
+            records: report.records,
+            head_hash: report.head_hash,
+        }))
+    }
+
     async fn health(
         &self,
         _req: Request<pb::HealthRequest>,
@@ -464,4 +663,19 @@ impl Admin for AdminService {
             trust_domain: self.state.cfg.trust_domain.to_string(),
         }))
     }
+}
+
+fn entry_event(who: &Principal, action: Action, entry: &Entry) -> Event {
+    Event::new(who.to_string(), action, entry.id.to_string())
+        .detail("spiffe_id", entry.spiffe_id.to_string())
+        .detail("parent_id", entry.parent_id.to_string())
+        .detail(
+            "selectors",
+            entry
+                .selectors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        )
 }

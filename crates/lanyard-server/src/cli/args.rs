@@ -58,6 +58,12 @@ pub enum Command {
     /// The trust domain's certificate revocation list.
     #[command(subcommand)]
     Crl(CrlCmd),
+    /// Task-scoped just-in-time identities: request, approve, complete.
+    #[command(subcommand)]
+    Task(TaskCmd),
+    /// The tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
     /// Exit 0 if the server answers on its admin socket and is ready.
     Healthcheck,
 }
@@ -120,6 +126,10 @@ impl RunArgs {
             log_format: self.log_format.clone(),
             upstream: None,
             x509pop: None,
+            admins: None,
+            admin_socket_mode: None,
+            admin_socket_group: None,
+            tasks: None,
         }
     }
 }
@@ -298,4 +308,119 @@ pub enum CrlFormat {
     Der,
     /// A readable summary: number, updates, revoked serials with reasons.
     Text,
+}
+
+/// `task` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TaskCmd {
+    /// Ask for an identity for one piece of work; prints the task ID.
+    Request(Box<TaskRequestArgs>),
+    /// Approve a requested task (a different operator than the requester).
+    Approve {
+        /// Task ID.
+        id: String,
+        /// Why it is approved.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Refuse a task; an approved or active one is revoked at once.
+    Deny {
+        /// Task ID.
+        id: String,
+        /// Why (required).
+        #[arg(long)]
+        reason: String,
+    },
+    /// The work is done: revoke every SVID of the task now.
+    Complete {
+        /// Task ID.
+        id: String,
+        /// A closing note.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Review a break-glass task after the fact.
+    Review {
+        /// Task ID.
+        id: String,
+        /// The review's finding.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// List tasks.
+    List {
+        /// requested, approved, active, completed, expired, denied or revoked.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only this ticket.
+        #[arg(long)]
+        ticket: Option<String>,
+    },
+    /// Show one task with its history.
+    Show {
+        /// Task ID.
+        id: String,
+    },
+}
+
+/// `task request` flags.
+#[derive(Debug, Args)]
+pub struct TaskRequestArgs {
+    /// The change ticket, e.g. CHG-1234.
+    #[arg(long)]
+    pub ticket: String,
+    /// What the work is.
+    #[arg(long, default_value = "")]
+    pub purpose: String,
+    /// SPIFFE ID to grant.
+    #[arg(long)]
+    pub spiffe_id: String,
+    /// Agent (or node alias) that may fetch it.
+    #[arg(long)]
+    pub parent_id: String,
+    /// Workload selector, repeatable.
+    #[arg(long = "selector", required = true)]
+    pub selectors: Vec<String>,
+    /// DNS SAN, repeatable.
+    #[arg(long = "dns-name")]
+    pub dns_names: Vec<String>,
+    /// Window length, e.g. 15m (capped by tasks.max_ttl).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+    /// SPIFFE ID of a server the SVID may be presented to, repeatable.
+    #[arg(long = "audience")]
+    pub audiences: Vec<String>,
+    /// RFC 3339 window start [default: now].
+    #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
+    pub starts_at: Option<std::time::SystemTime>,
+    /// Emergency: active at once without approval, capped by
+    /// tasks.break_glass_max_ttl, flagged for review.
+    #[arg(long, requires = "reason")]
+    pub break_glass: bool,
+    /// Why break-glass is needed.
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+/// `audit` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Print records as JSON lines.
+    Export {
+        /// Only records at or after this RFC 3339 time.
+        #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
+        since: Option<std::time::SystemTime>,
+        /// Only records of this ticket.
+        #[arg(long)]
+        ticket: Option<String>,
+    },
+    /// Check the hash chain; names the first bad record.
+    Verify {
+        /// Verify this file (e.g. a copy) instead of asking the server.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// With --file: the head the log must end at, as SEQ:HASH.
+        #[arg(long)]
+        expect_head: Option<String>,
+    },
 }

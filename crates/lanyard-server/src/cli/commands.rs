@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 
 use super::{
     args::{
-        AgentCmd, BundleCmd, BundleFormat, Cli, Command, CrlCmd, EntryCmd, OutputFormat, SvidCmd,
-        TokenCmd,
+        AgentCmd, AuditCmd, BundleCmd, BundleFormat, Cli, Command, CrlCmd, EntryCmd, OutputFormat,
+        SvidCmd, TokenCmd,
     },
     client::connect,
     output::{self, table},
@@ -37,6 +37,13 @@ pub(crate) fn print_json(v: &Value) -> anyhow::Result<()> {
 /// Runs an operator command (anything but `run`), printing its output.
 pub async fn execute(cli: Cli) -> anyhow::Result<()> {
     let json = cli.output == OutputFormat::Json;
+    if let Command::Audit(AuditCmd::Verify {
+        file: Some(file),
+        expect_head,
+    }) = &cli.command
+    {
+        return super::task::verify_file(file, expect_head.as_deref(), json);
+    }
     let mut admin = connect(&cli.socket).await?;
     match cli.command {
         Command::Run(_) => Err(anyhow!("`run` is not an operator command")),
@@ -181,6 +188,8 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         }
+        Command::Task(cmd) => super::task::task(&mut admin, cmd, json).await,
+        Command::Audit(cmd) => super::task::audit(&mut admin, cmd, json).await,
         Command::Crl(CrlCmd::Show { format }) => {
             let crl = admin
                 .get_crl(pb::GetCrlRequest {})

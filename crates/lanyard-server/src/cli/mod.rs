@@ -6,11 +6,12 @@ mod client;
 mod commands;
 mod crl;
 mod output;
+mod task;
 
 pub use self::{
     args::{
-        AgentCmd, BundleCmd, BundleFormat, Cli, Command, CrlCmd, CrlFormat, EntryCmd, OutputFormat,
-        RunArgs, SvidCmd, TokenCmd,
+        AgentCmd, AuditCmd, BundleCmd, BundleFormat, Cli, Command, CrlCmd, CrlFormat, EntryCmd,
+        OutputFormat, RunArgs, SvidCmd, TaskCmd, TaskRequestArgs, TokenCmd,
     },
     commands::execute,
 };

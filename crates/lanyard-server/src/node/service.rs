@@ -2,6 +2,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use lanyard_audit::{Action, Event};
 use lanyard_ca::IssuedSvid;
 use lanyard_identity::EntryId;
 use lanyard_proto::node::v1::{
@@ -44,6 +45,7 @@ impl NodeService {
                 ttl: self.state.cfg.agent_svid_ttl,
                 entry_id: None,
                 agent_id: Some(agent),
+                task: None,
             })
             .await
     }
@@ -70,13 +72,32 @@ impl Node for NodeService {
                 "csr is required: a PKCS#10 CSR (DER) for the agent key",
             ));
         }
-        let node = match &req.method {
-            Some(Method::JoinToken(att)) => attest::join_token(&self.state, att).await?,
-            Some(Method::X509pop(att)) => attest::x509pop(&self.state, att, &req.csr)?,
+        let attested = match &req.method {
+            Some(Method::JoinToken(att)) => attest::join_token(&self.state, att).await,
+            Some(Method::X509pop(att)) => attest::x509pop(&self.state, att, &req.csr),
             None => {
                 return Err(Status::invalid_argument(
                     "attestation method is required: join_token or x509pop",
                 ));
+            }
+        };
+        let node = match attested {
+            Ok(node) => node,
+            Err(status) => {
+                if status.code() == tonic::Code::PermissionDenied {
+                    let method = if matches!(req.method, Some(Method::JoinToken(_))) {
+                        "join_token"
+                    } else {
+                        "x509pop"
+                    };
+                    self.state
+                        .audit(
+                            Event::new("anonymous node", Action::AttestationRefused, method)
+                                .reason(status.message()),
+                        )
+                        .await?;
+                }
+                return Err(status);
             }
         };
         let id = node.agent_id.clone();
@@ -108,6 +129,24 @@ impl Node for NodeService {
             .await
             .map_err(store_status)?;
         self.state.notify();
+        let mut event = Event::new(
+            node.agent_id.to_string(),
+            Action::AgentAttested,
+            node.agent_id.to_string(),
+        )
+        .detail("method", node.attestation_type)
+        .detail("serial", issued.serial.clone());
+        if let Some(token_id) = &node.token_id {
+            self.state
+                .audit(Event::new(
+                    node.agent_id.to_string(),
+                    Action::TokenUsed,
+                    token_id.clone(),
+                ))
+                .await?;
+            event = event.detail("token_id", token_id.clone());
+        }
+        self.state.audit(event).await?;
         tracing::info!(agent = %node.agent_id, method = node.attestation_type, "agent attested");
         Ok(Response::new(AttestResponse {
             svid: Some(proto_svid(&issued)),
@@ -136,6 +175,16 @@ impl Node for NodeService {
             .db(move |s| s.put_agent(&record))
             .await
             .map_err(store_status)?;
+        self.state
+            .audit(
+                Event::new(
+                    agent.spiffe_id.to_string(),
+                    Action::AgentRenewed,
+                    agent.spiffe_id.to_string(),
+                )
+                .detail("serial", agent.serial.clone()),
+            )
+            .await?;
         tracing::info!(agent = %agent.spiffe_id, serial = %agent.serial, "agent SVID renewed");
         Ok(Response::new(RenewAgentResponse {
             svid: Some(proto_svid(&issued)),
@@ -166,6 +215,11 @@ impl Node for NodeService {
             &self.state.server_id,
             now_unix(),
         );
+        let tasks = self
+            .state
+            .db(|s| s.list_tasks())
+            .await
+            .map_err(store_status)?;
         let mut results = Vec::with_capacity(params.len());
         for p in params {
             let refuse = |code: tonic::Code, message: String| {
@@ -188,10 +242,27 @@ impl Node for NodeService {
                         )
                     }
                     Some(entry) => {
-                        let ttl = entry
+                        let mut ttl = entry
                             .x509_svid_ttl_secs
                             .map(Duration::from_secs)
                             .unwrap_or(self.state.cfg.default_x509_svid_ttl);
+                        // No SVID outlives its entry (a task entry expires
+                        // with the task's window).
+                        if let Some(expires_at) = entry.expires_at {
+                            let left = (expires_at - now_unix()).max(0) as u64;
+                            ttl = ttl.min(Duration::from_secs(left));
+                        }
+                        let task = crate::tasks::binding(&tasks, &entry.id);
+                        if ttl.is_zero() {
+                            results.push(BatchNewX509svidResult {
+                                entry_id: p.entry_id,
+                                result: refuse(
+                                    tonic::Code::FailedPrecondition,
+                                    format!("entry {id} has expired"),
+                                ),
+                            });
+                            continue;
+                        }
                         match self
                             .state
                             .issue(Issue {
@@ -201,6 +272,7 @@ impl Node for NodeService {
                                 ttl,
                                 entry_id: Some(entry.id),
                                 agent_id: Some(&agent.spiffe_id),
+                                task: task.as_ref().map(|(b, _)| b),
                             })
                             .await
                         {

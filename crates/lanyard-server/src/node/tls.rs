@@ -62,6 +62,7 @@ impl ServerSvid {
                 ttl,
                 entry_id: None,
                 agent_id: None,
+                task: None,
             })
             .await
             .map_err(|s| ServerError::Task {

@@ -1,0 +1,305 @@
+//! `task ...` and `audit ...` operator commands.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, anyhow};
+use lanyard_proto::admin::v1 as pb;
+use serde_json::{Value, json};
+
+use super::{
+    args::{AuditCmd, TaskCmd},
+    commands::print_json,
+    output::{table, time},
+};
+
+type Admin = pb::admin_client::AdminClient<tonic::transport::Channel>;
+
+fn rpc(status: tonic::Status) -> anyhow::Error {
+    anyhow!("{}", status.message())
+}
+
+fn unix(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn transition_json(t: &pb::TaskTransition) -> Value {
+    json!({
+        "state": t.state,
+        "at": time(t.at),
+        "principal": t.principal,
+        "note": (!t.note.is_empty()).then_some(&t.note),
+    })
+}
+
+pub(crate) fn task_json(t: &pb::Task) -> Value {
+    json!({
+        "id": t.id,
+        "ticket": t.ticket,
+        "purpose": t.purpose,
+        "spiffe_id": t.spiffe_id,
+        "parent_id": t.parent_id,
+        "selectors": t.selectors,
+        "dns_names": t.dns_names,
+        "audiences": t.audiences,
+        "starts_at": time(t.starts_at),
+        "ends_at": time(t.ends_at),
+        "state": t.state,
+        "entry_id": (!t.entry_id.is_empty()).then_some(&t.entry_id),
+        "break_glass": t.break_glass,
+        "awaiting_review": t.awaiting_review,
+        "reviewed": t.reviewed.as_ref().map(transition_json),
+        "history": t.history.iter().map(transition_json).collect::<Vec<_>>(),
+    })
+}
+
+fn state_label(t: &pb::Task) -> String {
+    let mut s = t.state.clone();
+    if t.break_glass {
+        s.push_str(if t.awaiting_review {
+            " BREAK-GLASS (awaiting review)"
+        } else {
+            " break-glass (reviewed)"
+        });
+    }
+    s
+}
+
+fn task_text(t: &pb::Task) -> String {
+    let mut out = vec![
+        format!("{:<11} {}", "ID", t.id),
+        format!("{:<11} {}", "Ticket", t.ticket),
+        format!("{:<11} {}", "Purpose", t.purpose),
+        format!("{:<11} {}", "State", state_label(t)),
+        format!("{:<11} {}", "SPIFFE ID", t.spiffe_id),
+        format!("{:<11} {}", "Parent ID", t.parent_id),
+        format!("{:<11} {}", "Selectors", t.selectors.join(", ")),
+        format!(
+            "{:<11} {}",
+            "Audiences",
+            if t.audiences.is_empty() {
+                "(any)".into()
+            } else {
+                t.audiences.join(", ")
+            }
+        ),
+        format!(
+            "{:<11} {} .. {}",
+            "Window",
+            time(t.starts_at),
+            time(t.ends_at)
+        ),
+        "History".to_owned(),
+    ];
+    for h in &t.history {
+        out.push(format!(
+            "  {}  {:<10} {}  {}",
+            time(h.at),
+            h.state,
+            h.principal,
+            h.note
+        ));
+    }
+    if let Some(r) = &t.reviewed {
+        out.push(format!(
+            "  {}  {:<10} {}  {}",
+            time(r.at),
+            "reviewed",
+            r.principal,
+            r.note
+        ));
+    }
+    out.join("\n")
+}
+
+fn show(t: &pb::Task, json: bool) -> anyhow::Result<()> {
+    if json {
+        print_json(&task_json(t))
+    } else {
+        println!("{}", task_text(t));
+        Ok(())
+    }
+}
+
+pub(crate) async fn task(admin: &mut Admin, cmd: TaskCmd, json: bool) -> anyhow::Result<()> {
+    let decision = |id: String, note: String| pb::TaskDecision { id, note };
+    match cmd {
+        TaskCmd::Request(r) => {
+            let t = admin
+                .request_task(pb::RequestTaskRequest {
+                    ticket: r.ticket,
+                    purpose: r.purpose,
+                    spiffe_id: r.spiffe_id,
+                    parent_id: r.parent_id,
+                    selectors: r.selectors,
+                    dns_names: r.dns_names,
+                    ttl_seconds: r.ttl.as_secs().max(1) as i64,
+                    audiences: r.audiences,
+                    starts_at: r.starts_at.map(unix).unwrap_or(0),
+                    break_glass: r.break_glass,
+                    reason: r.reason.unwrap_or_default(),
+                })
+                .await
+                .map_err(rpc)?
+                .into_inner();
+            if json {
+                print_json(&task_json(&t))
+            } else {
+                println!("{}", t.id);
+                eprintln!(
+                    "{} · {} · window {} .. {}",
+                    t.ticket,
+                    state_label(&t),
+                    time(t.starts_at),
+                    time(t.ends_at)
+                );
+                Ok(())
+            }
+        }
+        TaskCmd::Approve { id, note } => show(
+            &admin
+                .approve_task(decision(id, note))
+                .await
+                .map_err(rpc)?
+                .into_inner(),
+            json,
+        ),
+        TaskCmd::Deny { id, reason } => show(
+            &admin
+                .deny_task(decision(id, reason))
+                .await
+                .map_err(rpc)?
+                .into_inner(),
+            json,
+        ),
+        TaskCmd::Complete { id, note } => show(
+            &admin
+                .complete_task(decision(id, note))
+                .await
+                .map_err(rpc)?
+                .into_inner(),
+            json,
+        ),
+        TaskCmd::Review { id, note } => show(
+            &admin
+                .review_task(decision(id, note))
+                .await
+                .map_err(rpc)?
+                .into_inner(),
+            json,
+        ),
+        TaskCmd::Show { id } => show(
+            &admin
+                .get_task(pb::GetTaskRequest { id })
+                .await
+                .map_err(rpc)?
+                .into_inner(),
+            json,
+        ),
+        TaskCmd::List { state, ticket } => {
+            let tasks = admin
+                .list_tasks(pb::ListTasksRequest {
+                    state: state.unwrap_or_default(),
+                    ticket: ticket.unwrap_or_default(),
+                })
+                .await
+                .map_err(rpc)?
+                .into_inner()
+                .tasks;
+            if json {
+                return print_json(&Value::Array(tasks.iter().map(task_json).collect()));
+            }
+            let rows: Vec<Vec<String>> = tasks
+                .iter()
+                .map(|t| {
+                    vec![
+                        t.id.clone(),
+                        t.ticket.clone(),
+                        state_label(t),
+                        t.spiffe_id.clone(),
+                        t.history
+                            .first()
+                            .map(|h| h.principal.clone())
+                            .unwrap_or_default(),
+                        time(t.ends_at),
+                    ]
+                })
+                .collect();
+            println!(
+                "{}",
+                table(
+                    &["ID", "TICKET", "STATE", "SPIFFE ID", "REQUESTED BY", "ENDS"],
+                    &rows
+                )
+            );
+            Ok(())
+        }
+    }
+}
+
+/// `audit verify --file`: no server needed.
+pub(crate) fn verify_file(
+    file: &std::path::Path,
+    expect_head: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let head = expect_head
+        .map(|h| {
+            let (seq, hash) = h
+                .split_once(':')
+                .ok_or_else(|| anyhow!("--expect-head must be SEQ:HASH, got {h:?}"))?;
+            let seq: u64 = seq
+                .parse()
+                .with_context(|| format!("--expect-head sequence {seq:?}"))?;
+            Ok::<_, anyhow::Error>((seq, hash.to_owned()))
+        })
+        .transpose()?;
+    let reader = std::io::BufReader::new(
+        std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?,
+    );
+    let report = lanyard_audit::verify(reader, head.as_ref().map(|(s, h)| (*s, h.as_str())))
+        .map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    print_report(report.records, &report.head_hash, json)
+}
+
+fn print_report(records: u64, head: &str, json: bool) -> anyhow::Result<()> {
+    if json {
+        print_json(&json!({"ok": true, "records": records, "head_hash": head}))
+    } else {
+        println!("audit log OK: {records} records, head {records}:{head}");
+        Ok(())
+    }
+}
+
+pub(crate) async fn audit(admin: &mut Admin, cmd: AuditCmd, json: bool) -> anyhow::Result<()> {
+    match cmd {
+        AuditCmd::Export { since, ticket } => {
+            let records = admin
+                .export_audit(pb::ExportAuditRequest {
+                    since: since.map(unix).unwrap_or(0),
+                    ticket: ticket.unwrap_or_default(),
+                })
+                .await
+                .map_err(rpc)?
+                .into_inner()
+                .records;
+            for r in records {
+                println!("{r}");
+            }
+            Ok(())
+        }
+        AuditCmd::Verify {
+            file: Some(file),
+            expect_head,
+        } => verify_file(&file, expect_head.as_deref(), json),
+        AuditCmd::Verify { file: None, .. } => {
+            let r = admin
+                .verify_audit(pb::VerifyAuditRequest {})
+                .await
+                .map_err(rpc)?
+                .into_inner();
+            print_report(r.records, &r.head_hash, json)
+        }
+    }
+}

@@ -1,0 +1,561 @@
+//! Task-scoped, just-in-time identities.
+//!
+//! A task grant is requested by one operator, approved by another, and
+//! exists as a registration entry only inside its window: the scheduler
+//! creates the entry when the window opens (expiring at its end, so agents
+//! drop it even if the scheduler were late) and deletes it, revoking every
+//! SVID issued for it, when the task completes, is revoked, or its window
+//! ends. Task SVIDs carry the task binding extension and never outlive the
+//! window.
+
+use std::{sync::Arc, time::Duration};
+
+use lanyard_audit::{Action, Event};
+use lanyard_ca::RevocationReason;
+use lanyard_identity::{Entry, EntryId, SpiffeId, TaskBinding};
+use lanyard_proto::admin::v1 as pb;
+use lanyard_store::{TaskRecord, TaskState, TaskTransition};
+use ring::rand::SecureRandom;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use crate::{
+    ServerError,
+    admin::Principal,
+    convert, revocation,
+    state::{ServerState, now_unix},
+    status::store_status,
+};
+
+/// The principal recorded for what the clock does.
+pub(crate) const SCHEDULER: &str = "lanyard-server";
+
+fn new_task_id() -> Result<String, Status> {
+    let mut bytes = [0u8; 8];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| Status::internal("random generator failed"))?;
+    Ok(format!("task-{}", hex::encode(bytes)))
+}
+
+fn transition(task: &mut TaskRecord, state: TaskState, principal: &str, note: Option<String>) {
+    task.state = state;
+    task.history.push(TaskTransition {
+        state,
+        at: now_unix(),
+        principal: principal.to_owned(),
+        note,
+    });
+}
+
+fn event(task: &TaskRecord, who: &str, action: Action) -> Event {
+    Event::new(who, action, task.id.clone())
+        .ticket(task.ticket.clone())
+        .detail("spiffe_id", task.spiffe_id.to_string())
+}
+
+async fn load(state: &ServerState, id: &str) -> Result<TaskRecord, Status> {
+    let key = id.to_owned();
+    state
+        .db(move |s| s.get_task(&key))
+        .await
+        .map_err(store_status)?
+        .ok_or_else(|| Status::not_found(format!("no task {id}")))
+}
+
+async fn save(state: &ServerState, task: &TaskRecord) -> Result<(), Status> {
+    let record = task.clone();
+    state
+        .db(move |s| s.put_task(&record))
+        .await
+        .map_err(store_status)?;
+    state.tasks_changed.notify_one();
+    Ok(())
+}
+
+/// `task request`: validates against the policy and records the request
+/// (active at once for break-glass).
+pub(crate) async fn request(
+    state: &Arc<ServerState>,
+    who: &Principal,
+    r: pb::RequestTaskRequest,
+) -> Result<TaskRecord, Status> {
+    let policy = &state.cfg.policy;
+    let invalid = |m: String| Status::invalid_argument(m);
+    if r.ticket.trim().is_empty() {
+        return Err(invalid(
+            "--ticket is required: the change ticket the task is bound to".into(),
+        ));
+    }
+    if r.purpose.trim().is_empty() && !r.break_glass {
+        return Err(invalid("--purpose is required: what the work is".into()));
+    }
+    if r.break_glass && r.reason.trim().is_empty() {
+        return Err(invalid(
+            "--break-glass needs --reason: why approval cannot wait".into(),
+        ));
+    }
+    let (cap, cap_name) = if r.break_glass {
+        (policy.break_glass_max_ttl, "tasks.break_glass_max_ttl")
+    } else {
+        (policy.max_task_ttl, "tasks.max_ttl")
+    };
+    if r.ttl_seconds <= 0 {
+        return Err(invalid(
+            "--ttl is required and must be positive, e.g. 15m".into(),
+        ));
+    }
+    let ttl = Duration::from_secs(r.ttl_seconds as u64);
+    if ttl > cap {
+        return Err(Status::permission_denied(
+            format!(
+                "policy {cap_name}: a {} task may last at most {}, {} was asked",
+                if r.break_glass { "break-glass" } else { "" },
+                humantime::format_duration(cap),
+                humantime::format_duration(ttl)
+            )
+            .replace("a  task", "a task"),
+        ));
+    }
+    let now = now_unix();
+    let starts_at = if r.starts_at == 0 || r.break_glass {
+        now
+    } else {
+        r.starts_at
+    };
+    if starts_at < now - 60 {
+        return Err(invalid(format!(
+            "--starts-at is in the past ({starts_at}); give a future time or none"
+        )));
+    }
+    let spiffe_id = convert::spiffe_id("spiffe_id", &r.spiffe_id)?;
+    let parent_id = convert::spiffe_id("parent_id", &r.parent_id)?;
+    let selectors = convert::selectors(&r.selectors)?;
+    let audiences = r
+        .audiences
+        .iter()
+        .map(|a| convert::spiffe_id("audience", a))
+        .collect::<Result<Vec<SpiffeId>, _>>()?;
+    let probe = Entry {
+        id: EntryId::new_random(),
+        spiffe_id: spiffe_id.clone(),
+        parent_id: parent_id.clone(),
+        selectors: selectors.clone(),
+        x509_svid_ttl_secs: None,
+        dns_names: r.dns_names.clone(),
+        expires_at: None,
+        hint: String::new(),
+        revision: 0,
+        created_at: now,
+    };
+    crate::admin::check_entry_ids(state, &probe)?;
+    let _guard = state.tasks_lock.lock().await;
+    let (entries, existing) = state
+        .db(|s| Ok((s.list_entries()?, s.list_tasks()?)))
+        .await
+        .map_err(store_status)?;
+    let same =
+        |spiffe_id: &SpiffeId, parent_id: &SpiffeId, selectors: &[lanyard_identity::Selector]| {
+            spiffe_id == &probe.spiffe_id
+                && parent_id == &probe.parent_id
+                && lanyard_identity::matches_all(selectors, &probe.selectors)
+                && lanyard_identity::matches_all(&probe.selectors, selectors)
+        };
+    if let Some(t) = existing
+        .iter()
+        .find(|t| !t.state.is_final() && same(&t.spiffe_id, &t.parent_id, &t.selectors))
+    {
+        return Err(Status::already_exists(format!(
+            "task {} ({}, {}) already covers {} for these selectors; complete it first",
+            t.id,
+            t.ticket,
+            t.state.as_str(),
+            t.spiffe_id
+        )));
+    }
+    let task_entries: Vec<EntryId> = existing.iter().filter_map(|t| t.entry_id).collect();
+    if let Some(e) = entries
+        .iter()
+        .find(|e| !task_entries.contains(&e.id) && same(&e.spiffe_id, &e.parent_id, &e.selectors))
+    {
+        return Err(Status::failed_precondition(format!(
+            "entry {} already grants {} to these selectors permanently; a task would add nothing",
+            e.id, e.spiffe_id
+        )));
+    }
+    let mut task = TaskRecord {
+        id: new_task_id()?,
+        ticket: r.ticket.trim().to_owned(),
+        purpose: r.purpose.trim().to_owned(),
+        spiffe_id,
+        parent_id,
+        selectors,
+        dns_names: r.dns_names,
+        audiences,
+        starts_at,
+        ends_at: starts_at + ttl.as_secs() as i64,
+        state: TaskState::Requested,
+        history: Vec::new(),
+        entry_id: None,
+        break_glass: r.break_glass,
+        reviewed: None,
+    };
+    let principal = who.to_string();
+    transition(
+        &mut task,
+        TaskState::Requested,
+        &principal,
+        (!r.reason.is_empty()).then(|| r.reason.clone()),
+    );
+    state
+        .audit(
+            event(&task, &principal, Action::TaskRequested).detail("purpose", task.purpose.clone()),
+        )
+        .await?;
+    if task.break_glass {
+        transition(
+            &mut task,
+            TaskState::Approved,
+            &principal,
+            Some(format!("break-glass: {}", r.reason)),
+        );
+        state
+            .audit(event(&task, &principal, Action::BreakGlass).reason(r.reason.clone()))
+            .await?;
+        tracing::warn!(task = %task.id, ticket = %task.ticket, principal = %principal, "break-glass task granted without approval");
+    }
+    save(state, &task).await?;
+    drop(_guard);
+    reconcile(state)
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+    load(state, &task.id).await
+}
+
+/// `task approve`, `task deny`, `task complete`, `task review`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Decision {
+    Approve,
+    Deny,
+    Complete,
+    Review,
+}
+
+pub(crate) async fn decide(
+    state: &Arc<ServerState>,
+    who: &Principal,
+    decision: Decision,
+    id: &str,
+    note: String,
+) -> Result<TaskRecord, Status> {
+    let principal = who.to_string();
+    let note = (!note.trim().is_empty()).then(|| note.trim().to_owned());
+    let guard = state.tasks_lock.lock().await;
+    let mut task = load(state, id).await?;
+    let requester_uid = task.requester().to_owned();
+    let same_person = same_principal(&requester_uid, who);
+    let distinct = state.cfg.policy.require_distinct_approver;
+    let refuse_state = |what: &str| {
+        Status::failed_precondition(format!(
+            "task {} is {}; {what}",
+            task.id,
+            task.state.as_str()
+        ))
+    };
+    match decision {
+        Decision::Approve => {
+            if task.state != TaskState::Requested {
+                return Err(refuse_state("only a requested task can be approved"));
+            }
+            if distinct && same_person {
+                return Err(Status::permission_denied(format!(
+                    "policy tasks.require_distinct_approver: {principal} requested task {} and may not approve it",
+                    task.id
+                )));
+            }
+            transition(&mut task, TaskState::Approved, &principal, note.clone());
+            state
+                .audit(
+                    event(&task, &principal, Action::TaskApproved)
+                        .reason(note.clone().unwrap_or_default()),
+                )
+                .await?;
+        }
+        Decision::Deny => {
+            let reason = note
+                .clone()
+                .ok_or_else(|| Status::invalid_argument("--reason is required to deny a task"))?;
+            let next = match task.state {
+                TaskState::Requested => TaskState::Denied,
+                TaskState::Approved | TaskState::Active => TaskState::Revoked,
+                _ => return Err(refuse_state("it has already ended")),
+            };
+            transition(&mut task, next, &principal, Some(reason.clone()));
+            state
+                .audit(event(&task, &principal, Action::TaskDenied).reason(reason))
+                .await?;
+            if next == TaskState::Revoked {
+                end(state, &mut task, &principal).await?;
+                state
+                    .audit(event(&task, &principal, Action::TaskRevoked))
+                    .await?;
+            }
+        }
+        Decision::Complete => {
+            if !matches!(task.state, TaskState::Approved | TaskState::Active) {
+                return Err(refuse_state(
+                    "only an approved or active task can be completed",
+                ));
+            }
+            let allowed =
+                same_person || state.cfg.policy.allows(who, crate::policy::Role::Approver);
+            if !allowed {
+                return Err(Status::permission_denied(format!(
+                    "only the requester or an approver may complete task {}",
+                    task.id
+                )));
+            }
+            transition(&mut task, TaskState::Completed, &principal, note.clone());
+            end(state, &mut task, &principal).await?;
+            state
+                .audit(event(&task, &principal, Action::TaskCompleted))
+                .await?;
+        }
+        Decision::Review => {
+            if !task.break_glass {
+                return Err(refuse_state("only break-glass tasks are reviewed"));
+            }
+            if task.reviewed.is_some() {
+                return Err(refuse_state("it has already been reviewed"));
+            }
+            if distinct && same_person {
+                return Err(Status::permission_denied(format!(
+                    "policy tasks.require_distinct_approver: {principal} opened break-glass task {} and may not review it",
+                    task.id
+                )));
+            }
+            task.reviewed = Some(TaskTransition {
+                state: task.state,
+                at: now_unix(),
+                principal: principal.clone(),
+                note: note.clone(),
+            });
+            state
+                .audit(
+                    event(&task, &principal, Action::TaskReviewed).reason(note.unwrap_or_default()),
+                )
+                .await?;
+        }
+    }
+    save(state, &task).await?;
+    drop(guard);
+    reconcile(state)
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+    load(state, &task.id).await
+}
+
+/// Whether the recorded principal (`uid:N(name)` or `uid:N`) is `who`.
+fn same_principal(recorded: &str, who: &Principal) -> bool {
+    let uid = recorded
+        .strip_prefix("uid:")
+        .map(|r| r.split('(').next().unwrap_or(r));
+    uid.and_then(|u| u.parse::<u32>().ok()) == Some(who.uid)
+}
+
+/// Removes the task's entry and revokes every SVID issued for it.
+async fn end(
+    state: &Arc<ServerState>,
+    task: &mut TaskRecord,
+    principal: &str,
+) -> Result<(), Status> {
+    let Some(entry_id) = task.entry_id else {
+        return Ok(());
+    };
+    match state.db(move |s| s.delete_entry(&entry_id)).await {
+        Ok(_) | Err(lanyard_store::StoreError::NotFound { .. }) => {}
+        Err(e) => return Err(store_status(e)),
+    }
+    state.notify();
+    let affected = revocation::records_where(state, move |r| r.entry_id == Some(entry_id)).await?;
+    let revoked = revocation::revoke(
+        state,
+        affected,
+        RevocationReason::CessationOfOperation,
+        principal,
+        Some(&task.ticket),
+    )
+    .await?;
+    tracing::info!(task = %task.id, revoked = revoked.len(), "task ended; its SVIDs are revoked");
+    Ok(())
+}
+
+/// Moves every task whose time has come: approved tasks whose window has
+/// opened become active (their entry is created), tasks whose window has
+/// closed expire. Returns when the next such moment is.
+pub(crate) async fn reconcile(state: &Arc<ServerState>) -> Result<Option<i64>, ServerError> {
+    let _guard = state.tasks_lock.lock().await;
+    let now = now_unix();
+    let tasks = state.db(|s| s.list_tasks()).await?;
+    let mut next: Option<i64> = None;
+    for mut task in tasks {
+        let due = match task.state {
+            TaskState::Approved | TaskState::Active if now >= task.ends_at => {
+                transition(&mut task, TaskState::Expired, SCHEDULER, None);
+                end(state, &mut task, SCHEDULER).await.map_err(status_err)?;
+                state
+                    .audit(event(&task, SCHEDULER, Action::TaskExpired))
+                    .await
+                    .map_err(status_err)?;
+                true
+            }
+            TaskState::Approved if now >= task.starts_at => {
+                activate(state, &mut task).await.map_err(status_err)?;
+                true
+            }
+            _ => false,
+        };
+        if due {
+            let record = task.clone();
+            state.db(move |s| s.put_task(&record)).await?;
+        }
+        let upcoming = match task.state {
+            TaskState::Approved => Some(task.starts_at.min(task.ends_at)),
+            TaskState::Active => Some(task.ends_at),
+            _ => None,
+        };
+        next = match (next, upcoming) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    Ok(next)
+}
+
+fn status_err(s: Status) -> ServerError {
+    ServerError::Task {
+        task: "task scheduler",
+        reason: s.message().to_owned(),
+    }
+}
+
+async fn activate(state: &Arc<ServerState>, task: &mut TaskRecord) -> Result<(), Status> {
+    let entry = Entry {
+        id: EntryId::new_random(),
+        spiffe_id: task.spiffe_id.clone(),
+        parent_id: task.parent_id.clone(),
+        selectors: task.selectors.clone(),
+        x509_svid_ttl_secs: None,
+        dns_names: task.dns_names.clone(),
+        // The entry itself ends with the window, whatever the scheduler does.
+        expires_at: Some(task.ends_at),
+        hint: format!("task {} ({})", task.id, task.ticket),
+        revision: 0,
+        created_at: now_unix(),
+    };
+    let record = entry.clone();
+    state
+        .db(move |s| s.create_entry(&record))
+        .await
+        .map_err(store_status)?;
+    task.entry_id = Some(entry.id);
+    transition(task, TaskState::Active, SCHEDULER, None);
+    state
+        .audit(
+            event(task, SCHEDULER, Action::TaskActivated).detail("entry_id", entry.id.to_string()),
+        )
+        .await?;
+    state.notify();
+    tracing::info!(task = %task.id, ticket = %task.ticket, entry = %entry.id, ends_at = task.ends_at, "task active");
+    Ok(())
+}
+
+/// The scheduler: reconciles at every task's next moment and whenever a
+/// task changes, until `shutdown`.
+pub(crate) async fn run(
+    state: Arc<ServerState>,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
+    loop {
+        let next = match reconcile(&state).await {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::error!(error = %e, "task scheduler step failed; retrying");
+                Some(now_unix() + 1)
+            }
+        };
+        let wait = next
+            .map(|t| Duration::from_millis(((t - now_unix()).max(0) as u64) * 1000 + 50))
+            .unwrap_or(Duration::from_secs(3600));
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(wait) => {}
+            () = state.tasks_changed.notified() => {}
+        }
+    }
+}
+
+/// The binding and window end of the active task that owns `entry`, if any.
+pub(crate) fn binding(tasks: &[TaskRecord], entry: &EntryId) -> Option<(TaskBinding, i64)> {
+    tasks
+        .iter()
+        .find(|t| t.state == TaskState::Active && t.entry_id.as_ref() == Some(entry))
+        .map(|t| {
+            (
+                TaskBinding {
+                    task_id: t.id.clone(),
+                    ticket: t.ticket.clone(),
+                    audiences: t.audiences.clone(),
+                },
+                t.ends_at,
+            )
+        })
+}
+
+fn transition_pb(t: &TaskTransition) -> pb::TaskTransition {
+    pb::TaskTransition {
+        state: t.state.as_str().to_owned(),
+        at: t.at,
+        principal: t.principal.clone(),
+        note: t.note.clone().unwrap_or_default(),
+    }
+}
+
+pub(crate) fn task_pb(t: &TaskRecord) -> pb::Task {
+    pb::Task {
+        id: t.id.clone(),
+        ticket: t.ticket.clone(),
+        purpose: t.purpose.clone(),
+        spiffe_id: t.spiffe_id.to_string(),
+        parent_id: t.parent_id.to_string(),
+        selectors: t.selectors.iter().map(ToString::to_string).collect(),
+        dns_names: t.dns_names.clone(),
+        audiences: t.audiences.iter().map(ToString::to_string).collect(),
+        starts_at: t.starts_at,
+        ends_at: t.ends_at,
+        state: t.state.as_str().to_owned(),
+        history: t.history.iter().map(transition_pb).collect(),
+        entry_id: t.entry_id.map(|e| e.to_string()).unwrap_or_default(),
+        break_glass: t.break_glass,
+        awaiting_review: t.break_glass && t.reviewed.is_none(),
+        reviewed: t.reviewed.as_ref().map(transition_pb),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn principals_compare_by_uid() {
+        let p = Principal {
+            uid: 1001,
+            gid: 1001,
+            user: Some("bob".into()),
+        };
+        assert!(same_principal("uid:1001(bob)", &p));
+        assert!(same_principal("uid:1001", &p));
+        assert!(!same_principal("uid:1002(eve)", &p));
+        assert!(!same_principal("lanyard-server", &p));
+    }
+}
