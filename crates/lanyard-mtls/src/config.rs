@@ -13,7 +13,9 @@ use rustls::{
     server::{NoServerSessionStorage, ResolvesServerCert},
 };
 
-use crate::{Authorizer, MtlsError, SpiffeClientVerifier, SpiffeServerVerifier, TrustMaterial};
+use crate::{
+    Authorizer, MtlsError, OwnIdentity, SpiffeClientVerifier, SpiffeServerVerifier, TrustMaterial,
+};
 
 /// A server configuration that requires a client SVID accepted by
 /// `authorizer`, presents the certificate `resolver` returns, and never
@@ -28,7 +30,26 @@ pub fn server_config(
     authorizer: Authorizer,
     resolver: Arc<dyn ResolvesServerCert>,
 ) -> Result<ServerConfig, MtlsError> {
-    let verifier = SpiffeClientVerifier::new(trust, authorizer);
+    server_config_for(trust, authorizer, resolver, None)
+}
+
+/// [`server_config`] for a server that knows its own SPIFFE ID: a client's
+/// task SVID is accepted only when that ID is among its audiences (without
+/// it, every task SVID with audiences is refused).
+///
+/// # Errors
+///
+/// [`MtlsError::Config`] if rustls refuses the protocol versions.
+pub fn server_config_for(
+    trust: Arc<TrustMaterial>,
+    authorizer: Authorizer,
+    resolver: Arc<dyn ResolvesServerCert>,
+    own: Option<OwnIdentity>,
+) -> Result<ServerConfig, MtlsError> {
+    let mut verifier = SpiffeClientVerifier::new(trust, authorizer);
+    if let Some(own) = own {
+        verifier = verifier.with_own_identity(own);
+    }
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(MtlsError::Config)?
@@ -50,7 +71,26 @@ pub fn client_config(
     authorizer: Authorizer,
     resolver: Arc<dyn ResolvesClientCert>,
 ) -> Result<ClientConfig, MtlsError> {
-    let verifier = SpiffeServerVerifier::new(trust, authorizer);
+    client_config_for(trust, authorizer, resolver, None)
+}
+
+/// [`client_config`] for a client that knows its own SPIFFE ID, so a server
+/// presenting a task SVID is accepted when this client is among its
+/// audiences.
+///
+/// # Errors
+///
+/// [`MtlsError::Config`] if rustls refuses the protocol versions.
+pub fn client_config_for(
+    trust: Arc<TrustMaterial>,
+    authorizer: Authorizer,
+    resolver: Arc<dyn ResolvesClientCert>,
+    own: Option<OwnIdentity>,
+) -> Result<ClientConfig, MtlsError> {
+    let mut verifier = SpiffeServerVerifier::new(trust, authorizer);
+    if let Some(own) = own {
+        verifier = verifier.with_own_identity(own);
+    }
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(MtlsError::Config)?

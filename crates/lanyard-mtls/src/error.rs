@@ -16,6 +16,24 @@ pub enum MtlsError {
     /// The peer's SPIFFE ID is not one the authorizer accepts.
     #[error("SPIFFE ID {0} is not authorized")]
     Unauthorized(lanyard_identity::SpiffeId),
+    /// The peer presented a task SVID whose audiences do not include this
+    /// side's own SPIFFE ID (or this side's ID is not known).
+    #[error(
+        "task SVID of {task_id} is not for this service: its audiences are [{}], this service is {}",
+        audiences.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+        own.as_ref().map(ToString::to_string).unwrap_or_else(|| "unknown".into())
+    )]
+    AudienceMismatch {
+        /// The task the SVID belongs to.
+        task_id: String,
+        /// Whom it may be presented to.
+        audiences: Vec<lanyard_identity::SpiffeId>,
+        /// This side's own ID, if known.
+        own: Option<lanyard_identity::SpiffeId>,
+    },
+    /// The task binding extension does not decode.
+    #[error("malformed task binding: {0}")]
+    TaskBinding(String),
     /// The peer's SVID chains to the bundle but its serial is on the trust
     /// domain's CRL. Surfaces in rustls as `CertificateError::Revoked`.
     #[error("X.509-SVID serial {serial} of {spiffe_id} is revoked")]

@@ -64,12 +64,17 @@ mod watcher;
 
 pub use self::{
     authorizer::Authorizer,
-    config::{client_config, disable_server_resumption, server_config},
+    config::{
+        client_config, client_config_for, disable_server_resumption, server_config,
+        server_config_for,
+    },
     connector::tls_channel,
     crl::RevocationList,
     error::{CrlError, MtlsError},
     source::{DEFAULT_READY_TIMEOUT, ENDPOINT_SOCKET_ENV, SvidResolver, WorkloadSource},
     svid::WorkloadSvid,
     trust::TrustMaterial,
-    verifier::{SpiffeClientVerifier, SpiffeServerVerifier, peer_spiffe_id, verify_svid_chain},
+    verifier::{
+        OwnIdentity, SpiffeClientVerifier, SpiffeServerVerifier, peer_spiffe_id, verify_svid_chain,
+    },
 };

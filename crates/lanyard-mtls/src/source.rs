@@ -163,7 +163,12 @@ impl WorkloadSource {
     ///
     /// [`MtlsError::Config`] if rustls refuses the configuration.
     pub fn server_config(&self, authorizer: Authorizer) -> Result<rustls::ServerConfig, MtlsError> {
-        crate::server_config(self.trust(), authorizer, Arc::new(self.resolver()))
+        crate::server_config_for(
+            self.trust(),
+            authorizer,
+            Arc::new(self.resolver()),
+            Some(self.own_identity()),
+        )
     }
 
     /// A client configuration presenting the live SVID and accepting a
@@ -173,7 +178,19 @@ impl WorkloadSource {
     ///
     /// [`MtlsError::Config`] if rustls refuses the configuration.
     pub fn client_config(&self, authorizer: Authorizer) -> Result<rustls::ClientConfig, MtlsError> {
-        crate::client_config(self.trust(), authorizer, Arc::new(self.resolver()))
+        crate::client_config_for(
+            self.trust(),
+            authorizer,
+            Arc::new(self.resolver()),
+            Some(self.own_identity()),
+        )
+    }
+
+    /// This workload's own SPIFFE ID as the live SVID names it, for task
+    /// audience checks.
+    pub fn own_identity(&self) -> crate::OwnIdentity {
+        let shared = self.shared.clone();
+        crate::OwnIdentity::live(move || shared.svid.load().as_ref().map(|s| s.spiffe_id().clone()))
     }
 
     /// A certificate resolver (server and client side) returning the live

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use lanyard_identity::{SpiffeId, SvidSummary};
+use lanyard_identity::{SpiffeId, SvidSummary, TaskBinding};
 use rustls::{
     DigitallySignedStruct, DistinguishedName, SignatureScheme,
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
@@ -69,11 +69,72 @@ fn algorithms() -> WebPkiSupportedAlgorithms {
     rustls::crypto::ring::default_provider().signature_verification_algorithms
 }
 
-/// Chain, then CRL, then authorization, all against one snapshot of the
-/// trust material.
+/// This side's own SPIFFE ID, read at each handshake (it follows the live
+/// SVID). Task SVIDs are accepted only by an audience they name.
+#[derive(Clone)]
+pub struct OwnIdentity(Arc<dyn Fn() -> Option<SpiffeId> + Send + Sync>);
+
+impl OwnIdentity {
+    /// A fixed ID.
+    pub fn fixed(id: SpiffeId) -> Self {
+        Self(Arc::new(move || Some(id.clone())))
+    }
+
+    /// An ID read at each handshake (e.g. from a live SVID).
+    pub fn live(f: impl Fn() -> Option<SpiffeId> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    fn get(&self) -> Option<SpiffeId> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for OwnIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("OwnIdentity").field(&self.get()).finish()
+    }
+}
+
+/// A task SVID (one carrying the task binding extension with audiences) is
+/// accepted only by a peer whose own SPIFFE ID is among its audiences; a
+/// verifier that does not know its own ID refuses it. Plain SVIDs pass.
+fn check_audience(
+    end_entity: &CertificateDer<'_>,
+    peer: &SpiffeId,
+    own: Option<&OwnIdentity>,
+) -> Result<(), MtlsError> {
+    let binding = TaskBinding::from_certificate(end_entity)
+        .map_err(|e| MtlsError::TaskBinding(e.to_string()))?;
+    let Some(binding) = binding else {
+        return Ok(());
+    };
+    let me = own.and_then(OwnIdentity::get);
+    match &me {
+        Some(me) if binding.admits(me) => Ok(()),
+        _ => {
+            tracing::info!(
+                peer = %peer,
+                task = %binding.task_id,
+                ticket = %binding.ticket,
+                own = me.as_ref().map(ToString::to_string).unwrap_or_default(),
+                "peer task SVID refused: this service is not among its audiences"
+            );
+            Err(MtlsError::AudienceMismatch {
+                task_id: binding.task_id,
+                audiences: binding.audiences,
+                own: me,
+            })
+        }
+    }
+}
+
+/// Chain, then CRL, then authorization, then task audience, all against one
+/// snapshot of the trust material.
 fn check(
     trust: &TrustMaterial,
     authorizer: &Authorizer,
+    own: Option<&OwnIdentity>,
     end_entity: &CertificateDer<'_>,
     intermediates: &[CertificateDer<'_>],
     now: UnixTime,
@@ -104,6 +165,7 @@ fn check(
         tracing::debug!(peer = %svid.spiffe_id, "peer SPIFFE ID not authorized");
         return Err(MtlsError::Unauthorized(svid.spiffe_id).into());
     }
+    check_audience(end_entity, &svid.spiffe_id, own)?;
     Ok(())
 }
 
@@ -114,12 +176,24 @@ fn check(
 pub struct SpiffeServerVerifier {
     trust: Arc<TrustMaterial>,
     authorizer: Authorizer,
+    own: Option<OwnIdentity>,
 }
 
 impl SpiffeServerVerifier {
     /// A verifier over `trust` accepting the IDs `authorizer` allows.
     pub fn new(trust: Arc<TrustMaterial>, authorizer: Authorizer) -> Self {
-        Self { trust, authorizer }
+        Self {
+            trust,
+            authorizer,
+            own: None,
+        }
+    }
+
+    /// This client's own ID, so a server presenting a task SVID is accepted
+    /// when this client is among its audiences.
+    pub fn with_own_identity(mut self, own: OwnIdentity) -> Self {
+        self.own = Some(own);
+        self
     }
 }
 
@@ -136,6 +210,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         check(
             &self.trust,
             &self.authorizer,
+            self.own.as_ref(),
             end_entity,
             intermediates,
             now,
@@ -174,6 +249,7 @@ pub struct SpiffeClientVerifier {
     trust: Arc<TrustMaterial>,
     authorizer: Authorizer,
     mandatory: bool,
+    own: Option<OwnIdentity>,
 }
 
 impl SpiffeClientVerifier {
@@ -183,7 +259,15 @@ impl SpiffeClientVerifier {
             trust,
             authorizer,
             mandatory: true,
+            own: None,
         }
+    }
+
+    /// This server's own ID: a client's task SVID is accepted only when it
+    /// is among the SVID's audiences.
+    pub fn with_own_identity(mut self, own: OwnIdentity) -> Self {
+        self.own = Some(own);
+        self
     }
 
     /// Also admits clients that present no certificate (the application then
@@ -216,6 +300,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         check(
             &self.trust,
             &self.authorizer,
+            self.own.as_ref(),
             end_entity,
             intermediates,
             now,

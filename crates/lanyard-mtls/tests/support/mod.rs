@@ -74,7 +74,25 @@ impl Ca {
 
     /// An X.509-SVID for `id`.
     pub fn svid(&self, id: &str) -> Svid {
+        self.svid_with(id, None)
+    }
+
+    /// A task SVID for `id` carrying `binding` (the non-critical extension).
+    #[allow(dead_code)]
+    pub fn task_svid(&self, id: &str, binding: &lanyard_identity::TaskBinding) -> Svid {
+        self.svid_with(id, Some(binding))
+    }
+
+    fn svid_with(&self, id: &str, binding: Option<&lanyard_identity::TaskBinding>) -> Svid {
         let mut params = CertificateParams::default();
+        if let Some(b) = binding {
+            params
+                .custom_extensions
+                .push(rcgen::CustomExtension::from_oid_content(
+                    lanyard_identity::TASK_BINDING_OID,
+                    b.to_der(),
+                ));
+        }
         params.distinguished_name = DistinguishedName::new();
         params.subject_alt_names = vec![SanType::URI(id.try_into().unwrap())];
         params.is_ca = IsCa::ExplicitNoCa;
