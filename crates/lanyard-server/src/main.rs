@@ -78,8 +78,11 @@ async fn wait_for_signal() {
 fn init_logging(filter: &str, json: bool) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .map_err(|e| anyhow::anyhow!("invalid log_level {filter:?}: {e}"))?;
+    // Colour only for a person at a terminal; files and journals get plain text.
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();
