@@ -254,3 +254,50 @@ async fn deleting_an_entry_and_banning_an_agent_revoke_what_they_issued() {
         "agent SVID and its SVIDs: {shown}"
     );
 }
+
+/// `GET /metrics` after an attestation, a signing and a revocation.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_what_happened() {
+    let server = Server::start();
+    let agent = attest(&server, &server.token()).await.unwrap();
+    let e = entry(&server, "/metered", &agent_id(&agent));
+    let (serial, _) = issue(&server, &agent, &e).await;
+    server.cli_ok(&["svid", "revoke", "--serial", &serial]);
+    let _ = attest(&server, "00".repeat(32).as_str()).await.unwrap_err();
+
+    let mut s = std::net::TcpStream::connect(server.http_addr).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from:\n{text}"))
+    };
+    assert_eq!(
+        value("lanyard_server_svids_issued_total{kind=\"workload\"}"),
+        1.0
+    );
+    assert!(value("lanyard_server_svids_issued_total{kind=\"agent\"}") >= 1.0);
+    assert!(value("lanyard_server_svids_issued_total{kind=\"server\"}") >= 1.0);
+    assert_eq!(
+        value("lanyard_server_attestations_total{method=\"join_token\",outcome=\"ok\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("lanyard_server_attestations_total{method=\"join_token\",outcome=\"refused\"}"),
+        1.0
+    );
+    assert_eq!(value("lanyard_server_revocations_total"), 1.0);
+    assert_eq!(value("lanyard_server_crl_revoked_serials"), 1.0);
+    assert!(value("lanyard_server_crl_number") >= 2.0);
+    assert!(value("lanyard_server_crl_size_bytes") > 100.0);
+    assert!(value("lanyard_server_crl_published_timestamp_seconds") > 1.7e9);
+    assert!(value("lanyard_server_svid_signing_duration_seconds_count") >= 3.0);
+}

@@ -27,6 +27,7 @@ fn router(http: Http) -> Router {
         .route("/health/live", get(|| async { (StatusCode::OK, "live\n") }))
         .route("/health/ready", get(readiness))
         .route("/crl", get(crl))
+        .route("/metrics", get(metrics))
         .with_state(http)
 }
 
@@ -44,6 +45,17 @@ async fn crl(State(http): State<Http>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/pkix-crl")],
         crl.der.clone(),
+    )
+}
+
+/// Prometheus text exposition.
+async fn metrics(State(http): State<Http>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        http.state.metrics.encode(),
     )
 }
 

@@ -23,6 +23,7 @@ mod convert;
 mod error;
 mod http;
 mod join_token;
+mod metrics;
 mod node;
 mod policy;
 mod revocation;

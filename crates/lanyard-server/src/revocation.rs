@@ -109,6 +109,7 @@ pub(crate) async fn revoke(
             "SVID revoked"
         );
     }
+    state.metrics.revocations.inc_by(fresh.len() as u64);
     publish(state)
         .await
         .map_err(|e| Status::internal(format!("CRL: {e}")))?;
@@ -154,6 +155,11 @@ pub(crate) async fn publish(state: &Arc<ServerState>) -> Result<(), ServerError>
         bytes = published.der.len(),
         "CRL published"
     );
+    let m = &state.metrics;
+    m.crl_number.set(number as i64);
+    m.crl_revoked_serials.set(published.revoked.len() as i64);
+    m.crl_bytes.set(published.der.len() as i64);
+    m.crl_published_at.set(now);
     state.crl.store(Arc::new(published));
     state.notify();
     Ok(())

@@ -30,6 +30,8 @@ pub(crate) struct ServerState {
     pub tasks_lock: tokio::sync::Mutex<()>,
     /// Wakes the task scheduler when a task changes.
     pub tasks_changed: tokio::sync::Notify,
+    /// Prometheus metrics.
+    pub metrics: crate::metrics::Metrics,
     /// The append-only audit log (appends fsync, so they run off the runtime).
     audit_log: Arc<std::sync::Mutex<AuditLog>>,
     /// Bumped on every change agents must hear about (entries, bundle,
@@ -66,6 +68,7 @@ impl ServerState {
             crl_lock: tokio::sync::Mutex::new(()),
             tasks_lock: tokio::sync::Mutex::new(()),
             tasks_changed: tokio::sync::Notify::new(),
+            metrics: crate::metrics::Metrics::new(),
             audit_log: Arc::new(std::sync::Mutex::new(audit_log)),
             server_id,
             changes,
@@ -164,6 +167,7 @@ impl ServerState {
     /// Signs an SVID and durably records it before returning it, so that
     /// anything issued can later be listed and revoked.
     pub async fn issue(&self, req: Issue<'_>) -> Result<IssuedSvid, Status> {
+        let started = std::time::Instant::now();
         let issued = {
             let ca = self
                 .ca
@@ -208,6 +212,13 @@ impl ServerState {
                 .detail("task_id", task.task_id.clone());
         }
         self.audit(event).await?;
+        let kind = match (&req.task, &req.entry_id, req.agent_id) {
+            (Some(_), _, _) => "task",
+            (None, Some(_), _) => "workload",
+            (None, None, Some(_)) => "agent",
+            (None, None, None) => "server",
+        };
+        self.metrics.issued(kind, started.elapsed());
         tracing::info!(
             spiffe_id = %issued.spiffe_id,
             serial = %issued.serial,

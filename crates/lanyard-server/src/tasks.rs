@@ -398,6 +398,7 @@ pub(crate) async fn reconcile(state: &Arc<ServerState>) -> Result<Option<i64>, S
     let now = now_unix();
     let tasks = state.db(|s| s.list_tasks()).await?;
     let mut next: Option<i64> = None;
+    let mut active = 0;
     for mut task in tasks {
         let due = match task.state {
             TaskState::Approved | TaskState::Active if now >= task.ends_at => {
@@ -424,11 +425,15 @@ pub(crate) async fn reconcile(state: &Arc<ServerState>) -> Result<Option<i64>, S
             TaskState::Active => Some(task.ends_at),
             _ => None,
         };
+        if task.state == TaskState::Active {
+            active += 1;
+        }
         next = match (next, upcoming) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
     }
+    state.metrics.tasks_active.set(active);
     Ok(next)
 }
 

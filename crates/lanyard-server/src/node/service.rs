@@ -81,6 +81,12 @@ impl Node for NodeService {
                 ));
             }
         };
+        let method = if matches!(req.method, Some(Method::JoinToken(_))) {
+            "join_token"
+        } else {
+            "x509pop"
+        };
+        self.state.metrics.attested(method, attested.is_ok());
         let node = match attested {
             Ok(node) => node,
             Err(status) => {

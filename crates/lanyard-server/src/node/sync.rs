@@ -48,6 +48,7 @@ pub(crate) fn stream(state: Arc<ServerState>, agent: AgentRecord) -> SyncStream 
     let (tx, rx) = mpsc::channel(4);
     let mut changes = state.subscribe();
     tokio::spawn(async move {
+        let _open = crate::metrics::GaugeGuard::new(&state.metrics.sync_streams);
         let mut last: Option<SyncResponse> = None;
         loop {
             let revision = *changes.borrow_and_update();
