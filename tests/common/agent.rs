@@ -273,3 +273,106 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Opens a `FetchX509SVID` stream on the agent with the generated client
+/// (the `spiffe` crate's transport), so a test sees every message.
+pub async fn open_x509_stream(
+    agent: &Agent,
+) -> Result<tonic::Streaming<lanyard_proto::workload::X509svidResponse>, tonic::Status> {
+    let mut client = workload_client(agent).await;
+    let mut req = tonic::Request::new(lanyard_proto::workload::X509svidRequest {});
+    req.metadata_mut()
+        .insert("workload.spiffe.io", "true".parse().unwrap());
+    Ok(client.fetch_x509svid(req).await?.into_inner())
+}
+
+/// Opens a `FetchX509Bundles` stream on the agent.
+pub async fn open_bundles_stream(
+    agent: &Agent,
+) -> Result<tonic::Streaming<lanyard_proto::workload::X509BundlesResponse>, tonic::Status> {
+    let mut client = workload_client(agent).await;
+    let mut req = tonic::Request::new(lanyard_proto::workload::X509BundlesRequest {});
+    req.metadata_mut()
+        .insert("workload.spiffe.io", "true".parse().unwrap());
+    Ok(client.fetch_x509_bundles(req).await?.into_inner())
+}
+
+async fn workload_client(
+    agent: &Agent,
+) -> lanyard_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient<
+    tonic::transport::Channel,
+> {
+    let endpoint: spiffe::transport::Endpoint = agent.endpoint().parse().unwrap();
+    lanyard_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient::new(
+        spiffe::transport::connect(&endpoint).await.unwrap(),
+    )
+}
+
+/// The first message of a `FetchX509SVID` stream that carries `id`,
+/// retrying while the agent has not issued it yet; the stream stays open.
+pub async fn stream_serving(
+    agent: &Agent,
+    id: &str,
+) -> (
+    tonic::Streaming<lanyard_proto::workload::X509svidResponse>,
+    lanyard_proto::workload::X509svidResponse,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let last = match open_x509_stream(agent).await {
+            Ok(mut stream) => match stream.message().await {
+                Ok(Some(msg)) if msg.svids.iter().any(|s| s.spiffe_id == id) => {
+                    return (stream, msg);
+                }
+                other => format!("{other:?}"),
+            },
+            Err(status) => format!("{status:?}"),
+        };
+        assert!(
+            Instant::now() < deadline,
+            "no stream serving {id}: {last}\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The normalized serial (lower-case hex, no leading zero bytes) of the
+/// leaf of a concatenated DER chain.
+pub fn leaf_serial(chain_der: &[u8]) -> String {
+    let (_, leaf) = x509_parser::parse_x509_certificate(chain_der).unwrap();
+    normalized_hex(leaf.raw_serial())
+}
+
+/// The normalized serials a DER CRL lists.
+pub fn crl_serials(crl_der: &[u8]) -> Vec<String> {
+    let (_, crl) = x509_parser::parse_x509_crl(crl_der).unwrap();
+    crl.iter_revoked_certificates()
+        .map(|r| normalized_hex(r.raw_serial()))
+        .collect()
+}
+
+fn normalized_hex(bytes: &[u8]) -> String {
+    let start = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
+    bytes[start..].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `GET path` on the agent's HTTP address with a raw TCP request; returns
+/// the body of a 200 answer.
+pub fn http_get(addr: SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    conn.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
+    // axum answers with Content-Length, not chunked, for a String body.
+    body.to_owned()
+}

@@ -23,6 +23,7 @@ use crate::{
     config::{AgentConfig, Bootstrap},
     health,
     identity::AgentIdentity,
+    metrics::Metrics,
     node_client::{NodeConnector, insecure_client},
     schedule::{backoff, random_unit},
     storage::{DataDir, read_certs},
@@ -42,6 +43,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     let data_dir = DataDir::open(&cfg.data_dir)?;
     let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::starting()));
     let snap_tx = Arc::new(snap_tx);
+    let metrics = Metrics::new();
     let tasks_stop = shutdown.child_token();
     let mut tasks: JoinSet<(&'static str, Result<(), AgentError>)> = JoinSet::new();
 
@@ -56,12 +58,17 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     let socket = attestor::bind_socket(&cfg.socket_path)?;
     tracing::info!(socket = %cfg.socket_path.display(), http = %cfg.http_address, "listening");
     {
-        let (rx, stop) = (snap_rx.clone(), tasks_stop.clone());
-        tasks.spawn(async move { ("health", health::serve(http, rx, stop).await) });
+        let (rx, m, stop) = (snap_rx.clone(), metrics.clone(), tasks_stop.clone());
+        tasks.spawn(async move { ("health", health::serve(http, rx, m, stop).await) });
     }
     {
-        let (rx, stop) = (snap_rx.clone(), tasks_stop.clone());
-        tasks.spawn(async move { ("workload API", serve_workload_api(socket, rx, stop).await) });
+        let (rx, m, stop) = (snap_rx.clone(), metrics.clone(), tasks_stop.clone());
+        tasks.spawn(async move {
+            (
+                "workload API",
+                serve_workload_api(socket, rx, m, stop).await,
+            )
+        });
     }
 
     let established = tokio::select! {
@@ -79,8 +86,14 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
             let id_tx = Arc::new(id_tx);
             let (sync_tx, sync_rx) = watch::channel(None);
             let rotator = AgentSvidRotator::new(connector.clone(), data_dir.clone(), id_tx.clone());
-            let sync = SyncClient::new(connector.clone(), id_rx.clone(), sync_tx, data_dir.clone());
-            let manager = SvidManager::new(connector, id_rx, sync_rx, snap_tx.clone(), td);
+            let sync = SyncClient::new(
+                connector.clone(),
+                id_rx.clone(),
+                sync_tx,
+                data_dir.clone(),
+                metrics.clone(),
+            );
+            let manager = SvidManager::new(connector, id_rx, sync_rx, snap_tx.clone(), td, metrics);
             let stop = tasks_stop.clone();
             tasks.spawn(async move { ("agent SVID rotation", rotator.run(stop).await) });
             let stop = tasks_stop.clone();
@@ -151,9 +164,10 @@ async fn supervise(
 async fn serve_workload_api(
     listener: tokio::net::UnixListener,
     snapshots: watch::Receiver<Arc<Snapshot>>,
+    metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) -> Result<(), AgentError> {
-    let api = WorkloadApi::new(snapshots, stop.clone());
+    let api = WorkloadApi::new(snapshots, stop.clone(), metrics);
     tonic::transport::Server::builder()
         .add_service(SpiffeWorkloadApiServer::new(api))
         .serve_with_incoming_shutdown(attestor::incoming(listener), stop.cancelled_owned())

@@ -6,6 +6,8 @@ use std::{fmt, sync::Arc};
 use lanyard_identity::{Selector, SpiffeId, TrustDomain, matches_all};
 use rustls_pki_types::CertificateDer;
 
+use crate::revocation::VerifiedCrl;
+
 /// One authorized entry, as the Sync stream delivered it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EntryInfo {
@@ -45,8 +47,9 @@ pub struct SyncState {
     pub entries: Vec<EntryInfo>,
     /// DER CA certificates of the trust bundle.
     pub bundle: Vec<CertificateDer<'static>>,
-    /// The trust domain's DER CRL (may be empty).
-    pub crl: Vec<u8>,
+    /// The trust domain's CRL in force: the latest one the server sent that
+    /// a CA of the bundle signed (`None` before the first).
+    pub crl: Option<VerifiedCrl>,
     /// Server change counter.
     pub revision: u64,
 }
@@ -101,6 +104,21 @@ pub struct Snapshot {
     pub bundle: Vec<CertificateDer<'static>>,
     /// DER CRL (may be empty).
     pub crl: Vec<u8>,
+    /// Entries whose SVID was revoked and is being issued again: a caller
+    /// they match is kept waiting for the new SVID (until `until`) instead
+    /// of being told it has no identity.
+    pub renewing: Vec<Renewing>,
+}
+
+/// An entry whose cached SVID the CRL took away, while its replacement is
+/// being issued.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Renewing {
+    /// The entry.
+    pub entry: EntryInfo,
+    /// NotAfter of the revoked SVID (unix seconds): past it the caller would
+    /// have had no SVID anyway, so waiting ends.
+    pub until: i64,
 }
 
 impl Snapshot {
@@ -112,6 +130,7 @@ impl Snapshot {
             svids: Vec::new(),
             bundle: Vec::new(),
             crl: Vec::new(),
+            renewing: Vec::new(),
         }
     }
 
@@ -145,6 +164,17 @@ pub fn select_for(
         .collect();
     sort_default_first(&mut out);
     out
+}
+
+/// When a caller with `selectors` stops waiting for SVIDs that replace
+/// revoked ones (the earliest `until` among the [`Renewing`] entries it
+/// matches at `now`, unix seconds); `None` when it waits for none.
+pub fn renewing_for(renewing: &[Renewing], selectors: &[Selector], now: i64) -> Option<i64> {
+    renewing
+        .iter()
+        .filter(|r| r.until > now && matches_all(&r.entry.selectors, selectors))
+        .map(|r| r.until)
+        .min()
 }
 
 #[cfg(test)]

@@ -35,6 +35,15 @@ pub enum AgentError {
     /// it may attest again only with a new join token or x509pop.
     #[error("agent was evicted: {0}")]
     Evicted(String),
+    /// The agent's own SVID is on the trust domain's CRL (or the server
+    /// refuses it as revoked): it can neither renew it nor fetch SVIDs, so it
+    /// stops serving and exits; it may attest again only with a new join
+    /// token or x509pop.
+    #[error(
+        "the agent SVID was revoked ({0}): stopped serving; attest again with a new \
+         --join-token or with x509pop"
+    )]
+    AgentSvidRevoked(String),
     /// The stored agent SVID expired and no join token or x509pop is
     /// configured to attest again.
     #[error(
@@ -120,15 +129,20 @@ impl AgentError {
     }
 
     /// Whether this error means the server no longer accepts this agent
-    /// (banned or evicted): serving must stop at once.
+    /// (banned, evicted, or its SVID revoked): serving must stop at once.
     pub fn is_refusal(&self) -> bool {
-        matches!(self, Self::Banned(_) | Self::Evicted(_))
+        matches!(
+            self,
+            Self::Banned(_) | Self::Evicted(_) | Self::AgentSvidRevoked(_)
+        )
     }
 }
 
 /// Classifies a Node API status: a PermissionDenied that says the agent is
-/// banned or evicted becomes [`AgentError::Banned`] / [`AgentError::Evicted`];
-/// anything else is a (retryable) [`AgentError::Server`].
+/// banned or evicted, or that its SVID is revoked, becomes
+/// [`AgentError::Banned`] / [`AgentError::Evicted`] /
+/// [`AgentError::AgentSvidRevoked`]; anything else is a (retryable)
+/// [`AgentError::Server`].
 pub(crate) fn classify(call: &'static str, status: &tonic::Status) -> AgentError {
     if status.code() == tonic::Code::PermissionDenied {
         let msg = status.message();
@@ -137,6 +151,9 @@ pub(crate) fn classify(call: &'static str, status: &tonic::Status) -> AgentError
         }
         if msg.contains("evicted") {
             return AgentError::Evicted(msg.to_owned());
+        }
+        if msg.contains("is revoked") {
+            return AgentError::AgentSvidRevoked(msg.to_owned());
         }
     }
     AgentError::server(call, status)
@@ -160,6 +177,9 @@ mod tests {
             classify("Sync", &superseded),
             AgentError::Server { .. }
         ));
+        let revoked = tonic::Status::permission_denied("agent SVID 0a of spiffe://td/x is revoked");
+        let e = classify("BatchNewX509SVID", &revoked);
+        assert!(matches!(e, AgentError::AgentSvidRevoked(_)) && e.is_refusal());
         let other = tonic::Status::unavailable("banned words in an unrelated status");
         assert!(!classify("Sync", &other).is_refusal());
     }

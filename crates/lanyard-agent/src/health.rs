@@ -1,16 +1,30 @@
-//! Health endpoints on the agent's HTTP address: `/health/live` (the process
-//! runs) and `/health/ready` (attested, synced, serving SVIDs).
+//! The agent's HTTP address: `/health/live` (the process runs),
+//! `/health/ready` (attested, synced, serving SVIDs) and `/metrics`
+//! (Prometheus / OpenMetrics text).
 
-use std::sync::Arc;
+use std::{sync::Arc, time::SystemTime};
 
-use axum::{Router, extract::State, http::StatusCode, routing::get};
+use axum::{
+    Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
 use tokio::{net::TcpListener, sync::watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     AgentError,
     cache::{Readiness, Snapshot},
+    metrics::{CONTENT_TYPE, Metrics},
 };
+
+#[derive(Clone)]
+struct AppState {
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    metrics: Arc<Metrics>,
+}
 
 /// The body and status of `/health/ready` for a readiness.
 pub fn ready_answer(readiness: &Readiness) -> (StatusCode, String) {
@@ -30,10 +44,27 @@ pub fn ready_answer(readiness: &Readiness) -> (StatusCode, String) {
     }
 }
 
-/// Serves the health endpoints until `shutdown`.
+/// `/metrics`: the registry, with the cache size read from what is served now.
+async fn metrics(State(app): State<AppState>) -> Response {
+    let cached = app.snapshots.borrow().svids.len();
+    match app.metrics.render(cached, SystemTime::now()) {
+        Ok(body) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not encode the metrics");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "metrics encoding failed\n",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Serves the health and metrics endpoints until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
     snapshots: watch::Receiver<Arc<Snapshot>>,
+    metrics_handles: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> Result<(), AgentError> {
     let app = Router::new()
@@ -43,14 +74,16 @@ pub async fn serve(
         )
         .route(
             "/health/ready",
-            get(
-                |State(rx): State<watch::Receiver<Arc<Snapshot>>>| async move {
-                    let readiness = rx.borrow().readiness.clone();
-                    ready_answer(&readiness)
-                },
-            ),
+            get(|State(app): State<AppState>| async move {
+                let readiness = app.snapshots.borrow().readiness.clone();
+                ready_answer(&readiness)
+            }),
         )
-        .with_state(snapshots);
+        .route("/metrics", get(metrics))
+        .with_state(AppState {
+            snapshots,
+            metrics: metrics_handles,
+        });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

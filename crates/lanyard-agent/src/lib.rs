@@ -13,6 +13,14 @@
 //!   published as [`Snapshot`]s that every Workload API stream follows.
 //! - [`WorkloadApi`]: the SPIFFE Workload API service.
 //!
+//! Revocation: the Sync stream carries the trust domain's CRL; once a CA of
+//! the bundle is found to have signed it, every cached SVID it lists is
+//! dropped from every Workload API stream at once and issued again if its
+//! entry still exists. A CRL listing the agent's own SVID stops the agent.
+//!
+//! [`Metrics`] are served as Prometheus text at `/metrics` on the HTTP
+//! address, beside `/health/live` and `/health/ready`.
+//!
 //! [`run`] wires them together:
 //!
 //! ```no_run
@@ -42,7 +50,9 @@ pub mod config;
 mod error;
 mod health;
 mod identity;
+mod metrics;
 mod node_client;
+mod revocation;
 pub mod schedule;
 mod storage;
 mod svid_manager;
@@ -56,11 +66,13 @@ pub use self::{
     agent::run,
     agent_svid::AgentSvidRotator,
     attestation::{X509POP_CHALLENGE_CONTEXT, bundle_trust_domain, x509pop_challenge},
-    cache::{CachedSvid, EntryInfo, Readiness, Snapshot, SyncState, select_for},
+    cache::{CachedSvid, EntryInfo, Readiness, Renewing, Snapshot, SyncState, select_for},
     config::{AgentConfig, ConfigFile, LogFormat},
     error::AgentError,
     identity::AgentIdentity,
+    metrics::{Metrics, RenewalOutcome},
     node_client::NodeConnector,
+    revocation::VerifiedCrl,
     storage::DataDir,
     svid_manager::SvidManager,
     sync::SyncClient,

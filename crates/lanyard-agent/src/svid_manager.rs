@@ -3,9 +3,13 @@
 //! to them; CSRs are signed by the server in batches. Each SVID is renewed
 //! at half-life (with jitter), dropped at NotAfter, and every change is
 //! published as a new [`Snapshot`].
+//!
+//! An SVID the CRL lists is dropped and published away at once, before its
+//! replacement is requested; callers left with nothing but SVIDs being
+//! re-issued wait for them instead of being told they have no identity.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::Arc,
     time::{Duration, SystemTime},
 };
@@ -21,10 +25,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     AgentError,
-    cache::{CachedSvid, EntryInfo, Readiness, Snapshot, SyncState, sort_default_first},
+    cache::{CachedSvid, EntryInfo, Readiness, Renewing, Snapshot, SyncState, sort_default_first},
     error::classify,
     identity::AgentIdentity,
+    metrics::{Metrics, RenewalOutcome},
     node_client::NodeConnector,
+    revocation::{Cached, plan_eviction},
     schedule::{self, backoff, random_unit, to_unix, until},
 };
 
@@ -43,6 +49,8 @@ struct Slot {
     /// Not before this time (after a failure).
     retry_at: Option<SystemTime>,
     failures: u32,
+    /// NotAfter of an SVID the CRL took away, until its replacement arrives.
+    revoked_until: Option<i64>,
 }
 
 #[derive(Debug)]
@@ -59,6 +67,7 @@ pub struct SvidManager {
     sync: watch::Receiver<Option<Arc<SyncState>>>,
     out: Arc<watch::Sender<Arc<Snapshot>>>,
     trust_domain: TrustDomain,
+    metrics: Arc<Metrics>,
     slots: HashMap<String, Slot>,
     ready: bool,
     attempt: u32,
@@ -72,6 +81,7 @@ impl SvidManager {
         sync: watch::Receiver<Option<Arc<SyncState>>>,
         out: Arc<watch::Sender<Arc<Snapshot>>>,
         trust_domain: TrustDomain,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             connector,
@@ -79,6 +89,7 @@ impl SvidManager {
             sync,
             out,
             trust_domain,
+            metrics,
             slots: HashMap::new(),
             ready: false,
             attempt: 0,
@@ -92,6 +103,10 @@ impl SvidManager {
             let sync = self.sync.borrow_and_update().clone();
             if let Some(sync) = &sync {
                 self.reconcile(sync);
+                if self.evict_revoked(sync) {
+                    // Out of every stream now, not after the renewal below.
+                    self.publish(sync);
+                }
                 self.expire(SystemTime::now());
                 let due = self.due(SystemTime::now());
                 if !due.is_empty() {
@@ -151,6 +166,7 @@ impl SvidManager {
                             svid: None,
                             retry_at: None,
                             failures: 0,
+                            revoked_until: None,
                         },
                     );
                 }
@@ -163,6 +179,52 @@ impl SvidManager {
             }
             keep
         });
+    }
+
+    /// Drops every cached SVID the CRL in force lists and makes its entry
+    /// due for a new key and SVID at once. Returns whether any was dropped.
+    fn evict_revoked(&mut self, sync: &SyncState) -> bool {
+        let Some(crl) = &sync.crl else {
+            return false;
+        };
+        let entries: HashSet<&str> = sync.entries.iter().map(|e| e.id.as_str()).collect();
+        let cached = self.slots.iter().filter_map(|(id, slot)| {
+            slot.svid.as_ref().map(|i| Cached {
+                entry_id: id,
+                serial: &i.svid.serial,
+            })
+        });
+        let plan = plan_eviction(cached, &entries, |serial| crl.is_revoked(serial));
+        if plan.is_empty() {
+            return false;
+        }
+        for (entry_id, serial) in &plan.dropped {
+            tracing::warn!(
+                entry = %entry_id,
+                serial = %serial,
+                crl_number = crl.number_hex(),
+                "SVID is on the CRL: no longer served"
+            );
+            let slot = self.slots.get_mut(entry_id.as_str());
+            let revoked = slot
+                .as_ref()
+                .and_then(|s| s.svid.as_ref())
+                .map(|i| i.svid.not_after);
+            match slot {
+                Some(slot) if plan.renew.contains(entry_id) => {
+                    tracing::info!(entry = %entry_id, spiffe_id = %slot.entry.spiffe_id, "issuing a new SVID to replace the revoked one");
+                    slot.svid = None;
+                    slot.revoked_until = revoked;
+                    slot.retry_at = None;
+                    slot.failures = 0;
+                }
+                _ => {
+                    self.slots.remove(entry_id.as_str());
+                }
+            }
+        }
+        self.metrics.revoked_dropped(plan.dropped.len());
+        true
     }
 
     /// Drops SVIDs whose NotAfter has passed: they are never served.
@@ -242,11 +304,15 @@ impl SvidManager {
                     }
                     // Entries the server did not answer for are retried later.
                     for id in keys.into_keys() {
+                        self.metrics.renewal(RenewalOutcome::Refused);
                         self.failed(&id, "no result in the batch answer");
                     }
                 }
                 Err(e) if e.is_refusal() => return Err(e),
                 Err(e) => {
+                    for _ in 0..keys.len() {
+                        self.metrics.renewal(RenewalOutcome::Failed);
+                    }
                     let wait = backoff(self.attempt, BACKOFF_BASE, BACKOFF_MAX, random_unit());
                     self.attempt = self.attempt.saturating_add(1);
                     tracing::warn!(error = %e, retry_in = ?wait, "BatchNewX509SVID failed; serving cached SVIDs meanwhile");
@@ -288,27 +354,34 @@ impl SvidManager {
                     .into_iter()
                     .map(CertificateDer::from)
                     .collect();
-                let bundle = self.connector.trust().bundle();
-                check_issued(&slot.entry, &chain, &bundle).map(|(serial, not_before, not_after)| {
-                    let now = SystemTime::now();
-                    let valid_from = schedule::from_unix(not_before).max(now);
-                    let refresh_at = schedule::refresh_at(
-                        valid_from,
-                        schedule::from_unix(not_after),
-                        random_unit() * 2.0 - 1.0,
-                    );
-                    let svid = CachedSvid {
-                        entry: slot.entry.clone(),
-                        chain,
-                        key_pkcs8: key.pkcs8_der(),
-                        serial,
-                        not_after,
-                    };
-                    Issued {
-                        svid: Arc::new(svid),
-                        refresh_at,
-                    }
-                })
+                let trust = self.connector.trust();
+                check_issued(&slot.entry, &chain, &trust.bundle())
+                    .and_then(|issued| match trust.crl() {
+                        Some(crl) if crl.is_revoked(&issued.0) => {
+                            Err(format!("the new SVID {} is already revoked", issued.0))
+                        }
+                        _ => Ok(issued),
+                    })
+                    .map(|(serial, not_before, not_after)| {
+                        let now = SystemTime::now();
+                        let valid_from = schedule::from_unix(not_before).max(now);
+                        let refresh_at = schedule::refresh_at(
+                            valid_from,
+                            schedule::from_unix(not_after),
+                            random_unit() * 2.0 - 1.0,
+                        );
+                        let svid = CachedSvid {
+                            entry: slot.entry.clone(),
+                            chain,
+                            key_pkcs8: key.pkcs8_der(),
+                            serial,
+                            not_after,
+                        };
+                        Issued {
+                            svid: Arc::new(svid),
+                            refresh_at,
+                        }
+                    })
             }
             Some(BatchResult::Error(status)) => Err(format!(
                 "server refused: {} (code {})",
@@ -318,6 +391,7 @@ impl SvidManager {
         };
         match outcome {
             Ok(issued) => {
+                self.metrics.renewal(RenewalOutcome::Ok);
                 tracing::info!(
                     entry = %entry_id,
                     spiffe_id = %issued.svid.entry.spiffe_id,
@@ -329,9 +403,13 @@ impl SvidManager {
                     slot.svid = Some(issued);
                     slot.retry_at = None;
                     slot.failures = 0;
+                    slot.revoked_until = None;
                 }
             }
-            Err(why) => self.failed(entry_id, &why),
+            Err(why) => {
+                self.metrics.renewal(RenewalOutcome::Refused);
+                self.failed(entry_id, &why);
+            }
         }
     }
 
@@ -352,6 +430,26 @@ impl SvidManager {
             .filter_map(|s| s.svid.as_ref().map(|i| i.svid.clone()))
             .collect();
         sort_default_first(&mut svids);
+        let now = to_unix(SystemTime::now());
+        let renewing = self
+            .slots
+            .values()
+            .filter(|s| s.svid.is_none())
+            .filter_map(|s| {
+                s.revoked_until
+                    .filter(|until| *until > now)
+                    .map(|until| Renewing {
+                        entry: s.entry.clone(),
+                        until,
+                    })
+            })
+            .collect();
+        self.metrics.set_next_rotation(
+            self.slots
+                .values()
+                .filter_map(|s| s.svid.as_ref().map(|i| i.refresh_at))
+                .min(),
+        );
         let snapshot = Snapshot {
             readiness: if self.ready {
                 Readiness::Ready
@@ -361,7 +459,12 @@ impl SvidManager {
             trust_domain: Some(self.trust_domain.clone()),
             svids,
             bundle: sync.bundle.clone(),
-            crl: sync.crl.clone(),
+            crl: sync
+                .crl
+                .as_ref()
+                .map(|c| c.der().to_vec())
+                .unwrap_or_default(),
+            renewing,
         };
         self.out.send_if_modified(|current| {
             // A stopped agent stays stopped; an unchanged snapshot wakes nobody.

@@ -1,6 +1,11 @@
 //! The Sync loop: keeps a Sync stream open to the server and publishes each
 //! message (entries, bundle, CRL) through a `watch` channel. Reconnects with
 //! backoff and jitter; reconnects at once with the new SVID after renewal.
+//!
+//! The CRL is installed in the trust material only when a CA of the bundle
+//! signed it and its number does not go backwards; otherwise it is logged and
+//! the previous one stays in force. A CRL that lists the agent's own SVID
+//! ends the loop with [`AgentError::AgentSvidRevoked`].
 
 use std::{sync::Arc, time::Duration};
 
@@ -14,7 +19,9 @@ use crate::{
     cache::{EntryInfo, SyncState},
     error::classify,
     identity::AgentIdentity,
+    metrics::Metrics,
     node_client::NodeConnector,
+    revocation::VerifiedCrl,
     schedule::{backoff, random_unit},
     storage::DataDir,
 };
@@ -37,6 +44,7 @@ pub struct SyncClient {
     identity: watch::Receiver<Arc<AgentIdentity>>,
     out: watch::Sender<Option<Arc<SyncState>>>,
     data_dir: DataDir,
+    metrics: Arc<Metrics>,
 }
 
 impl SyncClient {
@@ -46,12 +54,14 @@ impl SyncClient {
         identity: watch::Receiver<Arc<AgentIdentity>>,
         out: watch::Sender<Option<Arc<SyncState>>>,
         data_dir: DataDir,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             connector,
             identity,
             out,
             data_dir,
+            metrics,
         }
     }
 
@@ -98,7 +108,7 @@ impl SyncClient {
                 msg = stream.message() => match msg {
                     Ok(Some(resp)) => {
                         *attempt = 0;
-                        self.apply(resp);
+                        self.apply(resp)?;
                     }
                     Ok(None) => return Ok(Ended::ByServer),
                     Err(status) => return Err(classify("Sync", &status)),
@@ -114,17 +124,53 @@ impl SyncClient {
         }
     }
 
-    fn apply(&self, resp: SyncResponse) {
-        let state = parse_sync(resp);
+    fn apply(&self, resp: SyncResponse) -> Result<(), AgentError> {
+        self.metrics.sync_update();
+        let (mut state, crl_der) = parse_sync(resp);
+        let trust = self.connector.trust();
         let bundle_changed = self
             .out
             .borrow()
             .as_ref()
             .is_none_or(|prev| prev.bundle != state.bundle);
         if bundle_changed && !state.bundle.is_empty() {
-            self.connector.trust().set_bundle(state.bundle.clone());
+            trust.set_bundle(state.bundle.clone());
             if let Err(e) = self.data_dir.save_bundle(&state.bundle) {
                 tracing::warn!(error = %e, "could not store the trust bundle");
+            }
+        }
+        // Checked against the bundle just installed (the same bytes again
+        // are not parsed again); a refused CRL leaves the previous in force.
+        let in_force = trust.crl().is_some_and(|c| c.der() == crl_der.as_slice());
+        if !crl_der.is_empty()
+            && !in_force
+            && let Err(e) = trust.set_crl(Some(crl_der))
+        {
+            tracing::warn!(error = %e, "ignoring a CRL from the server: the previous one stays in force");
+        }
+        state.crl = trust.crl().map(VerifiedCrl::new);
+        let previous = self.out.borrow().as_ref().and_then(|p| p.crl.clone());
+        if let Some(crl) = state.crl.as_ref().filter(|c| previous.as_ref() != Some(*c)) {
+            tracing::info!(
+                crl_number = crl.number_hex(),
+                revoked = crl.len(),
+                "CRL in force"
+            );
+            self.metrics.set_crl_number(crl.number().unwrap_or(0));
+            let identity = self.identity.borrow().clone();
+            if crl.is_revoked(&identity.serial) {
+                tracing::error!(
+                    agent = %identity.spiffe_id,
+                    serial = %identity.serial,
+                    crl_number = crl.number_hex(),
+                    "the CRL lists this agent's own SVID"
+                );
+                return Err(AgentError::AgentSvidRevoked(format!(
+                    "serial {} of {} is on CRL number {}",
+                    identity.serial,
+                    identity.spiffe_id,
+                    crl.number_hex()
+                )));
             }
         }
         tracing::debug!(
@@ -133,12 +179,15 @@ impl SyncClient {
             "Sync update"
         );
         self.out.send_replace(Some(Arc::new(state)));
+        Ok(())
     }
 }
 
-/// Parses a Sync message; entries with a bad SPIFFE ID or selector are
-/// skipped (and logged) rather than failing the whole update.
-pub fn parse_sync(resp: SyncResponse) -> SyncState {
+/// Parses a Sync message into the state (its CRL not yet verified, so
+/// `crl` is `None`) and the CRL's DER bytes. Entries with a bad SPIFFE ID
+/// or selector are skipped (and logged) rather than failing the whole
+/// update.
+pub fn parse_sync(resp: SyncResponse) -> (SyncState, Vec<u8>) {
     let entries = resp
         .entries
         .into_iter()
@@ -149,12 +198,13 @@ pub fn parse_sync(resp: SyncResponse) -> SyncState {
                 None
             }
         });
-    SyncState {
+    let state = SyncState {
         entries: entries.collect(),
         bundle: resp.bundle.into_iter().map(CertificateDer::from).collect(),
-        crl: resp.crl,
+        crl: None,
         revision: resp.revision,
-    }
+    };
+    (state, resp.crl)
 }
 
 fn parse_entry(e: &Entry) -> Result<EntryInfo, String> {
@@ -211,7 +261,7 @@ mod tests {
             selectors: vec!["nocolon".into()],
             ..good.clone()
         };
-        let state = parse_sync(SyncResponse {
+        let (state, crl) = parse_sync(SyncResponse {
             entries: vec![good, bad_id, bad_sel],
             bundle: vec![vec![1, 2, 3]],
             crl: vec![9],
@@ -224,7 +274,8 @@ mod tests {
         assert_eq!(e.ttl_secs, 20);
         assert_eq!(e.created_at, 1_700_000_000, "orders the default SVID");
         assert_eq!(state.bundle.len(), 1);
-        assert_eq!(state.crl, vec![9]);
+        assert_eq!(crl, vec![9]);
+        assert!(state.crl.is_none(), "not verified yet");
         assert_eq!(state.revision, 7);
     }
 }

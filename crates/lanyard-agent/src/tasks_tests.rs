@@ -14,8 +14,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    AgentSvidRotator, DataDir, NodeConnector, Readiness, Snapshot, SvidManager, SyncClient,
-    SyncState, cache::EntryInfo, identity::AgentIdentity,
+    AgentSvidRotator, DataDir, Metrics, NodeConnector, Readiness, Snapshot, SvidManager,
+    SyncClient, SyncState, cache::EntryInfo, identity::AgentIdentity,
 };
 
 struct Fixture {
@@ -123,7 +123,13 @@ async fn sync_client_retries_an_unreachable_server_and_stops_on_shutdown() {
     let f = fixture();
     let (_id_tx, id_rx) = watch::channel(Arc::new(f.identity.clone()));
     let (sync_tx, sync_rx) = watch::channel(None);
-    let client = SyncClient::new(f.connector.clone(), id_rx, sync_tx, f.data_dir.clone());
+    let client = SyncClient::new(
+        f.connector.clone(),
+        id_rx,
+        sync_tx,
+        f.data_dir.clone(),
+        Metrics::new(),
+    );
     let shutdown = CancellationToken::new();
     stops_within("sync", shutdown.clone(), client.run(shutdown)).await;
     assert!(sync_rx.borrow().is_none());
@@ -158,6 +164,7 @@ async fn svid_manager_stays_unready_while_the_server_is_unreachable() {
         sync_rx,
         Arc::new(out),
         f.td.clone(),
+        Metrics::new(),
     );
     let shutdown = CancellationToken::new();
     stops_within("SVID manager", shutdown.clone(), manager.run(shutdown)).await;
@@ -177,6 +184,7 @@ async fn svid_manager_with_no_entries_is_ready_and_never_overrides_stopped() {
         sync_rx,
         out.clone(),
         f.td.clone(),
+        Metrics::new(),
     );
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(manager.run(shutdown.clone()));

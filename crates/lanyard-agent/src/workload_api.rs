@@ -2,7 +2,11 @@
 //! attested from the caller's pinned process; X.509 calls are streams that
 //! send the caller's full state at once and again on every change.
 
-use std::{pin::Pin, sync::Arc, time::Duration};
+use std::{
+    pin::Pin,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use futures::Stream;
 use lanyard_identity::Selector;
@@ -19,6 +23,7 @@ use tonic::{Request, Response, Status, metadata::MetadataMap};
 use crate::{
     attestor::PeerProcess,
     cache::Snapshot,
+    metrics::Metrics,
     schedule::{from_unix, to_unix, until},
     workload_response::{next_expiry, serving, x509_bundles_response, x509_svid_response},
 };
@@ -36,15 +41,31 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 pub struct WorkloadApi {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
 }
 
 impl WorkloadApi {
     /// Serves from `snapshots`; open streams end when `shutdown` fires.
-    pub fn new(snapshots: watch::Receiver<Arc<Snapshot>>, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        snapshots: watch::Receiver<Arc<Snapshot>>,
+        shutdown: CancellationToken,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             snapshots,
             shutdown,
+            metrics,
         }
+    }
+
+    /// Counts the call by its answer's code.
+    fn counted<T>(&self, method: &'static str, result: Result<T, Status>) -> Result<T, Status> {
+        let code = match &result {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        };
+        self.metrics.call(method, code);
+        result
     }
 
     /// Checks the header and readiness, then attests the caller.
@@ -62,8 +83,10 @@ impl WorkloadApi {
                 )
             })?;
         let pid = peer.pid;
-        let selectors = tokio::task::spawn_blocking(move || peer.attest())
-            .await
+        let started = Instant::now();
+        let attested = tokio::task::spawn_blocking(move || peer.attest()).await;
+        self.metrics.attestation(started.elapsed());
+        let selectors = attested
             .map_err(|e| Status::internal(format!("workload attestation task failed: {e}")))?
             .map_err(|e| {
                 tracing::warn!(pid, error = %e, "workload attestation failed");
@@ -74,19 +97,26 @@ impl WorkloadApi {
     }
 
     /// Streams `build(snapshot)` to the caller: at once, then whenever it
-    /// changes (new snapshot, or an SVID reaching NotAfter). An error
-    /// (no identity any more, agent stopped) is sent and ends the stream.
-    fn stream<T, F>(&self, selectors: Vec<Selector>, first: T, build: F) -> BoxStream<T>
+    /// changes (new snapshot, or an SVID reaching NotAfter). `Ok(None)`
+    /// sends nothing and keeps the stream open (an SVID being re-issued
+    /// after a revocation). An error (no identity any more, agent stopped)
+    /// is sent and ends the stream.
+    fn stream<T, F>(&self, selectors: Vec<Selector>, first: Option<T>, build: F) -> BoxStream<T>
     where
         T: PartialEq + Clone + Send + 'static,
-        F: Fn(&Snapshot, &[Selector], i64) -> Result<T, Status> + Send + 'static,
+        F: Fn(&Snapshot, &[Selector], i64) -> Result<Option<T>, Status> + Send + 'static,
     {
         let (tx, rx) = mpsc::channel(2);
         let mut snapshots = self.snapshots.clone();
         let shutdown = self.shutdown.clone();
+        let open = self.metrics.stream_opened();
         tokio::spawn(async move {
+            // Counted as open for as long as this task runs.
+            let _open = open;
             let mut last = first.clone();
-            if tx.send(Ok(first)).await.is_err() {
+            if let Some(first) = first
+                && tx.send(Ok(first)).await.is_err()
+            {
                 return;
             }
             loop {
@@ -104,9 +134,10 @@ impl WorkloadApi {
                 let now = to_unix(std::time::SystemTime::now());
                 let next = build(&snapshots.borrow_and_update(), &selectors, now);
                 match next {
-                    Ok(msg) if msg == last => {}
-                    Ok(msg) => {
-                        last = msg.clone();
+                    Ok(None) => {}
+                    Ok(Some(msg)) if last.as_ref() == Some(&msg) => {}
+                    Ok(Some(msg)) => {
+                        last = Some(msg.clone());
                         if tx.send(Ok(msg)).await.is_err() {
                             return;
                         }
@@ -141,9 +172,12 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         req: Request<X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
-        let selectors = self.caller(&req).await?;
-        let now = to_unix(std::time::SystemTime::now());
-        let first = x509_svid_response(&self.snapshots.borrow(), &selectors, now)?;
+        let result = self.caller(&req).await.and_then(|selectors| {
+            let now = to_unix(std::time::SystemTime::now());
+            let first = x509_svid_response(&self.snapshots.borrow(), &selectors, now)?;
+            Ok((selectors, first))
+        });
+        let (selectors, first) = self.counted("fetch_x509_svid", result)?;
         Ok(Response::new(self.stream(
             selectors,
             first,
@@ -157,13 +191,18 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         req: Request<X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
-        let selectors = self.caller(&req).await?;
-        let now = to_unix(std::time::SystemTime::now());
-        let first = x509_bundles_response(&self.snapshots.borrow(), &selectors, now)?;
+        let result = self.caller(&req).await.and_then(|selectors| {
+            let now = to_unix(std::time::SystemTime::now());
+            let first = x509_bundles_response(&self.snapshots.borrow(), &selectors, now)?;
+            Ok((selectors, first))
+        });
+        let (selectors, first) = self.counted("fetch_x509_bundles", result)?;
         Ok(Response::new(self.stream(
             selectors,
-            first,
-            x509_bundles_response,
+            Some(first),
+            |snapshot: &Snapshot, selectors: &[Selector], now| {
+                x509_bundles_response(snapshot, selectors, now).map(Some)
+            },
         )))
     }
 
@@ -171,8 +210,9 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         req: Request<JwtsvidRequest>,
     ) -> Result<Response<JwtsvidResponse>, Status> {
-        check_header(req.metadata())?;
-        Err(Status::unimplemented("JWT-SVIDs are not supported yet"))
+        let result = check_header(req.metadata())
+            .and_then(|()| Err(Status::unimplemented("JWT-SVIDs are not supported yet")));
+        self.counted("fetch_jwt_svid", result)
     }
 
     type FetchJWTBundlesStream = BoxStream<JwtBundlesResponse>;
@@ -181,18 +221,21 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         req: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
-        check_header(req.metadata())?;
-        Err(Status::unimplemented("JWT bundles are not supported yet"))
+        let result = check_header(req.metadata())
+            .and_then(|()| Err(Status::unimplemented("JWT bundles are not supported yet")));
+        self.counted("fetch_jwt_bundles", result)
     }
 
     async fn validate_jwtsvid(
         &self,
         req: Request<ValidateJwtsvidRequest>,
     ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
-        check_header(req.metadata())?;
-        Err(Status::unimplemented(
-            "JWT-SVID validation is not supported yet",
-        ))
+        let result = check_header(req.metadata()).and_then(|()| {
+            Err(Status::unimplemented(
+                "JWT-SVID validation is not supported yet",
+            ))
+        });
+        self.counted("validate_jwt_svid", result)
     }
 }
 

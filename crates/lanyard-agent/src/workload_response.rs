@@ -7,7 +7,7 @@ use lanyard_identity::Selector;
 use lanyard_proto::workload::{X509BundlesResponse, X509svid, X509svidResponse};
 use tonic::Status;
 
-use crate::cache::{Readiness, Snapshot, select_for};
+use crate::cache::{Readiness, Snapshot, renewing_for, select_for};
 
 /// The message sent to a caller entitled to nothing.
 pub const NO_IDENTITY: &str = "no identity issued";
@@ -31,14 +31,20 @@ pub fn serving(snapshot: &Snapshot) -> Result<(), Status> {
 
 /// `FetchX509SVID`: every unexpired SVID the caller's selectors match,
 /// default first; PermissionDenied "no identity issued" when there is none.
+/// `Ok(None)` when the caller's only SVIDs were just revoked and their
+/// replacements are being issued: nothing to send yet, but no reason to end
+/// the stream.
 pub fn x509_svid_response(
     snapshot: &Snapshot,
     selectors: &[Selector],
     now: i64,
-) -> Result<X509svidResponse, Status> {
+) -> Result<Option<X509svidResponse>, Status> {
     serving(snapshot)?;
     let chosen = select_for(&snapshot.svids, selectors, now);
     if chosen.is_empty() {
+        if renewing_for(&snapshot.renewing, selectors, now).is_some() {
+            return Ok(None);
+        }
         return Err(Status::permission_denied(NO_IDENTITY));
     }
     let bundle = concat(snapshot.bundle.iter().map(|c| c.as_ref()));
@@ -52,22 +58,25 @@ pub fn x509_svid_response(
             hint: s.entry.hint.clone(),
         })
         .collect();
-    Ok(X509svidResponse {
+    Ok(Some(X509svidResponse {
         svids,
         crl: crl_list(snapshot),
         federated_bundles: HashMap::new(),
-    })
+    }))
 }
 
 /// `FetchX509Bundles`: the trust domain's bundle (keyed by its SPIFFE ID)
-/// and CRL, for a caller entitled to at least one SVID.
+/// and CRL, for a caller entitled to at least one SVID (one being issued
+/// again after a revocation counts).
 pub fn x509_bundles_response(
     snapshot: &Snapshot,
     selectors: &[Selector],
     now: i64,
 ) -> Result<X509BundlesResponse, Status> {
     serving(snapshot)?;
-    if select_for(&snapshot.svids, selectors, now).is_empty() {
+    if select_for(&snapshot.svids, selectors, now).is_empty()
+        && renewing_for(&snapshot.renewing, selectors, now).is_none()
+    {
         return Err(Status::permission_denied(NO_IDENTITY));
     }
     let td = snapshot
@@ -93,12 +102,14 @@ fn crl_list(snapshot: &Snapshot) -> Vec<Vec<u8>> {
     }
 }
 
-/// The earliest NotAfter among the SVIDs a caller receives: the moment its
-/// stream must be re-evaluated even if nothing else changes.
+/// The earliest NotAfter among the SVIDs a caller receives (or the end of
+/// its wait for a re-issued one): the moment its stream must be
+/// re-evaluated even if nothing else changes.
 pub fn next_expiry(snapshot: &Snapshot, selectors: &[Selector], now: i64) -> Option<i64> {
     select_for(&snapshot.svids, selectors, now)
         .iter()
         .map(|s| s.not_after)
+        .chain(renewing_for(&snapshot.renewing, selectors, now))
         .min()
 }
 
@@ -123,6 +134,7 @@ mod tests {
                 CertificateDer::from(vec![3u8]),
             ],
             crl: vec![],
+            renewing: vec![],
         }
     }
 
@@ -132,7 +144,9 @@ mod tests {
 
     #[test]
     fn svid_response_default_first_with_hint_key_bundle() {
-        let r = x509_svid_response(&snapshot(), &sel("unix:uid:1"), 100).unwrap();
+        let r = x509_svid_response(&snapshot(), &sel("unix:uid:1"), 100)
+            .unwrap()
+            .unwrap();
         let ids: Vec<_> = r.svids.iter().map(|s| s.spiffe_id.as_str()).collect();
         assert_eq!(ids, ["spiffe://td.org/a", "spiffe://td.org/b"]);
         assert_eq!(r.svids[0].hint, "hint-a");
@@ -144,7 +158,9 @@ mod tests {
 
     #[test]
     fn expired_svids_are_never_sent() {
-        let r = x509_svid_response(&snapshot(), &sel("unix:uid:1"), 500).unwrap();
+        let r = x509_svid_response(&snapshot(), &sel("unix:uid:1"), 500)
+            .unwrap()
+            .unwrap();
         assert_eq!(r.svids.len(), 1);
         assert_eq!(r.svids[0].spiffe_id, "spiffe://td.org/b");
         assert_eq!(next_expiry(&snapshot(), &sel("unix:uid:1"), 100), Some(500));
@@ -184,7 +200,37 @@ mod tests {
         let r = x509_bundles_response(&s, &sel("unix:uid:2"), 100).unwrap();
         assert_eq!(r.bundles.get("spiffe://td.org"), Some(&vec![1, 2, 3]));
         assert_eq!(r.crl, vec![vec![7, 7]]);
-        let r = x509_svid_response(&s, &sel("unix:uid:2"), 100).unwrap();
+        let r = x509_svid_response(&s, &sel("unix:uid:2"), 100)
+            .unwrap()
+            .unwrap();
         assert_eq!(r.crl, vec![vec![7, 7]]);
+    }
+
+    #[test]
+    fn a_caller_whose_svid_is_being_reissued_waits_instead_of_being_refused() {
+        let mut s = snapshot();
+        let revoked = svid("r", 1, &["unix:uid:3"], 900);
+        s.renewing = vec![crate::cache::Renewing {
+            entry: revoked.entry.clone(),
+            until: 900,
+        }];
+        s.crl = vec![5];
+        // No SVID to send, but no "no identity" either: the stream waits.
+        assert_eq!(
+            x509_svid_response(&s, &sel("unix:uid:3"), 100).unwrap(),
+            None
+        );
+        // Bundles (with the new CRL) still flow to it.
+        let b = x509_bundles_response(&s, &sel("unix:uid:3"), 100).unwrap();
+        assert_eq!(b.crl, vec![vec![5]]);
+        // The wait ends when the revoked SVID would have expired anyway.
+        assert_eq!(next_expiry(&s, &sel("unix:uid:3"), 100), Some(900));
+        let e = x509_svid_response(&s, &sel("unix:uid:3"), 900).unwrap_err();
+        assert_eq!(e.message(), NO_IDENTITY);
+        // Callers with other SVIDs get them, without the revoked one.
+        let r = x509_svid_response(&s, &sel("unix:uid:1"), 100)
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.svids.len(), 2);
     }
 }

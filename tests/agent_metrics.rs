@@ -1,0 +1,122 @@
+//! End to end: the agent's `/metrics` after a Workload API fetch and a
+//! revocation, scraped over plain HTTP like Prometheus would.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::{collections::HashMap, time::Duration};
+
+use common::{
+    Server, TD,
+    agent::{Agent, eventually, http_get, leaf_serial, register_self, stream_serving},
+};
+use spiffe::WorkloadApiClient;
+
+/// Samples by their full name with labels, e.g.
+/// `lanyard_agent_svid_renewals_total{outcome="ok"}`.
+fn samples(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn value(samples: &HashMap<String, f64>, name: &str) -> f64 {
+    *samples
+        .get(name)
+        .unwrap_or_else(|| panic!("{name} not exposed; have {:?}", samples.keys()))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_after_a_fetch_and_a_revocation() {
+    let server = Server::start();
+    let agent = Agent::start(&server);
+    register_self(&server, &agent, "e2e/metered");
+    let id = format!("spiffe://{TD}/e2e/metered");
+
+    // A fetch with the spiffe crate's client, and a stream kept open.
+    let (mut stream, first) = stream_serving(&agent, &id).await;
+    let client = WorkloadApiClient::connect_to(agent.endpoint())
+        .await
+        .unwrap();
+    let ctx = client.fetch_x509_context().await.unwrap();
+    assert_eq!(ctx.default_svid().unwrap().spiffe_id().to_string(), id);
+
+    let revoked = leaf_serial(&first.svids[0].x509_svid);
+    server.cli_ok(&["svid", "revoke", "--serial", &revoked]);
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let msg = stream.message().await.unwrap().expect("stream open");
+            if msg
+                .svids
+                .iter()
+                .any(|s| leaf_serial(&s.x509_svid) != revoked)
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the revoked SVID is replaced");
+
+    let addr = agent.http_addr;
+    let text = tokio::task::spawn_blocking(move || {
+        eventually(
+            Duration::from_secs(30),
+            "the revocation in the metrics",
+            || {
+                let text = http_get(addr, "/metrics");
+                let s = samples(&text);
+                (s.get("lanyard_agent_revoked_svids_dropped_total") >= Some(&1.0)
+                    && s.get("lanyard_agent_cached_svids") >= Some(&1.0))
+                .then_some(text)
+            },
+        )
+    })
+    .await
+    .unwrap();
+    let s = samples(&text);
+    assert!(
+        value(
+            &s,
+            r#"lanyard_agent_workload_api_calls_total{method="fetch_x509_svid",code="ok"}"#
+        ) >= 1.0,
+        "{text}"
+    );
+    assert!(value(&s, "lanyard_agent_cached_svids") >= 1.0, "{text}");
+    assert!(
+        value(&s, "lanyard_agent_revoked_svids_dropped_total") >= 1.0,
+        "{text}"
+    );
+    assert!(value(&s, "lanyard_agent_crl_number") >= 2.0, "{text}");
+    let open = value(&s, "lanyard_agent_workload_api_open_streams");
+    assert!(open >= 0.0 && open.fract() == 0.0, "{text}");
+    assert!(
+        value(&s, "lanyard_agent_next_rotation_seconds") > 0.0,
+        "{text}"
+    );
+    assert!(
+        value(&s, r#"lanyard_agent_svid_renewals_total{outcome="ok"}"#) >= 2.0,
+        "first issuance and the replacement: {text}"
+    );
+    assert!(
+        value(&s, "lanyard_agent_sync_updates_total") >= 2.0,
+        "{text}"
+    );
+    assert!(
+        value(
+            &s,
+            "lanyard_agent_workload_attestation_duration_seconds_count"
+        ) >= 1.0,
+        "{text}"
+    );
+    assert!(text.contains("# TYPE lanyard_agent_workload_attestation_duration_seconds histogram"));
+    // The health endpoints share the address.
+    let ready = tokio::task::spawn_blocking(move || http_get(addr, "/health/ready"))
+        .await
+        .unwrap();
+    assert!(ready.contains("ready"), "{ready}");
+}
