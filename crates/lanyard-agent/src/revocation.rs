@@ -40,7 +40,7 @@ impl VerifiedCrl {
     }
 
     /// How many serials the CRL lists.
-    pub fn len(&self) -> usize {
+    pub fn revoked_count(&self) -> usize {
         self.0.len()
     }
 }
@@ -204,7 +204,7 @@ mod tests {
             RevocationList::verify(der.clone(), &ours.trust_bundle()).unwrap(),
         ));
         assert_eq!(crl.number(), Some(2));
-        assert_eq!(crl.len(), 1);
+        assert_eq!(crl.revoked_count(), 1);
         assert!(crl.is_revoked("0b22"));
         let cache = [("a", "0a11"), ("b", "0b22")];
         let entries: HashSet<&str> = ["a", "b"].into();

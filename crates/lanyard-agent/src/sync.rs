@@ -153,7 +153,7 @@ impl SyncClient {
         if let Some(crl) = state.crl.as_ref().filter(|c| previous.as_ref() != Some(*c)) {
             tracing::info!(
                 crl_number = crl.number_hex(),
-                revoked = crl.len(),
+                revoked = crl.revoked_count(),
                 "CRL in force"
             );
             self.metrics.set_crl_number(crl.number().unwrap_or(0));
