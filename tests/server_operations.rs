@@ -382,3 +382,100 @@ fn a_damaged_store_is_refused_not_replaced() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("datastore") || err.contains("store"), "{err}");
 }
+
+/// `datastore export`, then `import` into a fresh data dir: a server started
+/// there serves the same entries, bundle and CRL.
+#[tokio::test(flavor = "multi_thread")]
+async fn export_then_import_restores_entries_bundle_and_crl() {
+    let server = Server::start();
+    let agent = attest(&server, &server.token()).await.unwrap();
+    let agent_id = lanyard_identity::check_x509_svid(&agent.chain[0])
+        .unwrap()
+        .spiffe_id
+        .to_string();
+    let entry = server
+        .cli_ok(&[
+            "entry",
+            "create",
+            "--spiffe-id",
+            &format!("spiffe://{TD}/kept"),
+            "--parent-id",
+            &agent_id,
+            "--selector",
+            "unix:uid:7",
+        ])
+        .trim()
+        .to_owned();
+    let mut client = node_channel(&server, Some(&agent)).await.unwrap();
+    let resp = client
+        .batch_new_x509svid(BatchNewX509svidRequest {
+            params: vec![NewX509svidParams {
+                entry_id: entry.clone(),
+                csr: SvidKey::generate().unwrap().csr_der().unwrap(),
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(R::Svid(svid)) = &resp.results[0].result else {
+        panic!()
+    };
+    server.cli_ok(&["svid", "revoke", "--serial", &svid.serial]);
+
+    let backup = server.dir.path().join("backup.json");
+    server.cli_ok(&["datastore", "export", "--file", backup.to_str().unwrap()]);
+    let mode = std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the backup holds CA keys");
+
+    let restored = Server::start_with(&[]);
+    // Use the restored server's data dir before it holds anything: stop it,
+    // wipe it, import, and start again on the same dir and trust domain.
+    let mut restored = restored;
+    restored.kill();
+    std::fs::remove_dir_all(restored.data_dir()).unwrap();
+    let out = Command::new(bin("lanyard-server"))
+        .args(["datastore", "import", "--file"])
+        .arg(&backup)
+        .arg("--data-dir")
+        .arg(restored.data_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("restored 1 entries"));
+    // Importing over an existing store is refused.
+    let again = Command::new(bin("lanyard-server"))
+        .args(["datastore", "import", "--file"])
+        .arg(&backup)
+        .arg("--data-dir")
+        .arg(restored.data_dir())
+        .output()
+        .unwrap();
+    assert_eq!(exit_code(&again), 1);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("fresh data dir"));
+    restored.spawn();
+
+    assert_eq!(restored.bundle(), server.bundle(), "same CA");
+    let entries = restored.cli_json(&["entry", "list"]);
+    assert_eq!(entries[0]["id"], entry.as_str());
+    let crl = restored.cli_ok(&["crl", "show"]);
+    assert!(crl.contains(&svid.serial), "{crl}");
+    let old_number = server.cli_json(&["crl", "show"])["crl_number"]
+        .as_u64()
+        .unwrap();
+    let new_number = restored.cli_json(&["crl", "show"])["crl_number"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        new_number > old_number,
+        "the CRL number goes on from the backup"
+    );
+    assert!(
+        restored
+            .cli_ok(&["audit", "verify"])
+            .starts_with("audit log OK")
+    );
+}

@@ -34,6 +34,9 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    /// A backup cannot be read or restored.
+    #[error("backup: {0}")]
+    Backup(String),
     /// The audit log is damaged or cannot be written.
     #[error("audit log: {0}")]
     Audit(String),

@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 mod admin;
+mod backup;
 pub mod cli;
 mod config;
 mod convert;
@@ -34,6 +35,7 @@ mod status;
 mod tasks;
 
 pub use self::{
+    backup::{BACKUP_FORMAT, Backup},
     config::{ConfigFile, ServerConfig, TasksFile, UpstreamFile, X509PopFile, defaults},
     error::ServerError,
     node::{X509POP_CHALLENGE_CONTEXT, authorized_entries, x509pop_challenge},

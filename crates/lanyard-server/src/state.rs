@@ -156,6 +156,24 @@ impl ServerState {
         .map_err(|e| Status::internal(e.to_string()))?
     }
 
+    /// The audit log's content and the anchored head, read together under
+    /// the log's lock (for backups).
+    pub async fn audit_snapshot(&self) -> Result<(String, Option<(u64, String)>), Status> {
+        let log = self.audit_log.clone();
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let log = log
+                .lock()
+                .map_err(|_| Status::internal("audit log lock poisoned"))?;
+            let text = std::fs::read_to_string(log.path())
+                .map_err(|e| Status::internal(format!("{}: {e}", log.path().display())))?;
+            let head = store.get_audit_head().map_err(store_status)?;
+            Ok((text, head))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+    }
+
     /// The audit log file.
     pub fn audit_path(&self) -> std::path::PathBuf {
         match self.audit_log.lock() {

@@ -52,6 +52,7 @@ pub const PROPERTIES: &[(&str, Property)] = &[
     ("crl_number_monotonic", crl_number_monotonic),
     ("ca_journal_round_trip", ca_journal_round_trip),
     ("tasks", tasks),
+    ("crl_number_raised", crl_number_raised),
     ("audit_head", audit_head),
 ];
 
@@ -801,5 +802,24 @@ pub fn audit_head(store: &dyn Datastore) {
     assert_eq!(
         ok("get_audit_head", store.get_audit_head()),
         Some((2, "bb".to_owned()))
+    );
+}
+
+/// Raising the CRL counter (backup restore) moves it forward, never back.
+pub fn crl_number_raised(store: &dyn Datastore) {
+    assert_eq!(ok("next_crl_number", store.next_crl_number()), 1);
+    ok("raise_crl_number to 40", store.raise_crl_number(40));
+    assert_eq!(
+        ok("next_crl_number after raise", store.next_crl_number()),
+        41
+    );
+    ok("raise_crl_number to 5", store.raise_crl_number(5));
+    assert_eq!(
+        ok(
+            "next_crl_number after a lower raise",
+            store.next_crl_number()
+        ),
+        42,
+        "raise_crl_number must never lower the counter"
     );
 }

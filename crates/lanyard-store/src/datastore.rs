@@ -86,6 +86,11 @@ pub trait Datastore: Send + Sync + 'static {
     /// The next CRL number: persisted, strictly increasing, starting at 1.
     fn next_crl_number(&self) -> Result<u64, StoreError>;
 
+    /// Raises the CRL counter so that every later
+    /// [`next_crl_number`](Datastore::next_crl_number) is above `issued`
+    /// (restoring a backup); never lowers it.
+    fn raise_crl_number(&self, issued: u64) -> Result<(), StoreError>;
+
     /// The CA's opaque journal (its rotation state), or `None` before the
     /// first [`put_ca_journal`](Datastore::put_ca_journal).
     fn get_ca_journal(&self) -> Result<Option<Vec<u8>>, StoreError>;

@@ -967,6 +967,28 @@ impl Datastore for SledStore {
         Ok(next)
     }
 
+    fn raise_crl_number(&self, issued: u64) -> Result<(), StoreError> {
+        loop {
+            let current = self.meta.get(CRL_NUMBER_KEY).map_err(backend)?;
+            let last = match &current {
+                None => 0,
+                Some(bytes) => decode_counter(CRL_NUMBER_KEY, bytes)?,
+            };
+            if last >= issued {
+                return Ok(());
+            }
+            let swapped = self
+                .meta
+                .compare_and_swap(CRL_NUMBER_KEY, current, Some(&issued.to_be_bytes()))
+                .map_err(backend)?;
+            if swapped.is_ok() {
+                self.commit()?;
+                info!(crl_number = issued, "CRL counter raised");
+                return Ok(());
+            }
+        }
+    }
+
     fn get_ca_journal(&self) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .meta

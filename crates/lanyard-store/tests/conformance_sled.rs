@@ -49,6 +49,7 @@ properties!(
     crl_number_monotonic,
     ca_journal_round_trip,
     tasks,
+    crl_number_raised,
     audit_head,
 );
 

@@ -654,6 +654,33 @@ impl Admin for AdminService {
         }))
     }
 
+    async fn export_datastore(
+        &self,
+        req: Request<pb::ExportDatastoreRequest>,
+    ) -> Result<Response<pb::DatastoreBackup>, Status> {
+        let who = self.authorize(&req, Role::Admin)?;
+        let (audit_log, audit_head) = self.state.audit_snapshot().await?;
+        let state = self.state.clone();
+        let backup = tokio::task::spawn_blocking(move || {
+            crate::Backup::collect(
+                state.store.as_ref(),
+                state.cfg.trust_domain.to_string(),
+                state.crl.load().number,
+                &state.cfg.data_dir.join("ca"),
+                audit_log,
+                audit_head,
+                now_unix(),
+            )
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::internal(e.to_string()))?;
+        let json =
+            serde_json::to_vec_pretty(&backup).map_err(|e| Status::internal(e.to_string()))?;
+        tracing::warn!(principal = %who, bytes = json.len(), "datastore exported (includes CA keys)");
+        Ok(Response::new(pb::DatastoreBackup { json }))
+    }
+
     async fn health(
         &self,
         _req: Request<pb::HealthRequest>,

@@ -64,6 +64,9 @@ pub enum Command {
     /// The tamper-evident audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Back up and restore the datastore, CA keys and audit log.
+    #[command(subcommand)]
+    Datastore(DatastoreCmd),
     /// Exit 0 if the server answers on its admin socket and is ready.
     Healthcheck,
 }
@@ -422,5 +425,25 @@ pub enum AuditCmd {
         /// With --file: the head the log must end at, as SEQ:HASH.
         #[arg(long)]
         expect_head: Option<String>,
+    },
+}
+
+/// `datastore` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DatastoreCmd {
+    /// Write a backup of the running server to FILE (0600: it holds the CA keys).
+    Export {
+        /// Where to write the backup.
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Restore a backup into a fresh data dir, offline; then start the server on it.
+    Import {
+        /// The backup written by `datastore export`.
+        #[arg(long)]
+        file: PathBuf,
+        /// The new server's data dir (must not hold a store yet).
+        #[arg(long)]
+        data_dir: PathBuf,
     },
 }

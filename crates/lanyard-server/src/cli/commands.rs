@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 
 use super::{
     args::{
-        AgentCmd, AuditCmd, BundleCmd, BundleFormat, Cli, Command, CrlCmd, EntryCmd, OutputFormat,
-        SvidCmd, TokenCmd,
+        AgentCmd, AuditCmd, BundleCmd, BundleFormat, Cli, Command, CrlCmd, DatastoreCmd, EntryCmd,
+        OutputFormat, SvidCmd, TokenCmd,
     },
     client::connect,
     output::{self, table},
@@ -43,6 +43,13 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
     }) = &cli.command
     {
         return super::task::verify_file(file, expect_head.as_deref(), json);
+    }
+    if let Command::Datastore(DatastoreCmd::Import { file, data_dir }) = &cli.command {
+        let bytes =
+            std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let summary = crate::Backup::from_json(&bytes)?.restore(data_dir)?;
+        println!("{summary}");
+        return Ok(());
     }
     let mut admin = connect(&cli.socket).await?;
     match cli.command {
@@ -189,6 +196,24 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Task(cmd) => super::task::task(&mut admin, cmd, json).await,
+        Command::Datastore(DatastoreCmd::Export { file }) => {
+            let backup = admin
+                .export_datastore(pb::ExportDatastoreRequest {})
+                .await
+                .map_err(rpc)?
+                .into_inner();
+            lanyard_ca::write_file_atomic(&file, &backup.json, 0o600)
+                .with_context(|| format!("cannot write {}", file.display()))?;
+            println!(
+                "backup written to {} ({} bytes; it holds the CA keys: keep it secret)",
+                file.display(),
+                backup.json.len()
+            );
+            Ok(())
+        }
+        Command::Datastore(DatastoreCmd::Import { .. }) => {
+            Err(anyhow!("`datastore import` runs offline"))
+        }
         Command::Audit(cmd) => super::task::audit(&mut admin, cmd, json).await,
         Command::Crl(CrlCmd::Show { format }) => {
             let crl = admin

@@ -10,8 +10,8 @@ mod task;
 
 pub use self::{
     args::{
-        AgentCmd, AuditCmd, BundleCmd, BundleFormat, Cli, Command, CrlCmd, CrlFormat, EntryCmd,
-        OutputFormat, RunArgs, SvidCmd, TaskCmd, TaskRequestArgs, TokenCmd,
+        AgentCmd, AuditCmd, BundleCmd, BundleFormat, Cli, Command, CrlCmd, CrlFormat, DatastoreCmd,
+        EntryCmd, OutputFormat, RunArgs, SvidCmd, TaskCmd, TaskRequestArgs, TokenCmd,
     },
     commands::execute,
 };
