@@ -18,7 +18,7 @@ pub mod defaults {
     pub const DATA_DIR: &str = "/var/lib/lanyard/agent";
     /// The Workload API socket.
     pub const SOCKET_PATH: &str = "/run/lanyard/agent/api.sock";
-    /// Health endpoint address.
+    /// Health and metrics endpoint address.
     pub const HTTP_ADDRESS: &str = "127.0.0.1:8083";
     /// Default tracing filter.
     pub const LOG_LEVEL: &str = "info";
@@ -44,7 +44,8 @@ pub struct ConfigFile {
     pub data_dir: Option<PathBuf>,
     /// `socket_path`: the Workload API Unix socket.
     pub socket_path: Option<PathBuf>,
-    /// `http_address`: health endpoints (`/health/live`, `/health/ready`).
+    /// `http_address`: health endpoints (`/health/live`, `/health/ready`) and
+    /// Prometheus metrics (`/metrics`).
     pub http_address: Option<String>,
     /// `log_level`: a tracing filter such as `info` or `info,lanyard_agent=debug`.
     pub log_level: Option<String>,
@@ -137,7 +138,7 @@ pub struct AgentConfig {
     pub data_dir: PathBuf,
     /// Workload API socket.
     pub socket_path: PathBuf,
-    /// Health endpoint address.
+    /// Health and metrics endpoint address.
     pub http_address: SocketAddr,
     /// Tracing filter.
     pub log_level: String,

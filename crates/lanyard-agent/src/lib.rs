@@ -53,6 +53,8 @@ mod identity;
 mod metrics;
 mod node_client;
 mod revocation;
+#[cfg(test)]
+mod revocation_tests;
 pub mod schedule;
 mod storage;
 mod svid_manager;

@@ -124,7 +124,7 @@ impl SyncClient {
         }
     }
 
-    fn apply(&self, resp: SyncResponse) -> Result<(), AgentError> {
+    pub(crate) fn apply(&self, resp: SyncResponse) -> Result<(), AgentError> {
         self.metrics.sync_update();
         let (mut state, crl_der) = parse_sync(resp);
         let trust = self.connector.trust();

@@ -18,17 +18,18 @@ use crate::{
     SyncClient, SyncState, cache::EntryInfo, identity::AgentIdentity,
 };
 
-struct Fixture {
+pub(crate) struct Fixture {
     _dir: tempfile::TempDir,
-    data_dir: DataDir,
-    connector: Arc<NodeConnector>,
-    identity: AgentIdentity,
-    td: TrustDomain,
+    pub(crate) ca: CertificateAuthority,
+    pub(crate) data_dir: DataDir,
+    pub(crate) connector: Arc<NodeConnector>,
+    pub(crate) identity: AgentIdentity,
+    pub(crate) td: TrustDomain,
 }
 
 /// An agent identity signed by a throw-away CA, and a connector to a port
 /// nobody listens on.
-fn fixture() -> Fixture {
+pub(crate) fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let td = TrustDomain::new("loops.test").unwrap();
     let now = SystemTime::now();
@@ -67,6 +68,7 @@ fn fixture() -> Fixture {
     let data_dir = DataDir::open(&dir.path().join("data")).unwrap();
     Fixture {
         _dir: dir,
+        ca,
         data_dir,
         connector,
         identity,

@@ -60,7 +60,7 @@ pub struct RunArgs {
     /// Workload API socket [default: /run/lanyard/agent/api.sock].
     #[arg(long, value_name = "PATH")]
     pub socket_path: Option<PathBuf>,
-    /// Health endpoint address [default: 127.0.0.1:8083].
+    /// Health (/health/live, /health/ready) and metrics (/metrics) address [default: 127.0.0.1:8083].
     #[arg(long, value_name = "IP:PORT")]
     pub http_address: Option<String>,
     /// Log filter, e.g. `info` or `info,lanyard_agent=debug` [default: info].
