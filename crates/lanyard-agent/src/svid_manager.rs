@@ -205,16 +205,12 @@ impl SvidManager {
                 crl_number = crl.number_hex(),
                 "SVID is on the CRL: no longer served"
             );
-            let slot = self.slots.get_mut(entry_id.as_str());
-            let revoked = slot
-                .as_ref()
-                .and_then(|s| s.svid.as_ref())
-                .map(|i| i.svid.not_after);
-            match slot {
+            match self.slots.get_mut(entry_id.as_str()) {
                 Some(slot) if plan.renew.contains(entry_id) => {
                     tracing::info!(entry = %entry_id, spiffe_id = %slot.entry.spiffe_id, "issuing a new SVID to replace the revoked one");
-                    slot.svid = None;
-                    slot.revoked_until = revoked;
+                    // Callers wait for the replacement until the revoked
+                    // SVID would have expired anyway.
+                    slot.revoked_until = slot.svid.take().map(|i| i.svid.not_after);
                     slot.retry_at = None;
                     slot.failures = 0;
                 }
