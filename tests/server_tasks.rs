@@ -5,84 +5,15 @@
 mod common;
 
 use std::{
-    os::unix::{fs::PermissionsExt, process::CommandExt},
-    process::{Command, Output},
+    process::Command,
     time::{Duration, Instant},
 };
 
-use common::*;
+use common::{operators::*, *};
 use lanyard_ca::SvidKey;
 use lanyard_proto::node::v1::{
     BatchNewX509svidRequest, NewX509svidParams, SyncRequest, batch_new_x509svid_result::Result as R,
 };
-
-const ALICE: u32 = 4001; // requester
-const BOB: u32 = 4002; // approver
-const CAROL: u32 = 4003; // requester, not an approver
-const MALLORY: u32 = 4005; // neither
-
-/// A server whose admin socket other users can reach; the policy decides.
-fn task_server() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let run = dir.path().join("run");
-    std::fs::create_dir(&run).unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let config = dir.path().join("server.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "admin_socket_mode = \"0666\"\n[tasks]\nmax_ttl = \"1h\"\nbreak_glass_max_ttl = \"5m\"\nrequesters = [\"uid:{ALICE}\", \"uid:{CAROL}\"]\napprovers = [\"uid:{BOB}\"]\n"
-        ),
-    )
-    .unwrap();
-    let socket = run.join("admin.sock");
-    let server = Server::start_with_socket(&["--config", config.to_str().unwrap()], Some(socket));
-    // Keep the config dir alive as long as the server.
-    std::mem::forget(dir);
-    server
-}
-
-/// Runs an operator command as `uid`.
-fn as_user(server: &Server, uid: u32, args: &[&str]) -> Output {
-    Command::new(bin("lanyard-server"))
-        .arg("--socket")
-        .arg(&server.socket)
-        .args(args)
-        .uid(uid)
-        .gid(uid)
-        .output()
-        .unwrap()
-}
-
-fn ok_as(server: &Server, uid: u32, args: &[&str]) -> String {
-    let out = as_user(server, uid, args);
-    assert!(
-        out.status.success(),
-        "uid {uid} `{}`: {}\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr),
-        server.log()
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn refused_as(server: &Server, uid: u32, args: &[&str]) -> String {
-    let out = as_user(server, uid, args);
-    assert_eq!(
-        exit_code(&out),
-        1,
-        "uid {uid} `{}` should be refused",
-        args.join(" ")
-    );
-    String::from_utf8_lossy(&out.stderr).to_string()
-}
-
-fn json_as(server: &Server, uid: u32, args: &[&str]) -> serde_json::Value {
-    let mut all = vec!["--output", "json"];
-    all.extend_from_slice(args);
-    serde_json::from_str(&ok_as(server, uid, &all)).unwrap()
-}
 
 fn request(server: &Server, uid: u32, agent: &str, extra: &[&str]) -> String {
     let mut args = vec![

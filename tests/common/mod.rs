@@ -22,6 +22,7 @@ use tempfile::TempDir;
 use tonic::transport::Channel;
 
 pub mod agent;
+pub mod operators;
 
 pub const TD: &str = "e2e.test";
 
@@ -50,6 +51,8 @@ pub struct Server {
     pub http_addr: SocketAddr,
     pub socket: PathBuf,
     pub extra: Vec<String>,
+    /// Directories removed with the server (e.g. its config's).
+    pub keep: Vec<TempDir>,
     child: Option<Child>,
 }
 
@@ -76,6 +79,7 @@ impl Server {
             socket,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             dir,
+            keep: Vec::new(),
             child: None,
         };
         server.spawn();

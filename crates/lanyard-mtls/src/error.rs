@@ -10,6 +10,12 @@ pub enum MtlsError {
     /// The certificate chain does not verify against the trust bundle.
     #[error("certificate does not chain to the trust bundle: {0}")]
     Chain(String),
+    /// The certificate's NotAfter has passed.
+    #[error("certificate expired: {0}")]
+    Expired(String),
+    /// The certificate's NotBefore is still ahead.
+    #[error("certificate not valid yet: {0}")]
+    NotYetValid(String),
     /// The leaf is not a valid X.509-SVID.
     #[error("not an X.509-SVID: {0}")]
     Profile(#[from] lanyard_identity::ProfileError),
@@ -142,6 +148,8 @@ impl From<MtlsError> for rustls::Error {
                 Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure)
             }
             MtlsError::Revoked { .. } => Error::InvalidCertificate(CertificateError::Revoked),
+            MtlsError::Expired(_) => Error::InvalidCertificate(CertificateError::Expired),
+            MtlsError::NotYetValid(_) => Error::InvalidCertificate(CertificateError::NotValidYet),
             MtlsError::EmptyBundle => Error::InvalidCertificate(CertificateError::UnknownIssuer),
             other => Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(
                 std::sync::Arc::new(other),

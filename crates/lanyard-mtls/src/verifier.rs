@@ -55,7 +55,7 @@ fn verify_chain(
         None,
         None,
     )
-    .map_err(|e| MtlsError::Chain(e.to_string()))?;
+    .map_err(chain_error)?;
     Ok(summary)
 }
 
@@ -63,6 +63,16 @@ fn verify_chain(
 /// (for use after the handshake verified it).
 pub fn peer_spiffe_id(leaf: &CertificateDer<'_>) -> Result<SpiffeId, MtlsError> {
     Ok(lanyard_identity::check_x509_svid(leaf)?.spiffe_id)
+}
+
+/// Keeps the errors a peer should be told precisely (expired, not yet
+/// valid); the rest are chain failures.
+fn chain_error(e: webpki::Error) -> MtlsError {
+    match e {
+        webpki::Error::CertExpired { .. } => MtlsError::Expired(e.to_string()),
+        webpki::Error::CertNotValidYet { .. } => MtlsError::NotYetValid(e.to_string()),
+        other => MtlsError::Chain(other.to_string()),
+    }
 }
 
 fn algorithms() -> WebPkiSupportedAlgorithms {

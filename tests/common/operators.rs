@@ -1,0 +1,81 @@
+//! Operators as distinct Unix users on a server whose admin socket they can
+//! reach; the server's task policy decides what each may do. CI runs as
+//! root, so each command is started with `CommandExt::uid/gid`.
+
+use std::{
+    os::unix::{fs::PermissionsExt, process::CommandExt},
+    process::{Command, Output},
+};
+
+use super::{Server, bin, exit_code};
+
+pub const ALICE: u32 = 4001; // requester
+pub const BOB: u32 = 4002; // approver
+pub const CAROL: u32 = 4003; // requester, not an approver
+pub const MALLORY: u32 = 4005; // neither
+
+/// A server whose admin socket (in a 0755 directory, mode 0666) other users
+/// can reach, with a task policy: ALICE and CAROL request, BOB approves.
+pub fn task_server() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = dir.path().join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "admin_socket_mode = \"0666\"\n[tasks]\nmax_ttl = \"1h\"\nbreak_glass_max_ttl = \"5m\"\n\
+             requesters = [\"uid:{ALICE}\", \"uid:{CAROL}\"]\napprovers = [\"uid:{BOB}\"]\n"
+        ),
+    )
+    .unwrap();
+    let mut server = Server::start_with_socket(
+        &["--config", config.to_str().unwrap()],
+        Some(run.join("admin.sock")),
+    );
+    server.keep.push(dir);
+    server
+}
+
+/// Runs an operator command as `uid`.
+pub fn as_user(server: &Server, uid: u32, args: &[&str]) -> Output {
+    Command::new(bin("lanyard-server"))
+        .arg("--socket")
+        .arg(&server.socket)
+        .args(args)
+        .uid(uid)
+        .gid(uid)
+        .output()
+        .unwrap()
+}
+
+pub fn ok_as(server: &Server, uid: u32, args: &[&str]) -> String {
+    let out = as_user(server, uid, args);
+    assert!(
+        out.status.success(),
+        "uid {uid} `{}`: {}\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+pub fn refused_as(server: &Server, uid: u32, args: &[&str]) -> String {
+    let out = as_user(server, uid, args);
+    assert_eq!(
+        exit_code(&out),
+        1,
+        "uid {uid} `{}` should be refused",
+        args.join(" ")
+    );
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+pub fn json_as(server: &Server, uid: u32, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--output", "json"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&ok_as(server, uid, &all)).unwrap()
+}
