@@ -83,6 +83,13 @@ async fn a_task_from_request_to_completion() {
         &["task", "approve", &id, "--note", "looks fine"],
     );
     assert_eq!(approved["state"], "active");
+    // An approver who is not a requester can still read the tasks.
+    assert_eq!(
+        json_as(&server, BOB, &["task", "show", &id])["state"],
+        "active"
+    );
+    let listed = json_as(&server, BOB, &["task", "list", "--state", "active"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1);
     let entry_id = approved["entry_id"].as_str().unwrap().to_owned();
 
     // The agent hears of the task's entry at once and gets a bound SVID.

@@ -104,6 +104,9 @@ pub(crate) enum Role {
     Requester,
     /// `task approve`, `task deny`, `task review`.
     Approver,
+    /// Either of the two: reading tasks, `task complete` (which further
+    /// requires the task's own requester or an approver).
+    Participant,
 }
 
 /// The admin and task policy (server config `admins` and `[tasks]`).
@@ -132,6 +135,7 @@ impl Policy {
                 Role::Admin => false,
                 Role::Requester => any(&self.requesters),
                 Role::Approver => any(&self.approvers),
+                Role::Participant => any(&self.requesters) || any(&self.approvers),
             }
     }
 
@@ -144,6 +148,10 @@ impl Policy {
             Role::Admin => {}
             Role::Requester => names.extend(list(&self.requesters)),
             Role::Approver => names.extend(list(&self.approvers)),
+            Role::Participant => {
+                names.extend(list(&self.requesters));
+                names.extend(list(&self.approvers));
+            }
         }
         names.join(", ")
     }
@@ -197,5 +205,11 @@ mod tests {
         assert!(!policy.allows(&p(1, None), Role::Approver));
         assert!(!policy.allows(&p(2, None), Role::Admin));
         assert!(policy.describe(Role::Approver).contains("uid:2"));
+        assert!(
+            policy.allows(&p(2, None), Role::Participant),
+            "approvers read tasks"
+        );
+        assert!(policy.allows(&p(1, None), Role::Participant));
+        assert!(!policy.allows(&p(9, None), Role::Participant));
     }
 }

@@ -550,7 +550,7 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::TaskDecision>,
     ) -> Result<Response<pb::Task>, Status> {
-        self.decide(req, Role::Requester, tasks::Decision::Complete)
+        self.decide(req, Role::Participant, tasks::Decision::Complete)
             .await
     }
 
@@ -566,7 +566,7 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::GetTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        self.authorize(&req, Role::Requester)?;
+        self.authorize(&req, Role::Participant)?;
         let id = req.into_inner().id;
         let key = id.clone();
         let task = self
@@ -582,7 +582,7 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::ListTasksRequest>,
     ) -> Result<Response<pb::ListTasksResponse>, Status> {
-        self.authorize(&req, Role::Requester)?;
+        self.authorize(&req, Role::Participant)?;
         let f = req.into_inner();
         const STATES: [&str; 7] = [
             "requested",
