@@ -26,7 +26,14 @@ pub fn build_binaries() -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let release = bin_dir()?.ends_with("release");
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "-p", "lanyard-server", "-p", "lanyard-agent"]);
+    cmd.args([
+        "build",
+        "--quiet",
+        "-p",
+        "lanyard-server",
+        "-p",
+        "lanyard-agent",
+    ]);
     if release {
         cmd.arg("--release");
     }
@@ -42,7 +49,11 @@ fn free_port() -> anyhow::Result<SocketAddr> {
 }
 
 /// Polls `check` until it holds or `timeout` passes.
-pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) -> anyhow::Result<Duration> {
+pub fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> bool,
+) -> anyhow::Result<Duration> {
     let start = Instant::now();
     while !check() {
         if start.elapsed() > timeout {
@@ -102,7 +113,9 @@ pub struct Cluster {
 impl Cluster {
     /// Starts the server on an embedded sled store in a temp dir.
     pub fn start_server() -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new().prefix("lanyard-quickstart").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("lanyard-quickstart")
+            .tempdir()?;
         let uid = current_uid()?;
         // One person runs the quickstart, so this policy lets the requester
         // approve; production keeps require_distinct_approver = true.
@@ -178,7 +191,10 @@ impl Cluster {
         })?;
         let agents: serde_json::Value =
             serde_json::from_str(&self.cli(&["--output", "json", "agent", "list"])?)?;
-        self.agent_id = agents[0]["spiffe_id"].as_str().unwrap_or_default().to_owned();
+        self.agent_id = agents[0]["spiffe_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         Ok(started.elapsed())
     }
 
@@ -190,7 +206,11 @@ impl Cluster {
             .args(args)
             .output()?;
         if !out.status.success() {
-            bail!("lanyard-server {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "lanyard-server {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(String::from_utf8(out.stdout)?)
     }
@@ -215,11 +235,16 @@ impl Cluster {
         let uid = current_uid()?.to_string();
         Ok(self
             .cli(&[
-                "entry", "create",
-                "--spiffe-id", &self.id(name),
-                "--parent-id", &self.agent_id,
-                "--selector", &format!("unix:uid:{uid}"),
-                "--selector", &format!("unix:path:{}", path.display()),
+                "entry",
+                "create",
+                "--spiffe-id",
+                &self.id(name),
+                "--parent-id",
+                &self.agent_id,
+                "--selector",
+                &format!("unix:uid:{uid}"),
+                "--selector",
+                &format!("unix:path:{}", path.display()),
             ])?
             .trim()
             .to_owned())
@@ -258,7 +283,10 @@ pub fn current_uid() -> anyhow::Result<u32> {
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: quickstart\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: quickstart\r\nConnection: close\r\n\r\n"
+    )?;
     // Bodies may be binary (GET /crl is DER): the status line is what matters.
     let mut out = Vec::new();
     s.read_to_end(&mut out)?;

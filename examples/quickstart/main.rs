@@ -63,7 +63,13 @@ fn ms(d: Duration) -> String {
 }
 
 /// Runs `<copy> workload call ...` and returns its output.
-fn call(c: &Cluster, bin: &std::path::Path, server: SocketAddr, server_name: &str, out: &str) -> anyhow::Result<String> {
+fn call(
+    c: &Cluster,
+    bin: &std::path::Path,
+    server: SocketAddr,
+    server_name: &str,
+    out: &str,
+) -> anyhow::Result<String> {
     let result = Command::new(bin)
         .arg("workload")
         .arg("call")
@@ -84,7 +90,13 @@ fn call(c: &Cluster, bin: &std::path::Path, server: SocketAddr, server_name: &st
 
 /// Presents `pinned` until the server refuses it as revoked; returns how
 /// long after `since` that was.
-fn until_refused(rt: &tokio::runtime::Runtime, pinned: &Pinned, server: SocketAddr, server_id: &str, since: Instant) -> anyhow::Result<Duration> {
+fn until_refused(
+    rt: &tokio::runtime::Runtime,
+    pinned: &Pinned,
+    server: SocketAddr,
+    server_id: &str,
+    since: Instant,
+) -> anyhow::Result<Duration> {
     let config = pinned.client_config(server_id)?;
     loop {
         match rt.block_on(echo(config.clone(), server)) {
@@ -99,23 +111,45 @@ fn until_refused(rt: &tokio::runtime::Runtime, pinned: &Pinned, server: SocketAd
 }
 
 fn run() -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
 
     step(1, "build lanyard-server and lanyard-agent");
     cluster::build_binaries()?;
     ok(format!("binaries in {}", cluster::bin_dir()?.display()));
 
-    step(2, "start lanyard-server (embedded sled store, self-signed CA)");
+    step(
+        2,
+        "start lanyard-server (embedded sled store, self-signed CA)",
+    );
     let mut c = Cluster::start_server()?;
-    ok(format!("trust domain {} · data in {}", c.trust_domain, c.dir.path().join("server").display()));
+    ok(format!(
+        "trust domain {} · data in {}",
+        c.trust_domain,
+        c.dir.path().join("server").display()
+    ));
     let bundle = c.cli(&["bundle", "show"])?;
-    ok(format!("trust bundle: {} CA certificate(s)", bundle.matches("BEGIN CERTIFICATE").count()));
+    ok(format!(
+        "trust bundle: {} CA certificate(s)",
+        bundle.matches("BEGIN CERTIFICATE").count()
+    ));
 
-    step(3, "start lanyard-agent, attested with a one-time join token");
+    step(
+        3,
+        "start lanyard-agent, attested with a one-time join token",
+    );
     let attestation = c.start_agent()?;
-    ok(format!("agent {} attested and ready in {}", c.agent_id, ms(attestation)));
+    ok(format!(
+        "agent {} attested and ready in {}",
+        c.agent_id,
+        ms(attestation)
+    ));
 
-    step(4, "register workload `billing` and start it as an mTLS server");
+    step(
+        4,
+        "register workload `billing` and start it as an mTLS server",
+    );
     let billing_bin = c.workload_binary("billing")?;
     let ledger_bin = c.workload_binary("ledger")?;
     c.register("billing", &billing_bin)?;
@@ -124,52 +158,105 @@ fn run() -> anyhow::Result<()> {
     let addr_file = c.dir.path().join("billing.addr");
     let billing = Proc::spawn(
         "billing",
-        Command::new(&billing_bin).arg("workload").arg("serve").arg(&c.agent_socket).arg(&addr_file),
+        Command::new(&billing_bin)
+            .arg("workload")
+            .arg("serve")
+            .arg(&c.agent_socket)
+            .arg(&addr_file),
         &c.dir.path().join("billing.log"),
     )?;
     c.adopt(billing);
-    let first_svid = wait_until("billing's first SVID", Duration::from_secs(30), || addr_file.exists())?;
+    let first_svid = wait_until("billing's first SVID", Duration::from_secs(30), || {
+        addr_file.exists()
+    })?;
     let billing_addr: SocketAddr = std::fs::read_to_string(&addr_file)?.trim().parse()?;
-    ok(format!("billing got {} over the Workload API in {} and listens on {billing_addr}", c.id("billing"), ms(first_svid)));
+    ok(format!(
+        "billing got {} over the Workload API in {} and listens on {billing_addr}",
+        c.id("billing"),
+        ms(first_svid)
+    ));
 
-    step(5, "workload `ledger` fetches its SVID (spiffe crate) and calls billing over mTLS");
+    step(
+        5,
+        "workload `ledger` fetches its SVID (spiffe crate) and calls billing over mTLS",
+    );
     let reply = call(&c, &ledger_bin, billing_addr, "billing", "ledger-svid")?;
-    ensure!(reply.contains(&c.id("ledger")), "billing did not see ledger's identity: {reply}");
+    ensure!(
+        reply.contains(&c.id("ledger")),
+        "billing did not see ledger's identity: {reply}"
+    );
     ok(format!("billing answered: {}", reply.trim()));
 
-    step(6, "revoke ledger's SVID; billing refuses it at the next handshake");
+    step(
+        6,
+        "revoke ledger's SVID; billing refuses it at the next handshake",
+    );
     let stolen = Pinned::load(&c.dir.path().join("ledger-svid"))?;
     let serial = stolen.serial()?;
     rt.block_on(echo(stolen.client_config(&c.id("billing"))?, billing_addr))
         .context("the SVID works before revocation")?;
-    c.cli(&["svid", "revoke", "--serial", &serial, "--reason", "key-compromise"])?;
+    c.cli(&[
+        "svid",
+        "revoke",
+        "--serial",
+        &serial,
+        "--reason",
+        "key-compromise",
+    ])?;
     let revoked_at = Instant::now();
     let propagation = until_refused(&rt, &stolen, billing_addr, &c.id("billing"), revoked_at)?;
-    ok(format!("serial {serial} refused with \"certificate revoked\" {} after `svid revoke` returned", ms(propagation)));
+    ok(format!(
+        "serial {serial} refused with \"certificate revoked\" {} after `svid revoke` returned",
+        ms(propagation)
+    ));
     let crl = cluster::http_get(c.server_http, "/crl")?;
     ensure!(crl.starts_with("HTTP/1.1 200"), "GET /crl failed");
     ok("the same CRL is served at GET /crl for openssl verify -crl_check");
 
-    step(7, "ledger runs again: the agent renewed its SVID, billing accepts it");
+    step(
+        7,
+        "ledger runs again: the agent renewed its SVID, billing accepts it",
+    );
     let reply = call(&c, &ledger_bin, billing_addr, "billing", "ledger-svid-2")?;
     let fresh = Pinned::load(&c.dir.path().join("ledger-svid-2"))?.serial()?;
     ensure!(fresh != serial, "the agent served the revoked SVID again");
-    ok(format!("new serial {fresh}; billing answered: {}", reply.trim()));
+    ok(format!(
+        "new serial {fresh}; billing answered: {}",
+        reply.trim()
+    ));
 
     step(8, "a task-scoped identity: request, approve, use, complete");
     let maint_bin = c.workload_binary("maint")?;
     let uid = cluster::current_uid()?.to_string();
     let task = c.cli(&[
-        "task", "request", "--ticket", "CHG-1234", "--purpose", "rotate billing's database credentials",
-        "--spiffe-id", &c.id("maint/rotate"), "--parent-id", &c.agent_id,
-        "--selector", &format!("unix:uid:{uid}"), "--selector", &format!("unix:path:{}", maint_bin.display()),
-        "--audience", &c.id("billing"), "--ttl", "10m",
+        "task",
+        "request",
+        "--ticket",
+        "CHG-1234",
+        "--purpose",
+        "rotate billing's database credentials",
+        "--spiffe-id",
+        &c.id("maint/rotate"),
+        "--parent-id",
+        &c.agent_id,
+        "--selector",
+        &format!("unix:uid:{uid}"),
+        "--selector",
+        &format!("unix:path:{}", maint_bin.display()),
+        "--audience",
+        &c.id("billing"),
+        "--ttl",
+        "10m",
     ])?;
     let task = task.trim().to_owned();
-    ok(format!("{task} requested for ticket CHG-1234; nothing is issued before approval"));
+    ok(format!(
+        "{task} requested for ticket CHG-1234; nothing is issued before approval"
+    ));
     c.cli(&["task", "approve", &task, "--note", "change window approved"])?;
     let show = || -> anyhow::Result<serde_json::Value> {
-        Ok(serde_json::from_str(&c.cli(&["--output", "json", "task", "show", &task])?)?)
+        Ok(serde_json::from_str(
+            &c.cli(&["--output", "json", "task", "show", &task])?,
+        )?)
     };
     wait_until("the task to become active", Duration::from_secs(10), || {
         show().is_ok_and(|t| t["state"] == "active")
@@ -183,7 +270,10 @@ fn run() -> anyhow::Result<()> {
     c.cli(&["task", "complete", &task])?;
     let completed_at = Instant::now();
     let refused = until_refused(&rt, &maint, billing_addr, &c.id("billing"), completed_at)?;
-    ok(format!("task completed; its SVID refused {} later", ms(refused)));
+    ok(format!(
+        "task completed; its SVID refused {} later",
+        ms(refused)
+    ));
     ensure!(show()?["state"] == "completed", "task not completed");
 
     step(9, "the audit log: every decision, hash-chained");
@@ -191,7 +281,13 @@ fn run() -> anyhow::Result<()> {
     let actions: Vec<String> = audit
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .map(|r| format!("{} by {}", r["action"].as_str().unwrap_or("?"), r["principal"].as_str().unwrap_or("?")))
+        .map(|r| {
+            format!(
+                "{} by {}",
+                r["action"].as_str().unwrap_or("?"),
+                r["principal"].as_str().unwrap_or("?")
+            )
+        })
         .collect();
     ensure!(!actions.is_empty(), "no audit records for the ticket");
     for a in &actions {
@@ -200,7 +296,12 @@ fn run() -> anyhow::Result<()> {
     ok(c.cli(&["audit", "verify"])?.trim());
     c.check_alive()?;
 
-    println!("\ntimings: attestation {} · first SVID {} · revocation → refused handshake {} · task complete → refused {}",
-        ms(attestation), ms(first_svid), ms(propagation), ms(refused));
+    println!(
+        "\ntimings: attestation {} · first SVID {} · revocation → refused handshake {} · task complete → refused {}",
+        ms(attestation),
+        ms(first_svid),
+        ms(propagation),
+        ms(refused)
+    );
     Ok(())
 }

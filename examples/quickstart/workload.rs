@@ -31,7 +31,9 @@ async fn serve(socket: &str, addr_file: PathBuf) -> anyhow::Result<()> {
         let (tcp, _) = listener.accept().await?;
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+            let Ok(mut tls) = acceptor.accept(tcp).await else {
+                return;
+            };
             let peer = tls
                 .get_ref()
                 .1
@@ -43,7 +45,9 @@ async fn serve(socket: &str, addr_file: PathBuf) -> anyhow::Result<()> {
             let (read, mut write) = tokio::io::split(&mut tls);
             let mut line = String::new();
             if BufReader::new(read).read_line(&mut line).await.is_ok() {
-                let _ = write.write_all(format!("echo to {peer}: {line}").as_bytes()).await;
+                let _ = write
+                    .write_all(format!("echo to {peer}: {line}").as_bytes())
+                    .await;
             }
         });
     }
@@ -62,9 +66,19 @@ impl Pinned {
     /// Writes `chain.pem`, `key.pem` (0600) and `bundle.pem` into `dir`.
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)?;
-        std::fs::write(dir.join("chain.pem"), lanyard_ca::certificates_to_pem(&self.chain))?;
-        std::fs::write(dir.join("bundle.pem"), lanyard_ca::certificates_to_pem(&self.bundle))?;
-        lanyard_ca::write_file_atomic(&dir.join("key.pem"), pem_block("PRIVATE KEY", self.key.secret_der()).as_bytes(), 0o600)?;
+        std::fs::write(
+            dir.join("chain.pem"),
+            lanyard_ca::certificates_to_pem(&self.chain),
+        )?;
+        std::fs::write(
+            dir.join("bundle.pem"),
+            lanyard_ca::certificates_to_pem(&self.bundle),
+        )?;
+        lanyard_ca::write_file_atomic(
+            &dir.join("key.pem"),
+            pem_block("PRIVATE KEY", self.key.secret_der()).as_bytes(),
+            0o600,
+        )?;
         Ok(())
     }
 
@@ -89,12 +103,15 @@ impl Pinned {
     /// server with SPIFFE ID `server_id`; no session resumption.
     pub fn client_config(&self, server_id: &str) -> anyhow::Result<Arc<rustls::ClientConfig>> {
         let trust = Arc::new(lanyard_mtls::TrustMaterial::new(self.bundle.clone()));
-        let verifier = lanyard_mtls::SpiffeServerVerifier::new(trust, Authorizer::exact([server_id.parse()?]));
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_client_auth_cert(self.chain.clone(), self.key.clone_key())?;
+        let verifier =
+            lanyard_mtls::SpiffeServerVerifier::new(trust, Authorizer::exact([server_id.parse()?]));
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_client_auth_cert(self.chain.clone(), self.key.clone_key())?;
         config.resumption = rustls::client::Resumption::disabled();
         Ok(Arc::new(config))
     }
@@ -103,7 +120,12 @@ impl Pinned {
 /// `<binary> workload call <socket> <server-addr> <server-id> <out-dir>`:
 /// fetches its SVID from the Workload API with the `spiffe` crate's client,
 /// saves it to `out-dir`, and makes one mTLS round trip with it.
-async fn call(socket: &str, server: SocketAddr, server_id: &str, out: PathBuf) -> anyhow::Result<()> {
+async fn call(
+    socket: &str,
+    server: SocketAddr,
+    server_id: &str,
+    out: PathBuf,
+) -> anyhow::Result<()> {
     let client = spiffe::WorkloadApiClient::connect_to(format!("unix:{socket}")).await?;
     let svid = client.fetch_x509_svid().await?;
     let bundles = client.fetch_x509_bundles().await?;
@@ -111,9 +133,17 @@ async fn call(socket: &str, server: SocketAddr, server_id: &str, out: PathBuf) -
         .get(svid.spiffe_id().trust_domain())
         .ok_or_else(|| anyhow!("no bundle for {}", svid.spiffe_id()))?;
     let pinned = Pinned {
-        chain: svid.cert_chain().iter().map(|c| CertificateDer::from(c.as_ref().to_vec())).collect(),
+        chain: svid
+            .cert_chain()
+            .iter()
+            .map(|c| CertificateDer::from(c.as_ref().to_vec()))
+            .collect(),
         key: PrivateKeyDer::Pkcs8(svid.private_key().as_ref().to_vec().into()),
-        bundle: bundle.authorities().iter().map(|c| CertificateDer::from(c.as_ref().to_vec())).collect(),
+        bundle: bundle
+            .authorities()
+            .iter()
+            .map(|c| CertificateDer::from(c.as_ref().to_vec()))
+            .collect(),
     };
     pinned.save(&out)?;
     if let Some(binding) = lanyard_identity::TaskBinding::from_certificate(&pinned.chain[0])? {
@@ -122,7 +152,11 @@ async fn call(socket: &str, server: SocketAddr, server_id: &str, out: PathBuf) -
             svid.spiffe_id(),
             binding.task_id,
             binding.ticket,
-            binding.audiences.iter().map(ToString::to_string).collect::<Vec<_>>()
+            binding
+                .audiences
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
         );
     }
     print!("{}", echo(pinned.client_config(server_id)?, server).await?);
@@ -164,7 +198,10 @@ pub async fn echo(config: Arc<rustls::ClientConfig>, server: SocketAddr) -> anyh
 
 /// Names the TLS alert when there is one ("certificate revoked", ...).
 pub fn describe(e: &std::io::Error) -> String {
-    match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
         Some(rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRevoked)) => {
             "certificate revoked".into()
         }
@@ -175,12 +212,18 @@ pub fn describe(e: &std::io::Error) -> String {
 
 /// Entry point of the workload roles.
 pub fn main(args: &[String]) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match args {
-        [role, socket, addr_file] if role == "serve" => rt.block_on(serve(socket, addr_file.into())),
+        [role, socket, addr_file] if role == "serve" => {
+            rt.block_on(serve(socket, addr_file.into()))
+        }
         [role, socket, server, server_id, out] if role == "call" => {
             rt.block_on(call(socket, server.parse()?, server_id, out.into()))
         }
-        _ => bail!("usage: quickstart workload serve SOCKET ADDR_FILE | call SOCKET ADDR SERVER_ID OUT_DIR"),
+        _ => bail!(
+            "usage: quickstart workload serve SOCKET ADDR_FILE | call SOCKET ADDR SERVER_ID OUT_DIR"
+        ),
     }
 }
