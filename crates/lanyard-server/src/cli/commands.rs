@@ -19,11 +19,11 @@ use super::{
     output::{self, table},
 };
 
-fn rpc(status: tonic::Status) -> anyhow::Error {
+pub(crate) fn rpc(status: tonic::Status) -> anyhow::Error {
     anyhow!("{}", status.message())
 }
 
-fn unix(t: SystemTime) -> i64 {
+pub(crate) fn unix(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
@@ -256,7 +256,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-type Admin = pb::admin_client::AdminClient<tonic::transport::Channel>;
+pub(crate) type Admin = pb::admin_client::AdminClient<tonic::transport::Channel>;
 
 async fn entry(admin: &mut Admin, cmd: EntryCmd, json: bool) -> anyhow::Result<()> {
     let show = |e: pb::Entry| -> anyhow::Result<()> {

@@ -1,28 +1,14 @@
 //! `task ...` and `audit ...` operator commands.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use anyhow::{Context, anyhow};
 use lanyard_proto::admin::v1 as pb;
 use serde_json::{Value, json};
 
 use super::{
     args::{AuditCmd, TaskCmd},
-    commands::print_json,
+    commands::{Admin, print_json, rpc, unix},
     output::{table, time},
 };
-
-type Admin = pb::admin_client::AdminClient<tonic::transport::Channel>;
-
-fn rpc(status: tonic::Status) -> anyhow::Error {
-    anyhow!("{}", status.message())
-}
-
-fn unix(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
 
 fn transition_json(t: &pb::TaskTransition) -> Value {
     json!({
