@@ -142,6 +142,10 @@ impl SyncClient {
         // Checked against the bundle just installed (the same bytes again
         // are not parsed again); a refused CRL leaves the previous in force.
         let in_force = trust.crl().is_some_and(|c| c.der() == crl_der.as_slice());
+        // Upstream mode: the CRL is signed by the intermediate our own SVID
+        // chain carries (the bundle holds only the upstream root).
+        let own_chain = self.identity.borrow().chain.clone();
+        trust.set_crl_signers(own_chain.get(1..).unwrap_or_default().to_vec());
         if !crl_der.is_empty()
             && !in_force
             && let Err(e) = trust.set_crl(Some(crl_der))

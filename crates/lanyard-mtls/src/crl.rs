@@ -47,6 +47,23 @@ impl RevocationList {
     ///
     /// [`CrlError`] naming why the CRL is unusable.
     pub fn verify(der: Vec<u8>, bundle: &[CertificateDer<'_>]) -> Result<Self, CrlError> {
+        Self::verify_with_signers(der, bundle, &[])
+    }
+
+    /// Like [`verify`](Self::verify), but the CRL may also be signed by one
+    /// of `intermediates` that is itself a CA certificate signed by a bundle
+    /// CA. In upstream mode the bundle holds the upstream root while
+    /// Lanyard's intermediate signs the CRL; the intermediate comes from the
+    /// holder's own SVID chain.
+    ///
+    /// # Errors
+    ///
+    /// [`CrlError`] naming why the CRL is unusable.
+    pub fn verify_with_signers(
+        der: Vec<u8>,
+        bundle: &[CertificateDer<'_>],
+        intermediates: &[CertificateDer<'_>],
+    ) -> Result<Self, CrlError> {
         let (rest, crl) =
             CertificateRevocationList::from_der(&der).map_err(|e| CrlError::Malformed {
                 reason: e.to_string(),
@@ -61,7 +78,12 @@ impl RevocationList {
         }
         check_extensions(&crl)?;
         let issuer = crl.issuer().to_string();
-        if !bundle.iter().any(|ca| signed_by(&crl, ca)) {
+        let by_intermediate = || {
+            intermediates
+                .iter()
+                .any(|i| issued_by_bundle(i, bundle) && signed_by(&crl, i))
+        };
+        if !bundle.iter().any(|ca| signed_by(&crl, ca)) && !by_intermediate() {
             return Err(CrlError::UntrustedSigner {
                 issuer,
                 bundle_len: bundle.len(),
@@ -195,6 +217,18 @@ fn signed_by(crl: &CertificateRevocationList<'_>, ca: &CertificateDer<'_>) -> bo
         return false;
     }
     crl.verify_signature(cert.public_key()).is_ok()
+}
+
+/// Whether `cert` is a CA certificate whose signature a bundle CA verifies.
+fn issued_by_bundle(cert: &CertificateDer<'_>, bundle: &[CertificateDer<'_>]) -> bool {
+    let Ok((_, cert)) = X509Certificate::from_der(cert) else {
+        return false;
+    };
+    cert.is_ca()
+        && bundle.iter().any(|ca| {
+            X509Certificate::from_der(ca)
+                .is_ok_and(|(_, ca)| cert.verify_signature(Some(ca.public_key())).is_ok())
+        })
 }
 
 /// Lower-case hex of a big-endian unsigned integer, without leading zeros.

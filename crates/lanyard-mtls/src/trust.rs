@@ -39,6 +39,9 @@ pub(crate) enum CrlUpdate {
 #[derive(Debug)]
 pub struct TrustMaterial {
     current: ArcSwap<Snapshot>,
+    /// Intermediate CAs (from the holder's own SVID chain) that may sign
+    /// the CRL when they chain to the bundle: upstream mode.
+    crl_signers: ArcSwap<Vec<CertificateDer<'static>>>,
     // Serializes writers so read-modify-write updates are never lost;
     // readers (handshakes) never take it.
     write: Mutex<()>,
@@ -52,8 +55,16 @@ impl TrustMaterial {
                 bundle: Arc::new(bundle),
                 crl: None,
             }),
+            crl_signers: ArcSwap::from_pointee(Vec::new()),
             write: Mutex::new(()),
         }
+    }
+
+    /// The intermediate CAs of the holder's own SVID chain (upstream mode):
+    /// a CRL they sign is accepted when they chain to the bundle. Set before
+    /// the CRL that needs them.
+    pub fn set_crl_signers(&self, intermediates: Vec<CertificateDer<'static>>) {
+        self.crl_signers.store(Arc::new(intermediates));
     }
 
     /// Replaces the bundle, keeping the CRL in force.
@@ -74,7 +85,12 @@ impl TrustMaterial {
         let cur = self.current.load_full();
         let crl = match der {
             None => None,
-            Some(der) => Some(Arc::new(checked(der, &cur.bundle, cur.crl.as_deref())?)),
+            Some(der) => Some(Arc::new(checked(
+                der,
+                &cur.bundle,
+                &self.crl_signers.load(),
+                cur.crl.as_deref(),
+            )?)),
         };
         log_installed(crl.as_deref());
         self.current.store(Arc::new(Snapshot {
@@ -136,22 +152,29 @@ impl TrustMaterial {
         let (crl, result) = match update {
             CrlUpdate::Clear => (None, Ok(())),
             CrlUpdate::Keep => (cur.crl.clone(), Ok(())),
-            CrlUpdate::Replace(der) => match checked(der, &bundle, cur.crl.as_deref()) {
-                Ok(crl) => {
-                    log_installed(Some(&crl));
-                    (Some(Arc::new(crl)), Ok(()))
+            CrlUpdate::Replace(der) => {
+                match checked(der, &bundle, &self.crl_signers.load(), cur.crl.as_deref()) {
+                    Ok(crl) => {
+                        log_installed(Some(&crl));
+                        (Some(Arc::new(crl)), Ok(()))
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "CRL refused; the previous CRL stays in force");
+                        (cur.crl.clone(), Err(e))
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "CRL refused; the previous CRL stays in force");
-                    (cur.crl.clone(), Err(e))
-                }
-            },
+            }
         };
         let kept = crl
             .as_ref()
             .filter(|c| cur.crl.as_ref().is_some_and(|p| Arc::ptr_eq(p, c)));
         if let Some(kept) = kept.filter(|_| *cur.bundle != bundle)
-            && RevocationList::verify(kept.der().to_vec(), &bundle).is_err()
+            && RevocationList::verify_with_signers(
+                kept.der().to_vec(),
+                &bundle,
+                &self.crl_signers.load(),
+            )
+            .is_err()
         {
             tracing::warn!(
                 crl_number = kept.number().unwrap_or("-"),
@@ -171,9 +194,10 @@ impl TrustMaterial {
 fn checked(
     der: Vec<u8>,
     bundle: &[CertificateDer<'_>],
+    signers: &[CertificateDer<'_>],
     current: Option<&RevocationList>,
 ) -> Result<RevocationList, MtlsError> {
-    let crl = RevocationList::verify(der, bundle)?;
+    let crl = RevocationList::verify_with_signers(der, bundle, signers)?;
     if let (Some(offered), Some(current)) = (crl.number(), current.and_then(|c| c.number()))
         && number_lower(offered, current)
     {

@@ -49,6 +49,16 @@ impl Ca {
 
     /// A self-signed CA with the given common name.
     pub fn named(common_name: &str) -> Self {
+        Self::make(common_name, None)
+    }
+
+    /// An intermediate CA signed by this one (Lanyard's CA in upstream mode).
+    #[allow(dead_code)]
+    pub fn intermediate(&self, common_name: &str) -> Self {
+        Self::make(common_name, Some(self))
+    }
+
+    fn make(common_name: &str, parent: Option<&Ca>) -> Self {
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "Lanyard");
@@ -65,7 +75,14 @@ impl Ca {
         params.not_before = OffsetDateTime::now_utc() - Duration::minutes(5);
         params.not_after = OffsetDateTime::now_utc() + Duration::days(1);
         let key = KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap().der().clone();
+        let cert = match parent {
+            None => params.self_signed(&key).unwrap().der().clone(),
+            Some(parent) => params
+                .signed_by(&key, &parent.issuer)
+                .unwrap()
+                .der()
+                .clone(),
+        };
         Self {
             cert,
             issuer: Issuer::new(params, key),
