@@ -1,0 +1,408 @@
+//! `lanyard-bench workload-api`: what a workload waits for and what the
+//! agent holds in memory, on real `lanyard-server` and `lanyard-agent`
+//! processes.
+//!
+//! Latency: N concurrent callers, each on its own Unix socket connection to
+//! one agent, each making `--requests` sequential `FetchX509SVID` calls
+//! timed to the stream's first message (attestation from /proc, matching,
+//! response encoding). Baseline, in the same run with the same callers and
+//! connections: `FetchJWTBundles`, which the agent answers Unimplemented
+//! after checking the header, without attestation or signing, so it is the
+//! raw cost of a gRPC round trip over the socket.
+//!
+//! Memory: the agent's VmRSS at ready with no entries (the baseline), then
+//! with N entries for the bench's uid once it holds all N SVIDs; a fresh
+//! server and agent for each N.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use futures::{StreamExt as _, TryStreamExt as _};
+use lanyard_proto::workload::JwtBundlesRequest;
+use tokio::{sync::Barrier, task::JoinSet};
+
+use crate::{
+    admin, limits,
+    processes::{Agent, Binaries, Server, TRUST_DOMAIN},
+    procfs,
+    report::{Table, bytes, duration, ratio},
+    stats::Summary,
+    workload_client::{self, Client, fetch_x509_once, request},
+};
+
+/// Connections opened at once while setting up callers.
+const CONNECT_PARALLELISM: usize = 64;
+/// Bound on one call, so a stuck agent fails the run instead of hanging it.
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Options of `lanyard-bench workload-api`.
+#[derive(Debug, clap::Args)]
+pub struct WorkloadApiArgs {
+    /// Concurrent callers for the latency measurement, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [100, 1000])]
+    callers: Vec<usize>,
+    /// Timed calls each caller makes, one after the other, per measurement.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    requests: u64,
+    /// Cached SVID counts for the memory measurement, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1_000, 10_000])]
+    svids: Vec<usize>,
+    /// Admin API requests in flight while registering entries.
+    #[arg(long, default_value_t = 16)]
+    parallelism: usize,
+    /// Measure memory only.
+    #[arg(long, conflicts_with = "skip_memory")]
+    skip_latency: bool,
+    /// Measure latency only.
+    #[arg(long)]
+    skip_memory: bool,
+}
+
+/// Runs the measurements and returns their tables.
+pub async fn run(args: WorkloadApiArgs) -> anyhow::Result<Vec<Table>> {
+    let bins = Binaries::locate()?;
+    let uid = procfs::own_uid()?;
+    let most = args.callers.iter().copied().max().unwrap_or(0);
+    // Before any agent is spawned: it inherits the raised limit.
+    let nofile = limits::raise_open_files(limits::needed_for(most))?;
+    let mut tables = Vec::new();
+    if !args.skip_latency {
+        tables.push(latency(&bins, &args, uid, nofile).await?);
+    }
+    if !args.skip_memory {
+        tables.push(memory(&bins, &args, uid).await?);
+    }
+    Ok(tables)
+}
+
+// === latency ===
+
+/// The two calls compared.
+#[derive(Clone, Copy, Debug)]
+enum Call {
+    /// `FetchJWTBundles`: header check, then Unimplemented.
+    Baseline,
+    /// `FetchX509SVID` up to the first stream message.
+    FetchX509Svid,
+}
+
+impl Call {
+    async fn once(self, client: &mut Client) -> anyhow::Result<()> {
+        match self {
+            Self::Baseline => match client
+                .fetch_jwt_bundles(request(JwtBundlesRequest {}))
+                .await
+            {
+                Err(status) if status.code() == tonic::Code::Unimplemented => Ok(()),
+                Err(status) => bail!("FetchJWTBundles: {status}"),
+                Ok(resp) => {
+                    // Once JWT bundles are served, the first message is the answer.
+                    resp.into_inner()
+                        .message()
+                        .await
+                        .context("FetchJWTBundles")?;
+                    Ok(())
+                }
+            },
+            Self::FetchX509Svid => {
+                let first = fetch_x509_once(client).await?;
+                if first.svids.is_empty() {
+                    bail!("FetchX509SVID answered without an SVID");
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Latencies of every call and the phase's wall time.
+struct Phase {
+    latencies: Vec<Duration>,
+    wall: Duration,
+}
+
+/// Every client makes `requests` sequential calls; all start together.
+async fn phase(clients: &[Client], requests: u64, call: Call) -> anyhow::Result<Phase> {
+    let barrier = Arc::new(Barrier::new(clients.len() + 1));
+    let mut tasks = JoinSet::new();
+    for client in clients {
+        let mut client = client.clone();
+        let barrier = barrier.clone();
+        tasks.spawn(async move {
+            barrier.wait().await;
+            let mut out = Vec::with_capacity(usize::try_from(requests).unwrap_or(0));
+            for _ in 0..requests {
+                let start = Instant::now();
+                tokio::time::timeout(CALL_TIMEOUT, call.once(&mut client))
+                    .await
+                    .with_context(|| format!("{call:?} took over {CALL_TIMEOUT:?}"))??;
+                out.push(start.elapsed());
+            }
+            anyhow::Ok(out)
+        });
+    }
+    barrier.wait().await;
+    let start = Instant::now();
+    let mut latencies = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        latencies.extend(done.context("caller task failed")??);
+    }
+    Ok(Phase {
+        latencies,
+        wall: start.elapsed(),
+    })
+}
+
+async fn latency(
+    bins: &Binaries,
+    args: &WorkloadApiArgs,
+    uid: u32,
+    nofile: u64,
+) -> anyhow::Result<Table> {
+    eprintln!("workload-api: starting lanyard-server and lanyard-agent");
+    let server = Server::start(bins).await?;
+    let mut agent = Agent::start(bins, &server).await?;
+    let id = format!("spiffe://{TRUST_DOMAIN}/bench/workload");
+    let selector = format!("unix:uid:{uid}");
+    server
+        .cli(&[
+            "entry",
+            "create",
+            "--spiffe-id",
+            &id,
+            "--parent-id",
+            &agent.spiffe_id,
+            "--selector",
+            &selector,
+        ])
+        .await?;
+    wait_served(&agent, 1, Duration::from_secs(60)).await?;
+
+    let mut table = Table::with_columns(
+        format!(
+            "lanyard-bench workload-api: latency, {} timed calls per caller, one agent",
+            args.requests
+        ),
+        &["callers", "calls", "p50", "p99", "max", "calls/s"],
+    );
+    for &callers in &args.callers {
+        if callers == 0 {
+            continue;
+        }
+        eprintln!("workload-api: connecting {callers} callers");
+        let clients: Vec<Client> = futures::stream::iter(0..callers)
+            .map(|_| workload_client::connect(&agent.socket))
+            .buffer_unordered(CONNECT_PARALLELISM)
+            .try_collect()
+            .await?;
+        // Untimed warm-up of every connection.
+        phase(&clients, 1, Call::Baseline).await?;
+        eprintln!("workload-api: {callers} callers, baseline");
+        let base = phase(&clients, args.requests, Call::Baseline).await?;
+        eprintln!("workload-api: {callers} callers, FetchX509SVID");
+        let fetch = phase(&clients, args.requests, Call::FetchX509Svid).await?;
+        agent.check_running()?;
+        drop(clients);
+
+        let b = Summary::of(&base.latencies).context("no baseline samples")?;
+        let f = Summary::of(&fetch.latencies).context("no FetchX509SVID samples")?;
+        let row = |s: &Summary, p: &Phase| {
+            vec![
+                callers.to_string(),
+                s.count.to_string(),
+                duration(s.p50),
+                duration(s.p99),
+                duration(s.max),
+                format!("{:.0}", s.count as f64 / p.wall.as_secs_f64().max(1e-9)),
+            ]
+        };
+        table.row("(a) FetchX509SVID, to first message", row(&f, &fetch));
+        table.row(
+            "(b) baseline: FetchJWTBundles -> Unimplemented",
+            row(&b, &base),
+        );
+        table.row(
+            "ratio a/b",
+            vec![
+                String::new(),
+                String::new(),
+                ratio(f.p50.as_secs_f64(), b.p50.as_secs_f64()),
+                ratio(f.p99.as_secs_f64(), b.p99.as_secs_f64()),
+                String::new(),
+                String::new(),
+            ],
+        );
+    }
+    let (exe_size, hashing) = hash_own_binary(5)?;
+    let h = Summary::of(&hashing).context("no hashing samples")?;
+    table.row(
+        "(c) reference: read + SHA-256 of the caller's binary",
+        vec![
+            "1".into(),
+            h.count.to_string(),
+            duration(h.p50),
+            duration(h.p99),
+            duration(h.max),
+            String::new(),
+        ],
+    );
+    table.note(format!(
+        "Each caller has its own connection to the agent's socket (set up before timing). \
+         (a) includes workload attestation from /proc, which reads and hashes the caller's \
+         binary (unix:sha256) on every call: here lanyard-bench, {}; (c) is that step alone.",
+        bytes(exe_size)
+    ));
+    table.note(format!(
+        "Callers, agent and server share {} CPU(s); RLIMIT_NOFILE {nofile}.",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    ));
+    Ok(table)
+}
+
+/// Reads and hashes this binary `runs` times as workload attestation does
+/// for `unix:sha256`; returns its size and the time of each run.
+fn hash_own_binary(runs: usize) -> anyhow::Result<(u64, Vec<Duration>)> {
+    let exe = std::env::current_exe().context("locating the lanyard-bench binary")?;
+    let mut times = Vec::with_capacity(runs);
+    let mut size = 0;
+    for _ in 0..runs {
+        let start = Instant::now();
+        let data = std::fs::read(&exe).with_context(|| format!("reading {}", exe.display()))?;
+        std::hint::black_box(ring::digest::digest(&ring::digest::SHA256, &data));
+        times.push(start.elapsed());
+        size = u64::try_from(data.len()).unwrap_or(u64::MAX);
+    }
+    Ok((size, times))
+}
+
+/// Waits until the Workload API serves this process at least `count` SVIDs;
+/// returns how many it served.
+async fn wait_served(agent: &Agent, count: usize, timeout: Duration) -> anyhow::Result<usize> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let attempt = async {
+            let mut client = workload_client::connect(&agent.socket).await?;
+            let first = fetch_x509_once(&mut client).await?;
+            anyhow::Ok(first.svids.len())
+        };
+        let last = match attempt.await {
+            Ok(n) if n >= count => return Ok(n),
+            Ok(n) => format!("{n} SVIDs served"),
+            Err(e) => format!("{e:#}"),
+        };
+        if Instant::now() > deadline {
+            bail!("the agent did not serve {count} SVIDs within {timeout:?} (last: {last})");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+// === memory ===
+
+async fn memory(bins: &Binaries, args: &WorkloadApiArgs, uid: u32) -> anyhow::Result<Table> {
+    let mut table = Table::with_columns(
+        "lanyard-bench workload-api: agent resident memory (VmRSS) by cached X.509-SVIDs",
+        &[
+            "SVIDs",
+            "VmRSS",
+            "bytes/SVID",
+            "registered in",
+            "all issued",
+        ],
+    );
+    let mut counts = args.svids.clone();
+    counts.sort_unstable();
+    counts.dedup();
+    for n in counts.into_iter().filter(|n| *n > 0) {
+        eprintln!("workload-api: memory with {n} SVIDs: starting a fresh server and agent");
+        let server = Server::start(bins).await?;
+        let mut agent = Agent::start(bins, &server).await?;
+        let admin = admin::connect(&server.admin_socket).await?;
+        let rss0 = settled_rss(agent.pid()).await?;
+
+        eprintln!(
+            "workload-api: registering {n} entries ({} in flight)",
+            args.parallelism
+        );
+        let start = Instant::now();
+        let prefix = "bench/mem";
+        admin::create_entries(
+            &admin,
+            TRUST_DOMAIN,
+            prefix,
+            0..n,
+            &agent.spiffe_id,
+            &format!("unix:uid:{uid}"),
+            args.parallelism,
+        )
+        .await?;
+        let registered = start.elapsed();
+        // Generous: the agent signs in batches as the entries arrive.
+        let deadline = Instant::now()
+            + Duration::from_secs(120)
+            + Duration::from_millis(50) * u32::try_from(n).unwrap_or(u32::MAX);
+        loop {
+            agent.check_running()?;
+            let issued = admin::count_issued(&admin, TRUST_DOMAIN, prefix).await?;
+            if issued >= n {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("only {issued} of {n} SVIDs issued to the agent in time");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let issued = start.elapsed();
+        eprintln!("workload-api: {n} SVIDs issued; waiting for the agent's memory to settle");
+        let rss = settled_rss(agent.pid()).await?;
+        // After the reading (a 10,000-SVID response is itself megabytes):
+        // the agent really serves all of them.
+        let served = wait_served(&agent, n, Duration::from_secs(60)).await?;
+        if served != n {
+            bail!("the agent serves {served} SVIDs, expected {n}");
+        }
+
+        table.row(
+            "(b) baseline: agent ready, no entries",
+            vec!["0".into(), bytes(rss0)],
+        );
+        let per_svid = (rss as f64 - rss0 as f64) / n as f64;
+        table.row(
+            &format!("(a) agent holding {n} SVIDs"),
+            vec![
+                n.to_string(),
+                bytes(rss),
+                format!("{per_svid:.0}"),
+                duration(registered),
+                duration(issued),
+            ],
+        );
+    }
+    table.note(
+        "bytes/SVID = (VmRSS(a) - VmRSS(b)) / SVIDs; each size on a fresh server and agent, \
+         read once the server has issued every SVID and the agent's VmRSS is steady.",
+    );
+    table.note(
+        "Each SVID is one entry for this uid: its P-256 key, certificate chain and entry \
+         as the agent holds them; entries registered through the Admin API.",
+    );
+    Ok(table)
+}
+
+/// VmRSS once two readings 500 ms apart differ by under 1 % (at most 15 s).
+async fn settled_rss(pid: u32) -> anyhow::Result<u64> {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut last = procfs::vm_rss(pid)?;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = procfs::vm_rss(pid)?;
+        if now.abs_diff(last) * 100 < last.max(1) {
+            return Ok(now);
+        }
+        last = now;
+    }
+    Ok(last)
+}
