@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use crate::{
-    attestor::PeerProcess,
+    attestor::{HashCache, PeerProcess},
     cache::Snapshot,
     metrics::Metrics,
     schedule::{from_unix, to_unix, until},
@@ -42,6 +42,8 @@ pub struct WorkloadApi {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
+    /// Binary digests already computed (unix:sha256), by file state.
+    hashes: Arc<HashCache>,
 }
 
 impl WorkloadApi {
@@ -55,6 +57,7 @@ impl WorkloadApi {
             snapshots,
             shutdown,
             metrics,
+            hashes: Arc::new(HashCache::default()),
         }
     }
 
@@ -84,7 +87,8 @@ impl WorkloadApi {
             })?;
         let pid = peer.pid;
         let started = Instant::now();
-        let attested = tokio::task::spawn_blocking(move || peer.attest()).await;
+        let hashes = self.hashes.clone();
+        let attested = tokio::task::spawn_blocking(move || peer.attest_cached(&hashes)).await;
         self.metrics.attestation(started.elapsed());
         let selectors = attested
             .map_err(|e| Status::internal(format!("workload attestation task failed: {e}")))?

@@ -41,6 +41,7 @@
 
 mod conn;
 mod error;
+mod hash_cache;
 mod peer;
 mod procfs;
 mod socket;
@@ -49,6 +50,7 @@ mod users;
 pub use self::{
     conn::{WorkloadConn, incoming},
     error::AttestError,
+    hash_cache::HashCache,
     peer::{DEFAULT_MAX_BINARY_SIZE, PeerProcess},
     socket::bind_socket,
 };

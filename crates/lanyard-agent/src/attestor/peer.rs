@@ -25,6 +25,7 @@ use tokio::net::UnixStream;
 
 use super::{
     error::AttestError,
+    hash_cache::{BinaryState, HashCache},
     procfs::{self, FileId},
     users,
 };
@@ -134,6 +135,16 @@ impl PeerProcess {
         self.attest_with_limit(DEFAULT_MAX_BINARY_SIZE)
     }
 
+    /// [`attest`](Self::attest), taking the binary's digest from `cache`
+    /// when the same file in the same state was hashed before.
+    ///
+    /// # Errors
+    ///
+    /// As for [`attest`](Self::attest).
+    pub fn attest_cached(&self, cache: &HashCache) -> Result<Vec<Selector>, AttestError> {
+        self.attest_inner(DEFAULT_MAX_BINARY_SIZE, Some(cache))
+    }
+
     /// [`attest`](Self::attest), hashing the binary only if it is at most
     /// `max_binary_size` bytes long.
     ///
@@ -141,6 +152,14 @@ impl PeerProcess {
     ///
     /// As for [`attest`](Self::attest).
     pub fn attest_with_limit(&self, max_binary_size: u64) -> Result<Vec<Selector>, AttestError> {
+        self.attest_inner(max_binary_size, None)
+    }
+
+    fn attest_inner(
+        &self,
+        max_binary_size: u64,
+        cache: Option<&HashCache>,
+    ) -> Result<Vec<Selector>, AttestError> {
         let pid = self.pid;
         self.check_credentials()?;
 
@@ -158,10 +177,23 @@ impl PeerProcess {
         let binary = File::open(&exe_path).map_err(|e| self.proc_error("exe", e))?;
         let metadata = binary.metadata().map_err(|e| self.proc_error("exe", e))?;
         self.check_binary(FileId::of(&metadata))?;
-        let sha256 = if metadata.len() > max_binary_size {
-            None
-        } else {
-            sha256_capped(binary, max_binary_size).map_err(|e| self.proc_error("exe", e))?
+        let state = BinaryState::of(&metadata);
+        let sha256 = match cache.and_then(|c| c.get(&state)) {
+            Some(cached) => cached,
+            None if metadata.len() > max_binary_size => None,
+            None => {
+                let digest = sha256_capped(
+                    binary.try_clone().map_err(|e| self.proc_error("exe", e))?,
+                    max_binary_size,
+                )
+                .map_err(|e| self.proc_error("exe", e))?;
+                // Cached only if the file did not change while it was read.
+                let after = binary.metadata().map_err(|e| self.proc_error("exe", e))?;
+                if let Some(cache) = cache.filter(|_| BinaryState::of(&after) == state) {
+                    cache.put(state, digest.clone());
+                }
+                digest
+            }
         };
         if sha256.is_none() {
             tracing::info!(

@@ -285,3 +285,36 @@ fn spawn_retrying_busy(binary: &Path) -> std::process::Child {
     }
     panic!("{} stayed busy", binary.display());
 }
+
+#[tokio::test]
+async fn cached_attestation_matches_and_reuses_the_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, listener) = socket_in(&dir);
+    let _client = UnixStream::connect(&path).await.unwrap();
+    let (_server, pinned) = accept_and_pin(&listener).await;
+    let peer = std::sync::Arc::new(pinned.unwrap());
+    let cache = std::sync::Arc::new(HashCache::new(8));
+    let (p, c) = (peer.clone(), cache.clone());
+    let (plain, first, second) = tokio::task::spawn_blocking(move || {
+        (
+            p.attest().unwrap(),
+            p.attest_cached(&c).unwrap(),
+            p.attest_cached(&c).unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(first, plain);
+    assert_eq!(second, plain);
+    let exe = fs::metadata(std::env::current_exe().unwrap()).unwrap();
+    let state = BinaryState::of(&exe);
+    let digest = digest::digest(
+        &digest::SHA256,
+        &fs::read(std::env::current_exe().unwrap()).unwrap(),
+    );
+    assert_eq!(
+        cache.get(&state),
+        Some(Some(hex::encode(digest))),
+        "the digest is cached by file state"
+    );
+}
