@@ -29,6 +29,23 @@ pub(crate) fn unix(t: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
+/// A list as one JSON array, or as a table.
+pub(crate) fn print_list<T>(
+    items: &[T],
+    json: bool,
+    to_json: impl Fn(&T) -> Value,
+    headers: &[&str],
+    to_row: impl Fn(&T) -> Vec<String>,
+) -> anyhow::Result<()> {
+    if json {
+        print_json(&Value::Array(items.iter().map(to_json).collect()))
+    } else {
+        let rows: Vec<_> = items.iter().map(to_row).collect();
+        println!("{}", table(headers, &rows));
+        Ok(())
+    }
+}
+
 pub(crate) fn print_json(v: &Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
@@ -122,21 +139,13 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
                         .map_err(rpc)?
                         .into_inner()
                         .agents;
-                    if json {
-                        print_json(&Value::Array(
-                            agents.iter().map(output::agent_json).collect(),
-                        ))
-                    } else {
-                        let rows: Vec<_> = agents.iter().map(output::agent_row).collect();
-                        println!(
-                            "{}",
-                            table(
-                                &["SPIFFE ID", "ATTESTATION", "STATUS", "SERIAL", "EXPIRES"],
-                                &rows
-                            )
-                        );
-                        Ok(())
-                    }
+                    print_list(
+                        &agents,
+                        json,
+                        output::agent_json,
+                        &["SPIFFE ID", "ATTESTATION", "STATUS", "SERIAL", "EXPIRES"],
+                        output::agent_row,
+                    )
                 }
                 AgentCmd::Show { id } => one(admin
                     .get_agent(pb::GetAgentRequest { spiffe_id: id })
@@ -232,26 +241,20 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
                 .map_err(rpc)?
                 .into_inner()
                 .svids;
-            if json {
-                print_json(&Value::Array(svids.iter().map(output::svid_json).collect()))
-            } else {
-                let rows: Vec<_> = svids.iter().map(output::svid_row).collect();
-                println!(
-                    "{}",
-                    table(
-                        &[
-                            "SERIAL",
-                            "SPIFFE ID",
-                            "ENTRY",
-                            "AGENT",
-                            "NOT AFTER",
-                            "REVOKED"
-                        ],
-                        &rows
-                    )
-                );
-                Ok(())
-            }
+            print_list(
+                &svids,
+                json,
+                output::svid_json,
+                &[
+                    "SERIAL",
+                    "SPIFFE ID",
+                    "ENTRY",
+                    "AGENT",
+                    "NOT AFTER",
+                    "REVOKED",
+                ],
+                output::svid_row,
+            )
         }
     }
 }
@@ -317,18 +320,13 @@ async fn entry(admin: &mut Admin, cmd: EntryCmd, json: bool) -> anyhow::Result<(
                 .map_err(rpc)?
                 .into_inner()
                 .entries;
-            if json {
-                print_json(&Value::Array(
-                    entries.iter().map(output::entry_json).collect(),
-                ))
-            } else {
-                let rows: Vec<_> = entries.iter().map(output::entry_row).collect();
-                println!(
-                    "{}",
-                    table(&["ID", "SPIFFE ID", "PARENT ID", "SELECTORS"], &rows)
-                );
-                Ok(())
-            }
+            print_list(
+                &entries,
+                json,
+                output::entry_json,
+                &["ID", "SPIFFE ID", "PARENT ID", "SELECTORS"],
+                output::entry_row,
+            )
         }
         EntryCmd::Show { id } => show(
             admin

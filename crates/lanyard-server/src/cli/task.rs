@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 
 use super::{
     args::{AuditCmd, TaskCmd},
-    commands::{Admin, print_json, rpc, unix},
-    output::{table, time},
+    commands::{Admin, print_json, print_list, rpc, unix},
+    output::time,
 };
 
 fn transition_json(t: &pb::TaskTransition) -> Value {
@@ -193,12 +193,12 @@ pub(crate) async fn task(admin: &mut Admin, cmd: TaskCmd, json: bool) -> anyhow:
                 .map_err(rpc)?
                 .into_inner()
                 .tasks;
-            if json {
-                return print_json(&Value::Array(tasks.iter().map(task_json).collect()));
-            }
-            let rows: Vec<Vec<String>> = tasks
-                .iter()
-                .map(|t| {
+            print_list(
+                &tasks,
+                json,
+                task_json,
+                &["ID", "TICKET", "STATE", "SPIFFE ID", "REQUESTED BY", "ENDS"],
+                |t| {
                     vec![
                         t.id.clone(),
                         t.ticket.clone(),
@@ -210,16 +210,8 @@ pub(crate) async fn task(admin: &mut Admin, cmd: TaskCmd, json: bool) -> anyhow:
                             .unwrap_or_default(),
                         time(t.ends_at),
                     ]
-                })
-                .collect();
-            println!(
-                "{}",
-                table(
-                    &["ID", "TICKET", "STATE", "SPIFFE ID", "REQUESTED BY", "ENDS"],
-                    &rows
-                )
-            );
-            Ok(())
+                },
+            )
         }
     }
 }
