@@ -362,6 +362,30 @@ fn bad_config_is_refused_with_the_key_named() {
         .unwrap();
     assert_eq!(exit_code(&out), 1);
     assert!(String::from_utf8_lossy(&out.stderr).contains("default_x509_svid_ttl"));
+
+    // A bad x509pop bundle is a start-up error naming the key, not a
+    // surprise for the first node that attests.
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let config = dir.path().join("x509pop.toml");
+    std::fs::write(&config, format!("[x509pop]\nca_bundle_path = {empty:?}\n")).unwrap();
+    let out = Command::new(bin("lanyard-server"))
+        .args(["run", "--trust-domain", "a.org", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("x"))
+        .output()
+        .unwrap();
+    assert_eq!(exit_code(&out), 1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("x509pop.ca_bundle_path") && err.contains("no certificate"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("x").join("store").exists(),
+        "nothing created on a config error"
+    );
 }
 
 #[test]

@@ -79,20 +79,8 @@ impl PrincipalRule {
 
 /// Primary group by gid, or a listed member, per /etc/group.
 fn group_admits(name: &str, p: &Principal) -> bool {
-    let Ok(groups) = std::fs::read_to_string("/etc/group") else {
-        return false;
-    };
-    groups.lines().any(|line| {
-        let mut f = line.split(':');
-        let (Some(group), _, Some(gid), members) = (f.next(), f.next(), f.next(), f.next()) else {
-            return false;
-        };
-        group == name
-            && (gid.parse() == Ok(p.gid)
-                || p.user
-                    .as_deref()
-                    .is_some_and(|u| members.unwrap_or("").split(',').any(|m| m == u)))
-    })
+    crate::accounts::group(name)
+        .is_some_and(|g| g.gid == p.gid || p.user.as_ref().is_some_and(|u| g.members.contains(u)))
 }
 
 /// What an admin call needs.

@@ -39,6 +39,12 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         .create(&cfg.data_dir)
         .map_err(|e| ServerError::io("cannot create data dir", cfg.data_dir.display(), e))?;
 
+    // Configuration errors before anything is opened or created.
+    let x509pop = cfg
+        .x509pop_ca_bundle
+        .as_deref()
+        .map(crate::node::load_x509pop_anchors)
+        .transpose()?;
     let store_dir = cfg.data_dir.join("store");
     let store: Arc<dyn Datastore> = Arc::new(SledStore::open(&store_dir)?);
     let journal = match store.get_ca_journal()? {
@@ -69,7 +75,7 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     let audit_path = cfg.data_dir.join("audit.log");
     let head = store.get_audit_head()?;
     let audit = open_audit_log(&audit_path, head, store.as_ref())?;
-    let state = ServerState::new(cfg.clone(), store, ca, audit);
+    let state = ServerState::new(cfg.clone(), store, ca, audit, x509pop);
     // A fresh CRL (new number, signed by the active key) before anyone connects.
     crate::revocation::publish(&state).await?;
     let trust = Arc::new(TrustMaterial::new(state.bundle()));
@@ -264,31 +270,19 @@ fn bind_admin_socket(
     let listener = tokio::net::UnixListener::bind(path)
         .map_err(|e| ServerError::io("cannot bind admin socket", path.display(), e))?;
     if let Some(group) = group {
-        let gid = group_id(group).ok_or_else(|| {
-            ServerError::Config(format!(
-                "admin_socket_group {group:?} is neither a gid nor a group in /etc/group"
-            ))
-        })?;
+        let gid = crate::accounts::group(group)
+            .map(|g| g.gid)
+            .ok_or_else(|| {
+                ServerError::Config(format!(
+                    "admin_socket_group {group:?} is neither a gid nor a group in /etc/group"
+                ))
+            })?;
         std::os::unix::fs::chown(path, None, Some(gid))
             .map_err(|e| ServerError::io("cannot set admin socket group", path.display(), e))?;
     }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| ServerError::io("cannot set admin socket mode", path.display(), e))?;
     Ok(listener)
-}
-
-/// A group name (from /etc/group) or numeric gid.
-fn group_id(group: &str) -> Option<u32> {
-    if let Ok(gid) = group.parse() {
-        return Some(gid);
-    }
-    let groups = std::fs::read_to_string("/etc/group").ok()?;
-    groups.lines().find_map(|line| {
-        let mut f = line.split(':');
-        let name = f.next()?;
-        let gid = f.nth(1)?;
-        (name == group).then(|| gid.parse().ok()).flatten()
-    })
 }
 
 /// Opens the audit log, verified up to the head the store anchors. Appends

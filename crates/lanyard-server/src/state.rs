@@ -22,6 +22,8 @@ pub(crate) struct ServerState {
     pub store: Arc<dyn Datastore>,
     pub ca: RwLock<CertificateAuthority>,
     pub server_id: SpiffeId,
+    /// CAs that may vouch for nodes (x509pop), loaded at start-up.
+    pub x509pop_anchors: Option<Vec<rustls_pki_types::TrustAnchor<'static>>>,
     /// The CRL now published (swapped whole on every change).
     pub crl: arc_swap::ArcSwap<PublishedCrl>,
     /// Serializes CRL rebuilds so numbers are published in order.
@@ -57,6 +59,7 @@ impl ServerState {
         store: Arc<dyn Datastore>,
         ca: CertificateAuthority,
         audit_log: AuditLog,
+        x509pop_anchors: Option<Vec<rustls_pki_types::TrustAnchor<'static>>>,
     ) -> Arc<Self> {
         let server_id = server_id(&cfg);
         let (changes, _) = watch::channel(0);
@@ -71,6 +74,7 @@ impl ServerState {
             metrics: crate::metrics::Metrics::new(),
             audit_log: Arc::new(std::sync::Mutex::new(audit_log)),
             server_id,
+            x509pop_anchors,
             changes,
         })
     }

@@ -25,7 +25,7 @@ impl Principal {
         Ok(Self {
             uid,
             gid: cred.gid(),
-            user: user_name(uid),
+            user: crate::accounts::user_name(uid),
         })
     }
 }
@@ -37,16 +37,4 @@ impl fmt::Display for Principal {
             None => write!(f, "uid:{}", self.uid),
         }
     }
-}
-
-/// Looks the uid up in /etc/passwd (names are for the record only; the uid
-/// is what decides).
-pub(crate) fn user_name(uid: u32) -> Option<String> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        let name = fields.next()?;
-        let entry_uid: u32 = fields.nth(1)?.parse().ok()?;
-        (entry_uid == uid).then(|| name.to_owned())
-    })
 }

@@ -75,24 +75,11 @@ pub(crate) fn x509pop(
         tracing::warn!(reason = %why, "x509pop attestation refused");
         Status::permission_denied(format!("attestation refused: {why}"))
     };
-    let Some(bundle_path) = &state.cfg.x509pop_ca_bundle else {
+    let Some(anchors) = &state.x509pop_anchors else {
         return Err(Status::failed_precondition(
             "x509pop attestation is not enabled on this server ([x509pop] ca_bundle_path)",
         ));
     };
-    let pem = std::fs::read(bundle_path).map_err(|e| {
-        Status::internal(format!("x509pop CA bundle {}: {e}", bundle_path.display()))
-    })?;
-    let cas = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| {
-            Status::internal(format!("x509pop CA bundle {}: {e}", bundle_path.display()))
-        })?;
-    let anchors = cas
-        .iter()
-        .map(|c| webpki::anchor_from_trusted_cert(c).map(|a| a.to_owned()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Status::internal(format!("x509pop CA bundle: {e}")))?;
     let (leaf, intermediates) = att
         .cert_chain
         .split_first()
@@ -106,7 +93,7 @@ pub(crate) fn x509pop(
         .map_err(|e| Status::invalid_argument(format!("x509pop: bad certificate: {e}")))?;
     cert.verify_for_usage(
         webpki::ALL_VERIFICATION_ALGS,
-        &anchors,
+        anchors,
         &intermediates,
         UnixTime::now(),
         webpki::KeyUsage::client_auth(),
@@ -154,4 +141,26 @@ fn common_name(der: &[u8]) -> Option<String> {
         .next()
         .and_then(|cn| cn.as_str().ok())
         .map(str::to_owned)
+}
+
+/// Loads the x509pop CA bundle once, at start-up: a missing, unreadable or
+/// empty bundle stops the server naming the key, rather than failing the
+/// first node that attests.
+pub(crate) fn load_x509pop_anchors(
+    path: &std::path::Path,
+) -> Result<Vec<rustls_pki_types::TrustAnchor<'static>>, crate::ServerError> {
+    let bad = |why: String| {
+        crate::ServerError::Config(format!("x509pop.ca_bundle_path {}: {why}", path.display()))
+    };
+    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let cas = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(format!("not PEM certificates: {e}")))?;
+    if cas.is_empty() {
+        return Err(bad("holds no certificate".into()));
+    }
+    cas.iter()
+        .map(|c| webpki::anchor_from_trusted_cert(c).map(|a| a.to_owned()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(format!("not a usable CA certificate: {e}")))
 }

@@ -10,4 +10,6 @@ mod tls;
 
 pub use self::attest::{X509POP_CHALLENGE_CONTEXT, x509pop_challenge};
 pub use self::authz::authorized_entries;
-pub(crate) use self::{service::NodeService, tls::ServerSvid, tls::node_tls_config};
+pub(crate) use self::{
+    attest::load_x509pop_anchors, service::NodeService, tls::ServerSvid, tls::node_tls_config,
+};
