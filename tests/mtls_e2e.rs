@@ -294,6 +294,10 @@ async fn a_task_svid_lives_in_its_window_for_its_audience_only() {
         "echo: hi\n",
         "db is in the audience"
     );
+    // web accepts a plain SVID of the trust domain, so a refusal of the
+    // task SVID below can only be its audience.
+    let (plain_to_web, _) = pinned(&web_dir, &web_id);
+    assert_eq!(echo(plain_to_web, web).await.unwrap(), "echo: hi\n");
     let (to_web, _) = pinned(&fetched, &web_id);
     let refused = echo(to_web, web).await.unwrap_err();
     println!("task SVID presented to web (not an audience): refused ({refused})");
