@@ -9,8 +9,8 @@ use std::time::Duration;
 use common::*;
 use lanyard_ca::SvidKey;
 use lanyard_proto::node::v1::{
-    AttestRequest, BatchNewX509svidRequest, JoinTokenAttestation, NewX509svidParams,
-    RenewAgentRequest, SyncRequest, attest_request::Method, batch_new_x509svid_result::Result as R,
+    AttestRequest, BatchNewX509svidRequest, NewX509svidParams, RenewAgentRequest, SyncRequest,
+    attest_request::Method, batch_new_x509svid_result::Result as R,
 };
 use rustls_pki_types::{CertificateDer, UnixTime};
 
@@ -453,7 +453,8 @@ async fn x509pop_attestation_proves_possession() {
     let agent = server.cli_json(&["agent", "show", &id]);
     assert_eq!(agent["selectors"][0], "x509pop:subject:cn:node-7");
 
-    // Join tokens still refuse a fake x509pop chain.
+    // A certificate that does not chain to the x509pop CAs (here the CA
+    // itself, presented as a node) with a bogus proof is refused.
     let mut c = node_channel(&server, None).await.unwrap();
     let err = c
         .attest(AttestRequest {
@@ -468,5 +469,4 @@ async fn x509pop_attestation_proves_possession() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
-    let _ = JoinTokenAttestation::default();
 }
