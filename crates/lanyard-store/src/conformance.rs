@@ -24,8 +24,8 @@ use std::sync::Barrier;
 use lanyard_identity::{Entry, EntryId, Selector, SpiffeId};
 
 use crate::{
-    AgentRecord, Datastore, JoinTokenRecord, Revocation, StoreError, SvidRecord, TaskRecord,
-    TaskState, TaskTransition,
+    AgentRecord, AgentStanding, Datastore, IssueBatch, IssueItem, JoinTokenRecord, Refusal,
+    Revocation, StoreError, SvidRecord, Sweep, TaskRecord, TaskState, TaskTransition,
 };
 
 /// A property of the suite: a function that checks one behaviour on a
@@ -54,6 +54,14 @@ pub const PROPERTIES: &[(&str, Property)] = &[
     ("tasks", tasks),
     ("crl_number_raised", crl_number_raised),
     ("audit_head", audit_head),
+    ("issue_checks_standing", issue_checks_standing),
+    ("delete_entry_sweeps", delete_entry_sweeps),
+    ("agent_standing_sweeps", agent_standing_sweeps),
+    ("agent_renewal_cas", agent_renewal_cas),
+    ("entry_update_cas_and_sweep", entry_update_cas_and_sweep),
+    ("task_grants_atomic", task_grants_atomic),
+    ("revoke_one_svid", revoke_one_svid),
+    ("issuance_races_revocation", issuance_races_revocation),
 ];
 
 /// A fixed "now" for the properties; no property reads the clock.
@@ -131,6 +139,7 @@ fn agent(id: &str, serial: &str) -> AgentRecord {
         attested_at: NOW,
         banned: false,
         evicted: false,
+        revision: 0,
     }
 }
 
@@ -151,6 +160,7 @@ fn svid(serial: &str, not_after: i64) -> SvidRecord {
         agent_id: Some(spiffe_id(
             "spiffe://example.org/lanyard/agent/join_token/node1",
         )),
+        task_id: None,
         issued_at: not_after - 600,
         not_after,
     }
@@ -209,15 +219,17 @@ pub fn entry_crud(store: &dyn Datastore) {
     let mut updated = created.clone();
     updated.selectors.push(selector("unix:user:billing"));
     updated.hint = "updated".to_owned();
+    let (stored, revoked) = ok("update_entry", store.update_entry(&updated, &sweep()));
     updated.revision = 1;
-    ok("update_entry", store.update_entry(&updated));
+    assert_eq!(stored, updated, "update_entry must store the next revision");
+    assert!(revoked.is_empty(), "an entry without SVIDs revokes nothing");
     assert_eq!(
         ok("get_entry after update", store.get_entry(&created.id)),
         Some(updated.clone()),
         "get_entry must return the entry exactly as updated"
     );
 
-    let deleted = ok("delete_entry", store.delete_entry(&created.id));
+    let (deleted, _) = ok("delete_entry", store.delete_entry(&created.id, &sweep()));
     assert_eq!(
         deleted, updated,
         "delete_entry must return the deleted entry"
@@ -273,10 +285,9 @@ pub fn entry_uniqueness(store: &dyn Datastore) {
     // Updating into another entry's identity is refused and changes nothing.
     let mut collide = narrower.clone();
     collide.selectors = first.selectors.clone();
-    collide.revision = 1;
     let e = err(
         "update into another entry's selector set",
-        store.update_entry(&collide),
+        store.update_entry(&collide, &sweep()),
     );
     assert_already_exists("update into another entry's selector set", &e, "entry");
     assert_eq!(
@@ -292,14 +303,16 @@ pub fn entry_uniqueness(store: &dyn Datastore) {
     let mut same_identity = first.clone();
     same_identity.selectors.reverse();
     same_identity.x509_svid_ttl_secs = Some(60);
-    same_identity.revision = 1;
     ok(
         "update keeping the same spiffe_id, parent_id and selector set",
-        store.update_entry(&same_identity),
+        store.update_entry(&same_identity, &sweep()),
     );
 
     // Once an entry is deleted, or moved away by an update, its identity is free.
-    ok("delete first entry", store.delete_entry(&first.id));
+    ok(
+        "delete first entry",
+        store.delete_entry(&first.id, &sweep()),
+    );
     let again = entry("/billing/api", &["unix:uid:1000", "unix:gid:1000"], NOW);
     ok(
         "create an entry whose twin was deleted",
@@ -307,7 +320,10 @@ pub fn entry_uniqueness(store: &dyn Datastore) {
     );
     let mut moved = narrower.clone();
     moved.selectors = vec![selector("unix:uid:2000")];
-    ok("update to a free selector set", store.update_entry(&moved));
+    ok(
+        "update to a free selector set",
+        store.update_entry(&moved, &sweep()),
+    );
     let reuse = entry("/billing/api", &["unix:uid:1000"], NOW);
     ok(
         "create with the selector set an update released",
@@ -325,11 +341,14 @@ pub fn not_found_errors(store: &dyn Datastore) {
         None
     );
     let key = entry_key(&missing.id);
-    let e = err("update_entry of unknown id", store.update_entry(&missing));
+    let e = err(
+        "update_entry of unknown id",
+        store.update_entry(&missing, &sweep()),
+    );
     assert_not_found("update_entry of unknown id", &e, "entry", &key);
     let e = err(
         "delete_entry of unknown id",
-        store.delete_entry(&missing.id),
+        store.delete_entry(&missing.id, &sweep()),
     );
     assert_not_found("delete_entry of unknown id", &e, "entry", &key);
 
@@ -361,8 +380,11 @@ pub fn not_found_errors(store: &dyn Datastore) {
     // A deleted entry is NotFound afterwards too.
     let created = entry("/billing/api", &["unix:uid:1000"], NOW);
     ok("create_entry", store.create_entry(&created));
-    ok("delete_entry", store.delete_entry(&created.id));
-    let e = err("second delete_entry", store.delete_entry(&created.id));
+    ok("delete_entry", store.delete_entry(&created.id, &sweep()));
+    let e = err(
+        "second delete_entry",
+        store.delete_entry(&created.id, &sweep()),
+    );
     assert_not_found("second delete_entry", &e, "entry", &entry_key(&created.id));
 }
 
@@ -374,8 +396,8 @@ pub fn update_keeps_id(store: &dyn Datastore) {
     let mut updated = created.clone();
     updated.spiffe_id = spiffe_id("spiffe://example.org/billing/api-v2");
     updated.selectors = vec![selector("unix:uid:1001")];
+    ok("update_entry", store.update_entry(&updated, &sweep()));
     updated.revision = created.revision + 1;
-    ok("update_entry", store.update_entry(&updated));
 
     let listed = ok("list_entries", store.list_entries());
     assert_eq!(listed.len(), 1, "an update must not add an entry");
@@ -411,8 +433,8 @@ pub fn list_entries_order(store: &dyn Datastore) {
     );
 }
 
-/// Agents are stored by SPIFFE ID, replaced by a later put, and listed in
-/// SPIFFE ID order.
+/// Agents are stored by SPIFFE ID and listed in SPIFFE ID order; a put
+/// never overwrites (only the atomic operations change an agent).
 pub fn agents(store: &dyn Datastore) {
     assert!(ok("list_agents on a new store", store.list_agents()).is_empty());
     let b = agent("node-b", "0b");
@@ -428,19 +450,17 @@ pub fn agents(store: &dyn Datastore) {
         vec![a.clone(), b.clone()],
         "list_agents must be ordered by SPIFFE ID"
     );
-
     let mut banned = b.clone();
     banned.banned = true;
-    banned.serial = "0c".to_owned();
-    ok("put_agent replacing b", store.put_agent(&banned));
+    let e = err("put_agent over an existing agent", store.put_agent(&banned));
+    assert_already_exists("put_agent over an existing agent", &e, "agent");
     assert_eq!(
-        ok("get_agent b after replace", store.get_agent(&b.spiffe_id)),
-        Some(banned.clone()),
-        "put_agent must replace the agent with the same SPIFFE ID"
-    );
-    assert_eq!(
-        ok("list_agents after replace", store.list_agents()).len(),
-        2
+        ok(
+            "get_agent b after refused put",
+            store.get_agent(&b.spiffe_id)
+        ),
+        Some(b.clone()),
+        "a refused put must change nothing"
     );
 }
 
@@ -822,4 +842,442 @@ pub fn crl_number_raised(store: &dyn Datastore) {
         42,
         "raise_crl_number must never lower the counter"
     );
+}
+
+// === issuance against revocation ===
+
+const AGENT: &str = "spiffe://example.org/lanyard/agent/join_token/node1";
+const SERVER: &str = "spiffe://example.org/lanyard/server";
+
+fn sweep() -> Sweep {
+    Sweep {
+        revoked_at: NOW,
+        reason: "cessationOfOperation".to_owned(),
+    }
+}
+
+/// Attests the agent `node1` with SVID serial `a0` and returns it.
+fn attested(store: &dyn Datastore) -> AgentRecord {
+    let record = agent("node1", "a0");
+    let mut own = svid("a0", NOW + 3600);
+    own.spiffe_id = record.spiffe_id.clone();
+    own.entry_id = None;
+    ok("attest_agent", store.attest_agent(&record, &own))
+}
+
+fn item(entry: &Entry, serial: &str, not_after: i64) -> IssueItem {
+    IssueItem {
+        entry_id: entry.id,
+        entry_revision: entry.revision,
+        serial: serial.to_owned(),
+        spiffe_id: entry.spiffe_id.clone(),
+        not_after,
+    }
+}
+
+fn batch(agent_serial: &str, items: Vec<IssueItem>) -> IssueBatch {
+    IssueBatch {
+        agent_id: spiffe_id(AGENT),
+        agent_serial: agent_serial.to_owned(),
+        server_id: spiffe_id(SERVER),
+        items,
+    }
+}
+
+/// Issues one item as `node1` (current serial `a0`) and returns its result.
+fn issue_one(store: &dyn Datastore, item: IssueItem) -> Result<Option<String>, Refusal> {
+    let mut results = ok(
+        "issue_svids",
+        store.issue_svids(&[batch("a0", vec![item])], NOW),
+    );
+    assert_eq!(results.len(), 1, "one result list per batch");
+    assert_eq!(results[0].len(), 1, "one result per item");
+    results.remove(0).remove(0).map(|issued| issued.task_id)
+}
+
+fn revoked_serials(store: &dyn Datastore) -> BTreeSet<String> {
+    ok("list_revocations", store.list_revocations())
+        .into_iter()
+        .map(|r| r.serial)
+        .collect()
+}
+
+/// `issue_svids` records an accepted item with its entry and agent, and
+/// refuses (recording nothing) what the agent, entry or serial forbid.
+pub fn issue_checks_standing(store: &dyn Datastore) {
+    let node = attested(store);
+    assert_eq!(node.revision, 1, "a first attestation stores revision 1");
+    let direct = entry("/direct", &["unix:uid:1"], NOW);
+    ok("create direct entry", store.create_entry(&direct));
+    assert_eq!(issue_one(store, item(&direct, "01", NOW + 600)), Ok(None));
+    let recorded = ok("get_svid 01", store.get_svid("01")).expect("accepted serial recorded");
+    assert_eq!(recorded.entry_id, Some(direct.id));
+    assert_eq!(recorded.agent_id, Some(spiffe_id(AGENT)));
+    assert_eq!((recorded.issued_at, recorded.not_after), (NOW, NOW + 600));
+
+    let mut stale = item(&direct, "02", NOW + 600);
+    stale.entry_revision = 7;
+    assert!(matches!(
+        issue_one(store, stale),
+        Err(Refusal::EntryChanged {
+            expected: 7,
+            found: 0,
+            ..
+        })
+    ));
+    let ghost = entry("/ghost", &["unix:uid:9"], NOW);
+    assert!(matches!(
+        issue_one(store, item(&ghost, "03", NOW + 600)),
+        Err(Refusal::EntryNotFound { .. })
+    ));
+    let mut foreign = entry("/foreign", &["unix:uid:1"], NOW);
+    foreign.parent_id = spiffe_id("spiffe://example.org/lanyard/agent/join_token/other");
+    ok("create foreign entry", store.create_entry(&foreign));
+    assert!(matches!(
+        issue_one(store, item(&foreign, "04", NOW + 600)),
+        Err(Refusal::NotAuthorized { .. })
+    ));
+    let mut expired = entry("/expired", &["unix:uid:1"], NOW);
+    expired.expires_at = Some(NOW);
+    ok("create expired entry", store.create_entry(&expired));
+    assert!(matches!(
+        issue_one(store, item(&expired, "05", NOW + 600)),
+        Err(Refusal::EntryExpired { .. })
+    ));
+    assert_eq!(
+        issue_one(store, item(&direct, "01", NOW + 600)),
+        Err(Refusal::SerialTaken {
+            serial: "01".to_owned()
+        })
+    );
+
+    // Node aliasing: an entry parented to the server whose selectors the
+    // agent has makes entries parented to the alias the agent's.
+    let mut alias = entry("/node/web", &["join_token:id:node1"], NOW);
+    alias.parent_id = spiffe_id(SERVER);
+    ok("create alias", store.create_entry(&alias));
+    let mut via_alias = entry("/via-alias", &["unix:uid:2"], NOW);
+    via_alias.parent_id = alias.spiffe_id.clone();
+    ok("create entry under alias", store.create_entry(&via_alias));
+    assert_eq!(
+        issue_one(store, item(&via_alias, "06", NOW + 600)),
+        Ok(None)
+    );
+    assert!(
+        matches!(
+            issue_one(store, item(&alias, "07", NOW + 600)),
+            Err(Refusal::NotAuthorized { .. })
+        ),
+        "an alias entry itself is never issued"
+    );
+
+    let results = ok(
+        "issue_svids with a superseded agent SVID",
+        store.issue_svids(&[batch("99", vec![item(&direct, "08", NOW + 600)])], NOW),
+    );
+    assert!(matches!(
+        results[0][0],
+        Err(Refusal::AgentSuperseded { .. })
+    ));
+    let recorded: BTreeSet<String> = ok("list_svids", store.list_svids())
+        .into_iter()
+        .map(|s| s.serial)
+        .collect();
+    let expected: BTreeSet<String> = ["01", "06", "a0"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(recorded, expected, "refused items must record nothing");
+}
+
+/// Deleting an entry revokes every unexpired SVID recorded for it in the
+/// same operation; nothing is issued for it afterwards.
+pub fn delete_entry_sweeps(store: &dyn Datastore) {
+    attested(store);
+    let e = entry("/billing", &["unix:uid:1"], NOW);
+    let other = entry("/other", &["unix:uid:2"], NOW);
+    ok(
+        "create entries",
+        store.create_entry(&e).and(store.create_entry(&other)),
+    );
+    for (serial, not_after) in [("11", NOW + 600), ("12", NOW + 60), ("13", NOW)] {
+        assert_eq!(issue_one(store, item(&e, serial, not_after)), Ok(None));
+    }
+    assert_eq!(issue_one(store, item(&other, "21", NOW + 600)), Ok(None));
+    let (_, revoked) = ok("delete_entry", store.delete_entry(&e.id, &sweep()));
+    let serials: BTreeSet<String> = revoked.iter().map(|r| r.serial.clone()).collect();
+    let expected: BTreeSet<String> = ["11", "12"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(
+        serials, expected,
+        "every unexpired serial, and only the entry's"
+    );
+    assert_eq!(
+        revoked_serials(store),
+        expected,
+        "the revocations are stored"
+    );
+    assert!(
+        revoked
+            .iter()
+            .all(|r| r.revoked_at == NOW && r.reason == "cessationOfOperation")
+    );
+    assert!(matches!(
+        issue_one(store, item(&e, "14", NOW + 600)),
+        Err(Refusal::EntryNotFound { .. })
+    ));
+}
+
+/// Banning or evicting an agent revokes its own SVIDs and every SVID issued
+/// through it; afterwards it gets nothing, renews nothing, and a banned
+/// agent cannot attest again.
+pub fn agent_standing_sweeps(store: &dyn Datastore) {
+    attested(store);
+    let e = entry("/billing", &["unix:uid:1"], NOW);
+    ok("create entry", store.create_entry(&e));
+    assert_eq!(issue_one(store, item(&e, "31", NOW + 600)), Ok(None));
+    let (banned, revoked) = ok(
+        "ban",
+        store.set_agent_standing(&spiffe_id(AGENT), AgentStanding::Banned, &sweep()),
+    );
+    assert!(banned.banned && banned.revision == 2);
+    let serials: BTreeSet<String> = revoked.into_iter().map(|r| r.serial).collect();
+    let expected: BTreeSet<String> = ["31", "a0"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(
+        serials, expected,
+        "the agent's own SVID and those issued through it"
+    );
+    assert!(matches!(
+        issue_one(store, item(&e, "32", NOW + 600)),
+        Err(Refusal::AgentBanned { .. })
+    ));
+    let mut renewal = svid("33", NOW + 3600);
+    renewal.entry_id = None;
+    let e2 = err(
+        "renew a banned agent",
+        store.renew_agent(&spiffe_id(AGENT), "a0", &renewal),
+    );
+    assert!(
+        matches!(e2, StoreError::Refused(Refusal::AgentBanned { .. })),
+        "{e2:?}"
+    );
+    let e3 = err(
+        "attest a banned agent",
+        store.attest_agent(&agent("node1", "34"), &renewal),
+    );
+    assert!(
+        matches!(e3, StoreError::Refused(Refusal::AgentBanned { .. })),
+        "{e3:?}"
+    );
+    assert_eq!(
+        ok("get_svid 33", store.get_svid("33")),
+        None,
+        "refused: nothing recorded"
+    );
+
+    let other = agent("node2", "b0");
+    let mut own = svid("b0", NOW + 3600);
+    own.agent_id = Some(other.spiffe_id.clone());
+    ok("attest node2", store.attest_agent(&other, &own));
+    let (evicted, revoked) = ok(
+        "evict",
+        store.set_agent_standing(&other.spiffe_id, AgentStanding::Evicted, &sweep()),
+    );
+    assert!(evicted.evicted && !evicted.banned);
+    assert_eq!(revoked.len(), 1);
+    let mut again = svid("b1", NOW + 3600);
+    again.agent_id = Some(other.spiffe_id.clone());
+    let back = ok(
+        "an evicted agent may attest again",
+        store.attest_agent(&other, &again),
+    );
+    assert!(!back.evicted && back.revision == 3 && back.serial == "b0");
+}
+
+/// A renewal is recorded only with the agent's current serial, and makes
+/// the new SVID current.
+pub fn agent_renewal_cas(store: &dyn Datastore) {
+    attested(store);
+    let mut next = svid("a1", NOW + 7200);
+    next.entry_id = None;
+    let renewed = ok("renew", store.renew_agent(&spiffe_id(AGENT), "a0", &next));
+    assert_eq!(
+        (
+            renewed.serial.as_str(),
+            renewed.expires_at,
+            renewed.revision
+        ),
+        ("a1", NOW + 7200, 2)
+    );
+    let mut stale = svid("a2", NOW + 7200);
+    stale.entry_id = None;
+    let e = err(
+        "renew with the old serial",
+        store.renew_agent(&spiffe_id(AGENT), "a0", &stale),
+    );
+    assert!(
+        matches!(e, StoreError::Refused(Refusal::AgentSuperseded { .. })),
+        "{e:?}"
+    );
+    let unknown = spiffe_id("spiffe://example.org/lanyard/agent/join_token/none");
+    let e = err(
+        "renew an unknown agent",
+        store.renew_agent(&unknown, "00", &stale),
+    );
+    assert!(
+        matches!(e, StoreError::Refused(Refusal::AgentUnknown { .. })),
+        "{e:?}"
+    );
+}
+
+/// Entry updates are compare-and-swap on the revision; changing the SPIFFE
+/// ID, parent or selectors revokes the entry's SVIDs, other fields do not.
+pub fn entry_update_cas_and_sweep(store: &dyn Datastore) {
+    attested(store);
+    let e = entry("/billing", &["unix:uid:1"], NOW);
+    ok("create entry", store.create_entry(&e));
+    assert_eq!(issue_one(store, item(&e, "41", NOW + 600)), Ok(None));
+    let mut hint = e.clone();
+    hint.hint = "renamed".to_owned();
+    let (stored, revoked) = ok("update hint", store.update_entry(&hint, &sweep()));
+    assert!(revoked.is_empty(), "a hint change revokes nothing");
+    let e2 = err(
+        "update from a stale revision",
+        store.update_entry(&hint, &sweep()),
+    );
+    assert!(
+        matches!(
+            e2,
+            StoreError::Conflict {
+                expected: 0,
+                found: 1,
+                ..
+            }
+        ),
+        "{e2:?}"
+    );
+    let mut narrower = stored.clone();
+    narrower.selectors.push(selector("unix:gid:1"));
+    let (_, revoked) = ok("update selectors", store.update_entry(&narrower, &sweep()));
+    assert_eq!(
+        revoked.len(),
+        1,
+        "a selector change revokes the entry's SVIDs"
+    );
+    assert!(matches!(
+        issue_one(store, item(&e, "42", NOW + 600)),
+        Err(Refusal::EntryChanged { .. })
+    ));
+}
+
+/// A task's entry is created with the task and issues task SVIDs only while
+/// the task is active and within its window; ending the task removes the
+/// entry and revokes its SVIDs at once.
+pub fn task_grants_atomic(store: &dyn Datastore) {
+    attested(store);
+    let grant = entry("/maint", &["unix:uid:7"], NOW);
+    let task = TaskRecord {
+        id: "task-01".to_owned(),
+        ticket: "CHG-7".to_owned(),
+        purpose: "disks".to_owned(),
+        spiffe_id: grant.spiffe_id.clone(),
+        parent_id: grant.parent_id.clone(),
+        selectors: grant.selectors.clone(),
+        dns_names: vec![],
+        audiences: vec![],
+        starts_at: NOW - 10,
+        ends_at: NOW + 900,
+        state: TaskState::Active,
+        history: vec![],
+        entry_id: Some(grant.id),
+        break_glass: false,
+        reviewed: None,
+    };
+    ok("activate_task", store.activate_task(&task, &grant));
+    assert_eq!(
+        ok("get_task", store.get_task("task-01")),
+        Some(task.clone())
+    );
+    assert_eq!(
+        issue_one(store, item(&grant, "51", NOW + 600)),
+        Ok(Some("task-01".to_owned())),
+        "a task entry's SVID is recorded with its task"
+    );
+    assert_eq!(
+        ok("get_svid", store.get_svid("51")).and_then(|s| s.task_id),
+        Some("task-01".to_owned())
+    );
+    assert!(matches!(
+        issue_one(store, item(&grant, "52", NOW + 901)),
+        Err(Refusal::OutsideTaskWindow { ends_at, .. }) if ends_at == NOW + 900
+    ));
+    let mut done = task.clone();
+    done.state = TaskState::Completed;
+    let revoked = ok("end_task", store.end_task(&done, &sweep()));
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(ok("entry gone", store.get_entry(&grant.id)), None);
+    assert_eq!(ok("task stored", store.get_task("task-01")), Some(done));
+    assert!(matches!(
+        issue_one(store, item(&grant, "53", NOW + 600)),
+        Err(Refusal::EntryNotFound { .. })
+    ));
+}
+
+/// `revoke_svid` revokes a recorded serial once.
+pub fn revoke_one_svid(store: &dyn Datastore) {
+    ok("record", store.record_svid(&svid("61", NOW + 600)));
+    ok("record expired", store.record_svid(&svid("62", NOW)));
+    let first = ok("revoke", store.revoke_svid("61", &sweep()));
+    assert_eq!(
+        first.map(|r| (r.serial, r.not_after)),
+        Some(("61".to_owned(), NOW + 600))
+    );
+    assert_eq!(ok("revoke again", store.revoke_svid("61", &sweep())), None);
+    assert_eq!(
+        ok("revoke expired", store.revoke_svid("62", &sweep())),
+        None
+    );
+    let e = err("revoke unknown", store.revoke_svid("63", &sweep()));
+    assert_not_found("revoke unknown", &e, "svid", "63");
+}
+
+/// Issuance racing an entry delete: whatever the interleaving, once the
+/// delete has returned every serial recorded for the entry is revoked, and
+/// no issuance after it succeeds.
+pub fn issuance_races_revocation(store: &dyn Datastore) {
+    attested(store);
+    for round in 0..20 {
+        let e = entry(&format!("/race/{round}"), &["unix:uid:1"], NOW);
+        ok("create entry", store.create_entry(&e));
+        let barrier = Barrier::new(2);
+        let deleted = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                barrier.wait();
+                for n in 0..40 {
+                    let after_delete = deleted.load(std::sync::atomic::Ordering::SeqCst);
+                    let result =
+                        issue_one(store, item(&e, &format!("{round:02x}{n:04x}"), NOW + 600));
+                    if after_delete {
+                        assert!(
+                            result.is_err(),
+                            "round {round}: issued after the delete returned"
+                        );
+                    }
+                }
+            });
+            barrier.wait();
+            ok(
+                "delete racing issuance",
+                store.delete_entry(&e.id, &sweep()),
+            );
+            deleted.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        let revoked = revoked_serials(store);
+        for s in ok("list_svids", store.list_svids()) {
+            if s.entry_id == Some(e.id) {
+                assert!(
+                    revoked.contains(&s.serial),
+                    "round {round}: serial {} escaped the sweep",
+                    s.serial
+                );
+            }
+        }
+    }
 }

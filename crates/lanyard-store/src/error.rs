@@ -29,6 +29,27 @@ pub enum StoreError {
         key: String,
     },
 
+    /// A compare-and-swap lost: the record changed since the caller read it.
+    /// Nothing was written; read it again and retry.
+    #[error(
+        "{kind} {key} changed concurrently (revision {found}, expected {expected}); read it again and retry"
+    )]
+    Conflict {
+        /// What kind of record: `entry`, `agent`.
+        kind: &'static str,
+        /// Its key.
+        key: String,
+        /// The revision the caller's change was based on.
+        expected: u64,
+        /// The revision stored now.
+        found: u64,
+    },
+
+    /// The operation was refused by the standing of an agent, entry or task;
+    /// nothing was written.
+    #[error(transparent)]
+    Refused(#[from] crate::Refusal),
+
     /// The join token was already consumed by an earlier attestation; a join
     /// token is single use.
     #[error("join token was already used; generate a new one")]

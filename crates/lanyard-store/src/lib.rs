@@ -37,13 +37,16 @@
 pub mod conformance;
 mod datastore;
 mod error;
+mod issuance;
 mod records;
 mod seal;
+mod sled_atomic;
 mod sled_store;
 
 pub use self::{
     datastore::Datastore,
     error::StoreError,
+    issuance::{AgentStanding, IssueBatch, IssueItem, Issued, Refusal, Sweep},
     records::{
         AgentRecord, JoinTokenRecord, Revocation, SvidRecord, TaskRecord, TaskState, TaskTransition,
     },

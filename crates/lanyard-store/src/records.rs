@@ -23,6 +23,10 @@ pub struct AgentRecord {
     pub banned: bool,
     /// An evicted agent must attest again with a new token or x509pop.
     pub evicted: bool,
+    /// Bumped by the store on every change; changes are compare-and-swap on
+    /// it, so a writer holding a stale copy gets an error, never overwrites.
+    #[serde(default)]
+    pub revision: u64,
 }
 
 /// A one-time join token. Only a digest of the secret is stored.
@@ -51,6 +55,9 @@ pub struct SvidRecord {
     pub entry_id: Option<EntryId>,
     /// The agent it was issued through; `None` for the server's own SVIDs.
     pub agent_id: Option<SpiffeId>,
+    /// The task grant it was issued under, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
     /// When it was issued.
     pub issued_at: i64,
     /// Its notAfter.

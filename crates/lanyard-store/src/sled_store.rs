@@ -21,21 +21,24 @@ use std::sync::{Mutex, MutexGuard};
 use lanyard_identity::{Entry, EntryId, Selector, SpiffeId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sled::Transactional;
-use sled::transaction::{TransactionError, abort};
+use sled::transaction::TransactionError;
 use tracing::{debug, error, info, warn};
 
 use crate::records::StoredJoinToken;
 use crate::seal::{SEAL_FILE, Seal};
 use crate::{
-    AgentRecord, Datastore, JoinTokenRecord, Revocation, StoreError, SvidRecord, TaskRecord,
+    AgentRecord, AgentStanding, Datastore, IssueBatch, Issued, JoinTokenRecord, Refusal,
+    Revocation, StoreError, SvidRecord, Sweep, TaskRecord,
 };
 
 /// The format marker this build writes into new stores and accepts in
 /// existing ones. Bump it (and write a migration) when the layout changes.
-pub const FORMAT_VERSION: &str = "lanyard-store/1";
+pub const FORMAT_VERSION: &str = "lanyard-store/2";
+/// The previous format: the same records without the issuance indexes,
+/// which opening builds (once) before it writes [`FORMAT_VERSION`].
+const FORMAT_V1: &str = "lanyard-store/1";
 
-const FORMAT_KEY: &[u8] = b"format_version";
+pub(crate) const FORMAT_KEY: &[u8] = b"format_version";
 const CRL_NUMBER_KEY: &[u8] = b"crl_number";
 const CA_JOURNAL_KEY: &[u8] = b"ca_journal";
 /// How many writes the store has acknowledged; see [`crate::seal`].
@@ -43,17 +46,26 @@ const GENERATION_KEY: &[u8] = b"generation";
 
 const ENTRIES: &str = "entries";
 const ENTRY_INDEX: &str = "entry_index";
-const AGENTS: &str = "agents";
+pub(crate) const AGENTS: &str = "agents";
 const JOIN_TOKENS: &str = "join_tokens";
-const SVIDS: &str = "svids";
+pub(crate) const SVIDS: &str = "svids";
 const REVOCATIONS: &str = "revocations";
 const META: &str = "meta";
-const TASKS: &str = "tasks";
+pub(crate) const TASKS: &str = "tasks";
 const AUDIT_HEAD_KEY: &[u8] = b"audit_head";
+/// Index: entry ID bytes ++ serial -> () for every recorded SVID of an entry.
+pub(crate) const SVIDS_BY_ENTRY: &str = "svids_by_entry";
+/// Index: agent SPIFFE ID ++ 0 ++ serial -> () for every SVID issued to or
+/// through an agent.
+pub(crate) const SVIDS_BY_AGENT: &str = "svids_by_agent";
+/// Index: parent SPIFFE ID ++ 0 ++ entry key -> () (node aliases are found
+/// under the server's ID).
+pub(crate) const ENTRIES_BY_PARENT: &str = "entries_by_parent";
+/// Index: entry key -> task ID, for the entries that carry task grants.
+pub(crate) const TASK_ENTRIES: &str = "task_entries";
 
-/// Every tree a complete store has, all created before the format marker is
-/// written.
-const TREES: [&str; 8] = [
+/// The trees a store of the previous format has.
+const TREES_V1: [&str; 8] = [
     ENTRIES,
     ENTRY_INDEX,
     AGENTS,
@@ -62,6 +74,14 @@ const TREES: [&str; 8] = [
     REVOCATIONS,
     META,
     TASKS,
+];
+
+/// The indexes format 2 adds.
+const INDEXES: [&str; 4] = [
+    SVIDS_BY_ENTRY,
+    SVIDS_BY_AGENT,
+    ENTRIES_BY_PARENT,
+    TASK_ENTRIES,
 ];
 
 /// The files sled 0.34 keeps in its directory that we require to be present
@@ -76,15 +96,23 @@ const SLED_CONF_FILE: &str = "conf";
 pub struct SledStore {
     path: PathBuf,
     db: sled::Db,
-    entries: sled::Tree,
-    entry_index: sled::Tree,
-    agents: sled::Tree,
-    join_tokens: sled::Tree,
-    svids: sled::Tree,
-    revocations: sled::Tree,
-    meta: sled::Tree,
-    tasks: sled::Tree,
+    pub(crate) entries: sled::Tree,
+    pub(crate) entry_index: sled::Tree,
+    pub(crate) agents: sled::Tree,
+    pub(crate) join_tokens: sled::Tree,
+    pub(crate) svids: sled::Tree,
+    pub(crate) revocations: sled::Tree,
+    pub(crate) meta: sled::Tree,
+    pub(crate) tasks: sled::Tree,
+    pub(crate) svids_by_entry: sled::Tree,
+    pub(crate) svids_by_agent: sled::Tree,
+    pub(crate) entries_by_parent: sled::Tree,
+    pub(crate) task_entries: sled::Tree,
     seal: Mutex<Seal>,
+    /// Serializes the atomic operations (see [`crate::sled_atomic`]): each
+    /// reads, decides and writes one transaction while holding it, so what
+    /// it read is still true when it writes.
+    pub(crate) writer: Mutex<()>,
 }
 
 impl fmt::Debug for SledStore {
@@ -161,12 +189,12 @@ impl SledStore {
                 reason: format!("sled refused the database: {e}"),
             })?;
 
-        let seal = match state {
+        let (seal, format) = match state {
             DirState::Existing => {
-                check_existing(dir, &db)?;
-                Some(Seal::open(dir)?)
+                let format = check_existing(dir, &db)?;
+                (Some(Seal::open(dir)?), format)
             }
-            DirState::Fresh => None,
+            DirState::Fresh => (None, FORMAT_VERSION),
         };
 
         let open_tree = |name: &str| {
@@ -183,6 +211,10 @@ impl SledStore {
         let revocations = open_tree(REVOCATIONS)?;
         let meta = open_tree(META)?;
         let tasks = open_tree(TASKS)?;
+        let svids_by_entry = open_tree(SVIDS_BY_ENTRY)?;
+        let svids_by_agent = open_tree(SVIDS_BY_AGENT)?;
+        let entries_by_parent = open_tree(ENTRIES_BY_PARENT)?;
+        let task_entries = open_tree(TASK_ENTRIES)?;
 
         let seal = match seal {
             Some(seal) => seal,
@@ -210,8 +242,16 @@ impl SledStore {
             revocations,
             meta,
             tasks,
+            svids_by_entry,
+            svids_by_agent,
+            entries_by_parent,
+            task_entries,
             seal: Mutex::new(seal),
+            writer: Mutex::new(()),
         };
+        if format == FORMAT_V1 {
+            store.migrate_from_v1()?;
+        }
 
         match state {
             DirState::Fresh => {
@@ -311,7 +351,7 @@ impl SledStore {
 
     /// Makes every write so far durable and acknowledged: bumps the write
     /// generation, flushes sled (fsync), then advances the seal file.
-    fn commit(&self) -> Result<(), StoreError> {
+    pub(crate) fn commit(&self) -> Result<(), StoreError> {
         let generation = increment_counter(&self.meta, GENERATION_KEY)?;
         self.db.flush().map_err(backend)?;
         self.lock_seal()?.advance(generation)
@@ -429,8 +469,8 @@ fn inspect_dir(dir: &Path) -> Result<DirState, StoreError> {
 }
 
 /// Checks that a database sled opened from existing files is a store of
-/// our format with all its trees.
-fn check_existing(dir: &Path, db: &sled::Db) -> Result<(), StoreError> {
+/// our format (this one or the previous) with all its trees; returns which.
+fn check_existing(dir: &Path, db: &sled::Db) -> Result<&'static str, StoreError> {
     if !db.was_recovered() {
         return Err(StoreError::Corrupt {
             what: format!(
@@ -460,21 +500,24 @@ fn check_existing(dir: &Path, db: &sled::Db) -> Result<(), StoreError> {
                     .to_owned(),
             });
         }
-        Some(found) if found.as_ref() != FORMAT_VERSION.as_bytes() => {
-            return Err(StoreError::UnsupportedFormat {
-                path: dir.to_path_buf(),
-                found: String::from_utf8_lossy(&found).into_owned(),
-                expected: FORMAT_VERSION,
-            });
+        Some(found) => {
+            let format = [FORMAT_VERSION, FORMAT_V1]
+                .into_iter()
+                .find(|f| found.as_ref() == f.as_bytes())
+                .ok_or_else(|| StoreError::UnsupportedFormat {
+                    path: dir.to_path_buf(),
+                    found: String::from_utf8_lossy(&found).into_owned(),
+                    expected: FORMAT_VERSION,
+                })?;
+            let required: &[&str] = if format == FORMAT_V1 { &[] } else { &INDEXES };
+            if let Some(missing) = TREES_V1.iter().chain(required).find(|name| !has_tree(name)) {
+                return Err(StoreError::Corrupt {
+                    what: format!("tree `{missing}` is missing from the store"),
+                });
+            }
+            Ok(format)
         }
-        Some(_) => {}
     }
-    if let Some(missing) = TREES.iter().find(|name| !has_tree(name)) {
-        return Err(StoreError::Corrupt {
-            what: format!("tree `{missing}` is missing from the store"),
-        });
-    }
-    Ok(())
 }
 
 /// Reads a big-endian `u64` counter from `meta`; absent is 0.
@@ -521,7 +564,7 @@ fn increment_counter(meta: &sled::Tree, key: &[u8]) -> Result<u64, StoreError> {
 
 // === record encoding ===
 
-fn backend(e: sled::Error) -> StoreError {
+pub(crate) fn backend(e: sled::Error) -> StoreError {
     match e {
         sled::Error::Corruption { .. } => StoreError::Corrupt {
             what: format!("sled detected damaged data: {e}"),
@@ -530,14 +573,14 @@ fn backend(e: sled::Error) -> StoreError {
     }
 }
 
-fn transaction_error(e: TransactionError<StoreError>) -> StoreError {
+pub(crate) fn transaction_error(e: TransactionError<StoreError>) -> StoreError {
     match e {
         TransactionError::Abort(e) => e,
         TransactionError::Storage(e) => backend(e),
     }
 }
 
-fn encode<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn encode<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(value).map_err(|source| StoreError::Encode {
         what: what.to_owned(),
         source,
@@ -568,7 +611,7 @@ fn decode<T: DeserializeOwned>(tree: &str, key: &[u8], bytes: &[u8]) -> Result<T
 
 /// Decodes a record and checks that it is stored under its own key, so that
 /// a record moved by damage is not served under another's name.
-fn decode_keyed<T: DeserializeOwned>(
+pub(crate) fn decode_keyed<T: DeserializeOwned>(
     tree: &str,
     key: &[u8],
     bytes: &[u8],
@@ -588,11 +631,11 @@ fn decode_keyed<T: DeserializeOwned>(
     Ok(record)
 }
 
-fn entry_key(id: &EntryId) -> String {
+pub(crate) fn entry_key(id: &EntryId) -> String {
     id.0.hyphenated().to_string()
 }
 
-fn decode_entry(key: &[u8], bytes: &[u8]) -> Result<Entry, StoreError> {
+pub(crate) fn decode_entry(key: &[u8], bytes: &[u8]) -> Result<Entry, StoreError> {
     let entry: Entry = decode(ENTRIES, key, bytes)?;
     if entry_key(&entry.id).as_bytes() != key {
         return Err(StoreError::Corrupt {
@@ -615,7 +658,7 @@ fn sorted_selectors(entry: &Entry) -> Vec<&Selector> {
 
 /// The uniqueness key of an entry: its SPIFFE ID, parent ID and selector set
 /// (sorted, without duplicates), as canonical JSON.
-fn unique_key(entry: &Entry) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn unique_key(entry: &Entry) -> Result<Vec<u8>, StoreError> {
     encode(
         "entry uniqueness key",
         &(&entry.spiffe_id, &entry.parent_id, sorted_selectors(entry)),
@@ -623,7 +666,7 @@ fn unique_key(entry: &Entry) -> Result<Vec<u8>, StoreError> {
 }
 
 /// The unique attributes of an entry, for error messages.
-fn describe_unique(entry: &Entry) -> String {
+pub(crate) fn describe_unique(entry: &Entry) -> String {
     let selectors: Vec<String> = sorted_selectors(entry)
         .iter()
         .map(|s| format!("{}:{}:{}", s.kind, s.key, s.value))
@@ -640,35 +683,7 @@ fn describe_unique(entry: &Entry) -> String {
 
 impl Datastore for SledStore {
     fn create_entry(&self, entry: &Entry) -> Result<(), StoreError> {
-        let id = entry_key(&entry.id);
-        let value = encode("entry", entry)?;
-        let unique = unique_key(entry)?;
-        (&self.entries, &self.entry_index)
-            .transaction(|(entries, index)| {
-                if entries.get(id.as_bytes())?.is_some() {
-                    return abort(StoreError::AlreadyExists {
-                        kind: "entry",
-                        key: id.clone(),
-                    });
-                }
-                if let Some(other) = index.get(unique.as_slice())? {
-                    return abort(StoreError::AlreadyExists {
-                        kind: "entry",
-                        key: format!(
-                            "{} (entry {})",
-                            describe_unique(entry),
-                            String::from_utf8_lossy(&other)
-                        ),
-                    });
-                }
-                entries.insert(id.as_bytes(), value.as_slice())?;
-                index.insert(unique.as_slice(), id.as_bytes())?;
-                Ok(())
-            })
-            .map_err(transaction_error)?;
-        self.commit()?;
-        debug!(entry_id = %id, spiffe_id = entry.spiffe_id.as_str(), "entry created");
-        Ok(())
+        self.create_entry_atomic(entry)
     }
 
     fn get_entry(&self, id: &EntryId) -> Result<Option<Entry>, StoreError> {
@@ -679,77 +694,20 @@ impl Datastore for SledStore {
         }
     }
 
-    fn update_entry(&self, entry: &Entry) -> Result<(), StoreError> {
-        let id = entry_key(&entry.id);
-        let value = encode("entry", entry)?;
-        let unique = unique_key(entry)?;
-        (&self.entries, &self.entry_index)
-            .transaction(|(entries, index)| {
-                let Some(old) = entries.get(id.as_bytes())? else {
-                    return abort(StoreError::NotFound {
-                        kind: "entry",
-                        key: id.clone(),
-                    });
-                };
-                let old = match decode_entry(id.as_bytes(), &old) {
-                    Ok(old) => old,
-                    Err(e) => return abort(e),
-                };
-                let old_unique = match unique_key(&old) {
-                    Ok(k) => k,
-                    Err(e) => return abort(e),
-                };
-                if old_unique != unique {
-                    if let Some(other) = index.get(unique.as_slice())?
-                        && other.as_ref() != id.as_bytes()
-                    {
-                        return abort(StoreError::AlreadyExists {
-                            kind: "entry",
-                            key: format!(
-                                "{} (entry {})",
-                                describe_unique(entry),
-                                String::from_utf8_lossy(&other)
-                            ),
-                        });
-                    }
-                    index.remove(old_unique.as_slice())?;
-                    index.insert(unique.as_slice(), id.as_bytes())?;
-                }
-                entries.insert(id.as_bytes(), value.as_slice())?;
-                Ok(())
-            })
-            .map_err(transaction_error)?;
-        self.commit()?;
-        debug!(entry_id = %id, revision = entry.revision, "entry updated");
-        Ok(())
+    fn update_entry(
+        &self,
+        entry: &Entry,
+        sweep: &Sweep,
+    ) -> Result<(Entry, Vec<Revocation>), StoreError> {
+        self.update_entry_atomic(entry, sweep)
     }
 
-    fn delete_entry(&self, id: &EntryId) -> Result<Entry, StoreError> {
-        let key = entry_key(id);
-        let entry = (&self.entries, &self.entry_index)
-            .transaction(|(entries, index)| {
-                let Some(old) = entries.remove(key.as_bytes())? else {
-                    return abort(StoreError::NotFound {
-                        kind: "entry",
-                        key: key.clone(),
-                    });
-                };
-                let old = match decode_entry(key.as_bytes(), &old) {
-                    Ok(old) => old,
-                    Err(e) => return abort(e),
-                };
-                match unique_key(&old) {
-                    Ok(unique) => {
-                        index.remove(unique)?;
-                    }
-                    Err(e) => return abort(e),
-                }
-                Ok(old)
-            })
-            .map_err(transaction_error)?;
-        self.commit()?;
-        debug!(entry_id = %key, "entry deleted");
-        Ok(entry)
+    fn delete_entry(
+        &self,
+        id: &EntryId,
+        sweep: &Sweep,
+    ) -> Result<(Entry, Vec<Revocation>), StoreError> {
+        self.delete_entry_atomic(id, sweep)
     }
 
     fn list_entries(&self) -> Result<Vec<Entry>, StoreError> {
@@ -763,18 +721,33 @@ impl Datastore for SledStore {
     }
 
     fn put_agent(&self, agent: &AgentRecord) -> Result<(), StoreError> {
-        let value = encode("agent", agent)?;
-        self.agents
-            .insert(agent.spiffe_id.as_str().as_bytes(), value)
-            .map_err(backend)?;
-        self.commit()?;
-        debug!(
-            agent_id = agent.spiffe_id.as_str(),
-            banned = agent.banned,
-            evicted = agent.evicted,
-            "agent stored"
-        );
-        Ok(())
+        self.put_agent_atomic(agent)
+    }
+
+    fn attest_agent(
+        &self,
+        agent: &AgentRecord,
+        svid: &SvidRecord,
+    ) -> Result<AgentRecord, StoreError> {
+        self.attest_agent_atomic(agent, svid)
+    }
+
+    fn renew_agent(
+        &self,
+        agent_id: &SpiffeId,
+        presented_serial: &str,
+        svid: &SvidRecord,
+    ) -> Result<AgentRecord, StoreError> {
+        self.renew_agent_atomic(agent_id, presented_serial, svid)
+    }
+
+    fn set_agent_standing(
+        &self,
+        agent_id: &SpiffeId,
+        standing: AgentStanding,
+        sweep: &Sweep,
+    ) -> Result<(AgentRecord, Vec<Revocation>), StoreError> {
+        self.set_agent_standing_atomic(agent_id, standing, sweep)
     }
 
     fn get_agent(&self, id: &SpiffeId) -> Result<Option<AgentRecord>, StoreError> {
@@ -871,31 +844,19 @@ impl Datastore for SledStore {
     }
 
     fn record_svid(&self, svid: &SvidRecord) -> Result<(), StoreError> {
-        let value = encode("svid", svid)?;
-        let key = svid.serial.as_bytes();
-        let swapped = self
-            .svids
-            .compare_and_swap(key, None::<&[u8]>, Some(value))
-            .map_err(backend)?;
-        if let Err(conflict) = swapped {
-            let same = match conflict.current {
-                Some(current) => {
-                    decode_keyed::<SvidRecord>(SVIDS, key, &current, |s| s.serial.as_str())?
-                        == *svid
-                }
-                None => false,
-            };
-            if !same {
-                warn!(serial = %svid.serial, "refused to record a second SVID with a used serial");
-                return Err(StoreError::AlreadyExists {
-                    kind: "svid",
-                    key: svid.serial.clone(),
-                });
-            }
-        }
-        self.commit()?;
-        debug!(serial = %svid.serial, spiffe_id = svid.spiffe_id.as_str(), not_after = svid.not_after, "svid recorded");
-        Ok(())
+        self.record_svid_atomic(svid)
+    }
+
+    fn issue_svids(
+        &self,
+        batches: &[IssueBatch],
+        now: i64,
+    ) -> Result<Vec<Vec<Result<Issued, Refusal>>>, StoreError> {
+        self.issue_svids_atomic(batches, now)
+    }
+
+    fn revoke_svid(&self, serial: &str, sweep: &Sweep) -> Result<Option<Revocation>, StoreError> {
+        self.revoke_svid_atomic(serial, sweep)
     }
 
     fn get_svid(&self, serial: &str) -> Result<Option<SvidRecord>, StoreError> {
@@ -919,13 +880,7 @@ impl Datastore for SledStore {
     }
 
     fn prune_svids(&self, expired_before: i64) -> Result<usize, StoreError> {
-        self.prune(
-            &self.svids,
-            SVIDS,
-            expired_before,
-            |s: &SvidRecord| s.serial.as_str(),
-            |s| s.not_after,
-        )
+        self.prune_svids_atomic(expired_before)
     }
 
     fn put_revocation(&self, revocation: &Revocation) -> Result<(), StoreError> {
@@ -1005,6 +960,7 @@ impl Datastore for SledStore {
     }
 
     fn put_task(&self, task: &TaskRecord) -> Result<(), StoreError> {
+        let _w = self.lock_writer()?;
         let value = encode("task", task)?;
         self.tasks
             .insert(task.id.as_bytes(), value)
@@ -1012,6 +968,14 @@ impl Datastore for SledStore {
         self.commit()?;
         debug!(task = %task.id, state = task.state.as_str(), "task stored");
         Ok(())
+    }
+
+    fn activate_task(&self, task: &TaskRecord, entry: &Entry) -> Result<(), StoreError> {
+        self.activate_task_atomic(task, entry)
+    }
+
+    fn end_task(&self, task: &TaskRecord, sweep: &Sweep) -> Result<Vec<Revocation>, StoreError> {
+        self.end_task_atomic(task, sweep)
     }
 
     fn get_task(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
@@ -1086,7 +1050,17 @@ mod tests {
             .unwrap();
         assert_corrupt_naming(store.list_entries(), ENTRIES, &entry_key(&id));
         assert_corrupt_naming(store.get_entry(&id), ENTRIES, &entry_key(&id));
-        assert_corrupt_naming(store.delete_entry(&id), ENTRIES, &entry_key(&id));
+        assert_corrupt_naming(
+            store.delete_entry(
+                &id,
+                &Sweep {
+                    revoked_at: 0,
+                    reason: String::new(),
+                },
+            ),
+            ENTRIES,
+            &entry_key(&id),
+        );
 
         store.meta.insert(CRL_NUMBER_KEY, &b"7"[..]).unwrap();
         assert_corrupt_naming(store.next_crl_number(), META, "crl_number");

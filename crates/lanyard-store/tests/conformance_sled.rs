@@ -51,6 +51,14 @@ properties!(
     tasks,
     crl_number_raised,
     audit_head,
+    issue_checks_standing,
+    delete_entry_sweeps,
+    agent_standing_sweeps,
+    agent_renewal_cas,
+    entry_update_cas_and_sweep,
+    task_grants_atomic,
+    revoke_one_svid,
+    issuance_races_revocation,
 );
 
 #[test]

@@ -68,6 +68,7 @@ pub fn populate(dir: &Path, revocations: usize) -> Snapshot {
             attested_at: NOW,
             banned: false,
             evicted: false,
+            revision: 1,
         })
         .unwrap();
     store
@@ -85,6 +86,7 @@ pub fn populate(dir: &Path, revocations: usize) -> Snapshot {
             spiffe_id: id("spiffe://example.org/workload/0"),
             entry_id: None,
             agent_id: Some(id("spiffe://example.org/lanyard/agent/join_token/node1")),
+            task_id: None,
             issued_at: NOW,
             not_after: NOW + 3600,
         })
