@@ -910,7 +910,9 @@ pub fn issue_checks_standing(store: &dyn Datastore) {
     let direct = entry("/direct", &["unix:uid:1"], NOW);
     ok("create direct entry", store.create_entry(&direct));
     assert_eq!(issue_one(store, item(&direct, "01", NOW + 600)), Ok(None));
-    let recorded = ok("get_svid 01", store.get_svid("01")).expect("accepted serial recorded");
+    let Some(recorded) = ok("get_svid 01", store.get_svid("01")) else {
+        panic!("an accepted serial must be recorded");
+    };
     assert_eq!(recorded.entry_id, Some(direct.id));
     assert_eq!(recorded.agent_id, Some(spiffe_id(AGENT)));
     assert_eq!((recorded.issued_at, recorded.not_after), (NOW, NOW + 600));

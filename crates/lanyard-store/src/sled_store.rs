@@ -492,14 +492,12 @@ fn check_existing(dir: &Path, db: &sled::Db) -> Result<&'static str, StoreError>
     }
     let meta = db.open_tree(META).map_err(backend)?;
     match meta.get(FORMAT_KEY).map_err(backend)? {
-        None => {
-            return Err(StoreError::NotAStore {
-                path: dir.to_path_buf(),
-                reason: "the format-version marker is missing from the `meta` tree; \
+        None => Err(StoreError::NotAStore {
+            path: dir.to_path_buf(),
+            reason: "the format-version marker is missing from the `meta` tree; \
                          the store is damaged or its creation was interrupted"
-                    .to_owned(),
-            });
-        }
+                .to_owned(),
+        }),
         Some(found) => {
             let format = [FORMAT_VERSION, FORMAT_V1]
                 .into_iter()
