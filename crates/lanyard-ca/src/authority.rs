@@ -214,6 +214,20 @@ impl CertificateAuthority {
         task: Option<&TaskBinding>,
         now: SystemTime,
     ) -> Result<IssuedSvid, CaError> {
+        let prepared = self.prepare_svid(req, now)?;
+        self.sign_prepared(&prepared, task, now)
+    }
+
+    /// The first half of signing: checks the request (trust domain, TTL,
+    /// DNS names, the CSR's signature and key) and fixes the serial and
+    /// notAfter the SVID will carry, so that the caller can record them
+    /// before anything is signed. The TTL is capped to the active CA's
+    /// remaining life.
+    pub fn prepare_svid(
+        &self,
+        req: &SvidRequest<'_>,
+        now: SystemTime,
+    ) -> Result<PreparedSvid, CaError> {
         let now = unix_secs(now, "now")?;
         let td = &self.cfg.trust_domain;
         if !req.spiffe_id.is_member_of(td) {
@@ -233,9 +247,40 @@ impl CertificateAuthority {
         }
         let dns_names = checked_dns_names(req.dns_names)?;
         let public_key = csr_public_key(req.csr_der)?;
+        let not_after = now.saturating_add(ttl).min(self.active.not_after);
+        if not_after <= now {
+            return Err(CaError::CaExpired {
+                not_after: self.active.not_after,
+                now,
+            });
+        }
+        let serial = random_serial()?;
+        Ok(PreparedSvid {
+            spiffe_id: req.spiffe_id.clone(),
+            dns_names,
+            public_key,
+            serial_hex: hex_serial(&serial.to_bytes()),
+            serial,
+            not_after,
+        })
+    }
 
+    /// The second half of signing: signs a [`PreparedSvid`] with the active
+    /// CA key (NotBefore backdated 30 s, never before the CA's own), adds
+    /// the task binding when given, and checks the result against the
+    /// X.509-SVID profile, its SPIFFE ID, serial and binding before
+    /// returning it. Takes `&self`: any number of threads sign at once.
+    pub fn sign_prepared(
+        &self,
+        prepared: &PreparedSvid,
+        task: Option<&TaskBinding>,
+        now: SystemTime,
+    ) -> Result<IssuedSvid, CaError> {
+        let now = unix_secs(now, "now")?;
         let active = &self.active;
-        let not_after = now.saturating_add(ttl).min(active.not_after);
+        // A rotation since `prepare_svid` only ever brings a CA that lives
+        // longer; the cap keeps the certificate inside its issuer anyway.
+        let not_after = prepared.not_after.min(active.not_after);
         if not_after <= now {
             return Err(CaError::CaExpired {
                 not_after: active.not_after,
@@ -245,9 +290,9 @@ impl CertificateAuthority {
         let not_before = (now - BACKDATE_SECS).max(active.not_before);
 
         let mut params = leaf_params(
-            req.spiffe_id,
-            &dns_names,
-            random_serial()?,
+            &prepared.spiffe_id,
+            &prepared.dns_names,
+            prepared.serial.clone(),
             not_before,
             not_after,
         )?;
@@ -260,7 +305,7 @@ impl CertificateAuthority {
                 ));
         }
         let leaf = params
-            .signed_by(&public_key, &active.issuer)
+            .signed_by(&prepared.public_key, &active.issuer)
             .map_err(|e| CaError::encoding("X.509-SVID", e))?
             .der()
             .clone();
@@ -269,15 +314,24 @@ impl CertificateAuthority {
         // anything but what was asked for.
         let summary = lanyard_identity::check_x509_svid(leaf.as_ref()).map_err(|source| {
             CaError::NonConformingSvid {
-                spiffe_id: req.spiffe_id.clone(),
+                spiffe_id: prepared.spiffe_id.clone(),
                 source,
             }
         })?;
-        if &summary.spiffe_id != req.spiffe_id {
+        if summary.spiffe_id != prepared.spiffe_id {
             return Err(CaError::IdentityMismatch {
-                requested: req.spiffe_id.clone(),
+                requested: prepared.spiffe_id.clone(),
                 issued: summary.spiffe_id,
             });
+        }
+        if summary.serial != prepared.serial_hex {
+            return Err(CaError::encoding_reason(
+                "serial",
+                format!(
+                    "the signed SVID carries serial {}, {} was recorded",
+                    summary.serial, prepared.serial_hex
+                ),
+            ));
         }
         check_issuer_name(leaf.as_ref(), &active.subject_raw)?;
         let carried = TaskBinding::from_certificate(leaf.as_ref())
@@ -468,4 +522,44 @@ fn check_issuer_name(leaf: &[u8], ca_subject: &[u8]) -> Result<(), CaError> {
         });
     }
     Ok(())
+}
+
+/// An X.509-SVID checked and planned by
+/// [`CertificateAuthority::prepare_svid`], not yet signed.
+#[derive(Clone, Debug)]
+pub struct PreparedSvid {
+    spiffe_id: lanyard_identity::SpiffeId,
+    dns_names: Vec<String>,
+    public_key: rcgen::SubjectPublicKeyInfo,
+    serial: rcgen::SerialNumber,
+    serial_hex: String,
+    not_after: i64,
+}
+
+impl PreparedSvid {
+    /// The serial the SVID will carry, lower-case hex as
+    /// [`IssuedSvid::serial`] prints it.
+    pub fn serial(&self) -> &str {
+        &self.serial_hex
+    }
+
+    /// The notAfter it will carry (at most; a CA that expires sooner caps it).
+    pub fn not_after(&self) -> i64 {
+        self.not_after
+    }
+
+    /// The SPIFFE ID it certifies.
+    pub fn spiffe_id(&self) -> &lanyard_identity::SpiffeId {
+        &self.spiffe_id
+    }
+}
+
+/// A serial's bytes as the profile checker prints them: lower-case hex
+/// without leading zero bytes.
+fn hex_serial(bytes: &[u8]) -> String {
+    let significant = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+    bytes[significant..]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -76,7 +76,7 @@ mod upstream;
 mod validity;
 
 pub use self::{
-    authority::{CaConfig, CertificateAuthority, MIN_CA_TTL},
+    authority::{CaConfig, CertificateAuthority, MIN_CA_TTL, PreparedSvid},
     crl::{RevocationReason, RevokedSerial},
     error::CaError,
     fs::write_file_atomic,

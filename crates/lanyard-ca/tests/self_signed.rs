@@ -471,3 +471,39 @@ fn task_svids_carry_their_binding_and_still_verify() {
         None
     );
 }
+
+#[test]
+fn prepared_svid_is_signed_with_the_serial_and_expiry_fixed_before_signing() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = SystemTime::now();
+    let ca = new_ca(dir.path(), now);
+    let csr = SvidKey::generate().unwrap().csr_der().unwrap();
+    let spiffe_id = lanyard_identity::SpiffeId::new("spiffe://example.org/planned").unwrap();
+    let prepared = ca
+        .prepare_svid(&request_with(&csr, &spiffe_id, HOUR), now)
+        .unwrap();
+    assert_eq!(prepared.spiffe_id(), &spiffe_id);
+    // Prepared in one place, signed later (on another thread in the server).
+    let svid = std::thread::scope(|s| {
+        s.spawn(|| ca.sign_prepared(&prepared, None, now))
+            .join()
+            .unwrap()
+    })
+    .unwrap();
+    assert_eq!(svid.serial, prepared.serial());
+    assert_eq!(svid.not_after, prepared.not_after());
+    assert_verifies(&ca.trust_bundle(), &svid.cert_chain, now);
+    let again = ca
+        .prepare_svid(&request_with(&csr, &spiffe_id, HOUR), now)
+        .unwrap();
+    assert_ne!(
+        again.serial(),
+        prepared.serial(),
+        "every preparation draws a new serial"
+    );
+    // A bad CSR fails at preparation, before anything could be recorded.
+    assert!(matches!(
+        ca.prepare_svid(&request_with(b"garbage", &spiffe_id, HOUR), now),
+        Err(CaError::MalformedCsr { .. })
+    ));
+}
