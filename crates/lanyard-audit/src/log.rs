@@ -152,7 +152,27 @@ impl AuditLog {
     /// `now`, [`AuditError::Io`] if writing or syncing fails,
     /// [`AuditError::Poisoned`] after an append that could not be undone.
     pub fn append(&mut self, event: Event, now: SystemTime) -> Result<Record, AuditError> {
-        append_to(&mut self.state, &mut &self.file, &self.path, event, now)
+        let mut records = append_to(
+            &mut self.state,
+            &mut &self.file,
+            &self.path,
+            vec![event],
+            now,
+        )?;
+        records.pop().ok_or_else(|| AuditError::InvalidEvent {
+            reason: "nothing was appended".to_owned(),
+        })
+    }
+
+    /// Appends one record per event, all timed `now`, and syncs them to disk
+    /// once (group commit): either all of them are in the log when this
+    /// returns `Ok`, or none is. Errors as [`append`](Self::append).
+    pub fn append_all(
+        &mut self,
+        events: Vec<Event>,
+        now: SystemTime,
+    ) -> Result<Vec<Record>, AuditError> {
+        append_to(&mut self.state, &mut &self.file, &self.path, events, now)
     }
 
     /// The last record's `(seq, hash)`: `(0, GENESIS)` for an empty log.
@@ -203,14 +223,14 @@ impl Sink for &File {
     }
 }
 
-/// The body of [`AuditLog::append`], over any [`Sink`].
+/// The body of [`AuditLog::append_all`], over any [`Sink`].
 fn append_to(
     state: &mut State,
     sink: &mut impl Sink,
     path: &Path,
-    event: Event,
+    events: Vec<Event>,
     now: SystemTime,
-) -> Result<Record, AuditError> {
+) -> Result<Vec<Record>, AuditError> {
     if state.poisoned {
         return Err(AuditError::Poisoned {
             path: path.to_owned(),
@@ -219,30 +239,40 @@ fn append_to(
     let invalid = |reason: &str| AuditError::InvalidEvent {
         reason: reason.to_owned(),
     };
-    if event.principal.trim().is_empty() {
-        return Err(invalid("the principal is empty"));
+    let (mut seq, mut hash) = (state.seq, state.hash.clone());
+    let mut records = Vec::with_capacity(events.len());
+    let mut lines = Vec::new();
+    for event in events {
+        if event.principal.trim().is_empty() {
+            return Err(invalid("the principal is empty"));
+        }
+        if event.subject.trim().is_empty() {
+            return Err(invalid("the subject is empty"));
+        }
+        seq = seq
+            .checked_add(1)
+            .ok_or_else(|| invalid("the log is full"))?;
+        let record = Record::seal(seq, now, event, hash)?;
+        let line = record.to_line()?;
+        if line.len() > MAX_LINE {
+            return Err(AuditError::InvalidEvent {
+                reason: format!(
+                    "the record takes {} bytes, more than the {MAX_LINE} allowed",
+                    line.len()
+                ),
+            });
+        }
+        hash = record.hash.clone();
+        lines.extend_from_slice(&line);
+        records.push(record);
     }
-    if event.subject.trim().is_empty() {
-        return Err(invalid("the subject is empty"));
-    }
-    let seq = state
-        .seq
-        .checked_add(1)
-        .ok_or_else(|| invalid("the log is full"))?;
-    let record = Record::seal(seq, now, event, state.hash.clone())?;
-    let line = record.to_line()?;
-    if line.len() > MAX_LINE {
-        return Err(AuditError::InvalidEvent {
-            reason: format!(
-                "the record takes {} bytes, more than the {MAX_LINE} allowed",
-                line.len()
-            ),
-        });
+    if records.is_empty() {
+        return Ok(records);
     }
 
-    let written = sink.write_all(&line).and_then(|()| sink.sync_data());
+    let written = sink.write_all(&lines).and_then(|()| sink.sync_data());
     if let Err(source) = written {
-        // Cut off whatever part of the line reached the file, so the next
+        // Cut off whatever part of the lines reached the file, so the next
         // append does not land after a fragment.
         if let Err(undo) = sink.set_len(state.len) {
             state.poisoned = true;
@@ -257,10 +287,10 @@ fn append_to(
             source,
         });
     }
-    state.seq = record.seq;
-    state.hash.clone_from(&record.hash);
-    state.len += line.len() as u64;
-    Ok(record)
+    state.seq = seq;
+    state.hash = hash;
+    state.len += lines.len() as u64;
+    Ok(records)
 }
 
 #[cfg(test)]
@@ -320,7 +350,7 @@ mod tests {
             keep: 40,
             undo: true,
         };
-        let err = append_to(&mut log.state, &mut sink, &path, ev(2), at(2)).unwrap_err();
+        let err = append_to(&mut log.state, &mut sink, &path, vec![ev(2)], at(2)).unwrap_err();
         assert!(matches!(err, AuditError::Io { .. }), "{err}");
         assert_eq!(log.state, before);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), before.len);
@@ -347,7 +377,7 @@ mod tests {
             keep: 40,
             undo: false,
         };
-        append_to(&mut log.state, &mut sink, &path, ev(2), at(2)).unwrap_err();
+        append_to(&mut log.state, &mut sink, &path, vec![ev(2)], at(2)).unwrap_err();
         let err = log.append(ev(2), at(3)).unwrap_err();
         assert!(matches!(err, AuditError::Poisoned { .. }), "{err}");
         assert_eq!(log.head().0, 1);

@@ -189,3 +189,37 @@ fn records_carry_millisecond_utc_times() {
     assert_eq!(record.time, "2026-05-04T09:30:00.125Z");
     assert_eq!(record.timestamp(), Some(at(0) + Duration::from_millis(125)));
 }
+
+#[test]
+fn append_all_writes_a_chained_group_with_one_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let mut log = lanyard_audit::AuditLog::open(&path, None).unwrap();
+    log.append(
+        lanyard_audit::Event::new("uid:0", lanyard_audit::Action::EntryCreated, "e-0"),
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
+    let events = (1..=3)
+        .map(|n| {
+            lanyard_audit::Event::new("agent", lanyard_audit::Action::SvidIssued, format!("s-{n}"))
+        })
+        .collect();
+    let records = log
+        .append_all(events, std::time::SystemTime::now())
+        .unwrap();
+    assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), [2, 3, 4]);
+    assert_eq!(log.head(), (4, records[2].hash.clone()));
+    assert!(
+        log.append_all(Vec::new(), std::time::SystemTime::now())
+            .unwrap()
+            .is_empty()
+    );
+    drop(log);
+    let report = lanyard_audit::verify(
+        std::io::BufReader::new(std::fs::File::open(&path).unwrap()),
+        Some((4, records[2].hash.as_str())),
+    )
+    .unwrap();
+    assert_eq!(report.records, 4);
+}
