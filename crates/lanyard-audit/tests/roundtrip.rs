@@ -194,16 +194,14 @@ fn records_carry_millisecond_utc_times() {
 fn append_all_writes_a_chained_group_with_one_sync() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.log");
-    let mut log = lanyard_audit::AuditLog::open(&path, None).unwrap();
+    let mut log = AuditLog::open(&path, None).unwrap();
     log.append(
-        lanyard_audit::Event::new("uid:0", lanyard_audit::Action::EntryCreated, "e-0"),
+        Event::new("uid:0", Action::EntryCreated, "e-0"),
         std::time::SystemTime::now(),
     )
     .unwrap();
     let events = (1..=3)
-        .map(|n| {
-            lanyard_audit::Event::new("agent", lanyard_audit::Action::SvidIssued, format!("s-{n}"))
-        })
+        .map(|n| Event::new("agent", Action::SvidIssued, format!("s-{n}")))
         .collect();
     let records = log
         .append_all(events, std::time::SystemTime::now())
@@ -217,7 +215,7 @@ fn append_all_writes_a_chained_group_with_one_sync() {
     );
     drop(log);
     let report = lanyard_audit::verify(
-        std::io::BufReader::new(std::fs::File::open(&path).unwrap()),
+        BufReader::new(std::fs::File::open(&path).unwrap()),
         Some((4, records[2].hash.as_str())),
     )
     .unwrap();

@@ -128,6 +128,16 @@ impl Metrics {
         self.signing_seconds.observe(took.as_secs_f64());
     }
 
+    /// Records a group commit of `count` workload SVIDs that took `took`.
+    pub fn issued_group(&self, count: u64, took: Duration) {
+        if count > 0 {
+            self.svids_issued
+                .get_or_create(&KindLabel { kind: "workload" })
+                .inc_by(count);
+            self.signing_seconds.observe(took.as_secs_f64());
+        }
+    }
+
     /// Records one attestation.
     pub fn attested(&self, method: &'static str, ok: bool) {
         let outcome = if ok { "ok" } else { "refused" };

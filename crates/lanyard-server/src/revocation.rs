@@ -15,7 +15,7 @@ use std::{
 
 use lanyard_audit::{Action, Event};
 use lanyard_ca::{RevocationReason, RevokedSerial};
-use lanyard_store::{Revocation, SvidRecord};
+use lanyard_store::{Revocation, Sweep};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
@@ -59,61 +59,66 @@ pub(crate) fn normalize_serial(input: &str) -> Result<String, Status> {
     })
 }
 
-/// Puts `records` on the CRL (those not already on it and not expired),
-/// then publishes the new CRL. Returns the serials newly revoked.
-pub(crate) async fn revoke(
+/// How a revoking operation at this moment revokes, for the store.
+pub(crate) fn sweep(state: &ServerState, reason: RevocationReason) -> Sweep {
+    Sweep {
+        revoked_at: crate::clock::unix(state.now()),
+        reason: reason.to_string(),
+    }
+}
+
+/// Makes revocations the store already recorded take effect: audits each
+/// (one fsync), then publishes the new CRL, before the caller returns.
+pub(crate) async fn announce(
     state: &Arc<ServerState>,
-    records: Vec<SvidRecord>,
-    reason: RevocationReason,
+    revoked: &[Revocation],
     principal: &str,
     ticket: Option<&str>,
-) -> Result<Vec<String>, Status> {
-    let now = now_unix();
-    let already = state.crl.load().revoked.clone();
-    let fresh: Vec<SvidRecord> = records
-        .into_iter()
-        .filter(|r| r.not_after > now && !already.contains(&r.serial))
-        .collect();
-    if fresh.is_empty() {
-        return Ok(Vec::new());
+) -> Result<(), Status> {
+    if revoked.is_empty() {
+        return Ok(());
     }
-    let revocations: Vec<Revocation> = fresh
-        .iter()
-        .map(|r| Revocation {
-            serial: r.serial.clone(),
-            revoked_at: now,
-            not_after: r.not_after,
-            reason: reason.to_string(),
+    let serials: Vec<String> = revoked.iter().map(|r| r.serial.clone()).collect();
+    let records = state
+        .db(move |s| {
+            serials
+                .iter()
+                .map(|serial| s.get_svid(serial))
+                .collect::<Result<Vec<_>, _>>()
         })
-        .collect();
-    state
-        .db(move |s| revocations.iter().try_for_each(|r| s.put_revocation(r)))
         .await
         .map_err(store_status)?;
-    for r in &fresh {
-        let mut event = Event::new(principal, Action::SvidRevoked, r.spiffe_id.to_string())
-            .reason(reason.to_string())
-            .detail("serial", r.serial.clone());
-        if let Some(entry) = r.entry_id {
-            event = event.detail("entry_id", entry.to_string());
-        }
-        if let Some(ticket) = ticket {
-            event = event.ticket(ticket);
-        }
-        state.audit(event).await?;
-        tracing::warn!(
-            serial = %r.serial,
-            spiffe_id = %r.spiffe_id,
-            reason = %reason,
-            principal,
-            "SVID revoked"
-        );
-    }
-    state.metrics.revocations.inc_by(fresh.len() as u64);
+    let events = revoked
+        .iter()
+        .zip(records)
+        .map(|(r, svid)| {
+            let subject = svid
+                .as_ref()
+                .map(|s| s.spiffe_id.to_string())
+                .unwrap_or_else(|| r.serial.clone());
+            let mut event = Event::new(principal, Action::SvidRevoked, subject)
+                .reason(r.reason.clone())
+                .detail("serial", r.serial.clone());
+            if let Some(svid) = &svid {
+                if let Some(entry) = svid.entry_id {
+                    event = event.detail("entry_id", entry.to_string());
+                }
+                if let Some(task) = &svid.task_id {
+                    event = event.detail("task_id", task.clone());
+                }
+            }
+            if let Some(ticket) = ticket {
+                event = event.ticket(ticket);
+            }
+            tracing::warn!(serial = %r.serial, reason = %r.reason, principal, "SVID revoked");
+            event
+        })
+        .collect();
+    state.audit_all(events).await?;
+    state.metrics.revocations.inc_by(revoked.len() as u64);
     publish(state)
         .await
-        .map_err(|e| Status::internal(format!("CRL: {e}")))?;
-    Ok(fresh.into_iter().map(|r| r.serial).collect())
+        .map_err(|e| Status::internal(format!("CRL: {e}")))
 }
 
 /// Rebuilds the CRL from the store (pruning expired serials), signs it
@@ -186,19 +191,6 @@ pub(crate) async fn run(
             }
         }
     }
-}
-
-/// Every unexpired SVID record matching `filter`.
-pub(crate) async fn records_where(
-    state: &ServerState,
-    filter: impl Fn(&SvidRecord) -> bool + Send + 'static,
-) -> Result<Vec<SvidRecord>, Status> {
-    let now = now_unix();
-    let all = state.db(|s| s.list_svids()).await.map_err(store_status)?;
-    Ok(all
-        .into_iter()
-        .filter(|r| r.not_after > now && filter(r))
-        .collect())
 }
 
 #[cfg(test)]

@@ -75,9 +75,13 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     let audit_path = cfg.data_dir.join("audit.log");
     let head = store.get_audit_head()?;
     let audit = open_audit_log(&audit_path, head, store.as_ref())?;
-    let state = ServerState::new(cfg.clone(), store, ca, audit, x509pop);
-    // A fresh CRL (new number, signed by the active key) before anyone connects.
+    let stop = shutdown.child_token();
+    let (state, issue_queue) =
+        ServerState::new(cfg.clone(), store, ca, audit, x509pop, stop.clone());
+    // A fresh CRL (new number, signed by the active key) and the agents'
+    // registry before anyone connects.
     crate::revocation::publish(&state).await?;
+    crate::node::registry::refresh(&state, 0).await?;
     let trust = Arc::new(TrustMaterial::new(state.bundle()));
     let svid = ServerSvid::issue(&state).await?;
     let tls = Arc::new(node_tls_config(&state, svid.clone(), trust.clone())?);
@@ -95,8 +99,21 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     )?;
 
     let ready = Arc::new(AtomicBool::new(false));
-    let stop = shutdown.child_token();
     let mut tasks: JoinSet<(&'static str, Result<(), ServerError>)> = JoinSet::new();
+
+    tasks.spawn({
+        let (state, stop) = (state.clone(), stop.clone());
+        async move {
+            (
+                "issuance",
+                crate::issuance::run(state, issue_queue, stop).await,
+            )
+        }
+    });
+    tasks.spawn({
+        let (state, stop) = (state.clone(), stop.clone());
+        async move { ("registry", crate::node::registry::run(state, stop).await) }
+    });
 
     let (conn_tx, conn_rx) = mpsc::channel(64);
     tasks.spawn(accept_tls(node_listener, tls, conn_tx, stop.clone()));

@@ -3,18 +3,23 @@
 
 use std::{
     sync::{Arc, RwLock},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::SystemTime,
 };
 
-use lanyard_audit::{Action, AuditLog, Event};
-use lanyard_ca::{CertificateAuthority, IssuedSvid, SvidRequest};
-use lanyard_identity::{EntryId, SpiffeId, TaskBinding};
-use lanyard_store::{Datastore, StoreError, SvidRecord};
+use lanyard_audit::{AuditLog, Event};
+use lanyard_ca::CertificateAuthority;
+use lanyard_identity::SpiffeId;
+use lanyard_store::{Datastore, StoreError};
 use rustls_pki_types::CertificateDer;
 use tokio::sync::watch;
 use tonic::Status;
 
-use crate::{ServerConfig, revocation::PublishedCrl, status::store_status};
+use crate::{
+    ServerConfig,
+    clock::{Clock, SystemClock},
+    revocation::PublishedCrl,
+    status::store_status,
+};
 
 /// Shared server state.
 pub(crate) struct ServerState {
@@ -39,18 +44,14 @@ pub(crate) struct ServerState {
     /// Bumped on every change agents must hear about (entries, bundle,
     /// agents' standing); Sync streams wait on it. Pushed, never polled.
     changes: watch::Sender<u64>,
-}
-
-/// What to sign: the SPIFFE ID and the bookkeeping that goes with it.
-pub(crate) struct Issue<'a> {
-    pub csr_der: &'a [u8],
-    pub spiffe_id: &'a SpiffeId,
-    pub dns_names: &'a [String],
-    pub ttl: Duration,
-    pub entry_id: Option<EntryId>,
-    pub agent_id: Option<&'a SpiffeId>,
-    /// For a task SVID: its binding (the caller caps `ttl` to the window).
-    pub task: Option<&'a TaskBinding>,
+    /// The snapshot every Sync stream reads, rebuilt once per change.
+    pub registry: watch::Sender<Arc<crate::node::registry::Registry>>,
+    /// Group-committed SVID issuance.
+    pub issuer: crate::issuance::Issuer,
+    /// Where domain code reads the time.
+    pub clock: Arc<dyn Clock>,
+    /// Cancelled when the server stops; streams end on it.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl ServerState {
@@ -60,10 +61,20 @@ impl ServerState {
         ca: CertificateAuthority,
         audit_log: AuditLog,
         x509pop_anchors: Option<Vec<rustls_pki_types::TrustAnchor<'static>>>,
-    ) -> Arc<Self> {
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> (
+        Arc<Self>,
+        tokio::sync::mpsc::Receiver<crate::issuance::Pending>,
+    ) {
         let server_id = server_id(&cfg);
         let (changes, _) = watch::channel(0);
-        Arc::new(Self {
+        let (issuer, queue) = crate::issuance::Issuer::new();
+        let (registry, _) = watch::channel(Arc::default());
+        let state = Arc::new(Self {
+            registry,
+            issuer,
+            clock: Arc::new(SystemClock),
+            shutdown,
             cfg,
             store,
             ca: RwLock::new(ca),
@@ -76,7 +87,13 @@ impl ServerState {
             server_id,
             x509pop_anchors,
             changes,
-        })
+        });
+        (state, queue)
+    }
+
+    /// The current time, from the injected clock.
+    pub fn now(&self) -> SystemTime {
+        self.clock.now()
     }
 
     /// Announces a change to every Sync stream.
@@ -115,18 +132,16 @@ impl ServerState {
     /// Appends a security decision to the audit log and anchors the new head
     /// in the store, both durably, before the caller acknowledges the action.
     pub async fn audit(&self, event: Event) -> Result<(), Status> {
+        self.audit_all(vec![event]).await
+    }
+
+    /// Appends several decisions with one fsync, then anchors the head.
+    pub async fn audit_all(&self, events: Vec<Event>) -> Result<(), Status> {
         let log = self.audit_log.clone();
         let store = self.store.clone();
-        let done = tokio::task::spawn_blocking(move || -> Result<(), String> {
-            let mut log = log
-                .lock()
-                .map_err(|_| "audit log lock poisoned".to_owned())?;
-            let record = log
-                .append(event, SystemTime::now())
-                .map_err(|e| e.to_string())?;
-            store
-                .put_audit_head(record.seq, &record.hash)
-                .map_err(|e| e.to_string())
+        let now = self.now();
+        let done = tokio::task::spawn_blocking(move || {
+            append_and_anchor(&log, store.as_ref(), events, now)
         })
         .await
         .map_err(|e| e.to_string())
@@ -134,6 +149,14 @@ impl ServerState {
         done.map_err(|e| {
             tracing::error!(error = %e, "audit append failed; refusing the action");
             Status::internal("the audit log could not be written; the action was not taken")
+        })
+    }
+
+    /// [`audit_all`](Self::audit_all) for code already off the runtime.
+    pub fn audit_blocking(&self, events: Vec<Event>) -> Result<(), String> {
+        append_and_anchor(&self.audit_log, self.store.as_ref(), events, self.now()).map_err(|e| {
+            tracing::error!(error = %e, "audit append failed; refusing the action");
+            e
         })
     }
 
@@ -185,70 +208,27 @@ impl ServerState {
             Err(poisoned) => poisoned.into_inner().path().to_path_buf(),
         }
     }
+}
 
-    /// Signs an SVID and durably records it before returning it, so that
-    /// anything issued can later be listed and revoked.
-    pub async fn issue(&self, req: Issue<'_>) -> Result<IssuedSvid, Status> {
-        let started = std::time::Instant::now();
-        let issued = {
-            let ca = self
-                .ca
-                .read()
-                .map_err(|_| Status::internal("CA lock poisoned"))?;
-            ca.sign_task_svid(
-                &SvidRequest {
-                    csr_der: req.csr_der,
-                    spiffe_id: req.spiffe_id,
-                    dns_names: req.dns_names,
-                    ttl: req.ttl,
-                },
-                req.task,
-                SystemTime::now(),
-            )
-            .map_err(|e| Status::invalid_argument(e.to_string()))?
-        };
-        let record = SvidRecord {
-            serial: issued.serial.clone(),
-            spiffe_id: issued.spiffe_id.clone(),
-            entry_id: req.entry_id,
-            agent_id: req.agent_id.cloned(),
-            issued_at: now_unix(),
-            not_after: issued.not_after,
-        };
-        self.db(move |s| s.record_svid(&record))
-            .await
-            .map_err(store_status)?;
-        let principal = req
-            .agent_id
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| "lanyard-server".into());
-        let mut event = Event::new(principal, Action::SvidIssued, issued.spiffe_id.to_string())
-            .detail("serial", issued.serial.clone())
-            .detail("not_after", issued.not_after.to_string());
-        if let Some(entry) = req.entry_id {
-            event = event.detail("entry_id", entry.to_string());
-        }
-        if let Some(task) = req.task {
-            event = event
-                .ticket(task.ticket.clone())
-                .detail("task_id", task.task_id.clone());
-        }
-        self.audit(event).await?;
-        let kind = match (&req.task, &req.entry_id, req.agent_id) {
-            (Some(_), _, _) => "task",
-            (None, Some(_), _) => "workload",
-            (None, None, Some(_)) => "agent",
-            (None, None, None) => "server",
-        };
-        self.metrics.issued(kind, started.elapsed());
-        tracing::info!(
-            spiffe_id = %issued.spiffe_id,
-            serial = %issued.serial,
-            not_after = issued.not_after,
-            agent = req.agent_id.map(|a| a.to_string()).unwrap_or_default(),
-            "SVID issued"
-        );
-        Ok(issued)
+/// Appends `events` with one fsync and records the new head in the store.
+fn append_and_anchor(
+    log: &std::sync::Mutex<AuditLog>,
+    store: &dyn Datastore,
+    events: Vec<Event>,
+    now: SystemTime,
+) -> Result<(), String> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut log = log
+        .lock()
+        .map_err(|_| "audit log lock poisoned".to_owned())?;
+    let records = log.append_all(events, now).map_err(|e| e.to_string())?;
+    match records.last() {
+        Some(last) => store
+            .put_audit_head(last.seq, &last.hash)
+            .map_err(|e| e.to_string()),
+        None => Ok(()),
     }
 }
 
@@ -261,10 +241,7 @@ pub(crate) fn server_id(cfg: &ServerConfig) -> SpiffeId {
     }
 }
 
-/// Seconds since the Unix epoch.
+/// Seconds since the Unix epoch, by the system clock.
 pub(crate) fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    crate::clock::unix(SystemTime::now())
 }

@@ -8,9 +8,10 @@ pub(crate) fn store_status(e: StoreError) -> Status {
     match &e {
         StoreError::NotFound { .. } => Status::not_found(e.to_string()),
         StoreError::AlreadyExists { .. } => Status::already_exists(e.to_string()),
-        StoreError::TokenUsed | StoreError::TokenExpired { .. } => {
+        StoreError::TokenUsed | StoreError::TokenExpired { .. } | StoreError::Refused(_) => {
             Status::permission_denied(e.to_string())
         }
+        StoreError::Conflict { .. } => Status::aborted(e.to_string()),
         _ => {
             tracing::error!(error = %e, "datastore failure");
             Status::internal("datastore failure (see server log)")

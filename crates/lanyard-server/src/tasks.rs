@@ -12,7 +12,7 @@ use std::{sync::Arc, time::Duration};
 
 use lanyard_audit::{Action, Event};
 use lanyard_ca::RevocationReason;
-use lanyard_identity::{Entry, EntryId, SpiffeId, TaskBinding};
+use lanyard_identity::{Entry, EntryId, SpiffeId};
 use lanyard_proto::admin::v1 as pb;
 use lanyard_store::{TaskRecord, TaskState, TaskTransition};
 use ring::rand::SecureRandom;
@@ -130,6 +130,28 @@ pub(crate) async fn request(
     }
     let spiffe_id = convert::spiffe_id("spiffe_id", &r.spiffe_id)?;
     let parent_id = convert::spiffe_id("parent_id", &r.parent_id)?;
+    // A task's parent is one attested agent: never the server (that would
+    // make the grant a node alias) nor an alias or workload ID.
+    let parent = parent_id.clone();
+    match state
+        .db(move |s| s.get_agent(&parent))
+        .await
+        .map_err(store_status)?
+    {
+        Some(agent) if !agent.banned && !agent.evicted => {}
+        Some(agent) => {
+            return Err(Status::failed_precondition(format!(
+                "--parent-id {parent_id}: the agent is {}; a task is granted only through an agent in good standing",
+                if agent.banned { "banned" } else { "evicted" }
+            )));
+        }
+        None => {
+            return Err(invalid(format!(
+                "--parent-id {parent_id} is not an attested agent: a task's parent must be the \
+                 SPIFFE ID of an attested agent (see `agent list`), never the server or a node alias"
+            )));
+        }
+    }
     let selectors = convert::selectors(&r.selectors)?;
     let audiences = r
         .audiences
@@ -363,29 +385,22 @@ fn same_principal(recorded: &str, who: &Principal) -> bool {
     uid.and_then(|u| u.parse::<u32>().ok()) == Some(who.uid)
 }
 
-/// Removes the task's entry and revokes every SVID issued for it.
+/// Stores the ended task, removes its entry and revokes every SVID issued
+/// for it, in one store transaction; the new CRL is published before this
+/// returns.
 async fn end(
     state: &Arc<ServerState>,
     task: &mut TaskRecord,
     principal: &str,
 ) -> Result<(), Status> {
-    let Some(entry_id) = task.entry_id else {
-        return Ok(());
-    };
-    match state.db(move |s| s.delete_entry(&entry_id)).await {
-        Ok(_) | Err(lanyard_store::StoreError::NotFound { .. }) => {}
-        Err(e) => return Err(store_status(e)),
-    }
+    let sweep = revocation::sweep(state, RevocationReason::CessationOfOperation);
+    let record = task.clone();
+    let revoked = state
+        .db(move |s| s.end_task(&record, &sweep))
+        .await
+        .map_err(store_status)?;
     state.notify();
-    let affected = revocation::records_where(state, move |r| r.entry_id == Some(entry_id)).await?;
-    let revoked = revocation::revoke(
-        state,
-        affected,
-        RevocationReason::CessationOfOperation,
-        principal,
-        Some(&task.ticket),
-    )
-    .await?;
+    revocation::announce(state, &revoked, principal, Some(&task.ticket)).await?;
     tracing::info!(task = %task.id, revoked = revoked.len(), "task ended; its SVIDs are revoked");
     Ok(())
 }
@@ -458,13 +473,13 @@ async fn activate(state: &Arc<ServerState>, task: &mut TaskRecord) -> Result<(),
         revision: 0,
         created_at: now_unix(),
     };
-    let record = entry.clone();
-    state
-        .db(move |s| s.create_entry(&record))
-        .await
-        .map_err(store_status)?;
     task.entry_id = Some(entry.id);
     transition(task, TaskState::Active, SCHEDULER, None);
+    let (record, grant) = (task.clone(), entry.clone());
+    state
+        .db(move |s| s.activate_task(&record, &grant))
+        .await
+        .map_err(store_status)?;
     state
         .audit(
             event(task, SCHEDULER, Action::TaskActivated).detail("entry_id", entry.id.to_string()),
@@ -498,23 +513,6 @@ pub(crate) async fn run(
             () = state.tasks_changed.notified() => {}
         }
     }
-}
-
-/// The binding and window end of the active task that owns `entry`, if any.
-pub(crate) fn binding(tasks: &[TaskRecord], entry: &EntryId) -> Option<(TaskBinding, i64)> {
-    tasks
-        .iter()
-        .find(|t| t.state == TaskState::Active && t.entry_id.as_ref() == Some(entry))
-        .map(|t| {
-            (
-                TaskBinding {
-                    task_id: t.id.clone(),
-                    ticket: t.ticket.clone(),
-                    audiences: t.audiences.clone(),
-                },
-                t.ends_at,
-            )
-        })
 }
 
 fn transition_pb(t: &TaskTransition) -> pb::TaskTransition {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use lanyard_ca::RevocationReason;
 use lanyard_identity::{Entry, EntryId, SpiffeId};
 use lanyard_proto::admin::v1::{self as pb, admin_server::Admin};
-use lanyard_store::{AgentRecord, JoinTokenRecord};
+use lanyard_store::{AgentRecord, AgentStanding, JoinTokenRecord};
 use tonic::{Request, Response, Status};
 
 use lanyard_audit::{Action, Event};
@@ -81,35 +81,28 @@ impl AdminService {
             .ok_or_else(|| Status::not_found(format!("no agent {id}")))
     }
 
-    /// Evicts or bans an agent, then revokes its SVID and every SVID issued
-    /// through it.
+    /// Evicts or bans an agent; the store revokes its SVID and every SVID
+    /// issued through it in the same transaction, and the new CRL is
+    /// published before this returns.
     async fn set_agent_flag(
         &self,
         req: Request<String>,
-        action: &'static str,
+        standing: AgentStanding,
         reason: RevocationReason,
-        apply: fn(&mut AgentRecord),
     ) -> Result<Response<pb::Agent>, Status> {
         let who = self.authorize(&req, Role::Admin)?;
-        let mut agent = self.agent(req.get_ref()).await?;
-        apply(&mut agent);
-        let record = agent.clone();
-        self.state
-            .db(move |s| s.put_agent(&record))
+        let id = convert::spiffe_id("spiffe_id", req.get_ref())?;
+        let sweep = revocation::sweep(&self.state, reason);
+        let (agent, revoked) = self
+            .state
+            .db(move |s| s.set_agent_standing(&id, standing, &sweep))
             .await
             .map_err(store_status)?;
         self.state.notify();
-        let id = agent.spiffe_id.clone();
-        let affected = revocation::records_where(&self.state, move |r| {
-            r.spiffe_id == id || r.agent_id.as_ref() == Some(&id)
-        })
-        .await?;
-        let revoked =
-            revocation::revoke(&self.state, affected, reason, &who.to_string(), None).await?;
-        let audit_action = if agent.banned {
-            Action::AgentBanned
-        } else {
-            Action::AgentEvicted
+        revocation::announce(&self.state, &revoked, &who.to_string(), None).await?;
+        let audit_action = match standing {
+            AgentStanding::Banned => Action::AgentBanned,
+            AgentStanding::Evicted => Action::AgentEvicted,
         };
         self.state
             .audit(
@@ -117,7 +110,7 @@ impl AdminService {
                     .detail("revoked_svids", revoked.len().to_string()),
             )
             .await?;
-        tracing::warn!(principal = %who, agent = %agent.spiffe_id, action, revoked = revoked.len(), "agent standing changed");
+        tracing::warn!(principal = %who, agent = %agent.spiffe_id, ?standing, revoked = revoked.len(), "agent standing changed");
         Ok(Response::new(agent_pb(&agent)))
     }
 }
@@ -266,18 +259,19 @@ impl Admin for AdminService {
         if let Some(v) = u.hint {
             entry.hint = v;
         }
-        entry.revision += 1;
         check_entry_ids(&self.state, &entry)?;
-        let record = entry.clone();
-        self.state
-            .db(move |s| s.update_entry(&record))
+        let sweep = revocation::sweep(&self.state, RevocationReason::Superseded);
+        let (entry, revoked) = self
+            .state
+            .db(move |s| s.update_entry(&entry, &sweep))
             .await
             .map_err(store_status)?;
         self.state.notify();
+        revocation::announce(&self.state, &revoked, &who.to_string(), None).await?;
         self.state
             .audit(entry_event(&who, Action::EntryUpdated, &entry))
             .await?;
-        tracing::info!(principal = %who, entry = %entry.id, revision = entry.revision, "entry updated");
+        tracing::info!(principal = %who, entry = %entry.id, revision = entry.revision, revoked = revoked.len(), "entry updated");
         Ok(Response::new(convert::admin_entry(&entry)))
     }
 
@@ -287,22 +281,14 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::Entry>, Status> {
         let who = self.authorize(&req, Role::Admin)?;
         let id = convert::entry_id(&req.get_ref().id)?;
-        let entry = self
+        let sweep = revocation::sweep(&self.state, RevocationReason::CessationOfOperation);
+        let (entry, revoked) = self
             .state
-            .db(move |s| s.delete_entry(&id))
+            .db(move |s| s.delete_entry(&id, &sweep))
             .await
             .map_err(store_status)?;
         self.state.notify();
-        let affected =
-            revocation::records_where(&self.state, move |r| r.entry_id == Some(id)).await?;
-        let revoked = revocation::revoke(
-            &self.state,
-            affected,
-            RevocationReason::CessationOfOperation,
-            &who.to_string(),
-            None,
-        )
-        .await?;
+        revocation::announce(&self.state, &revoked, &who.to_string(), None).await?;
         self.state
             .audit(entry_event(&who, Action::EntryDeleted, &entry))
             .await?;
@@ -403,9 +389,8 @@ impl Admin for AdminService {
         let (meta, ext, inner) = req.into_parts();
         self.set_agent_flag(
             Request::from_parts(meta, ext, inner.spiffe_id),
-            "evicted",
+            AgentStanding::Evicted,
             RevocationReason::CessationOfOperation,
-            |a| a.evicted = true,
         )
         .await
     }
@@ -417,9 +402,8 @@ impl Admin for AdminService {
         let (meta, ext, inner) = req.into_parts();
         self.set_agent_flag(
             Request::from_parts(meta, ext, inner.spiffe_id),
-            "banned",
+            AgentStanding::Banned,
             RevocationReason::KeyCompromise,
-            |a| a.banned = true,
         )
         .await
     }
@@ -487,26 +471,21 @@ impl Admin for AdminService {
                 .map_err(|e: lanyard_ca::CaError| Status::invalid_argument(e.to_string()))?
         };
         let lookup = serial.clone();
-        let record = self
+        let sweep = revocation::sweep(&self.state, reason);
+        let revoked = self
             .state
-            .db(move |s| s.get_svid(&lookup))
+            .db(move |s| s.revoke_svid(&lookup, &sweep))
             .await
-            .map_err(store_status)?
-            .ok_or_else(|| {
-                Status::not_found(format!(
+            .map_err(|e| match e {
+                lanyard_store::StoreError::NotFound { .. } => Status::not_found(format!(
                     "no SVID with serial {serial} was issued by this server"
-                ))
+                )),
+                e => store_status(e),
             })?;
-        if record.not_after <= now_unix() {
-            return Err(Status::failed_precondition(format!(
-                "SVID {serial} already expired at {}; expired SVIDs need no revocation",
-                crate::cli::output_time(record.not_after)
-            )));
-        }
-        let serials =
-            revocation::revoke(&self.state, vec![record], reason, &who.to_string(), None).await?;
+        let revoked: Vec<_> = revoked.into_iter().collect();
+        revocation::announce(&self.state, &revoked, &who.to_string(), None).await?;
         Ok(Response::new(pb::RevokeSvidResponse {
-            serials,
+            serials: revoked.into_iter().map(|r| r.serial).collect(),
             crl_number: self.state.crl.load().number,
         }))
     }

@@ -4,6 +4,7 @@
 mod attest;
 mod authz;
 mod peer;
+pub(crate) mod registry;
 mod service;
 mod sync;
 mod tls;

@@ -11,11 +11,12 @@ use tonic::{
 use crate::{state::ServerState, status::store_status};
 
 /// The agent behind this call, checked against the store: known, current
-/// SVID, neither banned nor evicted.
+/// SVID, neither banned nor evicted; and the serial of the SVID it
+/// presented (issuance checks it again in its own transaction).
 pub(crate) async fn authenticate<T>(
     state: &ServerState,
     req: &Request<T>,
-) -> Result<AgentRecord, Status> {
+) -> Result<(AgentRecord, String), Status> {
     let certs = req
         .extensions()
         .get::<TlsConnectInfo<TcpConnectInfo>>()
@@ -52,7 +53,7 @@ pub(crate) async fn authenticate<T>(
             svid.serial, agent.spiffe_id, agent.serial
         )));
     }
-    Ok(agent)
+    Ok((agent, svid.serial))
 }
 
 /// Refuses a banned or evicted agent.

@@ -1,6 +1,6 @@
 //! `lanyard.node.v1.Node` implementation.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use lanyard_audit::{Action, Event};
 use lanyard_ca::IssuedSvid;
@@ -11,12 +11,13 @@ use lanyard_proto::node::v1::{
     SyncRequest, X509svid, attest_request::Method,
     batch_new_x509svid_result::Result as BatchResult, node_server::Node,
 };
-use lanyard_store::AgentRecord;
+use lanyard_store::{AgentRecord, Refusal};
 use tonic::{Request, Response, Status};
 
-use super::{attest, authz::authorized_entries, peer, sync};
+use super::{attest, peer, sync};
 use crate::{
-    state::{Issue, ServerState, now_unix},
+    issuance::{self, AgentSvid, BatchItem, BatchRequest, IssueError},
+    state::{ServerState, now_unix},
     status::store_status,
 };
 
@@ -32,22 +33,55 @@ impl NodeService {
         Self { state }
     }
 
-    async fn issue_agent_svid(
+    /// Issues an agent SVID off the runtime (it records and signs).
+    async fn agent_svid(
         &self,
-        agent: &lanyard_identity::SpiffeId,
-        csr: &[u8],
-    ) -> Result<IssuedSvid, Status> {
-        self.state
-            .issue(Issue {
-                csr_der: csr,
-                spiffe_id: agent,
-                dns_names: &[],
-                ttl: self.state.cfg.agent_svid_ttl,
-                entry_id: None,
-                agent_id: Some(agent),
-                task: None,
-            })
-            .await
+        agent: lanyard_identity::SpiffeId,
+        csr: Vec<u8>,
+        how: AgentHow,
+    ) -> Result<(IssuedSvid, AgentRecord), Status> {
+        let state = self.state.clone();
+        let started = std::time::Instant::now();
+        let issued = tokio::task::spawn_blocking(move || {
+            let how = match &how {
+                AgentHow::Attest(record) => AgentSvid::Attest(record.clone()),
+                AgentHow::Renew(presented) => AgentSvid::Renew { presented },
+            };
+            issuance::issue_agent_svid(&state, &agent, &csr, how)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(issue_status)?;
+        self.state.metrics.issued("agent", started.elapsed());
+        Ok(issued)
+    }
+}
+
+/// [`AgentSvid`], owned so it can cross into a blocking task.
+enum AgentHow {
+    Attest(AgentRecord),
+    Renew(String),
+}
+
+/// The gRPC status for an issuance error.
+pub(crate) fn issue_status(e: IssueError) -> Status {
+    match e {
+        IssueError::Refused(r) => match r {
+            Refusal::EntryChanged { .. } | Refusal::SerialTaken { .. } => {
+                Status::aborted(r.to_string())
+            }
+            Refusal::EntryExpired { .. } | Refusal::OutsideTaskWindow { .. } => {
+                Status::failed_precondition(r.to_string())
+            }
+            Refusal::EntryNotFound { .. } => Status::not_found(r.to_string()),
+            _ => Status::permission_denied(r.to_string()),
+        },
+        IssueError::Ca(c) => Status::invalid_argument(c.to_string()),
+        IssueError::Store(s) => store_status(s),
+        IssueError::Audit(_) => {
+            Status::internal("the audit log could not be written; the action was not taken")
+        }
+        IssueError::Stopped => Status::unavailable("the server is shutting down"),
     }
 }
 
@@ -106,34 +140,32 @@ impl Node for NodeService {
                 return Err(status);
             }
         };
-        let id = node.agent_id.clone();
-        let existing = self
-            .state
-            .db(move |s| s.get_agent(&id))
-            .await
-            .map_err(store_status)?;
-        if let Some(existing) = existing.filter(|a| a.banned) {
-            tracing::warn!(agent = %existing.spiffe_id, "banned agent tried to attest");
-            return Err(Status::permission_denied(format!(
-                "attestation refused: agent {} is banned",
-                existing.spiffe_id
-            )));
-        }
-        let issued = self.issue_agent_svid(&node.agent_id, &req.csr).await?;
         let record = AgentRecord {
             spiffe_id: node.agent_id.clone(),
             attestation_type: node.attestation_type.to_owned(),
             selectors: node.selectors,
-            serial: issued.serial.clone(),
-            expires_at: issued.not_after,
+            serial: String::new(),
+            expires_at: 0,
             attested_at: now_unix(),
             banned: false,
             evicted: false,
+            revision: 0,
         };
-        self.state
-            .db(move |s| s.put_agent(&record))
+        let (issued, _) = self
+            .agent_svid(node.agent_id.clone(), req.csr, AgentHow::Attest(record))
             .await
-            .map_err(store_status)?;
+            .inspect_err(|status| {
+                if status.code() == tonic::Code::PermissionDenied {
+                    tracing::warn!(agent = %node.agent_id, reason = %status.message(), "attestation refused");
+                }
+            })
+            .map_err(|status| match status.code() {
+                tonic::Code::PermissionDenied => Status::permission_denied(format!(
+                    "attestation refused: {}",
+                    status.message()
+                )),
+                _ => status,
+            })?;
         self.state.notify();
         let mut event = Event::new(
             node.agent_id.to_string(),
@@ -170,17 +202,11 @@ impl Node for NodeService {
         &self,
         req: Request<RenewAgentRequest>,
     ) -> Result<Response<RenewAgentResponse>, Status> {
-        let mut agent = peer::authenticate(&self.state, &req).await?;
-        let issued = self
-            .issue_agent_svid(&agent.spiffe_id, &req.get_ref().csr)
+        let (agent, presented) = peer::authenticate(&self.state, &req).await?;
+        let csr = req.into_inner().csr;
+        let (issued, agent) = self
+            .agent_svid(agent.spiffe_id, csr, AgentHow::Renew(presented))
             .await?;
-        agent.serial = issued.serial.clone();
-        agent.expires_at = issued.not_after;
-        let record = agent.clone();
-        self.state
-            .db(move |s| s.put_agent(&record))
-            .await
-            .map_err(store_status)?;
         self.state
             .audit(
                 Event::new(
@@ -201,7 +227,7 @@ impl Node for NodeService {
         &self,
         req: Request<BatchNewX509svidRequest>,
     ) -> Result<Response<BatchNewX509svidResponse>, Status> {
-        let agent = peer::authenticate(&self.state, &req).await?;
+        let (agent, presented) = peer::authenticate(&self.state, &req).await?;
         let params = req.into_inner().params;
         if params.len() > MAX_BATCH {
             return Err(Status::invalid_argument(format!(
@@ -209,98 +235,79 @@ impl Node for NodeService {
                 params.len()
             )));
         }
-        let entries = self
-            .state
-            .db(|s| s.list_entries())
-            .await
-            .map_err(store_status)?;
-        let authorized = authorized_entries(
-            &entries,
-            &agent.spiffe_id,
-            &agent.selectors,
-            &self.state.server_id,
-            now_unix(),
-        );
-        let tasks = self
-            .state
-            .db(|s| s.list_tasks())
-            .await
-            .map_err(store_status)?;
-        let mut results = Vec::with_capacity(params.len());
-        for p in params {
-            let refuse = |code: tonic::Code, message: String| {
-                Some(BatchResult::Error(ProtoStatus {
-                    code: code as i32,
-                    message,
-                }))
-            };
-            let result = match p.entry_id.parse::<EntryId>() {
-                Err(e) => refuse(
-                    tonic::Code::InvalidArgument,
-                    format!("entry_id {:?}: {e}", p.entry_id),
-                ),
-                Ok(id) => match authorized.iter().find(|e| e.id == id) {
-                    None => {
-                        tracing::warn!(agent = %agent.spiffe_id, entry = %id, "SVID refused: entry not authorized for agent");
-                        refuse(
-                            tonic::Code::PermissionDenied,
-                            format!("entry {id} is not authorized for agent {}", agent.spiffe_id),
-                        )
-                    }
-                    Some(entry) => {
-                        let mut ttl = entry
-                            .x509_svid_ttl_secs
-                            .map(Duration::from_secs)
-                            .unwrap_or(self.state.cfg.default_x509_svid_ttl);
-                        // No SVID outlives its entry (a task entry expires
-                        // with the task's window).
-                        if let Some(expires_at) = entry.expires_at {
-                            let left = (expires_at - now_unix()).max(0) as u64;
-                            ttl = ttl.min(Duration::from_secs(left));
-                        }
-                        let task = crate::tasks::binding(&tasks, &entry.id);
-                        if ttl.is_zero() {
-                            results.push(BatchNewX509svidResult {
-                                entry_id: p.entry_id,
-                                result: refuse(
-                                    tonic::Code::FailedPrecondition,
-                                    format!("entry {id} has expired"),
-                                ),
-                            });
-                            continue;
-                        }
-                        match self
-                            .state
-                            .issue(Issue {
-                                csr_der: &p.csr,
-                                spiffe_id: &entry.spiffe_id,
-                                dns_names: &entry.dns_names,
-                                ttl,
-                                entry_id: Some(entry.id),
-                                agent_id: Some(&agent.spiffe_id),
-                                task: task.as_ref().map(|(b, _)| b),
-                            })
-                            .await
-                        {
-                            Ok(issued) => Some(BatchResult::Svid(proto_svid(&issued))),
-                            Err(s) => refuse(s.code(), s.message().to_owned()),
-                        }
-                    }
-                },
-            };
-            results.push(BatchNewX509svidResult {
-                entry_id: p.entry_id,
-                result,
-            });
+        // Malformed entry IDs are answered here; the rest go to the issuer.
+        let mut results: Vec<Option<BatchNewX509svidResult>> = Vec::with_capacity(params.len());
+        let mut items = Vec::with_capacity(params.len());
+        for p in &params {
+            match p.entry_id.parse::<EntryId>() {
+                Ok(entry_id) => {
+                    items.push(BatchItem {
+                        entry_id,
+                        csr: p.csr.clone(),
+                    });
+                    results.push(None);
+                }
+                Err(e) => results.push(Some(BatchNewX509svidResult {
+                    entry_id: p.entry_id.clone(),
+                    result: Some(BatchResult::Error(ProtoStatus {
+                        code: tonic::Code::InvalidArgument as i32,
+                        message: format!("entry_id {:?}: {e}", p.entry_id),
+                    })),
+                })),
+            }
         }
+        let issued = self
+            .state
+            .issuer
+            .issue(BatchRequest {
+                agent_id: agent.spiffe_id.clone(),
+                agent_serial: presented,
+                items,
+            })
+            .await
+            .map_err(issue_status)?;
+        let mut issued = issued.into_iter();
+        let results = results
+            .into_iter()
+            .zip(&params)
+            .map(|(done, p)| {
+                done.unwrap_or_else(|| {
+                    let result = match issued.next() {
+                        Some(Ok(svid)) => BatchResult::Svid(proto_svid(&svid)),
+                        Some(Err(e)) => {
+                            let status = issue_status(e);
+                            if status.code() == tonic::Code::PermissionDenied {
+                                tracing::warn!(agent = %agent.spiffe_id, entry = %p.entry_id, reason = %status.message(), "SVID refused");
+                            }
+                            BatchResult::Error(ProtoStatus {
+                                code: status.code() as i32,
+                                message: status.message().to_owned(),
+                            })
+                        }
+                        None => BatchResult::Error(ProtoStatus {
+                            code: tonic::Code::Internal as i32,
+                            message: "no result for this CSR".to_owned(),
+                        }),
+                    };
+                    BatchNewX509svidResult {
+                        entry_id: p.entry_id.clone(),
+                        result: Some(result),
+                    }
+                })
+            })
+            .collect();
         Ok(Response::new(BatchNewX509svidResponse { results }))
     }
 
     type SyncStream = sync::SyncStream;
 
     async fn sync(&self, req: Request<SyncRequest>) -> Result<Response<Self::SyncStream>, Status> {
-        let agent = peer::authenticate(&self.state, &req).await?;
+        let (agent, presented) = peer::authenticate(&self.state, &req).await?;
         tracing::info!(agent = %agent.spiffe_id, "Sync stream opened");
-        Ok(Response::new(sync::stream(self.state.clone(), agent)))
+        Ok(Response::new(sync::stream(
+            self.state.clone(),
+            agent,
+            presented,
+        )))
     }
 }

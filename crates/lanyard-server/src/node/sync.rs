@@ -1,5 +1,7 @@
-//! The Sync stream: an agent's authorized entries, the bundle (and later the
-//! CRL), sent in full at once and again whenever any of them changes.
+//! The Sync stream: an agent's authorized entries, the bundle and the CRL,
+//! sent in full at once and again whenever any of them changes. Every
+//! stream reads the one shared [`Registry`](super::registry::Registry)
+//! snapshot; it ends when the agent loses its standing or the server stops.
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
@@ -10,48 +12,19 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
-use super::{authz::authorized_entries, peer::standing};
-use crate::{convert, state::ServerState, status::store_status};
+use super::peer::standing;
+use crate::{state::ServerState, status::store_status};
 
 pub(crate) type SyncStream = Pin<Box<dyn Stream<Item = Result<SyncResponse, Status>> + Send>>;
 
-/// The agent's current view and when it next changes by itself (the
-/// earliest future entry expiry).
-async fn view(
-    state: &ServerState,
-    agent: &AgentRecord,
-) -> Result<(SyncResponse, Option<i64>), Status> {
-    let entries = state.db(|s| s.list_entries()).await.map_err(store_status)?;
-    let now = crate::state::now_unix();
-    let authorized = authorized_entries(
-        &entries,
-        &agent.spiffe_id,
-        &agent.selectors,
-        &state.server_id,
-        now,
-    );
-    let next_expiry = entries
-        .iter()
-        .filter_map(|e| e.expires_at)
-        .filter(|t| *t > now)
-        .min();
-    let resp = SyncResponse {
-        entries: authorized.iter().map(convert::node_entry).collect(),
-        bundle: state.bundle().into_iter().map(|c| c.to_vec()).collect(),
-        crl: state.crl.load().der.clone(),
-        revision: 0,
-    };
-    Ok((resp, next_expiry))
-}
-
-pub(crate) fn stream(state: Arc<ServerState>, agent: AgentRecord) -> SyncStream {
+pub(crate) fn stream(state: Arc<ServerState>, agent: AgentRecord, presented: String) -> SyncStream {
     let (tx, rx) = mpsc::channel(4);
-    let mut changes = state.subscribe();
+    let mut registry = state.registry.subscribe();
     tokio::spawn(async move {
         let _open = crate::metrics::GaugeGuard::new(&state.metrics.sync_streams);
         let mut last: Option<SyncResponse> = None;
         loop {
-            let revision = *changes.borrow_and_update();
+            let snapshot = registry.borrow_and_update().clone();
             let id = agent.spiffe_id.clone();
             let current = match state.db(move |s| s.get_agent(&id)).await {
                 Ok(Some(a)) => a,
@@ -66,18 +39,23 @@ pub(crate) fn stream(state: Arc<ServerState>, agent: AgentRecord) -> SyncStream 
                     return;
                 }
             };
-            if let Err(status) = standing(&current) {
+            let refused = standing(&current).err().or_else(|| {
+                (current.serial != presented).then(|| {
+                    Status::permission_denied(format!(
+                        "agent SVID {presented} of {} has been superseded by {}; reconnect with the current one",
+                        current.spiffe_id, current.serial
+                    ))
+                })
+            });
+            if let Some(status) = refused {
                 tracing::info!(agent = %agent.spiffe_id, reason = %status.message(), "closing Sync stream");
                 let _ = tx.send(Err(status)).await;
                 return;
             }
-            let (resp, next_expiry) = match view(&state, &current).await {
-                Ok(v) => v,
-                Err(status) => {
-                    let _ = tx.send(Err(status)).await;
-                    return;
-                }
-            };
+            let now = crate::state::now_unix();
+            let (mut resp, next_expiry) = snapshot.view(&current, now);
+            let revision = resp.revision;
+            resp.revision = 0;
             if last.as_ref() != Some(&resp) {
                 let mut out = resp.clone();
                 out.revision = revision;
@@ -88,10 +66,11 @@ pub(crate) fn stream(state: Arc<ServerState>, agent: AgentRecord) -> SyncStream 
                 last = Some(resp);
             }
             let wake = next_expiry
-                .map(|t| Duration::from_secs((t - crate::state::now_unix()).max(0) as u64 + 1))
+                .map(|t| Duration::from_secs((t - now).max(0) as u64 + 1))
                 .unwrap_or(Duration::from_secs(3600));
             tokio::select! {
-                changed = changes.changed() => if changed.is_err() { return },
+                () = state.shutdown.cancelled() => return,
+                changed = registry.changed() => if changed.is_err() { return },
                 () = tokio::time::sleep(wake) => {},
                 () = tx.closed() => return,
             }

@@ -12,10 +12,7 @@ use rustls::{
 };
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use crate::{
-    ServerError,
-    state::{Issue, ServerState},
-};
+use crate::{ServerError, state::ServerState};
 
 /// The server's SVID (`spiffe://<td>/lanyard/server`) for the Node API.
 #[derive(Debug)]
@@ -54,21 +51,12 @@ impl ServerSvid {
             .cfg
             .default_x509_svid_ttl
             .min(Duration::from_secs(3600));
-        let issued = state
-            .issue(Issue {
-                csr_der: &csr,
-                spiffe_id: &state.server_id,
-                dns_names: &[],
-                ttl,
-                entry_id: None,
-                agent_id: None,
-                task: None,
-            })
-            .await
-            .map_err(|s| ServerError::Task {
+        let issued = crate::issuance::issue_server_svid(state, &csr, ttl).map_err(|e| {
+            ServerError::Task {
                 task: "server SVID",
-                reason: s.message().to_owned(),
-            })?;
+                reason: e.to_string(),
+            }
+        })?;
         let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.pkcs8_der()));
         let signing = rustls::crypto::ring::sign::any_ecdsa_type(&der)?;
         Ok((

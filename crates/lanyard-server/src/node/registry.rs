@@ -1,0 +1,242 @@
+//! One shared snapshot of what agents are told: every entry indexed by
+//! parent, the node aliases, the bundle and the CRL. It is rebuilt once per
+//! change and published to every Sync stream; a stream then picks its
+//! agent's entries out of the index instead of re-reading the store.
+
+use std::{collections::HashMap, sync::Arc};
+
+use lanyard_identity::{Entry, Selector, SpiffeId, matches_all};
+use lanyard_proto::node::v1::{Entry as NodeEntry, SyncResponse};
+use lanyard_store::AgentRecord;
+use tokio_util::sync::CancellationToken;
+
+use crate::{ServerError, convert, state::ServerState};
+
+/// A node alias: an entry parented to the server.
+#[derive(Debug)]
+struct Alias {
+    spiffe_id: SpiffeId,
+    selectors: Vec<Selector>,
+    expires_at: Option<i64>,
+}
+
+/// What every agent's view is made from, at one change.
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    /// Bumped by each rebuild.
+    pub revision: u64,
+    /// Entries (already in their wire form) by parent ID, with their expiry.
+    by_parent: HashMap<SpiffeId, Vec<(NodeEntry, Option<i64>)>>,
+    aliases: Vec<Alias>,
+    bundle: Vec<Vec<u8>>,
+    crl: Vec<u8>,
+    /// The earliest entry expiry, when views change by themselves.
+    expiries: Vec<i64>,
+}
+
+impl Registry {
+    /// Indexes `entries`; entries parented to `server_id` are node aliases.
+    pub fn build(
+        entries: &[Entry],
+        server_id: &SpiffeId,
+        bundle: Vec<Vec<u8>>,
+        crl: Vec<u8>,
+        revision: u64,
+    ) -> Self {
+        let mut by_parent: HashMap<SpiffeId, Vec<(NodeEntry, Option<i64>)>> = HashMap::new();
+        let mut aliases = Vec::new();
+        let mut expiries = Vec::new();
+        for e in entries {
+            expiries.extend(e.expires_at);
+            if &e.parent_id == server_id {
+                aliases.push(Alias {
+                    spiffe_id: e.spiffe_id.clone(),
+                    selectors: e.selectors.clone(),
+                    expires_at: e.expires_at,
+                });
+            } else {
+                by_parent
+                    .entry(e.parent_id.clone())
+                    .or_default()
+                    .push((convert::node_entry(e), e.expires_at));
+            }
+        }
+        expiries.sort_unstable();
+        Self {
+            revision,
+            by_parent,
+            aliases,
+            bundle,
+            crl,
+            expiries,
+        }
+    }
+
+    /// The agent's view at `now`: its own entries and those under node
+    /// aliases it matches (as [`authorized_entries`](super::authorized_entries)
+    /// defines them), and when that view next changes by itself.
+    pub fn view(&self, agent: &AgentRecord, now: i64) -> (SyncResponse, Option<i64>) {
+        let live = |expires_at: &Option<i64>| expires_at.is_none_or(|t| t > now);
+        let mut parents = vec![&agent.spiffe_id];
+        parents.extend(
+            self.aliases
+                .iter()
+                .filter(|a| live(&a.expires_at) && matches_all(&a.selectors, &agent.selectors))
+                .map(|a| &a.spiffe_id),
+        );
+        parents.sort();
+        parents.dedup();
+        let entries = parents
+            .into_iter()
+            .filter_map(|p| self.by_parent.get(p))
+            .flatten()
+            .filter(|(_, expires_at)| live(expires_at))
+            .map(|(e, _)| e.clone())
+            .collect();
+        let next = self.expiries.iter().copied().find(|t| *t > now);
+        (
+            SyncResponse {
+                entries,
+                bundle: self.bundle.clone(),
+                crl: self.crl.clone(),
+                revision: self.revision,
+            },
+            next,
+        )
+    }
+}
+
+/// Rebuilds the registry from the store and publishes it.
+pub(crate) async fn refresh(state: &ServerState, revision: u64) -> Result<(), ServerError> {
+    let store = state.store.clone();
+    let entries = tokio::task::spawn_blocking(move || store.list_entries())
+        .await
+        .map_err(|e| ServerError::Task {
+            task: "registry",
+            reason: e.to_string(),
+        })??;
+    let bundle = state.bundle().into_iter().map(|c| c.to_vec()).collect();
+    let crl = state.crl.load().der.clone();
+    let registry = Registry::build(&entries, &state.server_id, bundle, crl, revision);
+    state.registry.send_replace(Arc::new(registry));
+    Ok(())
+}
+
+/// Rebuilds the registry on every change until `shutdown`.
+pub(crate) async fn run(
+    state: Arc<ServerState>,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
+    let mut changes = state.subscribe();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            changed = changes.changed() => if changed.is_err() { return Ok(()) },
+        }
+        let revision = *changes.borrow_and_update();
+        if let Err(e) = refresh(&state, revision).await {
+            tracing::error!(error = %e, "cannot read entries for agents; retrying at the next change");
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use lanyard_identity::EntryId;
+
+    fn entry(id: &str, parent: &str, selectors: &[&str], expires_at: Option<i64>) -> Entry {
+        Entry {
+            id: EntryId::new_random(),
+            spiffe_id: id.parse().unwrap(),
+            parent_id: parent.parse().unwrap(),
+            selectors: selectors.iter().map(|s| s.parse().unwrap()).collect(),
+            x509_svid_ttl_secs: None,
+            dns_names: vec![],
+            expires_at,
+            hint: String::new(),
+            revision: 0,
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn view_agrees_with_authorized_entries() {
+        const SERVER: &str = "spiffe://td.org/lanyard/server";
+        const AGENT: &str = "spiffe://td.org/lanyard/agent/join_token/abc";
+        let entries = vec![
+            entry("spiffe://td.org/direct", AGENT, &["unix:uid:1"], None),
+            entry(
+                "spiffe://td.org/other",
+                "spiffe://td.org/lanyard/agent/join_token/zzz",
+                &["unix:uid:1"],
+                None,
+            ),
+            entry(
+                "spiffe://td.org/node/web",
+                SERVER,
+                &["join_token:id:abc"],
+                None,
+            ),
+            entry(
+                "spiffe://td.org/via-alias",
+                "spiffe://td.org/node/web",
+                &["unix:uid:2"],
+                None,
+            ),
+            entry(
+                "spiffe://td.org/node/db",
+                SERVER,
+                &["join_token:id:nope"],
+                None,
+            ),
+            entry(
+                "spiffe://td.org/via-db",
+                "spiffe://td.org/node/db",
+                &["unix:uid:3"],
+                None,
+            ),
+            entry("spiffe://td.org/expired", AGENT, &["unix:uid:1"], Some(99)),
+            entry("spiffe://td.org/later", AGENT, &["unix:uid:4"], Some(500)),
+        ];
+        let agent = AgentRecord {
+            spiffe_id: AGENT.parse().unwrap(),
+            attestation_type: "join_token".into(),
+            selectors: vec!["join_token:id:abc".parse().unwrap()],
+            serial: "01".into(),
+            expires_at: 0,
+            attested_at: 0,
+            banned: false,
+            evicted: false,
+            revision: 1,
+        };
+        let server: SpiffeId = SERVER.parse().unwrap();
+        let registry = Registry::build(&entries, &server, vec![], vec![], 7);
+        let (view, next) = registry.view(&agent, 100);
+        let mut got: Vec<String> = view.entries.iter().map(|e| e.spiffe_id.clone()).collect();
+        got.sort();
+        let mut want: Vec<String> = super::super::authorized_entries(
+            &entries,
+            &agent.spiffe_id,
+            &agent.selectors,
+            &server,
+            100,
+        )
+        .iter()
+        .map(|e| e.spiffe_id.to_string())
+        .collect();
+        want.sort();
+        assert_eq!(got, want);
+        assert_eq!(
+            got,
+            [
+                "spiffe://td.org/direct",
+                "spiffe://td.org/later",
+                "spiffe://td.org/via-alias"
+            ]
+        );
+        assert_eq!(next, Some(500), "the next expiry after now");
+        assert_eq!(view.revision, 7);
+    }
+}
