@@ -12,6 +12,7 @@
 mod admin;
 mod crl;
 mod der;
+mod issue;
 mod limits;
 mod measure;
 mod processes;
@@ -40,6 +41,9 @@ struct Cli {
 enum Command {
     /// X.509-SVID signing rate from CSRs, against raw ECDSA P-256 signatures.
     Sign(sign::SignArgs),
+    /// End-to-end issuance through the Node API from several agents, against
+    /// the CA's single-thread signing rate.
+    Issue(issue::IssueArgs),
     /// Workload API FetchX509SVID latency under concurrent callers, against
     /// a bare gRPC round trip; agent memory per cached SVID.
     WorkloadApi(workload_api::WorkloadApiArgs),
@@ -52,6 +56,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let tables = match cli.command {
         Command::Sign(args) => vec![sign::run(&args)?],
+        Command::Issue(args) => block_on(issue::run(args))?,
         Command::WorkloadApi(args) => block_on(workload_api::run(args))?,
         Command::Revocation(args) => block_on(revocation::run(args))?,
     };

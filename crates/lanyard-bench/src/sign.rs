@@ -29,9 +29,9 @@ pub struct SignArgs {
     seconds: u64,
 }
 
-/// Runs both measurements and returns the table.
-pub fn run(args: &SignArgs) -> anyhow::Result<Table> {
-    let budget = Duration::from_secs(args.seconds);
+/// How many X.509-SVIDs `CertificateAuthority::sign_x509_svid` signs from
+/// pre-generated CSRs on one thread in `budget` (after a short warm-up).
+pub fn single_thread_rate(budget: Duration) -> anyhow::Result<crate::measure::Sample> {
     let key_dir = TempDir::new()?;
     let trust_domain = TrustDomain::new("bench.example.org")?;
     let cfg = CaConfig {
@@ -43,7 +43,6 @@ pub fn run(args: &SignArgs) -> anyhow::Result<Table> {
     let now = SystemTime::now();
     let ca = CertificateAuthority::load_or_create(cfg, None, now)
         .context("creating the benchmark CA")?;
-
     // Pre-generate the CSRs so that only signing is measured.
     let csrs = (0..CSR_COUNT)
         .map(|_| SvidKey::generate()?.csr_der())
@@ -68,7 +67,13 @@ pub fn run(args: &SignArgs) -> anyhow::Result<Table> {
     };
     // Warm up caches and the allocator before timing.
     run_for(Duration::from_millis(200), 8, sign_one)?;
-    let svids = run_for(budget, 8, sign_one).context("signing X.509-SVIDs")?;
+    run_for(budget, 8, sign_one).context("signing X.509-SVIDs")
+}
+
+/// Runs both measurements and returns the table.
+pub fn run(args: &SignArgs) -> anyhow::Result<Table> {
+    let budget = Duration::from_secs(args.seconds);
+    let svids = single_thread_rate(budget)?;
 
     let rng = SystemRandom::new();
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng)

@@ -1,0 +1,204 @@
+//! `lanyard-bench issue`: end-to-end X.509-SVID issuance through the Node
+//! API over TLS, from several simulated agents, against the CA's own
+//! single-thread signing rate measured in the same run.
+//!
+//! Each simulated agent attests with a join token, then sends its batches
+//! of pre-generated CSRs one after another; all agents run at once. Every
+//! SVID counted was recorded in the store and the audit log before the
+//! server returned it (that is how the server issues).
+
+use std::{sync::Arc, time::Duration, time::Instant};
+
+use anyhow::{Context as _, bail};
+use lanyard_ca::SvidKey;
+use lanyard_identity::SpiffeId;
+use lanyard_mtls::{Authorizer, SpiffeServerVerifier, TrustMaterial};
+use lanyard_proto::node::v1::{
+    AttestRequest, BatchNewX509svidRequest, JoinTokenAttestation, NewX509svidParams,
+    attest_request::Method, batch_new_x509svid_result::Result as BatchResult,
+    node_client::NodeClient,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, pem::PemObject as _};
+use tonic::transport::Channel;
+
+use crate::{
+    measure::Sample,
+    processes::{Binaries, Server, TRUST_DOMAIN},
+    report::Table,
+};
+
+/// Options of `lanyard-bench issue`.
+#[derive(Debug, clap::Args)]
+pub struct IssueArgs {
+    /// Simulated agents issuing at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    agents: u64,
+    /// CSRs per BatchNewX509SVID call (the server accepts up to 1,000).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    batch: u64,
+    /// Batches each agent sends, one after another.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    batches: u64,
+    /// Seconds spent measuring the CA's single-thread rate.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    seconds: u64,
+}
+
+/// A simulated agent: its Node API client (authenticated with its SVID)
+/// and the entry it issues for.
+struct SimulatedAgent {
+    client: NodeClient<Channel>,
+    entry_id: String,
+}
+
+/// Runs both measurements and returns the table.
+pub async fn run(args: IssueArgs) -> anyhow::Result<Vec<Table>> {
+    let bins = Binaries::locate()?;
+    let server = Server::start(&bins).await?;
+    let bundle: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(server.bundle_pem().await?.as_bytes())
+            .collect::<Result<_, _>>()
+            .context("parsing the server's bundle")?;
+    let trust = Arc::new(TrustMaterial::new(bundle));
+
+    let mut agents = Vec::new();
+    for n in 0..args.agents {
+        agents.push(simulated_agent(&server, &trust, n).await?);
+    }
+    let csrs: Vec<Vec<u8>> = (0..args.batch)
+        .map(|_| SvidKey::generate()?.csr_der())
+        .collect::<Result<_, _>>()
+        .context("generating CSRs")?;
+
+    let started = Instant::now();
+    let sent = futures::future::try_join_all(agents.into_iter().map(|agent| {
+        let csrs = &csrs;
+        async move {
+            let SimulatedAgent {
+                mut client,
+                entry_id,
+            } = agent;
+            let mut issued = 0u64;
+            for _ in 0..args.batches {
+                let params = csrs
+                    .iter()
+                    .map(|csr| NewX509svidParams {
+                        entry_id: entry_id.clone(),
+                        csr: csr.clone(),
+                    })
+                    .collect();
+                let resp = client
+                    .batch_new_x509svid(BatchNewX509svidRequest { params })
+                    .await
+                    .context("BatchNewX509SVID")?
+                    .into_inner();
+                for r in resp.results {
+                    match r.result {
+                        Some(BatchResult::Svid(_)) => issued += 1,
+                        other => bail!("an SVID was refused: {other:?}"),
+                    }
+                }
+            }
+            Ok::<u64, anyhow::Error>(issued)
+        }
+    }))
+    .await?;
+    let end_to_end = Sample {
+        ops: sent.iter().sum(),
+        elapsed: started.elapsed(),
+    };
+
+    let ca = crate::sign::single_thread_rate(Duration::from_secs(args.seconds))?;
+
+    let mut table = Table::new(format!(
+        "lanyard-bench issue: {} agents x {} batches x {} CSRs, over TLS to a real lanyard-server",
+        args.agents, args.batches, args.batch
+    ));
+    table.rate(
+        "(a) SVIDs issued end to end (recorded, signed, audited)",
+        end_to_end,
+    );
+    table.rate("(b) CertificateAuthority::sign_x509_svid on one thread", ca);
+    let ratio = if ca.rate() > 0.0 {
+        end_to_end.rate() / ca.rate()
+    } else {
+        0.0
+    };
+    table.derived("ratio a/b", format!("{ratio:.2}"));
+    table.note(
+        "(a) includes TLS, gRPC, the standing checks and the store transaction, \
+         signing on every core and the audit fsync, shared by concurrent batches.",
+    );
+    drop(server);
+    Ok(vec![table])
+}
+
+/// Attests one agent with a join token and registers an entry under it.
+async fn simulated_agent(
+    server: &Server,
+    trust: &Arc<TrustMaterial>,
+    n: u64,
+) -> anyhow::Result<SimulatedAgent> {
+    let (token, agent_id) = server.join_token().await?;
+    let key = SvidKey::generate()?;
+    let mut anonymous = NodeClient::new(channel(server, trust, None).await?);
+    let svid = anonymous
+        .attest(AttestRequest {
+            method: Some(Method::JoinToken(JoinTokenAttestation { token })),
+            csr: key.csr_der()?,
+        })
+        .await
+        .context("attesting a simulated agent")?
+        .into_inner()
+        .svid
+        .context("Attest returned no SVID")?;
+    let chain = svid
+        .cert_chain
+        .into_iter()
+        .map(CertificateDer::from)
+        .collect();
+    let client = NodeClient::new(channel(server, trust, Some((chain, &key))).await?)
+        .max_decoding_message_size(64 * 1024 * 1024)
+        .max_encoding_message_size(64 * 1024 * 1024);
+    let entry_id = server
+        .cli(&[
+            "entry",
+            "create",
+            "--spiffe-id",
+            &format!("spiffe://{TRUST_DOMAIN}/bench/issue-{n}"),
+            "--parent-id",
+            &agent_id,
+            "--selector",
+            "unix:uid:1000",
+        ])
+        .await?
+        .trim()
+        .to_owned();
+    Ok(SimulatedAgent { client, entry_id })
+}
+
+/// A TLS 1.3 channel to the Node API, verifying the server's SVID and
+/// presenting `client`'s, if given.
+async fn channel(
+    server: &Server,
+    trust: &Arc<TrustMaterial>,
+    client: Option<(Vec<CertificateDer<'static>>, &SvidKey)>,
+) -> anyhow::Result<Channel> {
+    let server_id = SpiffeId::new(&format!("spiffe://{TRUST_DOMAIN}/lanyard/server"))?;
+    let verifier = SpiffeServerVerifier::new(trust.clone(), Authorizer::exact([server_id]));
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])?
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(verifier));
+    let mut cfg = match client {
+        Some((chain, key)) => builder.with_client_auth_cert(
+            chain,
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.pkcs8_der())),
+        )?,
+        None => builder.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(lanyard_mtls::tls_channel(server.node_addr, Arc::new(cfg)).await?)
+}
