@@ -304,8 +304,10 @@ fn bind_admin_socket(
 
 /// Opens the audit log, verified up to the head the store anchors. Appends
 /// are serialized and the head is stored right after each one, so a crash
-/// can leave exactly one record past the head: that record (already checked
-/// to chain correctly) is accepted and re-anchored. Anything more is refused.
+/// can leave one append group past the head (at most
+/// [`MAX_AUDIT_GROUP`](crate::state::MAX_AUDIT_GROUP) records, each already
+/// checked to chain correctly): that is accepted and re-anchored. Anything
+/// more is refused.
 fn open_audit_log(
     path: &Path,
     head: Option<(u64, String)>,
@@ -317,11 +319,13 @@ fn open_audit_log(
         Err(AuditError::Broken {
             problem: Problem::BeyondHead { head_seq, last_seq },
             ..
-        }) if last_seq == head_seq + 1 => {
+        }) if last_seq > head_seq
+            && last_seq - head_seq <= crate::state::MAX_AUDIT_GROUP as u64 =>
+        {
             tracing::warn!(
                 head_seq,
                 last_seq,
-                "audit log has one record past the stored head (a crash between append and anchor); re-anchoring"
+                "audit log has one group of records past the stored head (a crash between append and anchor); re-anchoring"
             );
             let log = AuditLog::open(path, None).map_err(|e| ServerError::Audit(e.to_string()))?;
             let (seq, hash) = log.head();
@@ -329,5 +333,51 @@ fn open_audit_log(
             Ok(log)
         }
         Err(e) => Err(ServerError::Audit(format!("{}: {e}", path.display()))),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::state::MAX_AUDIT_GROUP;
+    use lanyard_audit::{Action, Event};
+
+    /// A log whose head is anchored at its first record, then `extra`
+    /// records appended in one group without anchoring (a crash).
+    fn crashed_after_append(extra: usize) -> (tempfile::TempDir, SledStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&dir.path().join("store")).unwrap();
+        let path = dir.path().join("audit.log");
+        let mut log = AuditLog::open(&path, None).unwrap();
+        let first = log
+            .append(
+                Event::new("uid:0", Action::EntryCreated, "e"),
+                SystemTime::now(),
+            )
+            .unwrap();
+        store.put_audit_head(first.seq, &first.hash).unwrap();
+        let events = (0..extra)
+            .map(|n| Event::new("agent", Action::SvidIssued, format!("s-{n}")))
+            .collect();
+        log.append_all(events, SystemTime::now()).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn one_unanchored_group_past_the_head_is_accepted_and_re_anchored() {
+        let (dir, store) = crashed_after_append(MAX_AUDIT_GROUP);
+        let head = store.get_audit_head().unwrap();
+        let log = open_audit_log(&dir.path().join("audit.log"), head, &store).unwrap();
+        assert_eq!(log.head().0, 1 + MAX_AUDIT_GROUP as u64);
+        assert_eq!(store.get_audit_head().unwrap(), Some(log.head()));
+    }
+
+    #[test]
+    fn more_than_one_group_past_the_head_is_refused() {
+        let (dir, store) = crashed_after_append(MAX_AUDIT_GROUP + 1);
+        let head = store.get_audit_head().unwrap();
+        let err = open_audit_log(&dir.path().join("audit.log"), head, &store).unwrap_err();
+        assert!(err.to_string().contains("past its recorded head"), "{err}");
     }
 }

@@ -210,7 +210,13 @@ impl ServerState {
     }
 }
 
-/// Appends `events` with one fsync and records the new head in the store.
+/// Most audit records appended with one fsync before the head is anchored:
+/// a crash between the two leaves at most this many records past the head,
+/// which start-up accepts (they chain) and re-anchors.
+pub(crate) const MAX_AUDIT_GROUP: usize = crate::issuance::MAX_GROUP;
+
+/// Appends `events` with one fsync per [`MAX_AUDIT_GROUP`] records and
+/// records the new head in the store after each.
 fn append_and_anchor(
     log: &std::sync::Mutex<AuditLog>,
     store: &dyn Datastore,
