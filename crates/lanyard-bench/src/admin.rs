@@ -8,7 +8,8 @@ use anyhow::Context as _;
 use futures::{StreamExt as _, TryStreamExt as _};
 use hyper_util::rt::TokioIo;
 use lanyard_proto::admin::v1::{
-    CreateEntryRequest, Entry, ListSvidsRequest, admin_client::AdminClient,
+    BatchCreateEntriesRequest, CreateEntryRequest, Entry, ListSvidsRequest,
+    admin_client::AdminClient, batch_create_entry_result,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -60,6 +61,45 @@ pub async fn create_entries(
         .buffer_unordered(parallelism.max(1))
         .try_for_each(|_| async { Ok(()) })
         .await
+}
+
+/// Registers `count` entries like [`create_entries`], `chunk` at a time
+/// through BatchCreateEntries (one store transaction per call).
+pub async fn batch_create_entries(
+    client: &AdminClient<Channel>,
+    trust_domain: &str,
+    prefix: &str,
+    range: std::ops::Range<usize>,
+    parent: &str,
+    selector: &str,
+) -> anyhow::Result<()> {
+    const CHUNK: usize = 5_000;
+    let ids: Vec<usize> = range.collect();
+    for part in ids.chunks(CHUNK) {
+        let entries = part
+            .iter()
+            .map(|i| Entry {
+                spiffe_id: format!("spiffe://{trust_domain}/{prefix}-{i}"),
+                parent_id: parent.to_owned(),
+                selectors: vec![selector.to_owned()],
+                ..Entry::default()
+            })
+            .collect();
+        let results = client
+            .clone()
+            .batch_create_entries(BatchCreateEntriesRequest { entries })
+            .await
+            .with_context(|| format!("creating entries {prefix}-*"))?
+            .into_inner()
+            .results;
+        if let Some(failed) = results
+            .iter()
+            .find(|r| !matches!(r.result, Some(batch_create_entry_result::Result::Entry(_))))
+        {
+            anyhow::bail!("an entry was refused: {failed:?}");
+        }
+    }
+    Ok(())
 }
 
 /// How many SVIDs the server has issued whose SPIFFE ID path starts with

@@ -42,28 +42,41 @@ pub struct IssueArgs {
     /// Seconds spent measuring the CA's single-thread rate.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     seconds: u64,
+    /// Instead: register this many entries across 10 real agents and time
+    /// until every SVID is issued; then time entry changes reaching the
+    /// Sync stream of an agent holding 10,000 entries.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    burst: Option<u64>,
 }
 
 /// A simulated agent: its Node API client (authenticated with its SVID)
 /// and the entry it issues for.
-struct SimulatedAgent {
-    client: NodeClient<Channel>,
+pub(crate) struct SimulatedAgent {
+    pub client: NodeClient<Channel>,
     entry_id: String,
 }
 
-/// Runs both measurements and returns the table.
-pub async fn run(args: IssueArgs) -> anyhow::Result<Vec<Table>> {
-    let bins = Binaries::locate()?;
-    let server = Server::start(&bins).await?;
+/// The server's trust bundle as verifier trust material.
+pub(crate) async fn trust_of(server: &Server) -> anyhow::Result<Arc<TrustMaterial>> {
     let bundle: Vec<CertificateDer<'static>> =
         CertificateDer::pem_slice_iter(server.bundle_pem().await?.as_bytes())
             .collect::<Result<_, _>>()
             .context("parsing the server's bundle")?;
-    let trust = Arc::new(TrustMaterial::new(bundle));
+    Ok(Arc::new(TrustMaterial::new(bundle)))
+}
+
+/// Runs both measurements and returns the table.
+pub async fn run(args: IssueArgs) -> anyhow::Result<Vec<Table>> {
+    if let Some(burst) = args.burst {
+        return crate::burst::run(&args, usize::try_from(burst)?).await;
+    }
+    let bins = Binaries::locate()?;
+    let server = Server::start(&bins).await?;
+    let trust = trust_of(&server).await?;
 
     let mut agents = Vec::new();
     for n in 0..args.agents {
-        agents.push(simulated_agent(&server, &trust, n).await?);
+        agents.push(simulated_agent(&server, &trust, n).await?.0);
     }
     let csrs: Vec<Vec<u8>> = (0..args.batch)
         .map(|_| SvidKey::generate()?.csr_der())
@@ -133,12 +146,13 @@ pub async fn run(args: IssueArgs) -> anyhow::Result<Vec<Table>> {
     Ok(vec![table])
 }
 
-/// Attests one agent with a join token and registers an entry under it.
-async fn simulated_agent(
+/// Attests one agent with a join token and registers an entry under it;
+/// returns it and its SPIFFE ID.
+pub(crate) async fn simulated_agent(
     server: &Server,
     trust: &Arc<TrustMaterial>,
     n: u64,
-) -> anyhow::Result<SimulatedAgent> {
+) -> anyhow::Result<(SimulatedAgent, String)> {
     let (token, agent_id) = server.join_token().await?;
     let key = SvidKey::generate()?;
     let mut anonymous = NodeClient::new(channel(server, trust, None).await?);
@@ -174,7 +188,7 @@ async fn simulated_agent(
         .await?
         .trim()
         .to_owned();
-    Ok(SimulatedAgent { client, entry_id })
+    Ok((SimulatedAgent { client, entry_id }, agent_id))
 }
 
 /// A TLS 1.3 channel to the Node API, verifying the server's SVID and

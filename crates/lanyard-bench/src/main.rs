@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 mod admin;
+mod burst;
 mod crl;
 mod der;
 mod issue;

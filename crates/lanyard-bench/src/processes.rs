@@ -129,6 +129,8 @@ pub struct Server {
     pub admin_socket: PathBuf,
     /// The Node API address agents attest to.
     pub node_addr: SocketAddr,
+    /// Health, CRL and metrics.
+    pub http_addr: SocketAddr,
 }
 
 impl Server {
@@ -158,6 +160,7 @@ impl Server {
             binary: bins.server.clone(),
             admin_socket,
             node_addr,
+            http_addr,
         };
         server.wait_ready().await?;
         Ok(server)
@@ -215,6 +218,19 @@ impl Server {
                 .with_context(|| format!("`token generate` printed no {key}: {out}"))
         };
         Ok((field("token")?, field("agent_id")?))
+    }
+
+    /// A counter from `GET /metrics` (0 when it has no sample yet): cheap to
+    /// poll, unlike listing every SVID.
+    pub async fn metric(&self, sample: &str) -> anyhow::Result<f64> {
+        let response = http_get(self.http_addr, "/metrics").await?;
+        let text = String::from_utf8_lossy(&response);
+        Ok(text
+            .lines()
+            .find(|l| l.starts_with(sample))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0))
     }
 
     /// The trust bundle as PEM.
@@ -305,6 +321,12 @@ impl Agent {
 
 /// The HTTP status of `GET path` on `addr` (HTTP/1.1, one request).
 async fn http_status(addr: SocketAddr, path: &str) -> anyhow::Result<u16> {
+    let response = http_get(addr, path).await?;
+    parse_status_line(&response).context("malformed HTTP response")
+}
+
+/// The raw HTTP/1.1 response to `GET path`.
+async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<Vec<u8>> {
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
         stream
@@ -317,10 +339,9 @@ async fn http_status(addr: SocketAddr, path: &str) -> anyhow::Result<u16> {
         stream.read_to_end(&mut response).await?;
         anyhow::Ok(response)
     };
-    let response = tokio::time::timeout(Duration::from_secs(2), exchange)
+    tokio::time::timeout(Duration::from_secs(2), exchange)
         .await
-        .context("health request timed out")??;
-    parse_status_line(&response).context("malformed HTTP response")
+        .context("HTTP request timed out")?
 }
 
 /// The status code of an HTTP/1.x response.

@@ -62,6 +62,7 @@ pub const PROPERTIES: &[(&str, Property)] = &[
     ("task_grants_atomic", task_grants_atomic),
     ("revoke_one_svid", revoke_one_svid),
     ("issuance_races_revocation", issuance_races_revocation),
+    ("batch_entry_create", batch_entry_create),
 ];
 
 /// A fixed "now" for the properties; no property reads the clock.
@@ -1282,4 +1283,38 @@ pub fn issuance_races_revocation(store: &dyn Datastore) {
             }
         }
     }
+}
+
+/// `create_entries` writes every entry that passes the single-entry checks
+/// (against the store and earlier entries of the batch) and reports the
+/// others, in order.
+pub fn batch_entry_create(store: &dyn Datastore) {
+    let existing = entry("/a", &["unix:uid:1"], NOW);
+    ok("create", store.create_entry(&existing));
+    let fresh = entry("/b", &["unix:uid:2"], NOW);
+    let twin = entry("/b", &["unix:uid:2"], NOW);
+    let clash = entry("/a", &["unix:uid:1"], NOW);
+    let other = entry("/c", &["unix:uid:3"], NOW);
+    let results = ok(
+        "create_entries",
+        store.create_entries(&[fresh.clone(), twin, clash, other.clone()]),
+    );
+    assert_eq!(results.len(), 4);
+    assert!(results[0].is_ok() && results[3].is_ok(), "{results:?}");
+    assert!(
+        matches!(results[1], Err(StoreError::AlreadyExists { .. })),
+        "{results:?}"
+    );
+    assert!(
+        matches!(results[2], Err(StoreError::AlreadyExists { .. })),
+        "{results:?}"
+    );
+    let mut listed: Vec<EntryId> = ok("list", store.list_entries())
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    listed.sort();
+    let mut want = vec![existing.id, fresh.id, other.id];
+    want.sort();
+    assert_eq!(listed, want);
 }

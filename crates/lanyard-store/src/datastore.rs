@@ -38,6 +38,13 @@ pub trait Datastore: Send + Sync + 'static {
     /// duplicates of selectors do not matter).
     fn create_entry(&self, entry: &Entry) -> Result<(), StoreError>;
 
+    /// Creates many entries in one transaction; each is checked as
+    /// [`create_entry`](Datastore::create_entry) checks it (against the
+    /// store and the entries before it), and one result per entry is
+    /// returned in order. The entries that pass are all written, or none
+    /// (the outer error).
+    fn create_entries(&self, entries: &[Entry]) -> Result<Vec<Result<(), StoreError>>, StoreError>;
+
     /// The entry with this ID, or `None`.
     fn get_entry(&self, id: &EntryId) -> Result<Option<Entry>, StoreError>;
 

@@ -359,6 +359,40 @@ impl SledStore {
         Ok(())
     }
 
+    pub(crate) fn create_entries_atomic(
+        &self,
+        entries: &[Entry],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let _w = self.lock_writer()?;
+        let mut ws = WriteSet::default();
+        let mut ids: HashSet<EntryId> = HashSet::new();
+        let mut uniques: HashSet<Vec<u8>> = HashSet::new();
+        let mut results = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let unique = unique_key(entry)?;
+            let result = if !ids.insert(entry.id) || self.get_entry_raw(&entry.id)?.is_some() {
+                Err(StoreError::AlreadyExists {
+                    kind: "entry",
+                    key: entry_key(&entry.id),
+                })
+            } else if !uniques.insert(unique) {
+                Err(StoreError::AlreadyExists {
+                    kind: "entry",
+                    key: format!("{} (earlier in the same batch)", describe_unique(entry)),
+                })
+            } else {
+                self.check_unique(entry)
+            };
+            if result.is_ok() {
+                Self::write_entry(&mut ws, entry)?;
+            }
+            results.push(result);
+        }
+        self.apply(ws)?;
+        debug!(entries = entries.len(), "entries created in one batch");
+        Ok(results)
+    }
+
     pub(crate) fn update_entry_atomic(
         &self,
         entry: &Entry,

@@ -684,6 +684,10 @@ impl Datastore for SledStore {
         self.create_entry_atomic(entry)
     }
 
+    fn create_entries(&self, entries: &[Entry]) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        self.create_entries_atomic(entries)
+    }
+
     fn get_entry(&self, id: &EntryId) -> Result<Option<Entry>, StoreError> {
         let key = entry_key(id);
         match self.entries.get(key.as_bytes()).map_err(backend)? {

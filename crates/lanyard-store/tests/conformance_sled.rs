@@ -59,6 +59,7 @@ properties!(
     task_grants_atomic,
     revoke_one_svid,
     issuance_races_revocation,
+    batch_entry_create,
 );
 
 #[test]

@@ -20,6 +20,9 @@ use crate::{
     tasks,
 };
 
+/// Most entries one BatchCreateEntries call may carry.
+const MAX_ENTRY_BATCH: usize = 10_000;
+
 pub(crate) struct AdminService {
     state: Arc<ServerState>,
 }
@@ -177,6 +180,72 @@ impl Admin for AdminService {
             .await?;
         tracing::info!(principal = %who, entry = %entry.id, spiffe_id = %entry.spiffe_id, "entry created");
         Ok(Response::new(convert::admin_entry(&entry)))
+    }
+
+    async fn batch_create_entries(
+        &self,
+        req: Request<pb::BatchCreateEntriesRequest>,
+    ) -> Result<Response<pb::BatchCreateEntriesResponse>, Status> {
+        let who = self.authorize(&req, Role::Admin)?;
+        let requested = req.into_inner().entries;
+        if requested.len() > MAX_ENTRY_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "{} entries in one batch; at most {MAX_ENTRY_BATCH} are accepted",
+                requested.len()
+            )));
+        }
+        // Invalid entries are answered here; the rest go to the store.
+        let checked: Vec<Result<Entry, Status>> = requested
+            .into_iter()
+            .map(|e| {
+                let entry = self.entry_from(e)?;
+                check_entry_ids(&self.state, &entry)?;
+                Ok(entry)
+            })
+            .collect();
+        let valid: Vec<Entry> = checked
+            .iter()
+            .filter_map(|c| c.as_ref().ok().cloned())
+            .collect();
+        let stored = {
+            let valid = valid.clone();
+            self.state
+                .db(move |s| s.create_entries(&valid))
+                .await
+                .map_err(store_status)?
+        };
+        let mut stored = valid.into_iter().zip(stored);
+        let mut events = Vec::new();
+        let results = checked
+            .into_iter()
+            .map(|c| {
+                let outcome = c.and_then(|_| match stored.next() {
+                    Some((entry, Ok(()))) => Ok(entry),
+                    Some((_, Err(e))) => Err(store_status(e)),
+                    None => Err(Status::internal("no result for this entry")),
+                });
+                let result = match outcome {
+                    Ok(entry) => {
+                        events.push(entry_event(&who, Action::EntryCreated, &entry));
+                        pb::batch_create_entry_result::Result::Entry(convert::admin_entry(&entry))
+                    }
+                    Err(status) => pb::batch_create_entry_result::Result::Error(pb::BatchError {
+                        code: status.code() as i32,
+                        message: status.message().to_owned(),
+                    }),
+                };
+                pb::BatchCreateEntryResult {
+                    result: Some(result),
+                }
+            })
+            .collect();
+        let created = events.len();
+        if created > 0 {
+            self.state.notify();
+            self.state.audit_all(events).await?;
+        }
+        tracing::info!(principal = %who, created, "entries created in one batch");
+        Ok(Response::new(pb::BatchCreateEntriesResponse { results }))
     }
 
     async fn list_entries(
