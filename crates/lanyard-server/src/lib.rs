@@ -27,6 +27,8 @@ mod error;
 mod http;
 mod issuance;
 mod join_token;
+#[cfg(test)]
+mod loops_tests;
 mod metrics;
 mod node;
 mod policy;
@@ -36,6 +38,8 @@ mod run;
 mod state;
 mod status;
 mod tasks;
+#[cfg(test)]
+mod test_support;
 
 pub use self::{
     backup::{BACKUP_FORMAT, Backup},

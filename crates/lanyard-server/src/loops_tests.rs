@@ -1,0 +1,93 @@
+//! Every long-running loop of the server ends when the shutdown token is
+//! cancelled, tested on tokio's paused clock: a loop that did not watch the
+//! token would sleep through the (auto-advanced) hour and fail the test.
+
+use std::time::Duration;
+
+use crate::test_support;
+
+/// Cancels `shutdown` after the loop has started and checks the loop ends
+/// at once, without the paused clock having to move.
+async fn ends_on_shutdown<F>(name: &str, shutdown: tokio_util::sync::CancellationToken, task: F)
+where
+    F: std::future::Future<Output = Result<(), crate::ServerError>> + Send + 'static,
+{
+    let handle = tokio::spawn(task);
+    // Let the loop reach its wait.
+    tokio::task::yield_now().await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(!handle.is_finished(), "{name} ended before shutdown");
+    let before = tokio::time::Instant::now();
+    shutdown.cancel();
+    let result = tokio::time::timeout(Duration::from_secs(1), handle)
+        .await
+        .unwrap_or_else(|_| panic!("{name} did not end within 1 s of shutdown"));
+    assert!(matches!(result, Ok(Ok(()))), "{name} ended with {result:?}");
+    assert!(
+        before.elapsed() < Duration::from_secs(1),
+        "{name} waited for its timer"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn crl_refresh_ends_on_shutdown() {
+    let t = test_support::state("");
+    crate::revocation::publish(&t.state).await.unwrap();
+    let task = crate::revocation::run(t.state.clone(), t.shutdown.clone());
+    ends_on_shutdown("CRL refresh", t.shutdown.clone(), task).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn task_scheduler_ends_on_shutdown() {
+    let t = test_support::state("");
+    let task = crate::tasks::run(t.state.clone(), t.shutdown.clone());
+    ends_on_shutdown("task scheduler", t.shutdown.clone(), task).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn registry_ends_on_shutdown() {
+    let t = test_support::state("");
+    let task = crate::node::registry::run(t.state.clone(), t.shutdown.clone());
+    ends_on_shutdown("registry", t.shutdown.clone(), task).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn issuance_committer_ends_on_shutdown() {
+    let mut t = test_support::state("");
+    let queue = t.queue.take().unwrap();
+    let task = crate::issuance::run(t.state.clone(), queue, t.shutdown.clone());
+    ends_on_shutdown("issuance", t.shutdown.clone(), task).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn ca_rotation_ends_on_shutdown() {
+    let t = test_support::state("");
+    let svid = crate::node::ServerSvid::issue(&t.state).await.unwrap();
+    let trust = std::sync::Arc::new(lanyard_mtls::TrustMaterial::new(t.state.bundle()));
+    let task = crate::rotation::run(t.state.clone(), svid, trust, t.shutdown.clone());
+    ends_on_shutdown("CA rotation", t.shutdown.clone(), task).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn crl_refresh_republishes_before_the_crl_lapses() {
+    let t = test_support::state("");
+    crate::revocation::publish(&t.state).await.unwrap();
+    let first = t.state.crl.load().number;
+    let task = tokio::spawn(crate::revocation::run(t.state.clone(), t.shutdown.clone()));
+    // The paused clock jumps to the loop's wake-up at half the validity.
+    tokio::time::sleep(crate::CRL_VALIDITY / 2 + Duration::from_secs(5)).await;
+    // The republish runs on a blocking thread; give it a moment of real time.
+    for _ in 0..200 {
+        if t.state.crl.load().number > first {
+            break;
+        }
+        tokio::task::yield_now().await;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        t.state.crl.load().number > first,
+        "the CRL was not republished"
+    );
+    t.shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
