@@ -10,7 +10,7 @@ use crate::test_support;
 /// at once, without the paused clock having to move.
 async fn ends_on_shutdown<F>(name: &str, shutdown: tokio_util::sync::CancellationToken, task: F)
 where
-    F: std::future::Future<Output = Result<(), crate::ServerError>> + Send + 'static,
+    F: Future<Output = Result<(), crate::ServerError>> + Send + 'static,
 {
     let handle = tokio::spawn(task);
     // Let the loop reach its wait.
