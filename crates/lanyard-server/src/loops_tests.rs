@@ -1,8 +1,9 @@
 //! Every long-running loop of the server ends when the shutdown token is
 //! cancelled, tested on tokio's paused clock: a loop that did not watch the
 //! token would sleep through the (auto-advanced) hour and fail the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
 
 use crate::test_support;
 
