@@ -79,3 +79,56 @@ pub(crate) fn expires_at(secs: i64) -> Result<Option<i64>, Status> {
         ))),
     }
 }
+
+/// A `task request` from the Admin API, parsed into the domain's form.
+pub(crate) fn task_request(
+    r: lanyard_proto::admin::v1::RequestTaskRequest,
+) -> Result<crate::tasks::TaskRequest, Status> {
+    Ok(crate::tasks::TaskRequest {
+        spiffe_id: spiffe_id("spiffe_id", &r.spiffe_id)?,
+        parent_id: spiffe_id("parent_id", &r.parent_id)?,
+        selectors: selectors(&r.selectors)?,
+        audiences: r
+            .audiences
+            .iter()
+            .map(|a| spiffe_id("audience", a))
+            .collect::<Result<_, _>>()?,
+        ticket: r.ticket,
+        purpose: r.purpose,
+        dns_names: r.dns_names,
+        ttl_seconds: r.ttl_seconds,
+        starts_at: r.starts_at,
+        break_glass: r.break_glass,
+        reason: r.reason,
+    })
+}
+
+fn transition_pb(t: &lanyard_store::TaskTransition) -> admin::TaskTransition {
+    admin::TaskTransition {
+        state: t.state.as_str().to_owned(),
+        at: t.at,
+        principal: t.principal.clone(),
+        note: t.note.clone().unwrap_or_default(),
+    }
+}
+
+pub(crate) fn task_pb(t: &lanyard_store::TaskRecord) -> admin::Task {
+    admin::Task {
+        id: t.id.clone(),
+        ticket: t.ticket.clone(),
+        purpose: t.purpose.clone(),
+        spiffe_id: t.spiffe_id.to_string(),
+        parent_id: t.parent_id.to_string(),
+        selectors: t.selectors.iter().map(ToString::to_string).collect(),
+        dns_names: t.dns_names.clone(),
+        audiences: t.audiences.iter().map(ToString::to_string).collect(),
+        starts_at: t.starts_at,
+        ends_at: t.ends_at,
+        state: t.state.as_str().to_owned(),
+        history: t.history.iter().map(transition_pb).collect(),
+        entry_id: t.entry_id.map(|e| e.to_string()).unwrap_or_default(),
+        break_glass: t.break_glass,
+        awaiting_review: t.break_glass && t.reviewed.is_none(),
+        reviewed: t.reviewed.as_ref().map(transition_pb),
+    }
+}

@@ -32,6 +32,7 @@ mod loops_tests;
 mod metrics;
 mod node;
 mod policy;
+mod registry;
 mod revocation;
 mod rotation;
 mod run;

@@ -67,6 +67,35 @@ pub(crate) fn sweep(state: &ServerState, reason: RevocationReason) -> Sweep {
     }
 }
 
+/// Why revocations the store recorded could not be announced.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RevocationError {
+    /// Reading the revoked SVIDs' records failed.
+    #[error(transparent)]
+    Store(#[from] lanyard_store::StoreError),
+    /// The audit log could not be written.
+    #[error(transparent)]
+    Audit(#[from] crate::state::AuditFailed),
+    /// The new CRL could not be signed or published.
+    #[error("publishing the CRL failed: {0}")]
+    Crl(#[source] Box<ServerError>),
+}
+
+impl From<RevocationError> for Status {
+    fn from(e: RevocationError) -> Self {
+        match e {
+            RevocationError::Store(s) => store_status(s),
+            RevocationError::Audit(a) => a.into(),
+            RevocationError::Crl(c) => {
+                tracing::error!(error = %c, "CRL publication failed");
+                Status::internal(
+                    "the revocation is recorded but the CRL could not be published; see the server log",
+                )
+            }
+        }
+    }
+}
+
 /// Makes revocations the store already recorded take effect: audits each
 /// (one fsync), then publishes the new CRL, before the caller returns.
 pub(crate) async fn announce(
@@ -74,7 +103,7 @@ pub(crate) async fn announce(
     revoked: &[Revocation],
     principal: &str,
     ticket: Option<&str>,
-) -> Result<(), Status> {
+) -> Result<(), RevocationError> {
     if revoked.is_empty() {
         return Ok(());
     }
@@ -86,8 +115,7 @@ pub(crate) async fn announce(
                 .map(|serial| s.get_svid(serial))
                 .collect::<Result<Vec<_>, _>>()
         })
-        .await
-        .map_err(store_status)?;
+        .await?;
     let events = revoked
         .iter()
         .zip(records)
@@ -118,7 +146,7 @@ pub(crate) async fn announce(
     state.metrics.revocations.inc_by(revoked.len() as u64);
     publish(state)
         .await
-        .map_err(|e| Status::internal(format!("CRL: {e}")))
+        .map_err(|e| RevocationError::Crl(Box::new(e)))
 }
 
 /// Rebuilds the CRL from the store (pruning expired serials), signs it

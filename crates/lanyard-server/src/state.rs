@@ -131,12 +131,12 @@ impl ServerState {
 
     /// Appends a security decision to the audit log and anchors the new head
     /// in the store, both durably, before the caller acknowledges the action.
-    pub async fn audit(&self, event: Event) -> Result<(), Status> {
+    pub async fn audit(&self, event: Event) -> Result<(), AuditFailed> {
         self.audit_all(vec![event]).await
     }
 
     /// Appends several decisions with one fsync, then anchors the head.
-    pub async fn audit_all(&self, events: Vec<Event>) -> Result<(), Status> {
+    pub async fn audit_all(&self, events: Vec<Event>) -> Result<(), AuditFailed> {
         let log = self.audit_log.clone();
         let store = self.store.clone();
         let now = self.now();
@@ -148,7 +148,7 @@ impl ServerState {
         .and_then(|r| r);
         done.map_err(|e| {
             tracing::error!(error = %e, "audit append failed; refusing the action");
-            Status::internal("the audit log could not be written; the action was not taken")
+            AuditFailed(e)
         })
     }
 
@@ -207,6 +207,18 @@ impl ServerState {
             Ok(log) => log.path().to_path_buf(),
             Err(poisoned) => poisoned.into_inner().path().to_path_buf(),
         }
+    }
+}
+
+/// The audit log could not be written: the action it records is not taken.
+#[derive(Debug, thiserror::Error)]
+#[error("the audit log could not be written ({0}); the action was not taken")]
+pub(crate) struct AuditFailed(pub String);
+
+impl From<AuditFailed> for Status {
+    fn from(_: AuditFailed) -> Self {
+        // The cause is in the server's log, not for the caller.
+        Status::internal("the audit log could not be written; the action was not taken")
     }
 }
 

@@ -12,37 +12,92 @@ use std::{sync::Arc, time::Duration};
 
 use lanyard_audit::{Action, Event};
 use lanyard_ca::RevocationReason;
-use lanyard_identity::{Entry, EntryId, SpiffeId};
-use lanyard_proto::admin::v1 as pb;
-use lanyard_store::{TaskRecord, TaskState, TaskTransition};
+use lanyard_identity::{Entry, EntryId, Selector, SpiffeId};
+use lanyard_store::{StoreError, TaskRecord, TaskState, TaskTransition};
 use ring::rand::SecureRandom;
 use tokio_util::sync::CancellationToken;
-use tonic::Status;
 
 use crate::{
     ServerError,
     admin::Principal,
-    convert, revocation,
-    state::{ServerState, now_unix},
-    status::store_status,
+    clock::unix,
+    revocation::{self, RevocationError},
+    state::{AuditFailed, ServerState},
 };
+
+/// Why a task operation was refused or failed. The Admin API maps each
+/// variant to a gRPC status.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TaskError {
+    /// The request is malformed; the message names the flag and what is accepted.
+    #[error("{0}")]
+    Invalid(String),
+    /// The policy forbids it; the message names the rule.
+    #[error("{0}")]
+    Policy(String),
+    /// The task is not in a state that allows it.
+    #[error("{0}")]
+    State(String),
+    /// No such task.
+    #[error("no task {0}")]
+    NotFound(String),
+    /// Another task or entry already grants it.
+    #[error("{0}")]
+    Duplicate(String),
+    /// The random generator failed.
+    #[error("random generator failed")]
+    Random,
+    /// The store failed or refused.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The audit log could not be written.
+    #[error(transparent)]
+    Audit(#[from] AuditFailed),
+    /// The task's SVIDs are revoked in the store but the CRL is not out.
+    #[error(transparent)]
+    Revocation(#[from] RevocationError),
+}
+
+/// A task request, parsed from the Admin API at the service edge.
+#[derive(Clone, Debug)]
+pub(crate) struct TaskRequest {
+    pub ticket: String,
+    pub purpose: String,
+    pub spiffe_id: SpiffeId,
+    pub parent_id: SpiffeId,
+    pub selectors: Vec<Selector>,
+    pub dns_names: Vec<String>,
+    pub audiences: Vec<SpiffeId>,
+    /// Seconds; must be positive.
+    pub ttl_seconds: i64,
+    /// Unix seconds; 0 for now.
+    pub starts_at: i64,
+    pub break_glass: bool,
+    pub reason: String,
+}
 
 /// The principal recorded for what the clock does.
 pub(crate) const SCHEDULER: &str = "lanyard-server";
 
-fn new_task_id() -> Result<String, Status> {
+fn new_task_id() -> Result<String, TaskError> {
     let mut bytes = [0u8; 8];
     ring::rand::SystemRandom::new()
         .fill(&mut bytes)
-        .map_err(|_| Status::internal("random generator failed"))?;
+        .map_err(|_| TaskError::Random)?;
     Ok(format!("task-{}", hex::encode(bytes)))
 }
 
-fn transition(task: &mut TaskRecord, state: TaskState, principal: &str, note: Option<String>) {
+fn transition(
+    task: &mut TaskRecord,
+    state: TaskState,
+    at: i64,
+    principal: &str,
+    note: Option<String>,
+) {
     task.state = state;
     task.history.push(TaskTransition {
         state,
-        at: now_unix(),
+        at,
         principal: principal.to_owned(),
         note,
     });
@@ -54,21 +109,17 @@ fn event(task: &TaskRecord, who: &str, action: Action) -> Event {
         .detail("spiffe_id", task.spiffe_id.to_string())
 }
 
-async fn load(state: &ServerState, id: &str) -> Result<TaskRecord, Status> {
+async fn load(state: &ServerState, id: &str) -> Result<TaskRecord, TaskError> {
     let key = id.to_owned();
     state
         .db(move |s| s.get_task(&key))
-        .await
-        .map_err(store_status)?
-        .ok_or_else(|| Status::not_found(format!("no task {id}")))
+        .await?
+        .ok_or_else(|| TaskError::NotFound(id.to_owned()))
 }
 
-async fn save(state: &ServerState, task: &TaskRecord) -> Result<(), Status> {
+async fn save(state: &ServerState, task: &TaskRecord) -> Result<(), TaskError> {
     let record = task.clone();
-    state
-        .db(move |s| s.put_task(&record))
-        .await
-        .map_err(store_status)?;
+    state.db(move |s| s.put_task(&record)).await?;
     state.tasks_changed.notify_one();
     Ok(())
 }
@@ -78,10 +129,10 @@ async fn save(state: &ServerState, task: &TaskRecord) -> Result<(), Status> {
 pub(crate) async fn request(
     state: &Arc<ServerState>,
     who: &Principal,
-    r: pb::RequestTaskRequest,
-) -> Result<TaskRecord, Status> {
+    r: TaskRequest,
+) -> Result<TaskRecord, TaskError> {
     let policy = &state.cfg.policy;
-    let invalid = |m: String| Status::invalid_argument(m);
+    let invalid = TaskError::Invalid;
     if r.ticket.trim().is_empty() {
         return Err(invalid(
             "--ticket is required: the change ticket the task is bound to".into(),
@@ -107,7 +158,7 @@ pub(crate) async fn request(
     }
     let ttl = Duration::from_secs(r.ttl_seconds as u64);
     if ttl > cap {
-        return Err(Status::permission_denied(
+        return Err(TaskError::Policy(
             format!(
                 "policy {cap_name}: a {} task may last at most {}, {} was asked",
                 if r.break_glass { "break-glass" } else { "" },
@@ -117,7 +168,7 @@ pub(crate) async fn request(
             .replace("a  task", "a task"),
         ));
     }
-    let now = now_unix();
+    let now = unix(state.now());
     let starts_at = if r.starts_at == 0 || r.break_glass {
         now
     } else {
@@ -128,19 +179,20 @@ pub(crate) async fn request(
             "--starts-at is in the past ({starts_at}); give a future time or none"
         )));
     }
-    let spiffe_id = convert::spiffe_id("spiffe_id", &r.spiffe_id)?;
-    let parent_id = convert::spiffe_id("parent_id", &r.parent_id)?;
+    let TaskRequest {
+        spiffe_id,
+        parent_id,
+        selectors,
+        audiences,
+        ..
+    } = r.clone();
     // A task's parent is one attested agent: never the server (that would
     // make the grant a node alias) nor an alias or workload ID.
     let parent = parent_id.clone();
-    match state
-        .db(move |s| s.get_agent(&parent))
-        .await
-        .map_err(store_status)?
-    {
+    match state.db(move |s| s.get_agent(&parent)).await? {
         Some(agent) if !agent.banned && !agent.evicted => {}
         Some(agent) => {
-            return Err(Status::failed_precondition(format!(
+            return Err(TaskError::State(format!(
                 "--parent-id {parent_id}: the agent is {}; a task is granted only through an agent in good standing",
                 if agent.banned { "banned" } else { "evicted" }
             )));
@@ -152,12 +204,6 @@ pub(crate) async fn request(
             )));
         }
     }
-    let selectors = convert::selectors(&r.selectors)?;
-    let audiences = r
-        .audiences
-        .iter()
-        .map(|a| convert::spiffe_id("audience", a))
-        .collect::<Result<Vec<SpiffeId>, _>>()?;
     let probe = Entry {
         id: EntryId::new_random(),
         spiffe_id: spiffe_id.clone(),
@@ -170,24 +216,22 @@ pub(crate) async fn request(
         revision: 0,
         created_at: now,
     };
-    crate::admin::check_entry_ids(state, &probe)?;
+    crate::admin::check_entry_ids(state, &probe).map_err(TaskError::Invalid)?;
     let _guard = state.tasks_lock.lock().await;
     let (entries, existing) = state
         .db(|s| Ok((s.list_entries()?, s.list_tasks()?)))
-        .await
-        .map_err(store_status)?;
-    let same =
-        |spiffe_id: &SpiffeId, parent_id: &SpiffeId, selectors: &[lanyard_identity::Selector]| {
-            spiffe_id == &probe.spiffe_id
-                && parent_id == &probe.parent_id
-                && lanyard_identity::matches_all(selectors, &probe.selectors)
-                && lanyard_identity::matches_all(&probe.selectors, selectors)
-        };
+        .await?;
+    let same = |spiffe_id: &SpiffeId, parent_id: &SpiffeId, selectors: &[Selector]| {
+        spiffe_id == &probe.spiffe_id
+            && parent_id == &probe.parent_id
+            && lanyard_identity::matches_all(selectors, &probe.selectors)
+            && lanyard_identity::matches_all(&probe.selectors, selectors)
+    };
     if let Some(t) = existing
         .iter()
         .find(|t| !t.state.is_final() && same(&t.spiffe_id, &t.parent_id, &t.selectors))
     {
-        return Err(Status::already_exists(format!(
+        return Err(TaskError::Duplicate(format!(
             "task {} ({}, {}) already covers {} for these selectors; complete it first",
             t.id,
             t.ticket,
@@ -200,7 +244,7 @@ pub(crate) async fn request(
         .iter()
         .find(|e| !task_entries.contains(&e.id) && same(&e.spiffe_id, &e.parent_id, &e.selectors))
     {
-        return Err(Status::failed_precondition(format!(
+        return Err(TaskError::State(format!(
             "entry {} already grants {} to these selectors permanently; a task would add nothing",
             e.id, e.spiffe_id
         )));
@@ -226,6 +270,7 @@ pub(crate) async fn request(
     transition(
         &mut task,
         TaskState::Requested,
+        unix(state.now()),
         &principal,
         (!r.reason.is_empty()).then(|| r.reason.clone()),
     );
@@ -238,6 +283,7 @@ pub(crate) async fn request(
         transition(
             &mut task,
             TaskState::Approved,
+            unix(state.now()),
             &principal,
             Some(format!("break-glass: {}", r.reason)),
         );
@@ -248,9 +294,7 @@ pub(crate) async fn request(
     }
     save(state, &task).await?;
     drop(_guard);
-    reconcile(state)
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?;
+    reconcile(state).await?;
     load(state, &task.id).await
 }
 
@@ -269,7 +313,7 @@ pub(crate) async fn decide(
     decision: Decision,
     id: &str,
     note: String,
-) -> Result<TaskRecord, Status> {
+) -> Result<TaskRecord, TaskError> {
     let principal = who.to_string();
     let note = (!note.trim().is_empty()).then(|| note.trim().to_owned());
     let guard = state.tasks_lock.lock().await;
@@ -278,7 +322,7 @@ pub(crate) async fn decide(
     let same_person = same_principal(&requester_uid, who);
     let distinct = state.cfg.policy.require_distinct_approver;
     let refuse_state = |what: &str| {
-        Status::failed_precondition(format!(
+        TaskError::State(format!(
             "task {} is {}; {what}",
             task.id,
             task.state.as_str()
@@ -290,12 +334,18 @@ pub(crate) async fn decide(
                 return Err(refuse_state("only a requested task can be approved"));
             }
             if distinct && same_person {
-                return Err(Status::permission_denied(format!(
+                return Err(TaskError::Policy(format!(
                     "policy tasks.require_distinct_approver: {principal} requested task {} and may not approve it",
                     task.id
                 )));
             }
-            transition(&mut task, TaskState::Approved, &principal, note.clone());
+            transition(
+                &mut task,
+                TaskState::Approved,
+                unix(state.now()),
+                &principal,
+                note.clone(),
+            );
             state
                 .audit(
                     event(&task, &principal, Action::TaskApproved)
@@ -306,13 +356,19 @@ pub(crate) async fn decide(
         Decision::Deny => {
             let reason = note
                 .clone()
-                .ok_or_else(|| Status::invalid_argument("--reason is required to deny a task"))?;
+                .ok_or_else(|| TaskError::Invalid("--reason is required to deny a task".into()))?;
             let next = match task.state {
                 TaskState::Requested => TaskState::Denied,
                 TaskState::Approved | TaskState::Active => TaskState::Revoked,
                 _ => return Err(refuse_state("it has already ended")),
             };
-            transition(&mut task, next, &principal, Some(reason.clone()));
+            transition(
+                &mut task,
+                next,
+                unix(state.now()),
+                &principal,
+                Some(reason.clone()),
+            );
             state
                 .audit(event(&task, &principal, Action::TaskDenied).reason(reason))
                 .await?;
@@ -332,12 +388,18 @@ pub(crate) async fn decide(
             let allowed =
                 same_person || state.cfg.policy.allows(who, crate::policy::Role::Approver);
             if !allowed {
-                return Err(Status::permission_denied(format!(
+                return Err(TaskError::Policy(format!(
                     "only the requester or an approver may complete task {}",
                     task.id
                 )));
             }
-            transition(&mut task, TaskState::Completed, &principal, note.clone());
+            transition(
+                &mut task,
+                TaskState::Completed,
+                unix(state.now()),
+                &principal,
+                note.clone(),
+            );
             end(state, &mut task, &principal).await?;
             state
                 .audit(event(&task, &principal, Action::TaskCompleted))
@@ -351,14 +413,14 @@ pub(crate) async fn decide(
                 return Err(refuse_state("it has already been reviewed"));
             }
             if distinct && same_person {
-                return Err(Status::permission_denied(format!(
+                return Err(TaskError::Policy(format!(
                     "policy tasks.require_distinct_approver: {principal} opened break-glass task {} and may not review it",
                     task.id
                 )));
             }
             task.reviewed = Some(TaskTransition {
                 state: task.state,
-                at: now_unix(),
+                at: unix(state.now()),
                 principal: principal.clone(),
                 note: note.clone(),
             });
@@ -371,9 +433,7 @@ pub(crate) async fn decide(
     }
     save(state, &task).await?;
     drop(guard);
-    reconcile(state)
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?;
+    reconcile(state).await?;
     load(state, &task.id).await
 }
 
@@ -392,13 +452,10 @@ async fn end(
     state: &Arc<ServerState>,
     task: &mut TaskRecord,
     principal: &str,
-) -> Result<(), Status> {
+) -> Result<(), TaskError> {
     let sweep = revocation::sweep(state, RevocationReason::CessationOfOperation);
     let record = task.clone();
-    let revoked = state
-        .db(move |s| s.end_task(&record, &sweep))
-        .await
-        .map_err(store_status)?;
+    let revoked = state.db(move |s| s.end_task(&record, &sweep)).await?;
     state.notify();
     revocation::announce(state, &revoked, principal, Some(&task.ticket)).await?;
     tracing::info!(task = %task.id, revoked = revoked.len(), "task ended; its SVIDs are revoked");
@@ -408,25 +465,24 @@ async fn end(
 /// Moves every task whose time has come: approved tasks whose window has
 /// opened become active (their entry is created), tasks whose window has
 /// closed expire. Returns when the next such moment is.
-pub(crate) async fn reconcile(state: &Arc<ServerState>) -> Result<Option<i64>, ServerError> {
+pub(crate) async fn reconcile(state: &Arc<ServerState>) -> Result<Option<i64>, TaskError> {
     let _guard = state.tasks_lock.lock().await;
-    let now = now_unix();
+    let now = unix(state.now());
     let tasks = state.db(|s| s.list_tasks()).await?;
     let mut next: Option<i64> = None;
     let mut active = 0;
     for mut task in tasks {
         let due = match task.state {
             TaskState::Approved | TaskState::Active if now >= task.ends_at => {
-                transition(&mut task, TaskState::Expired, SCHEDULER, None);
-                end(state, &mut task, SCHEDULER).await.map_err(status_err)?;
+                transition(&mut task, TaskState::Expired, now, SCHEDULER, None);
+                end(state, &mut task, SCHEDULER).await?;
                 state
                     .audit(event(&task, SCHEDULER, Action::TaskExpired))
-                    .await
-                    .map_err(status_err)?;
+                    .await?;
                 true
             }
             TaskState::Approved if now >= task.starts_at => {
-                activate(state, &mut task).await.map_err(status_err)?;
+                activate(state, &mut task).await?;
                 true
             }
             _ => false,
@@ -452,14 +508,7 @@ pub(crate) async fn reconcile(state: &Arc<ServerState>) -> Result<Option<i64>, S
     Ok(next)
 }
 
-fn status_err(s: Status) -> ServerError {
-    ServerError::Task {
-        task: "task scheduler",
-        reason: s.message().to_owned(),
-    }
-}
-
-async fn activate(state: &Arc<ServerState>, task: &mut TaskRecord) -> Result<(), Status> {
+async fn activate(state: &Arc<ServerState>, task: &mut TaskRecord) -> Result<(), TaskError> {
     let entry = Entry {
         id: EntryId::new_random(),
         spiffe_id: task.spiffe_id.clone(),
@@ -471,15 +520,12 @@ async fn activate(state: &Arc<ServerState>, task: &mut TaskRecord) -> Result<(),
         expires_at: Some(task.ends_at),
         hint: format!("task {} ({})", task.id, task.ticket),
         revision: 0,
-        created_at: now_unix(),
+        created_at: unix(state.now()),
     };
     task.entry_id = Some(entry.id);
-    transition(task, TaskState::Active, SCHEDULER, None);
+    transition(task, TaskState::Active, unix(state.now()), SCHEDULER, None);
     let (record, grant) = (task.clone(), entry.clone());
-    state
-        .db(move |s| s.activate_task(&record, &grant))
-        .await
-        .map_err(store_status)?;
+    state.db(move |s| s.activate_task(&record, &grant)).await?;
     state
         .audit(
             event(task, SCHEDULER, Action::TaskActivated).detail("entry_id", entry.id.to_string()),
@@ -501,47 +547,17 @@ pub(crate) async fn run(
             Ok(next) => next,
             Err(e) => {
                 tracing::error!(error = %e, "task scheduler step failed; retrying");
-                Some(now_unix() + 1)
+                Some(unix(state.now()) + 1)
             }
         };
         let wait = next
-            .map(|t| Duration::from_millis(((t - now_unix()).max(0) as u64) * 1000 + 50))
+            .map(|t| Duration::from_millis(((t - unix(state.now())).max(0) as u64) * 1000 + 50))
             .unwrap_or(Duration::from_secs(3600));
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             () = tokio::time::sleep(wait) => {}
             () = state.tasks_changed.notified() => {}
         }
-    }
-}
-
-fn transition_pb(t: &TaskTransition) -> pb::TaskTransition {
-    pb::TaskTransition {
-        state: t.state.as_str().to_owned(),
-        at: t.at,
-        principal: t.principal.clone(),
-        note: t.note.clone().unwrap_or_default(),
-    }
-}
-
-pub(crate) fn task_pb(t: &TaskRecord) -> pb::Task {
-    pb::Task {
-        id: t.id.clone(),
-        ticket: t.ticket.clone(),
-        purpose: t.purpose.clone(),
-        spiffe_id: t.spiffe_id.to_string(),
-        parent_id: t.parent_id.to_string(),
-        selectors: t.selectors.iter().map(ToString::to_string).collect(),
-        dns_names: t.dns_names.clone(),
-        audiences: t.audiences.iter().map(ToString::to_string).collect(),
-        starts_at: t.starts_at,
-        ends_at: t.ends_at,
-        state: t.state.as_str().to_owned(),
-        history: t.history.iter().map(transition_pb).collect(),
-        entry_id: t.entry_id.map(|e| e.to_string()).unwrap_or_default(),
-        break_glass: t.break_glass,
-        awaiting_review: t.break_glass && t.reviewed.is_none(),
-        reviewed: t.reviewed.as_ref().map(transition_pb),
     }
 }
 

@@ -3,18 +3,16 @@
 use std::sync::Arc;
 
 use lanyard_ca::RevocationReason;
-use lanyard_identity::{Entry, EntryId, SpiffeId};
+use lanyard_identity::{Entry, EntryId};
 use lanyard_proto::admin::v1::{self as pb, admin_server::Admin};
-use lanyard_store::{AgentRecord, AgentStanding, JoinTokenRecord};
+use lanyard_store::{AgentRecord, AgentStanding};
 use tonic::{Request, Response, Status};
-
-use lanyard_audit::{Action, Event};
 
 use super::Principal;
 use crate::{
-    convert, join_token,
+    convert,
     policy::Role,
-    revocation,
+    registry, revocation,
     state::{ServerState, now_unix},
     status::store_status,
     tasks,
@@ -40,8 +38,10 @@ impl AdminService {
     ) -> Result<Response<pb::Task>, Status> {
         let who = self.authorize(&req, role)?;
         let d = req.into_inner();
-        let task = tasks::decide(&self.state, &who, decision, &d.id, d.note).await?;
-        Ok(Response::new(tasks::task_pb(&task)))
+        let task = tasks::decide(&self.state, &who, decision, &d.id, d.note)
+            .await
+            .map_err(task_status)?;
+        Ok(Response::new(convert::task_pb(&task)))
     }
 
     /// The caller, if it holds `role` under the policy.
@@ -91,56 +91,65 @@ impl AdminService {
         &self,
         req: Request<String>,
         standing: AgentStanding,
-        reason: RevocationReason,
     ) -> Result<Response<pb::Agent>, Status> {
         let who = self.authorize(&req, Role::Admin)?;
         let id = convert::spiffe_id("spiffe_id", req.get_ref())?;
-        let sweep = revocation::sweep(&self.state, reason);
-        let (agent, revoked) = self
-            .state
-            .db(move |s| s.set_agent_standing(&id, standing, &sweep))
+        let agent = registry::set_agent_standing(&self.state, &who, id, standing)
             .await
-            .map_err(store_status)?;
-        self.state.notify();
-        revocation::announce(&self.state, &revoked, &who.to_string(), None).await?;
-        let audit_action = match standing {
-            AgentStanding::Banned => Action::AgentBanned,
-            AgentStanding::Evicted => Action::AgentEvicted,
-        };
-        self.state
-            .audit(
-                Event::new(who.to_string(), audit_action, agent.spiffe_id.to_string())
-                    .detail("revoked_svids", revoked.len().to_string()),
-            )
-            .await?;
-        tracing::warn!(principal = %who, agent = %agent.spiffe_id, ?standing, revoked = revoked.len(), "agent standing changed");
+            .map_err(registry_status)?;
         Ok(Response::new(agent_pb(&agent)))
     }
 }
 
 /// IDs under `/lanyard/` belong to the server and agents: no entry may
 /// claim one, and every entry stays inside our trust domain.
-pub(crate) fn check_entry_ids(state: &ServerState, entry: &Entry) -> Result<(), Status> {
+pub(crate) fn check_entry_ids(state: &ServerState, entry: &Entry) -> Result<(), String> {
     let td = &state.cfg.trust_domain;
     for (field, id) in [
         ("spiffe_id", &entry.spiffe_id),
         ("parent_id", &entry.parent_id),
     ] {
         if !id.is_member_of(td) {
-            return Err(Status::invalid_argument(format!(
-                "{field} {id} is not in trust domain {td}"
-            )));
+            return Err(format!("{field} {id} is not in trust domain {td}"));
         }
     }
     if entry.spiffe_id.path() == "/lanyard" || entry.spiffe_id.path().starts_with("/lanyard/") {
-        return Err(Status::invalid_argument(format!(
+        return Err(format!(
             "spiffe_id {} is reserved: paths under /lanyard/ name the server and agents",
             entry.spiffe_id
-        )));
+        ));
     }
-    entry
-        .validate()
-        .map_err(|e| Status::invalid_argument(e.to_string()))
+    entry.validate().map_err(|e| e.to_string())
+}
+
+/// The gRPC status for a registry error.
+fn registry_status(e: registry::RegistryError) -> Status {
+    use registry::RegistryError as E;
+    match e {
+        E::Invalid(m) => Status::invalid_argument(m),
+        E::NotFound(m) => Status::not_found(m),
+        E::Precondition(m) => Status::failed_precondition(m),
+        E::Random => Status::internal("random generator failed"),
+        E::Store(s) => store_status(s),
+        E::Audit(a) => a.into(),
+        E::Revocation(r) => r.into(),
+    }
+}
+
+/// The gRPC status for a task error.
+fn task_status(e: tasks::TaskError) -> Status {
+    use tasks::TaskError as E;
+    match e {
+        E::Invalid(m) => Status::invalid_argument(m),
+        E::Policy(m) => Status::permission_denied(m),
+        E::State(m) => Status::failed_precondition(m),
+        E::NotFound(id) => Status::not_found(format!("no task {id}")),
+        E::Duplicate(m) => Status::already_exists(m),
+        E::Random => Status::internal("random generator failed"),
+        E::Store(s) => store_status(s),
+        E::Audit(a) => a.into(),
+        E::Revocation(r) => r.into(),
+    }
 }
 
 fn agent_pb(a: &AgentRecord) -> pb::Agent {
@@ -168,17 +177,9 @@ impl Admin for AdminService {
             .entry
             .ok_or_else(|| Status::invalid_argument("entry is required"))?;
         let entry = self.entry_from(entry)?;
-        check_entry_ids(&self.state, &entry)?;
-        let record = entry.clone();
-        self.state
-            .db(move |s| s.create_entry(&record))
+        let entry = registry::create_entry(&self.state, &who, entry)
             .await
-            .map_err(store_status)?;
-        self.state.notify();
-        self.state
-            .audit(entry_event(&who, Action::EntryCreated, &entry))
-            .await?;
-        tracing::info!(principal = %who, entry = %entry.id, spiffe_id = %entry.spiffe_id, "entry created");
+            .map_err(registry_status)?;
         Ok(Response::new(convert::admin_entry(&entry)))
     }
 
@@ -194,57 +195,32 @@ impl Admin for AdminService {
                 requested.len()
             )));
         }
-        // Invalid entries are answered here; the rest go to the store.
-        let checked: Vec<Result<Entry, Status>> = requested
+        let parsed = requested
             .into_iter()
-            .map(|e| {
-                let entry = self.entry_from(e)?;
-                check_entry_ids(&self.state, &entry)?;
-                Ok(entry)
-            })
+            .map(|e| self.entry_from(e).map_err(|s| s.message().to_owned()))
             .collect();
-        let valid: Vec<Entry> = checked
-            .iter()
-            .filter_map(|c| c.as_ref().ok().cloned())
-            .collect();
-        let stored = {
-            let valid = valid.clone();
-            self.state
-                .db(move |s| s.create_entries(&valid))
-                .await
-                .map_err(store_status)?
-        };
-        let mut stored = valid.into_iter().zip(stored);
-        let mut events = Vec::new();
-        let results = checked
+        let results = registry::create_entries(&self.state, &who, parsed)
+            .await
+            .map_err(registry_status)?
             .into_iter()
-            .map(|c| {
-                let outcome = c.and_then(|_| match stored.next() {
-                    Some((entry, Ok(()))) => Ok(entry),
-                    Some((_, Err(e))) => Err(store_status(e)),
-                    None => Err(Status::internal("no result for this entry")),
-                });
-                let result = match outcome {
+            .map(|r| {
+                let result = match r {
                     Ok(entry) => {
-                        events.push(entry_event(&who, Action::EntryCreated, &entry));
                         pb::batch_create_entry_result::Result::Entry(convert::admin_entry(&entry))
                     }
-                    Err(status) => pb::batch_create_entry_result::Result::Error(pb::BatchError {
-                        code: status.code() as i32,
-                        message: status.message().to_owned(),
-                    }),
+                    Err(e) => {
+                        let status = registry_status(e);
+                        pb::batch_create_entry_result::Result::Error(pb::BatchError {
+                            code: status.code() as i32,
+                            message: status.message().to_owned(),
+                        })
+                    }
                 };
                 pb::BatchCreateEntryResult {
                     result: Some(result),
                 }
             })
             .collect();
-        let created = events.len();
-        if created > 0 {
-            self.state.notify();
-            self.state.audit_all(events).await?;
-        }
-        tracing::info!(principal = %who, created, "entries created in one batch");
         Ok(Response::new(pb::BatchCreateEntriesResponse { results }))
     }
 
@@ -301,46 +277,31 @@ impl Admin for AdminService {
         let who = self.authorize(&req, Role::Admin)?;
         let u = req.into_inner();
         let id = convert::entry_id(&u.id)?;
-        let mut entry = self
-            .state
-            .db(move |s| s.get_entry(&id))
+        let update = registry::EntryUpdate {
+            spiffe_id: u
+                .spiffe_id
+                .as_deref()
+                .map(|v| convert::spiffe_id("spiffe_id", v))
+                .transpose()?,
+            parent_id: u
+                .parent_id
+                .as_deref()
+                .map(|v| convert::spiffe_id("parent_id", v))
+                .transpose()?,
+            selectors: (!u.selectors.is_empty())
+                .then(|| convert::selectors(&u.selectors))
+                .transpose()?,
+            x509_svid_ttl_secs: u
+                .x509_svid_ttl_seconds
+                .map(|v| convert::ttl("x509_svid_ttl", v))
+                .transpose()?,
+            dns_names: u.set_dns_names.then_some(u.dns_names),
+            expires_at: u.expires_at.map(convert::expires_at).transpose()?,
+            hint: u.hint,
+        };
+        let entry = registry::update_entry(&self.state, &who, id, update)
             .await
-            .map_err(store_status)?
-            .ok_or_else(|| Status::not_found(format!("no entry {id}")))?;
-        if let Some(v) = &u.spiffe_id {
-            entry.spiffe_id = convert::spiffe_id("spiffe_id", v)?;
-        }
-        if let Some(v) = &u.parent_id {
-            entry.parent_id = convert::spiffe_id("parent_id", v)?;
-        }
-        if !u.selectors.is_empty() {
-            entry.selectors = convert::selectors(&u.selectors)?;
-        }
-        if let Some(v) = u.x509_svid_ttl_seconds {
-            entry.x509_svid_ttl_secs = convert::ttl("x509_svid_ttl", v)?;
-        }
-        if u.set_dns_names {
-            entry.dns_names = u.dns_names;
-        }
-        if let Some(v) = u.expires_at {
-            entry.expires_at = convert::expires_at(v)?;
-        }
-        if let Some(v) = u.hint {
-            entry.hint = v;
-        }
-        check_entry_ids(&self.state, &entry)?;
-        let sweep = revocation::sweep(&self.state, RevocationReason::Superseded);
-        let (entry, revoked) = self
-            .state
-            .db(move |s| s.update_entry(&entry, &sweep))
-            .await
-            .map_err(store_status)?;
-        self.state.notify();
-        revocation::announce(&self.state, &revoked, &who.to_string(), None).await?;
-        self.state
-            .audit(entry_event(&who, Action::EntryUpdated, &entry))
-            .await?;
-        tracing::info!(principal = %who, entry = %entry.id, revision = entry.revision, revoked = revoked.len(), "entry updated");
+            .map_err(registry_status)?;
         Ok(Response::new(convert::admin_entry(&entry)))
     }
 
@@ -350,18 +311,9 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::Entry>, Status> {
         let who = self.authorize(&req, Role::Admin)?;
         let id = convert::entry_id(&req.get_ref().id)?;
-        let sweep = revocation::sweep(&self.state, RevocationReason::CessationOfOperation);
-        let (entry, revoked) = self
-            .state
-            .db(move |s| s.delete_entry(&id, &sweep))
+        let entry = registry::delete_entry(&self.state, &who, id)
             .await
-            .map_err(store_status)?;
-        self.state.notify();
-        revocation::announce(&self.state, &revoked, &who.to_string(), None).await?;
-        self.state
-            .audit(entry_event(&who, Action::EntryDeleted, &entry))
-            .await?;
-        tracing::info!(principal = %who, entry = %entry.id, spiffe_id = %entry.spiffe_id, revoked = revoked.len(), "entry deleted");
+            .map_err(registry_status)?;
         Ok(Response::new(convert::admin_entry(&entry)))
     }
 
@@ -371,58 +323,16 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::JoinToken>, Status> {
         let who = self.authorize(&req, Role::Admin)?;
         let r = req.into_inner();
-        let ttl = match r.ttl_seconds {
-            0 => self.state.cfg.join_token_ttl.as_secs() as i64,
-            s if s > 0 => s,
-            s => {
-                return Err(Status::invalid_argument(format!(
-                    "ttl must be positive, got {s}s"
-                )));
-            }
-        };
-        let td = &self.state.cfg.trust_domain;
-        let spiffe_id = if r.spiffe_id.is_empty() {
-            None
-        } else {
-            let id = convert::spiffe_id("spiffe_id", &r.spiffe_id)?;
-            if !id.is_member_of(td) || id.path().is_empty() || id == self.state.server_id {
-                return Err(Status::invalid_argument(format!(
-                    "spiffe_id {id} cannot be an agent ID: it must be a non-root ID in {td} other than the server's"
-                )));
-            }
-            Some(id)
-        };
-        let token =
-            join_token::generate().map_err(|_| Status::internal("random generator failed"))?;
-        let token_id = join_token::token_id(&token);
-        let now = now_unix();
-        let agent_id = match &spiffe_id {
-            Some(id) => id.clone(),
-            None => SpiffeId::from_parts(td, &format!("/lanyard/agent/join_token/{token_id}"))
-                .map_err(|e| Status::internal(e.to_string()))?,
-        };
-        let record = JoinTokenRecord {
-            token_id: token_id.clone(),
-            expires_at: now + ttl,
-            created_at: now,
-            spiffe_id,
-        };
-        self.state
-            .db(move |s| s.create_join_token(&record))
+        let spiffe_id = (!r.spiffe_id.is_empty())
+            .then(|| convert::spiffe_id("spiffe_id", &r.spiffe_id))
+            .transpose()?;
+        let token = registry::generate_join_token(&self.state, &who, r.ttl_seconds, spiffe_id)
             .await
-            .map_err(store_status)?;
-        self.state
-            .audit(
-                Event::new(who.to_string(), Action::TokenCreated, token_id.clone())
-                    .detail("agent_id", agent_id.to_string())
-                    .detail("expires_at", (now + ttl).to_string()),
-            )
-            .await?;
-        tracing::info!(principal = %who, token_id = %token_id, ttl_seconds = ttl, "join token created");
+            .map_err(registry_status)?;
         Ok(Response::new(pb::JoinToken {
-            token,
-            expires_at: now + ttl,
-            agent_id: agent_id.to_string(),
+            token: token.token,
+            expires_at: token.expires_at,
+            agent_id: token.agent_id.to_string(),
         }))
     }
 
@@ -459,7 +369,6 @@ impl Admin for AdminService {
         self.set_agent_flag(
             Request::from_parts(meta, ext, inner.spiffe_id),
             AgentStanding::Evicted,
-            RevocationReason::CessationOfOperation,
         )
         .await
     }
@@ -472,7 +381,6 @@ impl Admin for AdminService {
         self.set_agent_flag(
             Request::from_parts(meta, ext, inner.spiffe_id),
             AgentStanding::Banned,
-            RevocationReason::KeyCompromise,
         )
         .await
     }
@@ -539,22 +447,11 @@ impl Admin for AdminService {
                 .parse()
                 .map_err(|e: lanyard_ca::CaError| Status::invalid_argument(e.to_string()))?
         };
-        let lookup = serial.clone();
-        let sweep = revocation::sweep(&self.state, reason);
-        let revoked = self
-            .state
-            .db(move |s| s.revoke_svid(&lookup, &sweep))
+        let serials = registry::revoke_svid(&self.state, &who, serial, reason)
             .await
-            .map_err(|e| match e {
-                lanyard_store::StoreError::NotFound { .. } => Status::not_found(format!(
-                    "no SVID with serial {serial} was issued by this server"
-                )),
-                e => store_status(e),
-            })?;
-        let revoked: Vec<_> = revoked.into_iter().collect();
-        revocation::announce(&self.state, &revoked, &who.to_string(), None).await?;
+            .map_err(registry_status)?;
         Ok(Response::new(pb::RevokeSvidResponse {
-            serials: revoked.into_iter().map(|r| r.serial).collect(),
+            serials,
             crl_number: self.state.crl.load().number,
         }))
     }
@@ -574,8 +471,11 @@ impl Admin for AdminService {
         req: Request<pb::RequestTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
         let who = self.authorize(&req, Role::Requester)?;
-        let task = tasks::request(&self.state, &who, req.into_inner()).await?;
-        Ok(Response::new(tasks::task_pb(&task)))
+        let request = convert::task_request(req.into_inner())?;
+        let task = tasks::request(&self.state, &who, request)
+            .await
+            .map_err(task_status)?;
+        Ok(Response::new(convert::task_pb(&task)))
     }
 
     async fn approve_task(
@@ -623,7 +523,7 @@ impl Admin for AdminService {
             .await
             .map_err(store_status)?
             .ok_or_else(|| Status::not_found(format!("no task {id}")))?;
-        Ok(Response::new(tasks::task_pb(&task)))
+        Ok(Response::new(convert::task_pb(&task)))
     }
 
     async fn list_tasks(
@@ -657,7 +557,7 @@ impl Admin for AdminService {
             .iter()
             .filter(|t| f.state.is_empty() || t.state.as_str() == f.state)
             .filter(|t| f.ticket.is_empty() || t.ticket == f.ticket)
-            .map(tasks::task_pb)
+            .map(convert::task_pb)
             .collect();
         Ok(Response::new(pb::ListTasksResponse { tasks }))
     }
@@ -738,19 +638,4 @@ impl Admin for AdminService {
             trust_domain: self.state.cfg.trust_domain.to_string(),
         }))
     }
-}
-
-fn entry_event(who: &Principal, action: Action, entry: &Entry) -> Event {
-    Event::new(who.to_string(), action, entry.id.to_string())
-        .detail("spiffe_id", entry.spiffe_id.to_string())
-        .detail("parent_id", entry.parent_id.to_string())
-        .detail(
-            "selectors",
-            entry
-                .selectors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(","),
-        )
 }
