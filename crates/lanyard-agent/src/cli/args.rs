@@ -36,6 +36,11 @@ pub struct RunArgs {
     /// TOML config file (unknown keys are an error).
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
+    /// The trust domain to join, e.g. example.org. Required when the trust
+    /// bundle names none (an upstream root without a SPIFFE URI SAN);
+    /// otherwise it must match the bundle and the server.
+    #[arg(long, value_name = "NAME")]
+    pub trust_domain: Option<String>,
     /// The server's Node API address [default: 127.0.0.1:8081].
     #[arg(long, value_name = "IP:PORT")]
     pub server_address: Option<String>,
@@ -75,6 +80,7 @@ impl RunArgs {
     /// The flags as a config overlay.
     pub fn overlay(&self) -> ConfigFile {
         ConfigFile {
+            trust_domain: self.trust_domain.clone(),
             server_address: self.server_address.clone(),
             trust_bundle_path: self.trust_bundle.clone(),
             insecure_bootstrap: self.insecure_bootstrap.then_some(true),
@@ -202,6 +208,8 @@ mod tests {
             "--insecure-bootstrap",
             "--log-format",
             "json",
+            "--trust-domain",
+            "corp.example",
         ])
         .unwrap();
         let Command::Run(args) = cli.command else {
@@ -209,6 +217,7 @@ mod tests {
         };
         let o = args.overlay();
         assert_eq!(o.join_token.as_deref(), Some("t"));
+        assert_eq!(o.trust_domain.as_deref(), Some("corp.example"));
         assert_eq!(o.insecure_bootstrap, Some(true));
         assert_eq!(o.log_format, Some(LogFormat::Json));
         assert_eq!(o.data_dir, None);
