@@ -58,16 +58,7 @@ pub struct ConfigFile {
     pub log_format: Option<LogFormat>,
 }
 
-/// Log output format.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+pub use lanyard_logging::LogFormat;
 
 impl std::fmt::Debug for ConfigFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -278,8 +269,7 @@ impl ConfigFile {
         let log_level = self
             .log_level
             .unwrap_or_else(|| defaults::LOG_LEVEL.to_owned());
-        tracing_subscriber::EnvFilter::try_new(&log_level)
-            .map_err(|e| err(format!("log_level {log_level:?}: {e}")))?;
+        lanyard_logging::check_filter(&log_level).map_err(|e| err(e.to_string()))?;
         Ok(AgentConfig {
             trust_domain,
             server_address,

@@ -6,9 +6,14 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{ConfigFile, LogFormat, defaults};
 
-/// Lanyard agent: attests this node, serves workloads their SPIFFE identities.
+/// Lanyard agent: attests this node to a Lanyard server and serves the
+/// workloads that call its Unix socket their SPIFFE identities (X.509-SVIDs,
+/// trust bundle, CRL) over the Workload API, renewing them before they expire.
+//
+// `about` comes from the doc comment above, not from the crate description
+// (which describes the library, not the command).
 #[derive(Debug, Parser)]
-#[command(name = "lanyard-agent", version, about)]
+#[command(name = "lanyard-agent", version)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
