@@ -40,6 +40,7 @@ async fn view(
         bundle: state.bundle().into_iter().map(|c| c.to_vec()).collect(),
         crl: state.crl.load().der.clone(),
         revision: 0,
+        crl_issuers: super::crl_issuers::crl_issuers(state),
     };
     Ok((resp, next_expiry))
 }
