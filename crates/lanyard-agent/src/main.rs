@@ -40,7 +40,7 @@ fn one_line(e: &anyhow::Error) -> String {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => run(*args).await,
         Command::Api {
             command: ApiCommand::Fetch {
                 what: FetchWhat::X509(args),
