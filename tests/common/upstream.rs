@@ -8,10 +8,8 @@ use std::{
     process::Command,
 };
 
-use rustls_pki_types::{CertificateDer, pem::PemObject};
-use tempfile::TempDir;
-
 use super::{Server, write_pem};
+use rustls_pki_types::{CertificateDer, pem::PemObject};
 
 /// An operator's root CA on disk.
 pub struct OperatorRoot {
@@ -71,12 +69,9 @@ pub fn upstream_server(extra: &[&str]) -> (Server, OperatorRoot) {
     let mut flags = vec!["--config", config.to_str().unwrap()];
     flags.extend_from_slice(extra);
     let mut server = Server::start_with(&flags);
-    keep(&mut server, dir);
-    (server, root)
-}
-
-fn keep(server: &mut Server, dir: TempDir) {
+    // The root's files live as long as the server.
     server.keep.push(dir);
+    (server, root)
 }
 
 /// A DER CRL as PEM (`X509 CRL`), as `openssl verify -CRLfile` reads it.

@@ -186,10 +186,7 @@ async fn establish(
     data_dir: &DataDir,
 ) -> Result<(AgentIdentity, NodeConnector), AgentError> {
     if let Some(stored) = data_dir.load_identity()? {
-        let configured = cfg.trust_domain.clone().map(|td| Expected {
-            td,
-            named_by: trust_domain::SETTING.into(),
-        });
+        let configured = Expected::configured(cfg.trust_domain.as_ref());
         trust_domain::check(configured.as_ref(), &stored.trust_domain(), || {
             format!(
                 "the stored agent SVID {} in {}",
@@ -270,10 +267,7 @@ async fn attest_once(
                 server = %cfg.server_address,
                 "insecure bootstrap: the server is NOT verified for this first attestation; its bundle is trusted afterwards"
             );
-            let configured = cfg.trust_domain.clone().map(|td| Expected {
-                td,
-                named_by: trust_domain::SETTING.into(),
-            });
+            let configured = Expected::configured(cfg.trust_domain.as_ref());
             (insecure_client(cfg.server_address).await?, configured)
         }
         (_, Some(bundle), _) | (_, None, Some(bundle)) => {

@@ -28,6 +28,16 @@ pub(crate) struct Expected {
     pub named_by: String,
 }
 
+impl Expected {
+    /// The configured trust domain, if any, named as the setting.
+    pub(crate) fn configured(td: Option<&TrustDomain>) -> Option<Self> {
+        td.map(|td| Self {
+            td: td.clone(),
+            named_by: SETTING.into(),
+        })
+    }
+}
+
 /// The trust domain named by the setting (`configured`) and by the bundle at
 /// `bundle_path` (`in_bundle`, from [`bundle_trust_domain`]): either one, or
 /// both when they agree.
