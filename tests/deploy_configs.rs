@@ -67,6 +67,7 @@ const SERVER_KEYS: &[&str] = &[
 
 /// Every key the agent's config file accepts.
 const AGENT_KEYS: &[&str] = &[
+    "trust_domain",
     "server_address",
     "trust_bundle_path",
     "insecure_bootstrap",
@@ -377,12 +378,19 @@ fn free_port() -> SocketAddr {
 
 /// A CA certificate for trust domain example.org, as a bootstrap bundle.
 fn bootstrap_bundle() -> String {
+    ca_pem(Some("spiffe://example.org"))
+}
+
+/// A CA certificate, with `uri` as its URI SAN or (an organisation's root,
+/// for upstream mode) none.
+fn ca_pem(uri: Option<&str>) -> String {
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.subject_alt_names = vec![rcgen::SanType::URI(
-        "spiffe://example.org".try_into().unwrap(),
-    )];
+    params.subject_alt_names = uri
+        .map(|u| rcgen::SanType::URI(u.try_into().unwrap()))
+        .into_iter()
+        .collect();
     params.self_signed(&key).unwrap().pem()
 }
 
@@ -404,11 +412,21 @@ fn live(addr: SocketAddr) -> bool {
 /// Runs the agent on `config` until its health endpoint answers, which it
 /// binds only after the whole configuration was accepted.
 fn assert_agent_accepts(what: &str, config: &str, extra: &[&str]) {
+    if let Err(why) = agent_outcome(config, &bootstrap_bundle(), extra) {
+        panic!("lanyard-agent refused {what}: {why}");
+    }
+}
+
+/// Runs the agent on `config` with `bundle_pem` as its bootstrap bundle:
+/// `Ok` once it is live and still trying to reach the (closed) server port,
+/// which it does only after the configuration and the bundle were
+/// accepted; `Err` with its stderr if it exits first.
+fn agent_outcome(config: &str, bundle_pem: &str, extra: &[&str]) -> Result<(), String> {
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("agent.toml");
     std::fs::write(&config_path, config).unwrap();
     let bundle = dir.path().join("bundle.pem");
-    std::fs::write(&bundle, bootstrap_bundle()).unwrap();
+    std::fs::write(&bundle, bundle_pem).unwrap();
     // Bound and dropped: nothing listens there, so attestation keeps retrying.
     let server = free_port();
     let http = free_port();
@@ -431,12 +449,19 @@ fn assert_agent_accepts(what: &str, config: &str, extra: &[&str]) {
         .spawn()
         .expect("start lanyard-agent");
     let deadline = Instant::now() + Duration::from_secs(20);
+    let mut live_since: Option<Instant> = None;
     let outcome = loop {
         if let Some(status) = child.try_wait().unwrap() {
-            break Err(format!("exited with {status} before serving /health/live"));
+            break Err(format!("exited with {status}"));
         }
-        if live(http) {
-            break Ok(());
+        // Live, and still retrying the closed server port a moment later:
+        // the bundle and the trust domain were accepted too (they are
+        // checked before the first connection).
+        match live_since {
+            Some(t) if t.elapsed() > Duration::from_millis(300) => break Ok(()),
+            Some(_) => {}
+            None if live(http) => live_since = Some(Instant::now()),
+            None => {}
         }
         if Instant::now() > deadline {
             break Err("/health/live did not answer within 20 s".to_owned());
@@ -445,10 +470,46 @@ fn assert_agent_accepts(what: &str, config: &str, extra: &[&str]) {
     };
     let _ = child.kill();
     let _ = child.wait();
-    if let Err(why) = outcome {
+    outcome.map_err(|why| {
         let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-        panic!("lanyard-agent refused {what}: {why}\n{stderr}");
-    }
+        format!("{why}\n{stderr}")
+    })
+}
+
+#[test]
+fn upstream_examples_are_valid_and_the_agent_needs_its_trust_domain() {
+    let server = parse_server(
+        "deploy/upstream/server.toml",
+        &read("deploy/upstream/server.toml"),
+    );
+    assert!(server.upstream.is_some(), "upstream mode is on");
+    assert_eq!(server.trust_domain.as_str(), "example.org");
+
+    // The bundle is an organisation's root: no SPIFFE URI SAN.
+    let root = ca_pem(None);
+    let agent = read("deploy/upstream/agent.toml");
+    assert!(agent.contains("trust_domain = \"example.org\""), "{agent}");
+    agent_outcome(&agent, &root, &[])
+        .unwrap_or_else(|why| panic!("lanyard-agent refused deploy/upstream/agent.toml: {why}"));
+    // Without trust_domain it cannot tell the trust domain, and says so.
+    let without: String = agent
+        .lines()
+        .filter(|l| !l.starts_with("trust_domain"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let why = agent_outcome(&without, &root, &[]).unwrap_err();
+    assert!(why.contains("--trust-domain"), "{why}");
+    // The main example names the same trust domain as the server examples.
+    let why = agent_outcome(
+        &read("deploy/agent.toml"),
+        &ca_pem(Some("spiffe://other.org")),
+        &["--join-token", "0123456789abcdef"],
+    )
+    .unwrap_err();
+    assert!(
+        why.contains("other.org") && why.contains("example.org"),
+        "{why}"
+    );
 }
 
 #[test]

@@ -22,7 +22,9 @@ use tempfile::TempDir;
 use tonic::transport::Channel;
 
 pub mod agent;
+pub mod mtls;
 pub mod operators;
+pub mod upstream;
 
 pub const TD: &str = "e2e.test";
 

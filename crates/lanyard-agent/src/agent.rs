@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     AgentError,
     agent_svid::AgentSvidRotator,
-    attestation::{attest_request, bundle_trust_domain},
+    attestation::attest_request,
     attestor,
     cache::Snapshot,
     config::{AgentConfig, Bootstrap},
@@ -29,6 +29,7 @@ use crate::{
     storage::{DataDir, read_certs},
     svid_manager::SvidManager,
     sync::SyncClient,
+    trust_domain::{self, Expected, bundle_trust_domain},
     workload_api::WorkloadApi,
 };
 
@@ -185,6 +186,14 @@ async fn establish(
     data_dir: &DataDir,
 ) -> Result<(AgentIdentity, NodeConnector), AgentError> {
     if let Some(stored) = data_dir.load_identity()? {
+        let configured = Expected::configured(cfg.trust_domain.as_ref());
+        trust_domain::check(configured.as_ref(), &stored.trust_domain(), || {
+            format!(
+                "the stored agent SVID {} in {}",
+                stored.spiffe_id,
+                data_dir.path().display()
+            )
+        })?;
         if !stored.is_expired(SystemTime::now()) {
             let bundle = match data_dir.load_bundle()? {
                 Some(b) => b,
@@ -245,8 +254,10 @@ async fn attest_once(
     data_dir: &DataDir,
     method: &crate::config::NodeAttestation,
 ) -> Result<(AgentIdentity, NodeConnector), AgentError> {
-    // Who we expect to talk to: from the bootstrap bundle, or (insecure) nobody in particular.
-    let (mut client, expected_td) = match (
+    // Who we expect to talk to: the configured trust domain and the one the
+    // bootstrap bundle names (they must agree; an upstream root names none),
+    // or with an insecure bootstrap the configured one, if any.
+    let (mut client, expected) = match (
         &cfg.bootstrap,
         bootstrap_bundle(cfg)?,
         data_dir.load_bundle()?,
@@ -256,19 +267,26 @@ async fn attest_once(
                 server = %cfg.server_address,
                 "insecure bootstrap: the server is NOT verified for this first attestation; its bundle is trusted afterwards"
             );
-            (insecure_client(cfg.server_address).await?, None)
+            let configured = Expected::configured(cfg.trust_domain.as_ref());
+            (insecure_client(cfg.server_address).await?, configured)
         }
         (_, Some(bundle), _) | (_, None, Some(bundle)) => {
-            let td = bundle_trust_domain(&bundle).map_err(|p| match &cfg.bootstrap {
-                Some(Bootstrap::TrustBundle(path)) => AgentError::bad_file(path, p),
-                _ => AgentError::bad_file(data_dir.path().join("bundle.pem"), p),
-            })?;
+            let bundle_path = match &cfg.bootstrap {
+                Some(Bootstrap::TrustBundle(path)) => path.clone(),
+                _ => data_dir.path().join("bundle.pem"),
+            };
+            let named =
+                bundle_trust_domain(&bundle).map_err(|p| AgentError::bad_file(&bundle_path, p))?;
+            let expected = trust_domain::expected(cfg.trust_domain.as_ref(), named, &bundle_path)?;
             let connector = NodeConnector::new(
                 cfg.server_address,
                 Arc::new(TrustMaterial::new(bundle)),
-                &td,
+                &expected.td,
             )?;
-            (connector.connect(None).await?, Some(td))
+            (
+                connector.connect_to_attest(&expected).await?,
+                Some(expected),
+            )
         }
         (_, None, None) => {
             return Err(AgentError::Config(
@@ -294,11 +312,9 @@ async fn attest_once(
         problem,
     };
     let td = TrustDomain::new(&resp.trust_domain).map_err(|e| bad(format!("trust_domain: {e}")))?;
-    if let Some(expected) = expected_td.as_ref().filter(|e| **e != td) {
-        return Err(bad(format!(
-            "server is in trust domain {td}, the trust bundle is for {expected}"
-        )));
-    }
+    trust_domain::check(expected.as_ref(), &td, || {
+        format!("the server at {} (its Attest answer)", cfg.server_address)
+    })?;
     let bundle: Vec<CertificateDer<'static>> =
         resp.bundle.into_iter().map(CertificateDer::from).collect();
     let svid = resp

@@ -3,7 +3,6 @@
 
 use std::path::Path;
 
-use lanyard_identity::TrustDomain;
 use lanyard_proto::node::v1::{
     AttestRequest, JoinTokenAttestation, X509PopAttestation, attest_request::Method,
 };
@@ -11,8 +10,7 @@ use ring::{
     rand::SystemRandom,
     signature::{self, EcdsaKeyPair, Ed25519KeyPair, RsaKeyPair},
 };
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-use x509_parser::extensions::GeneralName;
+use rustls_pki_types::{PrivateKeyDer, pem::PemObject};
 
 use crate::{AgentError, config::NodeAttestation, storage::read_certs};
 
@@ -96,63 +94,11 @@ fn rsa_sign(kp: &RsaKeyPair, msg: &[u8]) -> Result<Vec<u8>, String> {
     Ok(sig)
 }
 
-/// The trust domain of a bootstrap bundle: the `spiffe://<td>` URI SAN of
-/// its CA certificate(s); all must agree.
-pub fn bundle_trust_domain(bundle: &[CertificateDer<'_>]) -> Result<TrustDomain, String> {
-    let mut found: Option<TrustDomain> = None;
-    for cert in bundle {
-        let (_, parsed) = x509_parser::parse_x509_certificate(cert)
-            .map_err(|e| format!("bad certificate: {e}"))?;
-        let Ok(Some(san)) = parsed.subject_alternative_name() else {
-            continue;
-        };
-        for name in &san.value.general_names {
-            let GeneralName::URI(uri) = name else {
-                continue;
-            };
-            let Some(rest) = uri.strip_prefix("spiffe://") else {
-                continue;
-            };
-            let td = TrustDomain::new(rest.trim_end_matches('/'))
-                .map_err(|e| format!("URI SAN {uri:?}: {e}"))?;
-            match &found {
-                Some(prev) if prev != &td => {
-                    return Err(format!("bundle mixes trust domains {prev} and {td}"));
-                }
-                _ => found = Some(td),
-            }
-        }
-    }
-    found.ok_or_else(|| {
-        "no CA certificate carries a spiffe://<trust domain> URI SAN; cannot tell the trust domain".into()
-    })
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use x509_parser::prelude::FromDer;
-
-    fn ca_with_uri(uri: &str) -> CertificateDer<'static> {
-        let mut params = rcgen::CertificateParams::default();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.subject_alt_names = vec![rcgen::SanType::URI(uri.try_into().unwrap())];
-        let key = rcgen::KeyPair::generate().unwrap();
-        params.self_signed(&key).unwrap().der().clone()
-    }
-
-    #[test]
-    fn trust_domain_from_bundle_uri_san() {
-        let td = bundle_trust_domain(&[ca_with_uri("spiffe://example.org")]).unwrap();
-        assert_eq!(td.as_str(), "example.org");
-        let e =
-            bundle_trust_domain(&[ca_with_uri("spiffe://a.org"), ca_with_uri("spiffe://b.org")])
-                .unwrap_err();
-        assert!(e.contains("mixes"), "{e}");
-        let e = bundle_trust_domain(&[ca_with_uri("https://a.org")]).unwrap_err();
-        assert!(e.contains("URI SAN"), "{e}");
-    }
 
     #[test]
     fn challenge_is_context_then_csr_hash() {
@@ -182,11 +128,5 @@ mod tests {
         let req = attest_request(&NodeAttestation::JoinToken("tok".into()), vec![1, 2]).unwrap();
         assert_eq!(req.csr, vec![1, 2]);
         assert!(matches!(req.method, Some(Method::JoinToken(ref j)) if j.token == "tok"));
-    }
-
-    #[test]
-    fn garbage_certificate_in_bundle() {
-        let e = bundle_trust_domain(&[CertificateDer::from(vec![1u8, 2, 3])]).unwrap_err();
-        assert!(e.contains("bad certificate"), "{e}");
     }
 }

@@ -104,6 +104,11 @@ pub struct Snapshot {
     pub bundle: Vec<CertificateDer<'static>>,
     /// DER CRL (may be empty).
     pub crl: Vec<u8>,
+    /// The CA certificate that signed the CRL when it is not in the bundle
+    /// (upstream mode: one of Lanyard's intermediates). The standard
+    /// Workload API has no field for it, so it rides at the end of each
+    /// SVID chain that lacks it, where a client finds the CRL's issuer.
+    pub crl_issuer: Option<CertificateDer<'static>>,
     /// Entries whose SVID was revoked and is being issued again: a caller
     /// they match is kept waiting for the new SVID (until `until`) instead
     /// of being told it has no identity.
@@ -130,6 +135,7 @@ impl Snapshot {
             svids: Vec::new(),
             bundle: Vec::new(),
             crl: Vec::new(),
+            crl_issuer: None,
             renewing: Vec::new(),
         }
     }

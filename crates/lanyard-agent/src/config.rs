@@ -6,6 +6,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use lanyard_identity::TrustDomain;
 use serde::Deserialize;
 
 use crate::AgentError;
@@ -28,6 +29,10 @@ pub mod defaults {
 #[derive(Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
+    /// `trust_domain`: the trust domain this agent joins, e.g. `example.org`.
+    /// Required when the trust bundle names none (an upstream root without
+    /// a SPIFFE URI SAN); otherwise checked against it.
+    pub trust_domain: Option<String>,
     /// `server_address`: the server's Node API, `host:port`.
     pub server_address: Option<String>,
     /// `trust_bundle_path`: PEM CA certificates to trust for the first contact.
@@ -53,20 +58,12 @@ pub struct ConfigFile {
     pub log_format: Option<LogFormat>,
 }
 
-/// Log output format.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+pub use lanyard_logging::LogFormat;
 
 impl std::fmt::Debug for ConfigFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConfigFile")
+            .field("trust_domain", &self.trust_domain)
             .field("server_address", &self.server_address)
             .field("trust_bundle_path", &self.trust_bundle_path)
             .field("insecure_bootstrap", &self.insecure_bootstrap)
@@ -127,6 +124,10 @@ impl std::fmt::Debug for NodeAttestation {
 /// The validated configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AgentConfig {
+    /// The configured trust domain, if any. When `None` it comes from the
+    /// bootstrap bundle's URI SAN (or, with an insecure bootstrap, from the
+    /// server's answer).
+    pub trust_domain: Option<TrustDomain>,
     /// The server's Node API.
     pub server_address: SocketAddr,
     /// First-contact trust; `None` when a stored bundle in the data dir
@@ -161,6 +162,7 @@ impl ConfigFile {
     /// `self` overlaid by `flags`: every key set in `flags` wins.
     pub fn overlay(self, flags: ConfigFile) -> ConfigFile {
         ConfigFile {
+            trust_domain: flags.trust_domain.or(self.trust_domain),
             server_address: flags.server_address.or(self.server_address),
             trust_bundle_path: flags.trust_bundle_path.or(self.trust_bundle_path),
             insecure_bootstrap: flags.insecure_bootstrap.or(self.insecure_bootstrap),
@@ -193,6 +195,16 @@ impl ConfigFile {
             defaults::SERVER_ADDRESS,
         )?;
         let http_address = addr("http_address", self.http_address, defaults::HTTP_ADDRESS)?;
+        let trust_domain = self
+            .trust_domain
+            .map(|td| {
+                TrustDomain::new(&td).map_err(|e| {
+                    err(format!(
+                        "trust_domain {td:?}: {e}; expected a lower-case name such as example.org"
+                    ))
+                })
+            })
+            .transpose()?;
         let bootstrap = match (
             self.trust_bundle_path,
             self.insecure_bootstrap.unwrap_or(false),
@@ -257,9 +269,9 @@ impl ConfigFile {
         let log_level = self
             .log_level
             .unwrap_or_else(|| defaults::LOG_LEVEL.to_owned());
-        tracing_subscriber::EnvFilter::try_new(&log_level)
-            .map_err(|e| err(format!("log_level {log_level:?}: {e}")))?;
+        lanyard_logging::check_filter(&log_level).map_err(|e| err(e.to_string()))?;
         Ok(AgentConfig {
+            trust_domain,
             server_address,
             bootstrap,
             attestation,
@@ -288,6 +300,7 @@ mod tests {
             PathBuf::from("/run/lanyard/agent/api.sock")
         );
         assert_eq!(cfg.bootstrap, None);
+        assert_eq!(cfg.trust_domain, None);
         assert_eq!(cfg.attestation, None);
         assert_eq!(cfg.log_format, LogFormat::Text);
     }
@@ -296,6 +309,7 @@ mod tests {
     fn parses_every_key() {
         let file = ConfigFile::parse(
             r#"
+            trust_domain = "corp.example"
             server_address = "10.0.0.1:9000"
             trust_bundle_path = "/etc/lanyard/bundle.pem"
             join_token = "abc"
@@ -308,6 +322,10 @@ mod tests {
         )
         .unwrap();
         let cfg = file.validate().unwrap();
+        assert_eq!(
+            cfg.trust_domain.as_ref().map(TrustDomain::as_str),
+            Some("corp.example")
+        );
         assert_eq!(cfg.server_address.to_string(), "10.0.0.1:9000");
         assert_eq!(
             cfg.bootstrap,
@@ -410,6 +428,20 @@ mod tests {
                     ..Default::default()
                 },
                 "socket_path",
+            ),
+            (
+                ConfigFile {
+                    trust_domain: Some("Example.ORG".into()),
+                    ..Default::default()
+                },
+                "trust_domain \"Example.ORG\"",
+            ),
+            (
+                ConfigFile {
+                    trust_domain: Some("spiffe://example.org".into()),
+                    ..Default::default()
+                },
+                "trust_domain",
             ),
             (
                 ConfigFile {

@@ -25,6 +25,36 @@ pub enum AgentError {
         /// What is wrong with it.
         problem: String,
     },
+    /// The trust domain cannot be told: the bootstrap bundle names none (no
+    /// CA certificate carries a SPIFFE URI SAN, as with an upstream root made
+    /// by an existing PKI) and `trust_domain` is not set.
+    #[error(
+        "cannot tell the trust domain: no CA certificate in the trust bundle {} carries a \
+         spiffe://<trust domain> URI SAN (an upstream root usually does not); set trust_domain \
+         (--trust-domain), e.g. example.org",
+        bundle.display()
+    )]
+    TrustDomainUnknown {
+        /// The bundle that names none.
+        bundle: PathBuf,
+    },
+    /// Two sources name different trust domains: the setting, the
+    /// bootstrap bundle, the server (its SVID or Attest answer) or the
+    /// stored agent SVID.
+    #[error(
+        "trust domain mismatch: {expected_from} is {expected}, but {found_in} is in {found}; \
+         the agent joins one trust domain: make them agree"
+    )]
+    TrustDomainMismatch {
+        /// The trust domain the agent expects.
+        expected: lanyard_identity::TrustDomain,
+        /// What named it: the setting or the trust bundle.
+        expected_from: String,
+        /// The other trust domain.
+        found: lanyard_identity::TrustDomain,
+        /// What named the other one.
+        found_in: String,
+    },
     /// The server refused node attestation; carries the server's reason.
     #[error("attestation refused by the server: {0}")]
     AttestationRefused(String),

@@ -61,13 +61,14 @@ mod svid_manager;
 mod sync;
 #[cfg(test)]
 mod tasks_tests;
+mod trust_domain;
 mod workload_api;
 mod workload_response;
 
 pub use self::{
     agent::run,
     agent_svid::AgentSvidRotator,
-    attestation::{X509POP_CHALLENGE_CONTEXT, bundle_trust_domain, x509pop_challenge},
+    attestation::{X509POP_CHALLENGE_CONTEXT, x509pop_challenge},
     cache::{CachedSvid, EntryInfo, Readiness, Renewing, Snapshot, SyncState, select_for},
     config::{AgentConfig, ConfigFile, LogFormat},
     error::AgentError,
@@ -78,6 +79,7 @@ pub use self::{
     storage::DataDir,
     svid_manager::SvidManager,
     sync::SyncClient,
+    trust_domain::bundle_trust_domain,
     workload_api::{SECURITY_HEADER, WorkloadApi},
     workload_response::NO_IDENTITY,
 };

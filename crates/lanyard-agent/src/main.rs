@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use lanyard_agent::{
-    ConfigFile, LogFormat,
+    ConfigFile,
     cli::{
         api,
         args::{ApiCommand, Cli, Command, FetchWhat, RunArgs},
@@ -40,7 +40,7 @@ fn one_line(e: &anyhow::Error) -> String {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => run(*args).await,
         Command::Api {
             command: ApiCommand::Fetch {
                 what: FetchWhat::X509(args),
@@ -70,7 +70,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => ConfigFile::default(),
     };
     let cfg = file.overlay(args.overlay()).validate()?;
-    init_tracing(&cfg.log_level, cfg.log_format)?;
+    lanyard_logging::init(&cfg.log_level, cfg.log_format)?;
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();
     tokio::spawn(async move {
@@ -81,18 +81,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     lanyard_agent::run(cfg, shutdown).await?;
     tracing::info!("agent stopped");
     Ok(())
-}
-
-fn init_tracing(level: &str, format: LogFormat) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let result = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
-    result.map_err(|e| anyhow::anyhow!("logging: {e}"))
 }
 
 /// SIGTERM or SIGINT.

@@ -17,7 +17,7 @@ use rustls::{
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use tonic::transport::Channel;
 
-use crate::{AgentError, identity::AgentIdentity};
+use crate::{AgentError, identity::AgentIdentity, trust_domain::Expected};
 
 /// The server's SPIFFE ID in a trust domain.
 pub fn server_id(td: &TrustDomain) -> Result<SpiffeId, AgentError> {
@@ -95,6 +95,42 @@ impl NodeConnector {
         );
         let cfg = client_config(Arc::new(verifier), identity)?;
         open(self.addr, cfg).await
+    }
+
+    /// A client for the first Attest (no client certificate). A server whose
+    /// SVID chains to the bundle but belongs to another trust domain (two
+    /// Lanyard servers under one upstream root) is refused in the handshake,
+    /// before the join token is sent, with
+    /// [`AgentError::TrustDomainMismatch`] naming both trust domains.
+    pub(crate) async fn connect_to_attest(
+        &self,
+        expected: &Expected,
+    ) -> Result<NodeClient<Channel>, AgentError> {
+        let presented: Arc<Mutex<Option<SpiffeId>>> = Arc::default();
+        let record = presented.clone();
+        let want = self.server_id.clone();
+        let authorizer = Authorizer::custom(move |id| {
+            if let Ok(mut seen) = record.lock() {
+                *seen = Some(id.clone());
+            }
+            *id == want
+        });
+        let verifier = SpiffeServerVerifier::new(self.trust.clone(), authorizer);
+        let cfg = client_config(Arc::new(verifier), None)?;
+        let failed = match open(self.addr, cfg).await {
+            Ok(client) => return Ok(client),
+            Err(e) => e,
+        };
+        let presented = presented.lock().ok().and_then(|seen| seen.clone());
+        match presented.filter(|id| !id.is_member_of(&expected.td)) {
+            Some(id) => Err(AgentError::TrustDomainMismatch {
+                expected: expected.td.clone(),
+                expected_from: expected.named_by.clone(),
+                found: id.trust_domain(),
+                found_in: format!("the server at {} (its SVID is {id})", self.addr),
+            }),
+            None => Err(failed),
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 use std::{collections::HashSet, fmt, sync::Arc};
 
 use lanyard_mtls::RevocationList;
+use rustls_pki_types::CertificateDer;
 
 /// A CRL that verified against the trust bundle. Compared by its DER, so
 /// snapshots holding the same CRL are equal.
@@ -27,6 +28,12 @@ impl VerifiedCrl {
     /// `lanyard_identity::SvidSummary::serial`) is revoked.
     pub fn is_revoked(&self, serial: &str) -> bool {
         self.0.is_revoked(serial)
+    }
+
+    /// The intermediate CA that signed it, when no bundle CA did (upstream
+    /// mode).
+    pub fn signing_intermediate(&self) -> Option<&CertificateDer<'static>> {
+        self.0.signing_intermediate()
     }
 
     /// The CRL number as an integer, if present and within `i64`.

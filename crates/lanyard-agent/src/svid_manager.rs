@@ -460,6 +460,10 @@ impl SvidManager {
                 .as_ref()
                 .map(|c| c.der().to_vec())
                 .unwrap_or_default(),
+            crl_issuer: sync
+                .crl
+                .as_ref()
+                .and_then(|c| c.signing_intermediate().cloned()),
             renewing,
         };
         self.out.send_if_modified(|current| {

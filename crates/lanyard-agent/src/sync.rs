@@ -126,7 +126,7 @@ impl SyncClient {
 
     pub(crate) fn apply(&self, resp: SyncResponse) -> Result<(), AgentError> {
         self.metrics.sync_update();
-        let (mut state, crl_der) = parse_sync(resp);
+        let (mut state, crl_der, crl_issuers) = parse_sync(resp);
         let trust = self.connector.trust();
         let bundle_changed = self
             .out
@@ -142,10 +142,19 @@ impl SyncClient {
         // Checked against the bundle just installed (the same bytes again
         // are not parsed again); a refused CRL leaves the previous in force.
         let in_force = trust.crl().is_some_and(|c| c.der() == crl_der.as_slice());
-        // Upstream mode: the CRL is signed by the intermediate our own SVID
-        // chain carries (the bundle holds only the upstream root).
+        // Upstream mode: the bundle holds only the upstream root and one of
+        // Lanyard's intermediates signs the CRL. The server sends them with
+        // the CRL (a freshly activated one is not yet in our own chain);
+        // the intermediates of our own chain count too. Each must chain to
+        // the bundle to vouch for a CRL.
         let own_chain = self.identity.borrow().chain.clone();
-        trust.set_crl_signers(own_chain.get(1..).unwrap_or_default().to_vec());
+        let mut signers = crl_issuers;
+        for own in own_chain.get(1..).unwrap_or_default() {
+            if !signers.contains(own) {
+                signers.push(own.clone());
+            }
+        }
+        trust.set_crl_signers(signers);
         if !crl_der.is_empty()
             && !in_force
             && let Err(e) = trust.set_crl(Some(crl_der))
@@ -188,10 +197,10 @@ impl SyncClient {
 }
 
 /// Parses a Sync message into the state (its CRL not yet verified, so
-/// `crl` is `None`) and the CRL's DER bytes. Entries with a bad SPIFFE ID
-/// or selector are skipped (and logged) rather than failing the whole
-/// update.
-pub fn parse_sync(resp: SyncResponse) -> (SyncState, Vec<u8>) {
+/// `crl` is `None`), the CRL's DER bytes and the CA certificates that may
+/// have signed it besides the bundle's. Entries with a bad SPIFFE ID or
+/// selector are skipped (and logged) rather than failing the whole update.
+pub fn parse_sync(resp: SyncResponse) -> (SyncState, Vec<u8>, Vec<CertificateDer<'static>>) {
     let entries = resp
         .entries
         .into_iter()
@@ -208,7 +217,12 @@ pub fn parse_sync(resp: SyncResponse) -> (SyncState, Vec<u8>) {
         crl: None,
         revision: resp.revision,
     };
-    (state, resp.crl)
+    let crl_issuers = resp
+        .crl_issuers
+        .into_iter()
+        .map(CertificateDer::from)
+        .collect();
+    (state, resp.crl, crl_issuers)
 }
 
 fn parse_entry(e: &Entry) -> Result<EntryInfo, String> {
@@ -265,12 +279,14 @@ mod tests {
             selectors: vec!["nocolon".into()],
             ..good.clone()
         };
-        let (state, crl) = parse_sync(SyncResponse {
+        let (state, crl, issuers) = parse_sync(SyncResponse {
             entries: vec![good, bad_id, bad_sel],
             bundle: vec![vec![1, 2, 3]],
             crl: vec![9],
             revision: 7,
+            crl_issuers: vec![vec![4, 5]],
         });
+        assert_eq!(issuers, [CertificateDer::from(vec![4u8, 5])]);
         assert_eq!(state.entries.len(), 1);
         let e = &state.entries[0];
         assert_eq!(e.spiffe_id.to_string(), "spiffe://td.org/web");

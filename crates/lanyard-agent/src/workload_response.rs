@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use lanyard_identity::Selector;
 use lanyard_proto::workload::{X509BundlesResponse, X509svid, X509svidResponse};
+use rustls_pki_types::CertificateDer;
 use tonic::Status;
 
 use crate::cache::{Readiness, Snapshot, renewing_for, select_for};
@@ -14,6 +15,26 @@ pub const NO_IDENTITY: &str = "no identity issued";
 
 fn concat<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
     parts.into_iter().flatten().copied().collect()
+}
+
+/// An SVID's chain as the Workload API carries it: leaf first, then its
+/// intermediates, then the CRL's issuer if the chain lacks it.
+///
+/// In upstream mode one of Lanyard's intermediates signs the CRL, and right
+/// after a CA rotation it is not yet the one that issued a holder's SVID.
+/// The standard Workload API has no field for it, but an `x509_svid` "MAY
+/// include intermediates", so it travels there: a client that collects CRL
+/// signers from its own chain (lanyard-mtls does, checking each chains to
+/// the bundle) accepts the new CRL at once, and one that does not is
+/// unaffected. TLS 1.3 peers tolerate the extra certificate in a chain
+/// (RFC 8446, 4.4.2), and it is gone once the SVID is renewed by the new
+/// intermediate.
+fn svid_chain(
+    chain: &[CertificateDer<'static>],
+    crl_issuer: Option<&CertificateDer<'static>>,
+) -> Vec<u8> {
+    let missing = crl_issuer.filter(|issuer| !chain.contains(issuer));
+    concat(chain.iter().chain(missing).map(|c| c.as_ref()))
 }
 
 /// Unavailable unless the agent is ready.
@@ -52,7 +73,7 @@ pub fn x509_svid_response(
         .iter()
         .map(|s| X509svid {
             spiffe_id: s.entry.spiffe_id.to_string(),
-            x509_svid: concat(s.chain.iter().map(|c| c.as_ref())),
+            x509_svid: svid_chain(&s.chain, snapshot.crl_issuer.as_ref()),
             x509_svid_key: s.key_pkcs8.clone(),
             bundle: bundle.clone(),
             hint: s.entry.hint.clone(),
@@ -118,7 +139,6 @@ pub fn next_expiry(snapshot: &Snapshot, selectors: &[Selector], now: i64) -> Opt
 mod tests {
     use super::*;
     use crate::cache::tests::svid;
-    use rustls_pki_types::CertificateDer;
 
     fn snapshot() -> Snapshot {
         Snapshot {
@@ -134,6 +154,7 @@ mod tests {
                 CertificateDer::from(vec![3u8]),
             ],
             crl: vec![],
+            crl_issuer: None,
             renewing: vec![],
         }
     }
@@ -204,6 +225,29 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(r.crl, vec![vec![7, 7]]);
+    }
+
+    #[test]
+    fn the_crls_issuer_rides_at_the_end_of_each_chain_that_lacks_it() {
+        let mut s = snapshot();
+        s.crl = vec![7];
+        s.crl_issuer = Some(CertificateDer::from(b"I".to_vec()));
+        let r = x509_svid_response(&s, &sel("unix:uid:1"), 100)
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.svids[0].x509_svid, b"aI".to_vec());
+        assert_eq!(r.svids[1].x509_svid, b"bI".to_vec());
+        // A chain that already carries it (renewed by that CA) is unchanged.
+        let mut renewed = (*s.svids[1]).clone();
+        renewed.chain.push(CertificateDer::from(b"I".to_vec()));
+        s.svids[1] = std::sync::Arc::new(renewed);
+        let r = x509_svid_response(&s, &sel("unix:uid:1"), 100)
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.svids[0].x509_svid, b"aI".to_vec());
+        // Bundles stay trust anchors only.
+        let b = x509_bundles_response(&s, &sel("unix:uid:1"), 100).unwrap();
+        assert_eq!(b.bundles.get("spiffe://td.org"), Some(&vec![1, 2, 3]));
     }
 
     #[test]

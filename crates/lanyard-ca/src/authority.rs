@@ -172,6 +172,18 @@ impl CertificateAuthority {
         }
     }
 
+    /// The CA certificates that are not in the trust bundle, oldest first:
+    /// in upstream mode every generation this CA holds (each issued by the
+    /// upstream CA, and one of them signing the CRL); empty for a
+    /// self-signed CA, whose certificates are all in the bundle. Verifiers
+    /// need them to check a CRL whose signer their own chain lacks.
+    pub fn intermediates(&self) -> Vec<CertificateDer<'static>> {
+        match &self.upstream {
+            Some(_) => self.all_slots().map(|s| s.cert.clone()).collect(),
+            None => Vec::new(),
+        }
+    }
+
     /// The CA generations, oldest first (public facts only).
     pub fn slots(&self) -> Vec<CaSlotInfo> {
         self.all_slots().map(CaSlot::info).collect()

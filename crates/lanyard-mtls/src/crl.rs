@@ -32,6 +32,7 @@ const OID_ISSUING_DISTRIBUTION_POINT: &str = "2.5.29.28";
 pub struct RevocationList {
     der: Vec<u8>,
     issuer: String,
+    signing_intermediate: Option<CertificateDer<'static>>,
     number: Option<String>,
     this_update: i64,
     next_update: Option<i64>,
@@ -78,17 +79,22 @@ impl RevocationList {
         }
         check_extensions(&crl)?;
         let issuer = crl.issuer().to_string();
-        let by_intermediate = || {
-            intermediates
+        let signing_intermediate = if bundle.iter().any(|ca| signed_by(&crl, ca)) {
+            None
+        } else {
+            let by_intermediate = intermediates
                 .iter()
-                .any(|i| issued_by_bundle(i, bundle) && signed_by(&crl, i))
+                .find(|i| issued_by_bundle(i, bundle) && signed_by(&crl, i));
+            match by_intermediate {
+                Some(i) => Some(i.clone().into_owned()),
+                None => {
+                    return Err(CrlError::UntrustedSigner {
+                        issuer,
+                        bundle_len: bundle.len(),
+                    });
+                }
+            }
         };
-        if !bundle.iter().any(|ca| signed_by(&crl, ca)) && !by_intermediate() {
-            return Err(CrlError::UntrustedSigner {
-                issuer,
-                bundle_len: bundle.len(),
-            });
-        }
         let number = crl.crl_number().map(|n| normalize_hex(&n.to_bytes_be()));
         let revoked = crl
             .iter_revoked_certificates()
@@ -99,6 +105,7 @@ impl RevocationList {
         let next_update = crl.next_update().map(|t| t.timestamp());
         Ok(Self {
             issuer,
+            signing_intermediate,
             number,
             this_update,
             next_update,
@@ -116,6 +123,13 @@ impl RevocationList {
     /// The CRL's issuer name (RFC 4514 form).
     pub fn issuer(&self) -> &str {
         &self.issuer
+    }
+
+    /// The intermediate CA (issued by a bundle CA) that signed this CRL, when
+    /// no bundle CA did: Lanyard's CA in upstream mode. `None` when a bundle
+    /// CA signed it.
+    pub fn signing_intermediate(&self) -> Option<&CertificateDer<'static>> {
+        self.signing_intermediate.as_ref()
     }
 
     /// The CRL number (lower-case hex without leading zeros), if present.

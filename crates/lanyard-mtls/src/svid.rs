@@ -70,6 +70,11 @@ pub(crate) struct Update {
     pub(crate) bundle: Vec<CertificateDer<'static>>,
     /// The trust domain's CRL, if the message carries one.
     pub(crate) crl: Option<Vec<u8>>,
+    /// Every CA certificate the chain carries after the leaf: candidate CRL
+    /// signers (each must still chain to the bundle). In upstream mode the
+    /// agent appends the CRL's issuer here when the SVID's own chain lacks
+    /// it (right after an intermediate rotation).
+    pub(crate) crl_signers: Vec<CertificateDer<'static>>,
 }
 
 /// Checks and converts a message: the first (default) SVID must be a valid
@@ -98,6 +103,11 @@ pub(crate) fn parse_response(
         )));
     }
     crate::verify_svid_chain(leaf, intermediates, &bundle, now)?;
+    let crl_signers = intermediates.to_vec();
+    // Only the issuing path goes into handshakes; a CRL issuer appended
+    // after it is for us, not for peers.
+    let mut chain = chain;
+    chain.truncate(issuing_path_len(&chain));
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(first.x509_svid_key));
     let provider = rustls::crypto::ring::default_provider();
     let certified = CertifiedKey::from_der(chain, key, &provider)
@@ -112,7 +122,24 @@ pub(crate) fn parse_response(
         },
         bundle,
         crl: crl.into_iter().next().filter(|c| !c.is_empty()),
+        crl_signers,
     }))
+}
+
+/// How many certificates of `chain` (leaf first) form its issuing path: the
+/// leaf, then each certificate whose key signed the one before it. Anything
+/// after that rides along for another reason (the CRL's issuer, appended by
+/// the agent in upstream mode).
+fn issuing_path_len(chain: &[CertificateDer<'_>]) -> usize {
+    let parsed: Vec<Option<X509Certificate<'_>>> = chain
+        .iter()
+        .map(|c| X509Certificate::from_der(c).ok().map(|(_, c)| c))
+        .collect();
+    let signed = |pair: &[Option<X509Certificate<'_>>]| match pair {
+        [Some(child), Some(parent)] => child.verify_signature(Some(parent.public_key())).is_ok(),
+        _ => false,
+    };
+    1 + parsed.windows(2).take_while(|pair| signed(pair)).count()
 }
 
 /// Splits concatenated DER certificates (the Workload API's encoding).

@@ -169,10 +169,10 @@ impl Watcher {
             // A message without a CRL never lifts revocations.
             None => CrlUpdate::Keep,
         };
-        // Upstream mode: the CRL is signed by the intermediate our own chain
-        // carries.
-        let intermediates = update.svid.chain().get(1..).unwrap_or_default().to_vec();
-        self.shared.trust.set_crl_signers(intermediates);
+        // Upstream mode: the CRL is signed by one of Lanyard's intermediates,
+        // which our chain carries: the one that issued our SVID, or, right
+        // after a rotation, the new one the agent appends after it.
+        self.shared.trust.set_crl_signers(update.crl_signers);
         // A refused CRL is logged by install; bundle and SVID still apply.
         let _ = self.shared.trust.install(update.bundle, crl);
         let svid = update.svid;

@@ -29,6 +29,12 @@ fn a_crl_signed_by_the_intermediate_needs_it_as_signer() {
     trust.set_crl_signers(vec![lanyard.cert.clone()]);
     trust.set_crl(Some(crl)).unwrap();
     assert!(trust.crl().unwrap().is_revoked(&leaf.serial));
+    // The CRL names the intermediate that signed it, so an agent can pass
+    // it on with the CRL.
+    assert_eq!(
+        trust.crl().unwrap().signing_intermediate(),
+        Some(&lanyard.cert)
+    );
 }
 
 #[test]

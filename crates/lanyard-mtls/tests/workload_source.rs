@@ -23,6 +23,7 @@ use lanyard_proto::workload::{
     spiffe_workload_api_server::{SpiffeWorkloadApi, SpiffeWorkloadApiServer},
 };
 use rustls::CertificateError;
+use rustls_pki_types::CertificateDer;
 use support::{Ca, Svid, handshake};
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio_stream::{Stream, StreamExt, wrappers::BroadcastStream};
@@ -194,7 +195,7 @@ async fn serve(first: Push) -> Running {
     }
 }
 
-fn concat(certs: impl IntoIterator<Item = rustls_pki_types::CertificateDer<'static>>) -> Vec<u8> {
+fn concat(certs: impl IntoIterator<Item = CertificateDer<'static>>) -> Vec<u8> {
     certs.into_iter().flat_map(|c| c.to_vec()).collect()
 }
 
@@ -483,4 +484,107 @@ async fn shutdown_closes_the_stream_and_is_idempotent() {
     agent.agent.wait_open_streams(1).await;
     drop(dropped);
     agent.agent.wait_open_streams(0).await;
+}
+
+/// A Workload API message whose SVID chain is `chain` (leaf first).
+fn identity_with_chain(
+    svid: &Svid,
+    chain: &[&CertificateDer<'static>],
+    root: &Ca,
+    crl: Vec<u8>,
+) -> Push {
+    Push::Identity(X509svidResponse {
+        svids: vec![X509svid {
+            spiffe_id: svid.id.clone(),
+            x509_svid: concat(chain.iter().map(|c| (*c).clone())),
+            x509_svid_key: svid.key_pkcs8.clone(),
+            bundle: concat([root.cert.clone()]),
+            hint: String::new(),
+        }],
+        crl: vec![crl],
+        federated_bundles: Default::default(),
+    })
+}
+
+/// Upstream mode right after an intermediate rotation: our SVID was issued
+/// by the previous intermediate, the CRL by the new one, which the agent
+/// appends to our chain. The source takes it as a CRL signer (if it chains
+/// to the bundle) and presents only the issuing path in handshakes.
+#[tokio::test]
+async fn the_crls_issuer_appended_to_the_chain_signs_crls_and_is_not_presented() {
+    let root = Ca::named("Corp Root CA");
+    let previous = root.intermediate(support::CA_NAME);
+    let current = root.intermediate(support::CA_NAME);
+    let mine = previous.svid(WORKLOAD_ID);
+    let peer = current.svid(PEER_ID);
+    let (leaf, old, new) = (&mine.chain[0], &previous.cert, &current.cert);
+    let agent = serve(identity_with_chain(
+        &mine,
+        &[leaf, old, new],
+        &root,
+        current.crl(2, &[]),
+    ))
+    .await;
+    let source = WorkloadSource::connect(&agent.uri()).await.unwrap();
+    assert!(
+        crl_number_is(&source, "02"),
+        "the new intermediate's CRL is in force"
+    );
+    assert_eq!(source.svid().unwrap().chain(), [leaf.clone(), old.clone()]);
+
+    let server = Arc::new(source.server_config(exact(PEER_ID)).unwrap());
+    let mut peer_chain = peer.chain.clone();
+    peer_chain.push(new.clone());
+    let peer_key = rustls_pki_types::PrivateKeyDer::Pkcs8(peer.key_pkcs8.clone().into());
+    let trust = Arc::new(TrustMaterial::new(vec![root.cert.clone()]));
+    let client = Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(lanyard_mtls::SpiffeServerVerifier::new(
+            trust,
+            exact(WORKLOAD_ID),
+        )))
+        .with_client_auth_cert(peer_chain, peer_key)
+        .unwrap(),
+    );
+    let out = handshake(server.clone(), client.clone()).await;
+    assert!(out.ok(), "{out:?}");
+
+    // Revoked on the new intermediate's CRL: refused at the next handshake.
+    agent.agent.push(identity_with_chain(
+        &mine,
+        &[leaf, old, new],
+        &root,
+        current.crl(3, &[&peer]),
+    ));
+    wait_until(&source, |s| crl_number_is(s, "03")).await;
+    let out = handshake(server, client).await;
+    assert!(matches!(
+        out.server_tls_error(),
+        Some(rustls::Error::InvalidCertificate(CertificateError::Revoked))
+    ));
+
+    // An intermediate of another root, appended the same way, signs nothing
+    // here: its CRL is refused and the previous one stays in force.
+    let rogue = Ca::named("Elsewhere Root CA").intermediate(support::CA_NAME);
+    agent.agent.push(identity_with_chain(
+        &mine,
+        &[leaf, old, &rogue.cert],
+        &root,
+        rogue.crl(4, &[]),
+    ));
+    let rotated = previous.svid(WORKLOAD_ID);
+    agent.agent.push(identity_with_chain(
+        &rotated,
+        &[&rotated.chain[0], old],
+        &root,
+        current.crl(3, &[&peer]),
+    ));
+    wait_until(&source, |s| serial_is(s, &rotated.serial)).await;
+    assert!(crl_number_is(&source, "03"));
+    source.shutdown().await;
 }

@@ -44,7 +44,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         merged.data_dir = Some("/var/lib/lanyard/server".into());
     }
     let cfg = merged.validate()?;
-    init_logging(&cfg.log_level, cfg.log_json)?;
+    let format = if cfg.log_json {
+        lanyard_logging::LogFormat::Json
+    } else {
+        lanyard_logging::LogFormat::Text
+    };
+    lanyard_logging::init(&cfg.log_level, format)?;
 
     let shutdown = CancellationToken::new();
     let signals = shutdown.clone();
@@ -73,21 +78,4 @@ async fn wait_for_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
-}
-
-fn init_logging(filter: &str, json: bool) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .map_err(|e| anyhow::anyhow!("invalid log_level {filter:?}: {e}"))?;
-    // Colour only for a person at a terminal; files and journals get plain text.
-    use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-    Ok(())
 }

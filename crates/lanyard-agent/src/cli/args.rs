@@ -6,9 +6,14 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{ConfigFile, LogFormat, defaults};
 
-/// Lanyard agent: attests this node, serves workloads their SPIFFE identities.
+/// Lanyard agent: attests this node to a Lanyard server and serves the
+/// workloads that call its Unix socket their SPIFFE identities (X.509-SVIDs,
+/// trust bundle, CRL) over the Workload API, renewing them before they expire.
+//
+// `about` comes from the doc comment above, not from the crate description
+// (which describes the library, not the command).
 #[derive(Debug, Parser)]
-#[command(name = "lanyard-agent", version, about)]
+#[command(name = "lanyard-agent", version)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -19,7 +24,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the agent.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Call the Workload API as a workload.
     Api {
         /// Which call.
@@ -36,6 +41,11 @@ pub struct RunArgs {
     /// TOML config file (unknown keys are an error).
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
+    /// The trust domain to join, e.g. example.org. Required when the trust
+    /// bundle names none (an upstream root without a SPIFFE URI SAN);
+    /// otherwise it must match the bundle and the server.
+    #[arg(long, value_name = "NAME")]
+    pub trust_domain: Option<String>,
     /// The server's Node API address [default: 127.0.0.1:8081].
     #[arg(long, value_name = "IP:PORT")]
     pub server_address: Option<String>,
@@ -75,6 +85,7 @@ impl RunArgs {
     /// The flags as a config overlay.
     pub fn overlay(&self) -> ConfigFile {
         ConfigFile {
+            trust_domain: self.trust_domain.clone(),
             server_address: self.server_address.clone(),
             trust_bundle_path: self.trust_bundle.clone(),
             insecure_bootstrap: self.insecure_bootstrap.then_some(true),
@@ -202,6 +213,8 @@ mod tests {
             "--insecure-bootstrap",
             "--log-format",
             "json",
+            "--trust-domain",
+            "corp.example",
         ])
         .unwrap();
         let Command::Run(args) = cli.command else {
@@ -209,6 +222,7 @@ mod tests {
         };
         let o = args.overlay();
         assert_eq!(o.join_token.as_deref(), Some("t"));
+        assert_eq!(o.trust_domain.as_deref(), Some("corp.example"));
         assert_eq!(o.insecure_bootstrap, Some(true));
         assert_eq!(o.log_format, Some(LogFormat::Json));
         assert_eq!(o.data_dir, None);

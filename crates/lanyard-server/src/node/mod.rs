@@ -3,6 +3,7 @@
 
 mod attest;
 mod authz;
+mod crl_issuers;
 mod peer;
 pub(crate) mod registry;
 mod service;

@@ -30,6 +30,8 @@ pub(crate) struct Registry {
     aliases: Vec<Alias>,
     bundle: Vec<Vec<u8>>,
     crl: Vec<u8>,
+    /// The intermediates that may sign the CRL (upstream mode).
+    crl_issuers: Vec<Vec<u8>>,
     /// The earliest entry expiry, when views change by themselves.
     expiries: Vec<i64>,
 }
@@ -41,6 +43,7 @@ impl Registry {
         server_id: &SpiffeId,
         bundle: Vec<Vec<u8>>,
         crl: Vec<u8>,
+        crl_issuers: Vec<Vec<u8>>,
         revision: u64,
     ) -> Self {
         let mut by_parent: HashMap<SpiffeId, Vec<(NodeEntry, Option<i64>)>> = HashMap::new();
@@ -68,6 +71,7 @@ impl Registry {
             aliases,
             bundle,
             crl,
+            crl_issuers,
             expiries,
         }
     }
@@ -100,6 +104,7 @@ impl Registry {
                 bundle: self.bundle.clone(),
                 crl: self.crl.clone(),
                 revision: self.revision,
+                crl_issuers: self.crl_issuers.clone(),
             },
             next,
         )
@@ -117,7 +122,15 @@ pub(crate) async fn refresh(state: &ServerState, revision: u64) -> Result<(), Se
         })??;
     let bundle = state.bundle().into_iter().map(|c| c.to_vec()).collect();
     let crl = state.crl.load().der.clone();
-    let registry = Registry::build(&entries, &state.server_id, bundle, crl, revision);
+    let crl_issuers = super::crl_issuers::crl_issuers(state);
+    let registry = Registry::build(
+        &entries,
+        &state.server_id,
+        bundle,
+        crl,
+        crl_issuers,
+        revision,
+    );
     state.registry.send_replace(Arc::new(registry));
     Ok(())
 }
@@ -212,7 +225,7 @@ mod tests {
             revision: 1,
         };
         let server: SpiffeId = SERVER.parse().unwrap();
-        let registry = Registry::build(&entries, &server, vec![], vec![], 7);
+        let registry = Registry::build(&entries, &server, vec![], vec![], vec![], 7);
         let (view, next) = registry.view(&agent, 100);
         let mut got: Vec<String> = view.entries.iter().map(|e| e.spiffe_id.clone()).collect();
         got.sort();

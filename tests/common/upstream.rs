@@ -1,0 +1,169 @@
+//! Upstream mode harness: a root CA made the way an operator makes one
+//! (`openssl req -x509`, no SPIFFE URI SAN), a `lanyard-server` running as
+//! its intermediate, and `openssl verify -crl_check` against the root, the
+//! intermediate chain and the server's `GET /crl`.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use super::{Server, write_pem};
+use rustls_pki_types::{CertificateDer, pem::PemObject};
+
+/// An operator's root CA on disk.
+pub struct OperatorRoot {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    pub cert: CertificateDer<'static>,
+}
+
+/// `openssl req -x509`: an ECDSA P-256 root with basicConstraints CA:TRUE
+/// (the openssl.cnf default), keyCertSign and cRLSign, a corporate subject
+/// and no subjectAltName at all.
+pub fn operator_root(dir: &Path) -> OperatorRoot {
+    let cert_path = dir.join("root.crt");
+    let key_path = dir.join("root.key");
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec"])
+        .args(["-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+        .arg("-keyout")
+        .arg(&key_path)
+        .arg("-out")
+        .arg(&cert_path)
+        .args(["-days", "30", "-subj", "/O=Corp Inc/CN=Corp Root CA"])
+        .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+        .output()
+        .expect("openssl must be installed (it is part of the test set-up)");
+    assert!(
+        out.status.success(),
+        "openssl req -x509: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cert = CertificateDer::from_pem_file(&cert_path).unwrap();
+    OperatorRoot {
+        cert_path,
+        key_path,
+        cert,
+    }
+}
+
+/// A server whose CA is an intermediate of a fresh operator root, configured
+/// through `[upstream]` in a config file; `extra` are more `run` flags.
+pub fn upstream_server(extra: &[&str]) -> (Server, OperatorRoot) {
+    let dir = tempfile::Builder::new()
+        .prefix("lanyard-upstream")
+        .tempdir()
+        .unwrap();
+    let root = operator_root(dir.path());
+    let config = dir.path().join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[upstream]\ncert_path = {:?}\nkey_path = {:?}\n",
+            root.cert_path.display().to_string(),
+            root.key_path.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut flags = vec!["--config", config.to_str().unwrap()];
+    flags.extend_from_slice(extra);
+    let mut server = Server::start_with(&flags);
+    // The root's files live as long as the server.
+    server.keep.push(dir);
+    (server, root)
+}
+
+/// A DER CRL as PEM (`X509 CRL`), as `openssl verify -CRLfile` reads it.
+pub fn crl_pem(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN X509 CRL-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap());
+        out.push('\n');
+    }
+    out.push_str("-----END X509 CRL-----\n");
+    out
+}
+
+/// `openssl verify -crl_check -CAfile root -untrusted <intermediates>
+/// -CRLfile crl leaf`; returns (success, combined output).
+pub fn openssl_verify_crl(
+    dir: &Path,
+    root: &CertificateDer<'_>,
+    chain: &[CertificateDer<'_>],
+    crl_der: &[u8],
+) -> (bool, String) {
+    let (ca, untrusted, leaf, crl) = (
+        dir.join("crl-root.pem"),
+        dir.join("crl-untrusted.pem"),
+        dir.join("crl-leaf.pem"),
+        dir.join("crl.pem"),
+    );
+    write_pem(&ca, std::slice::from_ref(root));
+    write_pem(&untrusted, &chain[1..]);
+    write_pem(&leaf, &chain[..1]);
+    std::fs::write(&crl, crl_pem(crl_der)).unwrap();
+    let out = Command::new("openssl")
+        .args(["verify", "-crl_check", "-CAfile"])
+        .arg(&ca)
+        .arg("-untrusted")
+        .arg(&untrusted)
+        .arg("-CRLfile")
+        .arg(&crl)
+        .arg(&leaf)
+        .output()
+        .expect("openssl must be installed (it is part of the test set-up)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// The server's `GET /crl` (DER).
+pub fn fetch_crl(server: &Server) -> Vec<u8> {
+    http_get_bytes(server.http_addr, "/crl")
+}
+
+/// `GET path` with a raw HTTP/1.1 request; the body of a 200 answer.
+pub fn http_get_bytes(addr: std::net::SocketAddr, path: &str) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    conn.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP answer");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
+    raw[split + 4..].to_vec()
+}
+
+/// Whether `crl_der` is signed by the key of `ca_der`.
+pub fn crl_signed_by(crl_der: &[u8], ca_der: &[u8]) -> bool {
+    let (_, crl) = x509_parser::parse_x509_crl(crl_der).unwrap();
+    let (_, ca) = x509_parser::parse_x509_certificate(ca_der).unwrap();
+    crl.verify_signature(ca.public_key()).is_ok()
+}
+
+/// The moment (unix seconds) a CA certificate's successor becomes active:
+/// five sixths into its life, as lanyard-ca schedules it.
+pub fn activation_at(ca_der: &[u8]) -> i64 {
+    let (_, ca) = x509_parser::parse_x509_certificate(ca_der).unwrap();
+    let (nb, na) = (
+        ca.validity().not_before.timestamp(),
+        ca.validity().not_after.timestamp(),
+    );
+    nb + (na - nb) * 5 / 6
+}
