@@ -2,7 +2,8 @@
 //! X.509-SVIDs, and serves the Node API (TLS), the Admin API (Unix socket)
 //! and HTTP health endpoints.
 //!
-//! The `lanyard-server` binary is a thin shell over [`run`] and [`cli`].
+//! The `lanyard-server` binary is a thin shell over [`run`]; its operator
+//! CLI lives in the binary and talks only to the Admin API.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), lanyard_server::ServerError> {
@@ -19,7 +20,6 @@
 mod accounts;
 mod admin;
 mod backup;
-pub mod cli;
 mod clock;
 mod config;
 mod convert;

@@ -3,10 +3,10 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use lanyard_server::{
-    ConfigFile,
-    cli::{Cli, Command, RunArgs},
-};
+mod cli;
+
+use cli::{Cli, Command, RunArgs};
+use lanyard_server::ConfigFile;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -23,7 +23,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Run(args) => runtime.block_on(run(*args)),
-        _ => runtime.block_on(lanyard_server::cli::execute(cli)),
+        _ => runtime.block_on(cli::execute(cli)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

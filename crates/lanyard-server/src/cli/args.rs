@@ -4,7 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::ConfigFile;
+use lanyard_server::ConfigFile;
 
 /// Default admin socket for operator commands (the server's default under
 /// its default data dir).

@@ -64,7 +64,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
     if let Command::Datastore(DatastoreCmd::Import { file, data_dir }) = &cli.command {
         let bytes =
             std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-        let summary = crate::Backup::from_json(&bytes)?.restore(data_dir)?;
+        let summary = lanyard_server::Backup::from_json(&bytes)?.restore(data_dir)?;
         println!("{summary}");
         return Ok(());
     }

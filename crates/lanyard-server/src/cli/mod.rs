@@ -1,5 +1,7 @@
 //! The `lanyard-server` command line: `run` starts the daemon, every other
-//! subcommand is an operator command spoken over the admin socket.
+//! subcommand is an operator command spoken over the admin socket. It lives
+//! in the binary, not the library: it is a client of the Admin API like any
+//! other.
 
 mod args;
 mod client;
@@ -8,15 +10,7 @@ mod crl;
 mod output;
 mod task;
 
-pub use self::{
-    args::{
-        AgentCmd, AuditCmd, BundleCmd, BundleFormat, Cli, Command, CrlCmd, CrlFormat, DatastoreCmd,
-        EntryCmd, OutputFormat, RunArgs, SvidCmd, TaskCmd, TaskRequestArgs, TokenCmd,
-    },
+pub(crate) use self::{
+    args::{Cli, Command, RunArgs},
     commands::execute,
 };
-
-/// RFC 3339 for unix seconds (empty for 0), as the CLI prints times.
-pub fn output_time(secs: i64) -> String {
-    output::time(secs)
-}
