@@ -3,11 +3,16 @@
 //! change and published to every Sync stream; a stream then picks its
 //! agent's entries out of the index instead of re-reading the store.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    hash::{DefaultHasher, Hash, Hasher},
+    sync::Arc,
+};
 
 use lanyard_identity::{Entry, Selector, SpiffeId, matches_all};
 use lanyard_proto::node::v1::{Entry as NodeEntry, SyncResponse};
 use lanyard_store::AgentRecord;
+use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::{ServerError, convert, state::ServerState};
@@ -20,13 +25,32 @@ struct Alias {
     expires_at: Option<i64>,
 }
 
+/// The entries under one parent, in wire form, with a digest of their
+/// content so that a stream can tell "unchanged" without comparing them.
+#[derive(Debug, Default)]
+struct Group {
+    entries: Vec<(NodeEntry, Option<i64>)>,
+    digest: u64,
+}
+
+/// What a stream's last message was made of: when it is the same after a
+/// change, the stream has nothing to send and builds nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ViewKey {
+    groups: Vec<(SpiffeId, u64)>,
+    shared: u64,
+    expired: usize,
+}
+
 /// What every agent's view is made from, at one change.
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     /// Bumped by each rebuild.
     pub revision: u64,
-    /// Entries (already in their wire form) by parent ID, with their expiry.
-    by_parent: HashMap<SpiffeId, Vec<(NodeEntry, Option<i64>)>>,
+    /// Entries by parent ID.
+    by_parent: HashMap<SpiffeId, Group>,
+    /// A digest of the bundle, the CRL and its issuers.
+    shared: u64,
     aliases: Vec<Alias>,
     bundle: Vec<Vec<u8>>,
     crl: Vec<u8>,
@@ -46,7 +70,7 @@ impl Registry {
         crl_issuers: Vec<Vec<u8>>,
         revision: u64,
     ) -> Self {
-        let mut by_parent: HashMap<SpiffeId, Vec<(NodeEntry, Option<i64>)>> = HashMap::new();
+        let mut by_parent: HashMap<SpiffeId, Group> = HashMap::new();
         let mut aliases = Vec::new();
         let mut expiries = Vec::new();
         for e in entries {
@@ -61,13 +85,24 @@ impl Registry {
                 by_parent
                     .entry(e.parent_id.clone())
                     .or_default()
+                    .entries
                     .push((convert::node_entry(e), e.expires_at));
             }
         }
         expiries.sort_unstable();
+        for group in by_parent.values_mut() {
+            let mut hasher = DefaultHasher::new();
+            for (entry, _) in &group.entries {
+                entry.encode_to_vec().hash(&mut hasher);
+            }
+            group.digest = hasher.finish();
+        }
+        let mut hasher = DefaultHasher::new();
+        (&bundle, &crl, &crl_issuers).hash(&mut hasher);
         Self {
             revision,
             by_parent,
+            shared: hasher.finish(),
             aliases,
             bundle,
             crl,
@@ -76,28 +111,50 @@ impl Registry {
         }
     }
 
-    /// The agent's view at `now`: its own entries and those under node
-    /// aliases it matches (as [`authorized_entries`](super::authorized_entries)
-    /// defines them), and when that view next changes by itself.
-    pub fn view(&self, agent: &AgentRecord, now: i64) -> (SyncResponse, Option<i64>) {
-        let live = |expires_at: &Option<i64>| expires_at.is_none_or(|t| t > now);
+    /// The parents whose entries `agent` receives: its own ID and the node
+    /// aliases it matches at `now`.
+    fn parents<'a>(&'a self, agent: &'a AgentRecord, now: i64) -> Vec<&'a SpiffeId> {
         let mut parents = vec![&agent.spiffe_id];
         parents.extend(
             self.aliases
                 .iter()
-                .filter(|a| live(&a.expires_at) && matches_all(&a.selectors, &agent.selectors))
+                .filter(|a| {
+                    a.expires_at.is_none_or(|t| t > now)
+                        && matches_all(&a.selectors, &agent.selectors)
+                })
                 .map(|a| &a.spiffe_id),
         );
         parents.sort();
         parents.dedup();
-        let entries = parents
+        parents
+    }
+
+    /// What the agent's view at `now` is made of, cheaply: equal keys mean
+    /// equal views.
+    pub fn key(&self, agent: &AgentRecord, now: i64) -> ViewKey {
+        ViewKey {
+            groups: self
+                .parents(agent, now)
+                .into_iter()
+                .map(|p| (p.clone(), self.by_parent.get(p).map_or(0, |g| g.digest)))
+                .collect(),
+            shared: self.shared,
+            expired: self.expiries.partition_point(|t| *t <= now),
+        }
+    }
+
+    /// The agent's view at `now`: its own entries and those under node
+    /// aliases it matches (as [`authorized_entries`](super::authorized_entries)
+    /// defines them), and when that view next changes by itself.
+    pub fn view(&self, agent: &AgentRecord, now: i64) -> (SyncResponse, Option<i64>) {
+        let entries = self
+            .parents(agent, now)
             .into_iter()
             .filter_map(|p| self.by_parent.get(p))
-            .flatten()
-            .filter(|(_, expires_at)| live(expires_at))
+            .flat_map(|g| &g.entries)
+            .filter(|(_, expires_at)| expires_at.is_none_or(|t| t > now))
             .map(|(e, _)| e.clone())
             .collect();
-        let next = self.expiries.iter().copied().find(|t| *t > now);
         (
             SyncResponse {
                 entries,
@@ -106,8 +163,13 @@ impl Registry {
                 revision: self.revision,
                 crl_issuers: self.crl_issuers.clone(),
             },
-            next,
+            self.next_expiry(now),
         )
+    }
+
+    /// The first entry expiry after `now`: views change by themselves then.
+    pub fn next_expiry(&self, now: i64) -> Option<i64> {
+        self.expiries.iter().copied().find(|t| *t > now)
     }
 }
 
@@ -251,5 +313,56 @@ mod tests {
         );
         assert_eq!(next, Some(500), "the next expiry after now");
         assert_eq!(view.revision, 7);
+    }
+
+    #[test]
+    fn a_view_key_changes_only_with_what_the_agent_sees() {
+        const SERVER: &str = "spiffe://td.org/lanyard/server";
+        const AGENT: &str = "spiffe://td.org/lanyard/agent/join_token/abc";
+        const OTHER: &str = "spiffe://td.org/lanyard/agent/join_token/zzz";
+        let agent = AgentRecord {
+            spiffe_id: AGENT.parse().unwrap(),
+            attestation_type: "join_token".into(),
+            selectors: vec!["join_token:id:abc".parse().unwrap()],
+            serial: "01".into(),
+            expires_at: 0,
+            attested_at: 0,
+            banned: false,
+            evicted: false,
+            revision: 1,
+        };
+        let server: SpiffeId = SERVER.parse().unwrap();
+        let mine = entry("spiffe://td.org/mine", AGENT, &["unix:uid:1"], None);
+        let theirs = entry("spiffe://td.org/theirs", OTHER, &["unix:uid:1"], None);
+        let build = |entries: &[Entry], crl: Vec<u8>| {
+            Registry::build(entries, &server, vec![], crl, vec![], 1)
+        };
+        let before = build(&[mine.clone(), theirs.clone()], vec![]).key(&agent, 100);
+        let more_theirs = entry("spiffe://td.org/theirs2", OTHER, &["unix:uid:2"], None);
+        let unrelated = build(&[mine.clone(), theirs.clone(), more_theirs], vec![]);
+        assert_eq!(
+            unrelated.key(&agent, 100),
+            before,
+            "another agent's entry changes nothing"
+        );
+        let mut renamed = mine.clone();
+        renamed.hint = "changed".into();
+        assert_ne!(
+            build(&[renamed, theirs.clone()], vec![]).key(&agent, 100),
+            before
+        );
+        assert_ne!(
+            build(&[mine.clone(), theirs.clone()], vec![1]).key(&agent, 100),
+            before,
+            "a new CRL is news"
+        );
+        let mut expiring = mine.clone();
+        expiring.expires_at = Some(150);
+        let r = build(&[expiring, theirs], vec![]);
+        assert_ne!(
+            r.key(&agent, 100),
+            r.key(&agent, 150),
+            "an expiry changes the view"
+        );
     }
 }

@@ -22,7 +22,7 @@ pub(crate) fn stream(state: Arc<ServerState>, agent: AgentRecord, presented: Str
     let mut registry = state.registry.subscribe();
     tokio::spawn(async move {
         let _open = crate::metrics::GaugeGuard::new(&state.metrics.sync_streams);
-        let mut last: Option<SyncResponse> = None;
+        let mut last: Option<super::registry::ViewKey> = None;
         loop {
             let snapshot = registry.borrow_and_update().clone();
             let id = agent.spiffe_id.clone();
@@ -53,19 +53,17 @@ pub(crate) fn stream(state: Arc<ServerState>, agent: AgentRecord, presented: Str
                 return;
             }
             let now = crate::state::now_unix();
-            let (mut resp, next_expiry) = snapshot.view(&current, now);
-            let revision = resp.revision;
-            resp.revision = 0;
-            if last.as_ref() != Some(&resp) {
-                let mut out = resp.clone();
-                out.revision = revision;
-                tracing::debug!(agent = %agent.spiffe_id, entries = out.entries.len(), revision, "Sync update");
-                if tx.send(Ok(out)).await.is_err() {
+            let key = snapshot.key(&current, now);
+            if last.as_ref() != Some(&key) {
+                let (resp, _) = snapshot.view(&current, now);
+                tracing::debug!(agent = %agent.spiffe_id, entries = resp.entries.len(), revision = resp.revision, "Sync update");
+                if tx.send(Ok(resp)).await.is_err() {
                     return;
                 }
-                last = Some(resp);
+                last = Some(key);
             }
-            let wake = next_expiry
+            let wake = snapshot
+                .next_expiry(now)
                 .map(|t| Duration::from_secs((t - now).max(0) as u64 + 1))
                 .unwrap_or(Duration::from_secs(3600));
             tokio::select! {
