@@ -9,7 +9,6 @@ mod common;
 
 use std::{
     collections::BTreeSet,
-    io::{Read, Write},
     time::{Duration, Instant},
 };
 
@@ -25,18 +24,8 @@ const ROUNDS: usize = 20;
 /// The serials on `GET /crl`, lower-case hex as `svid list` prints them.
 fn crl_serials(server: &Server) -> BTreeSet<String> {
     use x509_parser::prelude::FromDer;
-    let mut s = std::net::TcpStream::connect(server.http_addr).unwrap();
-    write!(
-        s,
-        "GET /crl HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let (_, crl) =
-        x509_parser::revocation_list::CertificateRevocationList::from_der(&raw[split + 4..])
-            .unwrap();
+    let der = fetch_crl(server);
+    let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(&der).unwrap();
     crl.iter_revoked_certificates()
         .map(|r| {
             let bytes = r.raw_serial();

@@ -17,26 +17,6 @@ use lanyard_proto::node::v1::{
 };
 use rustls_pki_types::CertificateDer;
 
-/// `GET /crl` body (DER).
-fn fetch_crl(server: &Server) -> Vec<u8> {
-    let mut s = std::net::TcpStream::connect(server.http_addr).unwrap();
-    write!(
-        s,
-        "GET /crl HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(
-        head.to_ascii_lowercase().contains("application/pkix-crl"),
-        "{head}"
-    );
-    raw[split + 4..].to_vec()
-}
-
 fn crl_number(der: &[u8]) -> u64 {
     use x509_parser::prelude::FromDer;
     let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(der).unwrap();

@@ -332,3 +332,24 @@ pub fn openssl_verify(
     );
     (out.status.success(), text)
 }
+
+/// `GET /crl` body (DER).
+pub fn fetch_crl(server: &Server) -> Vec<u8> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(server.http_addr).unwrap();
+    write!(
+        s,
+        "GET /crl HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("application/pkix-crl"),
+        "{head}"
+    );
+    raw[split + 4..].to_vec()
+}

@@ -398,6 +398,48 @@ pub(crate) enum AgentSvid<'a> {
     Renew { presented: &'a str },
 }
 
+/// Plans a node-level SVID (no entry): the CA's read guard, the prepared
+/// certificate, and the record to store for it.
+fn plan_node_svid<'a>(
+    state: &'a ServerState,
+    spiffe_id: &SpiffeId,
+    agent_id: Option<&SpiffeId>,
+    csr: &[u8],
+    ttl: Duration,
+    now: SystemTime,
+) -> Result<
+    (
+        std::sync::RwLockReadGuard<'a, CertificateAuthority>,
+        PreparedSvid,
+        SvidRecord,
+    ),
+    IssueError,
+> {
+    let ca = match state.ca.read() {
+        Ok(ca) => ca,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    let prepared = ca.prepare_svid(
+        &SvidRequest {
+            csr_der: csr,
+            spiffe_id,
+            dns_names: &[],
+            ttl,
+        },
+        now,
+    )?;
+    let record = SvidRecord {
+        serial: prepared.serial().to_owned(),
+        spiffe_id: spiffe_id.clone(),
+        entry_id: None,
+        agent_id: agent_id.cloned(),
+        task_id: None,
+        issued_at: unix(now),
+        not_after: prepared.not_after(),
+    };
+    Ok((ca, prepared, record))
+}
+
 /// Issues an agent SVID: plan, record with the agent's standing checked
 /// (a banned agent cannot attest, a banned or superseded one cannot
 /// renew), sign. Returns the SVID and the stored agent record.
@@ -408,28 +450,14 @@ pub(crate) fn issue_agent_svid(
     how: AgentSvid<'_>,
 ) -> Result<(IssuedSvid, AgentRecord), IssueError> {
     let now = state.now();
-    let ca = match state.ca.read() {
-        Ok(ca) => ca,
-        Err(poisoned) => poisoned.into_inner(),
-    };
-    let prepared = ca.prepare_svid(
-        &SvidRequest {
-            csr_der: csr,
-            spiffe_id: agent_id,
-            dns_names: &[],
-            ttl: state.cfg.agent_svid_ttl,
-        },
+    let (ca, prepared, record) = plan_node_svid(
+        state,
+        agent_id,
+        Some(agent_id),
+        csr,
+        state.cfg.agent_svid_ttl,
         now,
     )?;
-    let record = SvidRecord {
-        serial: prepared.serial().to_owned(),
-        spiffe_id: agent_id.clone(),
-        entry_id: None,
-        agent_id: Some(agent_id.clone()),
-        task_id: None,
-        issued_at: unix(now),
-        not_after: prepared.not_after(),
-    };
     let agent = match how {
         AgentSvid::Attest(mut agent) => {
             agent.serial = record.serial.clone();
@@ -450,28 +478,8 @@ pub(crate) fn issue_server_svid(
 ) -> Result<IssuedSvid, IssueError> {
     let started = Instant::now();
     let now = state.now();
-    let ca = match state.ca.read() {
-        Ok(ca) => ca,
-        Err(poisoned) => poisoned.into_inner(),
-    };
-    let prepared = ca.prepare_svid(
-        &SvidRequest {
-            csr_der: csr,
-            spiffe_id: &state.server_id,
-            dns_names: &[],
-            ttl,
-        },
-        now,
-    )?;
-    state.store.record_svid(&SvidRecord {
-        serial: prepared.serial().to_owned(),
-        spiffe_id: state.server_id.clone(),
-        entry_id: None,
-        agent_id: None,
-        task_id: None,
-        issued_at: unix(now),
-        not_after: prepared.not_after(),
-    })?;
+    let (ca, prepared, record) = plan_node_svid(state, &state.server_id, None, csr, ttl, now)?;
+    state.store.record_svid(&record)?;
     let svid = ca.sign_prepared(&prepared, None, now)?;
     drop(ca);
     state

@@ -23,8 +23,8 @@ use crate::sled_store::{
     entry_key, unique_key,
 };
 use crate::{
-    AgentRecord, AgentStanding, IssueBatch, IssueItem, Issued, Refusal, Revocation, SledStore,
-    StoreError, SvidRecord, Sweep, TaskRecord, TaskState,
+    AgentRecord, AgentStanding, Datastore, IssueBatch, IssueItem, Issued, Refusal, Revocation,
+    SledStore, StoreError, SvidRecord, Sweep, TaskRecord, TaskState,
 };
 
 /// The trees an operation may write, by position in [`SledStore::trees`].
@@ -239,7 +239,7 @@ impl SledStore {
         for item in tree.scan_prefix(prefix) {
             let (key, _) = item.map_err(backend)?;
             let serial = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
-            let Some(svid) = self.get_svid_raw(&serial)? else {
+            let Some(svid) = self.get_svid(&serial)? else {
                 continue;
             };
             if svid.not_after <= sweep.revoked_at || !seen.insert(serial.clone()) {
@@ -266,53 +266,6 @@ impl SledStore {
             out.push(revocation);
         }
         Ok(())
-    }
-
-    fn get_svid_raw(&self, serial: &str) -> Result<Option<SvidRecord>, StoreError> {
-        match self.svids.get(serial.as_bytes()).map_err(backend)? {
-            Some(bytes) => decode_keyed(
-                crate::sled_store::SVIDS,
-                serial.as_bytes(),
-                &bytes,
-                |s: &SvidRecord| s.serial.as_str(),
-            )
-            .map(Some),
-            None => Ok(None),
-        }
-    }
-
-    fn get_entry_raw(&self, id: &EntryId) -> Result<Option<Entry>, StoreError> {
-        let key = entry_key(id);
-        match self.entries.get(key.as_bytes()).map_err(backend)? {
-            Some(bytes) => decode_entry(key.as_bytes(), &bytes).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    fn get_agent_raw(&self, id: &SpiffeId) -> Result<Option<AgentRecord>, StoreError> {
-        let key = id.as_str().as_bytes();
-        match self.agents.get(key).map_err(backend)? {
-            Some(bytes) => {
-                decode_keyed(crate::sled_store::AGENTS, key, &bytes, |a: &AgentRecord| {
-                    a.spiffe_id.as_str()
-                })
-                .map(Some)
-            }
-            None => Ok(None),
-        }
-    }
-
-    fn get_task_raw(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
-        match self.tasks.get(id.as_bytes()).map_err(backend)? {
-            Some(bytes) => decode_keyed(
-                crate::sled_store::TASKS,
-                id.as_bytes(),
-                &bytes,
-                |t: &TaskRecord| t.id.as_str(),
-            )
-            .map(Some),
-            None => Ok(None),
-        }
     }
 
     /// The SPIFFE IDs of the live node-alias entries whose selectors are all
@@ -345,7 +298,7 @@ impl SledStore {
 
     pub(crate) fn create_entry_atomic(&self, entry: &Entry) -> Result<(), StoreError> {
         let _w = self.lock_writer()?;
-        if self.get_entry_raw(&entry.id)?.is_some() {
+        if self.get_entry(&entry.id)?.is_some() {
             return Err(StoreError::AlreadyExists {
                 kind: "entry",
                 key: entry_key(&entry.id),
@@ -370,7 +323,7 @@ impl SledStore {
         let mut results = Vec::with_capacity(entries.len());
         for entry in entries {
             let unique = unique_key(entry)?;
-            let result = if !ids.insert(entry.id) || self.get_entry_raw(&entry.id)?.is_some() {
+            let result = if !ids.insert(entry.id) || self.get_entry(&entry.id)?.is_some() {
                 Err(StoreError::AlreadyExists {
                     kind: "entry",
                     key: entry_key(&entry.id),
@@ -400,7 +353,7 @@ impl SledStore {
     ) -> Result<(Entry, Vec<Revocation>), StoreError> {
         let _w = self.lock_writer()?;
         let stored = self
-            .get_entry_raw(&entry.id)?
+            .get_entry(&entry.id)?
             .ok_or_else(|| StoreError::NotFound {
                 kind: "entry",
                 key: entry_key(&entry.id),
@@ -457,12 +410,10 @@ impl SledStore {
         sweep: &Sweep,
     ) -> Result<(Entry, Vec<Revocation>), StoreError> {
         let _w = self.lock_writer()?;
-        let stored = self
-            .get_entry_raw(id)?
-            .ok_or_else(|| StoreError::NotFound {
-                kind: "entry",
-                key: entry_key(id),
-            })?;
+        let stored = self.get_entry(id)?.ok_or_else(|| StoreError::NotFound {
+            kind: "entry",
+            key: entry_key(id),
+        })?;
         let mut ws = WriteSet::default();
         Self::remove_entry(&mut ws, &stored)?;
         let mut revoked = Vec::new();
@@ -480,7 +431,7 @@ impl SledStore {
 
     pub(crate) fn put_agent_atomic(&self, agent: &AgentRecord) -> Result<(), StoreError> {
         let _w = self.lock_writer()?;
-        if self.get_agent_raw(&agent.spiffe_id)?.is_some() {
+        if self.get_agent(&agent.spiffe_id)?.is_some() {
             return Err(StoreError::AlreadyExists {
                 kind: "agent",
                 key: agent.spiffe_id.to_string(),
@@ -501,7 +452,7 @@ impl SledStore {
         svid: &SvidRecord,
     ) -> Result<AgentRecord, StoreError> {
         let _w = self.lock_writer()?;
-        let previous = self.get_agent_raw(&agent.spiffe_id)?;
+        let previous = self.get_agent(&agent.spiffe_id)?;
         if previous.as_ref().is_some_and(|a| a.banned) {
             return Err(Refusal::AgentBanned {
                 agent: agent.spiffe_id.clone(),
@@ -544,7 +495,7 @@ impl SledStore {
     ) -> Result<AgentRecord, StoreError> {
         let _w = self.lock_writer()?;
         let agent = self
-            .get_agent_raw(agent_id)?
+            .get_agent(agent_id)?
             .ok_or_else(|| Refusal::AgentUnknown {
                 agent: agent_id.clone(),
             })?;
@@ -583,7 +534,7 @@ impl SledStore {
     ) -> Result<(AgentRecord, Vec<Revocation>), StoreError> {
         let _w = self.lock_writer()?;
         let mut agent = self
-            .get_agent_raw(agent_id)?
+            .get_agent(agent_id)?
             .ok_or_else(|| StoreError::NotFound {
                 kind: "agent",
                 key: agent_id.to_string(),
@@ -619,7 +570,7 @@ impl SledStore {
 
     pub(crate) fn record_svid_atomic(&self, svid: &SvidRecord) -> Result<(), StoreError> {
         let _w = self.lock_writer()?;
-        if let Some(current) = self.get_svid_raw(&svid.serial)? {
+        if let Some(current) = self.get_svid(&svid.serial)? {
             if current == *svid {
                 return Ok(());
             }
@@ -664,7 +615,7 @@ impl SledStore {
         sweep: &Sweep,
     ) -> Result<Option<Revocation>, StoreError> {
         let _w = self.lock_writer()?;
-        let Some(svid) = self.get_svid_raw(serial)? else {
+        let Some(svid) = self.get_svid(serial)? else {
             return Err(StoreError::NotFound {
                 kind: "svid",
                 key: serial.to_owned(),
@@ -708,7 +659,7 @@ impl SledStore {
                 ),
             });
         }
-        if self.get_entry_raw(&entry.id)?.is_some() {
+        if self.get_entry(&entry.id)?.is_some() {
             return Err(StoreError::AlreadyExists {
                 kind: "entry",
                 key: entry_key(&entry.id),
@@ -736,7 +687,7 @@ impl SledStore {
         ws.put(T::Tasks, task.id.as_bytes(), encode("task", task)?);
         let mut revoked = Vec::new();
         if let Some(entry_id) = &task.entry_id {
-            if let Some(entry) = self.get_entry_raw(entry_id)? {
+            if let Some(entry) = self.get_entry(entry_id)? {
                 Self::remove_entry(&mut ws, &entry)?;
             }
             self.sweep(
@@ -762,7 +713,7 @@ impl SledStore {
         let mut taken: HashSet<&str> = HashSet::new();
         let mut results = Vec::with_capacity(batches.len());
         for batch in batches {
-            let agent = self.get_agent_raw(&batch.agent_id)?;
+            let agent = self.get_agent(&batch.agent_id)?;
             let agent_ok = match &agent {
                 None => Err(Refusal::AgentUnknown {
                     agent: batch.agent_id.clone(),
@@ -824,7 +775,7 @@ impl SledStore {
         aliases: &[SpiffeId],
         now: i64,
     ) -> Result<Result<Issued, Refusal>, StoreError> {
-        let Some(entry) = self.get_entry_raw(&item.entry_id)? else {
+        let Some(entry) = self.get_entry(&item.entry_id)? else {
             return Ok(Err(Refusal::EntryNotFound {
                 entry: item.entry_id,
             }));
@@ -858,7 +809,7 @@ impl SledStore {
             return Ok(Ok(Issued { task_id: None }));
         };
         let task_id = String::from_utf8_lossy(&task_id).into_owned();
-        let decided = match self.get_task_raw(&task_id)? {
+        let decided = match self.get_task(&task_id)? {
             // A task entry whose task record is gone is served by no one.
             None => Err(Refusal::TaskNotActive {
                 task: task_id,

@@ -35,11 +35,17 @@ pub fn authorized_entries(
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use lanyard_identity::EntryId;
 
-    fn entry(id: &str, parent: &str, selectors: &[&str], expires_at: Option<i64>) -> Entry {
+    /// An entry for tests.
+    pub(crate) fn entry(
+        id: &str,
+        parent: &str,
+        selectors: &[&str],
+        expires_at: Option<i64>,
+    ) -> Entry {
         Entry {
             id: EntryId::new_random(),
             spiffe_id: id.parse().unwrap(),

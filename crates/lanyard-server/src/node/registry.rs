@@ -219,20 +219,20 @@ pub(crate) async fn run(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use lanyard_identity::EntryId;
 
-    fn entry(id: &str, parent: &str, selectors: &[&str], expires_at: Option<i64>) -> Entry {
-        Entry {
-            id: EntryId::new_random(),
+    use crate::node::authz::tests::entry;
+
+    fn agent(id: &str) -> AgentRecord {
+        AgentRecord {
             spiffe_id: id.parse().unwrap(),
-            parent_id: parent.parse().unwrap(),
-            selectors: selectors.iter().map(|s| s.parse().unwrap()).collect(),
-            x509_svid_ttl_secs: None,
-            dns_names: vec![],
-            expires_at,
-            hint: String::new(),
-            revision: 0,
-            created_at: 0,
+            attestation_type: "join_token".into(),
+            selectors: vec!["join_token:id:abc".parse().unwrap()],
+            serial: "01".into(),
+            expires_at: 0,
+            attested_at: 0,
+            banned: false,
+            evicted: false,
+            revision: 1,
         }
     }
 
@@ -275,17 +275,7 @@ mod tests {
             entry("spiffe://td.org/expired", AGENT, &["unix:uid:1"], Some(99)),
             entry("spiffe://td.org/later", AGENT, &["unix:uid:4"], Some(500)),
         ];
-        let agent = AgentRecord {
-            spiffe_id: AGENT.parse().unwrap(),
-            attestation_type: "join_token".into(),
-            selectors: vec!["join_token:id:abc".parse().unwrap()],
-            serial: "01".into(),
-            expires_at: 0,
-            attested_at: 0,
-            banned: false,
-            evicted: false,
-            revision: 1,
-        };
+        let agent = agent(AGENT);
         let server: SpiffeId = SERVER.parse().unwrap();
         let registry = Registry::build(&entries, &server, vec![], vec![], vec![], 7);
         let (view, next) = registry.view(&agent, 100);
@@ -320,17 +310,7 @@ mod tests {
         const SERVER: &str = "spiffe://td.org/lanyard/server";
         const AGENT: &str = "spiffe://td.org/lanyard/agent/join_token/abc";
         const OTHER: &str = "spiffe://td.org/lanyard/agent/join_token/zzz";
-        let agent = AgentRecord {
-            spiffe_id: AGENT.parse().unwrap(),
-            attestation_type: "join_token".into(),
-            selectors: vec!["join_token:id:abc".parse().unwrap()],
-            serial: "01".into(),
-            expires_at: 0,
-            attested_at: 0,
-            banned: false,
-            evicted: false,
-            revision: 1,
-        };
+        let agent = agent(AGENT);
         let server: SpiffeId = SERVER.parse().unwrap();
         let mine = entry("spiffe://td.org/mine", AGENT, &["unix:uid:1"], None);
         let theirs = entry("spiffe://td.org/theirs", OTHER, &["unix:uid:1"], None);
