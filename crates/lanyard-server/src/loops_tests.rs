@@ -48,7 +48,8 @@ async fn task_scheduler_ends_on_shutdown() {
 #[tokio::test(start_paused = true)]
 async fn registry_ends_on_shutdown() {
     let t = test_support::state("");
-    let task = crate::node::registry::run(t.state.clone(), t.shutdown.clone());
+    let builder = crate::node::registry::start(&t.state).await.unwrap();
+    let task = crate::node::registry::run(t.state.clone(), builder, t.shutdown.clone());
     ends_on_shutdown("registry", t.shutdown.clone(), task).await;
 }
 

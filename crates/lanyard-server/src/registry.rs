@@ -84,7 +84,7 @@ pub(crate) async fn create_entry(
     check_entry_ids(state, &entry).map_err(RegistryError::Invalid)?;
     let record = entry.clone();
     state.db(move |s| s.create_entry(&record)).await?;
-    state.notify();
+    state.entries_changed([entry.id]);
     state
         .audit(entry_event(who, Action::EntryCreated, &entry))
         .await?;
@@ -130,7 +130,7 @@ pub(crate) async fn create_entries(
         .collect();
     let created = events.len();
     if created > 0 {
-        state.notify();
+        state.entries_changed(results.iter().filter_map(|r| r.as_ref().ok().map(|e| e.id)));
         state.audit_all(events).await?;
     }
     tracing::info!(principal = %who, created, "entries created in one batch");
@@ -168,7 +168,7 @@ pub(crate) async fn update_entry(
     check_entry_ids(state, &entry).map_err(RegistryError::Invalid)?;
     let sweep = revocation::sweep(state, RevocationReason::Superseded);
     let (entry, revoked) = state.db(move |s| s.update_entry(&entry, &sweep)).await?;
-    state.notify();
+    state.entries_changed([entry.id]);
     revocation::announce(state, &revoked, &who.to_string(), None).await?;
     state
         .audit(entry_event(who, Action::EntryUpdated, &entry))
@@ -185,7 +185,7 @@ pub(crate) async fn delete_entry(
 ) -> Result<Entry, RegistryError> {
     let sweep = revocation::sweep(state, RevocationReason::CessationOfOperation);
     let (entry, revoked) = state.db(move |s| s.delete_entry(&id, &sweep)).await?;
-    state.notify();
+    state.entries_changed([entry.id]);
     revocation::announce(state, &revoked, &who.to_string(), None).await?;
     state
         .audit(entry_event(who, Action::EntryDeleted, &entry))

@@ -81,7 +81,7 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     // A fresh CRL (new number, signed by the active key) and the agents'
     // registry before anyone connects.
     crate::revocation::publish(&state).await?;
-    crate::node::registry::refresh(&state, 0).await?;
+    let registry = crate::node::registry::start(&state).await?;
     let trust = Arc::new(TrustMaterial::new(state.bundle()));
     let svid = ServerSvid::issue(&state).await?;
     let tls = Arc::new(node_tls_config(&state, svid.clone(), trust.clone())?);
@@ -112,7 +112,12 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     });
     tasks.spawn({
         let (state, stop) = (state.clone(), stop.clone());
-        async move { ("registry", crate::node::registry::run(state, stop).await) }
+        async move {
+            (
+                "registry",
+                crate::node::registry::run(state, registry, stop).await,
+            )
+        }
     });
 
     let (conn_tx, conn_rx) = mpsc::channel(64);

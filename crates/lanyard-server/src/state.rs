@@ -44,6 +44,8 @@ pub(crate) struct ServerState {
     /// Bumped on every change agents must hear about (entries, bundle,
     /// agents' standing); Sync streams wait on it. Pushed, never polled.
     changes: watch::Sender<u64>,
+    /// Entries changed since the registry last looked.
+    changed_entries: std::sync::Mutex<std::collections::HashSet<lanyard_identity::EntryId>>,
     /// The snapshot every Sync stream reads, rebuilt once per change.
     pub registry: watch::Sender<Arc<crate::node::registry::Registry>>,
     /// Group-committed SVID issuance.
@@ -71,6 +73,7 @@ impl ServerState {
         let (issuer, queue) = crate::issuance::Issuer::new();
         let (registry, _) = watch::channel(Arc::default());
         let state = Arc::new(Self {
+            changed_entries: std::sync::Mutex::default(),
             registry,
             issuer,
             clock: Arc::new(SystemClock),
@@ -96,9 +99,28 @@ impl ServerState {
         self.clock.now()
     }
 
-    /// Announces a change to every Sync stream.
+    /// Announces a change to every Sync stream (agents' standing, the
+    /// bundle, the CRL).
     pub fn notify(&self) {
         self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Announces that these entries were created, changed or deleted.
+    pub fn entries_changed(&self, ids: impl IntoIterator<Item = lanyard_identity::EntryId>) {
+        match self.changed_entries.lock() {
+            Ok(mut pending) => pending.extend(ids),
+            Err(poisoned) => poisoned.into_inner().extend(ids),
+        }
+        self.notify();
+    }
+
+    /// The entries changed since the last call.
+    pub fn take_changed_entries(&self) -> Vec<lanyard_identity::EntryId> {
+        let mut pending = match self.changed_entries.lock() {
+            Ok(pending) => pending,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        pending.drain().collect()
     }
 
     /// A receiver that wakes on every change.

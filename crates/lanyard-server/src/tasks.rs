@@ -456,7 +456,7 @@ async fn end(
     let sweep = revocation::sweep(state, RevocationReason::CessationOfOperation);
     let record = task.clone();
     let revoked = state.db(move |s| s.end_task(&record, &sweep)).await?;
-    state.notify();
+    state.entries_changed(task.entry_id);
     revocation::announce(state, &revoked, principal, Some(&task.ticket)).await?;
     tracing::info!(task = %task.id, revoked = revoked.len(), "task ended; its SVIDs are revoked");
     Ok(())
@@ -531,7 +531,7 @@ async fn activate(state: &Arc<ServerState>, task: &mut TaskRecord) -> Result<(),
             event(task, SCHEDULER, Action::TaskActivated).detail("entry_id", entry.id.to_string()),
         )
         .await?;
-    state.notify();
+    state.entries_changed([entry.id]);
     tracing::info!(task = %task.id, ticket = %task.ticket, entry = %entry.id, ends_at = task.ends_at, "task active");
     Ok(())
 }

@@ -4,12 +4,12 @@
 //! agent's entries out of the index instead of re-reading the store.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap, HashSet},
     hash::{DefaultHasher, Hash, Hasher},
     sync::Arc,
 };
 
-use lanyard_identity::{Entry, Selector, SpiffeId, matches_all};
+use lanyard_identity::{Entry, EntryId, Selector, SpiffeId, matches_all};
 use lanyard_proto::node::v1::{Entry as NodeEntry, SyncResponse};
 use lanyard_store::AgentRecord;
 use prost::Message as _;
@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 use crate::{ServerError, convert, state::ServerState};
 
 /// A node alias: an entry parented to the server.
-#[derive(Debug)]
-struct Alias {
+#[derive(Clone, Debug)]
+pub(super) struct Alias {
     spiffe_id: SpiffeId,
     selectors: Vec<Selector>,
     expires_at: Option<i64>,
@@ -28,9 +28,26 @@ struct Alias {
 /// The entries under one parent, in wire form, with a digest of their
 /// content so that a stream can tell "unchanged" without comparing them.
 #[derive(Debug, Default)]
-struct Group {
+pub(super) struct Group {
     entries: Vec<(NodeEntry, Option<i64>)>,
     digest: u64,
+}
+
+impl Group {
+    /// The group of `entries` (already in order).
+    fn of<'a>(entries: impl Iterator<Item = &'a Entry>) -> Self {
+        let entries: Vec<(NodeEntry, Option<i64>)> = entries
+            .map(|e| (convert::node_entry(e), e.expires_at))
+            .collect();
+        let mut hasher = DefaultHasher::new();
+        for (entry, _) in &entries {
+            entry.encode_to_vec().hash(&mut hasher);
+        }
+        Self {
+            entries,
+            digest: hasher.finish(),
+        }
+    }
 }
 
 /// What a stream's last message was made of: when it is the same after a
@@ -47,8 +64,8 @@ pub(crate) struct ViewKey {
 pub(crate) struct Registry {
     /// Bumped by each rebuild.
     pub revision: u64,
-    /// Entries by parent ID.
-    by_parent: HashMap<SpiffeId, Group>,
+    /// Entries by parent ID, shared with the next snapshot when unchanged.
+    by_parent: HashMap<SpiffeId, Arc<Group>>,
     /// A digest of the bundle, the CRL and its issuers.
     shared: u64,
     aliases: Vec<Alias>,
@@ -61,7 +78,9 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    /// Indexes `entries`; entries parented to `server_id` are node aliases.
+    /// Indexes `entries` at once (tests; the server builds incrementally
+    /// with [`Builder`]).
+    #[cfg(test)]
     pub fn build(
         entries: &[Entry],
         server_id: &SpiffeId,
@@ -70,45 +89,12 @@ impl Registry {
         crl_issuers: Vec<Vec<u8>>,
         revision: u64,
     ) -> Self {
-        let mut by_parent: HashMap<SpiffeId, Group> = HashMap::new();
-        let mut aliases = Vec::new();
-        let mut expiries = Vec::new();
-        for e in entries {
-            expiries.extend(e.expires_at);
-            if &e.parent_id == server_id {
-                aliases.push(Alias {
-                    spiffe_id: e.spiffe_id.clone(),
-                    selectors: e.selectors.clone(),
-                    expires_at: e.expires_at,
-                });
-            } else {
-                by_parent
-                    .entry(e.parent_id.clone())
-                    .or_default()
-                    .entries
-                    .push((convert::node_entry(e), e.expires_at));
-            }
-        }
-        expiries.sort_unstable();
-        for group in by_parent.values_mut() {
-            let mut hasher = DefaultHasher::new();
-            for (entry, _) in &group.entries {
-                entry.encode_to_vec().hash(&mut hasher);
-            }
-            group.digest = hasher.finish();
-        }
-        let mut hasher = DefaultHasher::new();
-        (&bundle, &crl, &crl_issuers).hash(&mut hasher);
-        Self {
-            revision,
-            by_parent,
-            shared: hasher.finish(),
-            aliases,
+        Builder::new(server_id.clone(), entries.to_vec()).registry(
             bundle,
             crl,
             crl_issuers,
-            expiries,
-        }
+            revision,
+        )
     }
 
     /// The parents whose entries `agent` receives: its own ID and the node
@@ -173,8 +159,116 @@ impl Registry {
     }
 }
 
-/// Rebuilds the registry from the store and publishes it.
-pub(crate) async fn refresh(state: &ServerState, revision: u64) -> Result<(), ServerError> {
+/// Keeps every entry in memory, indexed by parent, and turns the changes
+/// it is told about into new [`Registry`] snapshots: only the groups whose
+/// entries changed are rebuilt; the others are shared.
+pub(crate) struct Builder {
+    server_id: SpiffeId,
+    entries: HashMap<EntryId, Entry>,
+    by_parent: HashMap<SpiffeId, BTreeSet<EntryId>>,
+    groups: HashMap<SpiffeId, Arc<Group>>,
+}
+
+impl Builder {
+    /// Indexes every entry.
+    pub fn new(server_id: SpiffeId, entries: Vec<Entry>) -> Self {
+        let mut builder = Self {
+            server_id,
+            entries: HashMap::new(),
+            by_parent: HashMap::new(),
+            groups: HashMap::new(),
+        };
+        builder.apply(entries.into_iter().map(|e| (e.id, Some(e))).collect());
+        builder
+    }
+
+    /// Applies changed entries (`None`: deleted) and rebuilds their groups.
+    pub fn apply(&mut self, changes: Vec<(EntryId, Option<Entry>)>) {
+        let mut dirty: HashSet<SpiffeId> = HashSet::new();
+        for (id, entry) in changes {
+            if let Some(old) = self.entries.remove(&id) {
+                if let Some(ids) = self.by_parent.get_mut(&old.parent_id) {
+                    ids.remove(&id);
+                }
+                dirty.insert(old.parent_id);
+            }
+            if let Some(entry) = entry {
+                self.by_parent
+                    .entry(entry.parent_id.clone())
+                    .or_default()
+                    .insert(id);
+                dirty.insert(entry.parent_id.clone());
+                self.entries.insert(id, entry);
+            }
+        }
+        for parent in dirty {
+            let ids = self.by_parent.get(&parent).filter(|ids| !ids.is_empty());
+            match ids {
+                Some(ids) if parent != self.server_id => {
+                    let mut members: Vec<&Entry> =
+                        ids.iter().filter_map(|id| self.entries.get(id)).collect();
+                    members.sort_by_key(|e| (e.created_at, e.id));
+                    self.groups
+                        .insert(parent, Arc::new(Group::of(members.into_iter())));
+                }
+                Some(_) => {}
+                None => {
+                    self.by_parent.remove(&parent);
+                    self.groups.remove(&parent);
+                }
+            }
+        }
+    }
+
+    /// A snapshot of the entries as they are now, with these bundle and CRL.
+    pub fn registry(
+        &self,
+        bundle: Vec<Vec<u8>>,
+        crl: Vec<u8>,
+        crl_issuers: Vec<Vec<u8>>,
+        revision: u64,
+    ) -> Registry {
+        let aliases = self
+            .by_parent
+            .get(&self.server_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.entries.get(id))
+            .map(|e| Alias {
+                spiffe_id: e.spiffe_id.clone(),
+                selectors: e.selectors.clone(),
+                expires_at: e.expires_at,
+            })
+            .collect();
+        let mut expiries: Vec<i64> = self.entries.values().filter_map(|e| e.expires_at).collect();
+        expiries.sort_unstable();
+        let mut hasher = DefaultHasher::new();
+        (&bundle, &crl, &crl_issuers).hash(&mut hasher);
+        Registry {
+            revision,
+            by_parent: self.groups.clone(),
+            shared: hasher.finish(),
+            aliases,
+            bundle,
+            crl,
+            crl_issuers,
+            expiries,
+        }
+    }
+}
+
+/// Publishes a snapshot of `builder` with the state's current bundle and CRL.
+fn publish(state: &ServerState, builder: &Builder, revision: u64) {
+    let bundle = state.bundle().into_iter().map(|c| c.to_vec()).collect();
+    let crl = state.crl.load().der.clone();
+    let crl_issuers = super::crl_issuers::crl_issuers(state);
+    let registry = builder.registry(bundle, crl, crl_issuers, revision);
+    state.registry.send_replace(Arc::new(registry));
+}
+
+/// Loads every entry, publishes the first snapshot, and returns the
+/// builder [`run`] keeps up to date.
+pub(crate) async fn start(state: &ServerState) -> Result<Builder, ServerError> {
     let store = state.store.clone();
     let entries = tokio::task::spawn_blocking(move || store.list_entries())
         .await
@@ -182,24 +276,16 @@ pub(crate) async fn refresh(state: &ServerState, revision: u64) -> Result<(), Se
             task: "registry",
             reason: e.to_string(),
         })??;
-    let bundle = state.bundle().into_iter().map(|c| c.to_vec()).collect();
-    let crl = state.crl.load().der.clone();
-    let crl_issuers = super::crl_issuers::crl_issuers(state);
-    let registry = Registry::build(
-        &entries,
-        &state.server_id,
-        bundle,
-        crl,
-        crl_issuers,
-        revision,
-    );
-    state.registry.send_replace(Arc::new(registry));
-    Ok(())
+    let builder = Builder::new(state.server_id.clone(), entries);
+    publish(state, &builder, 0);
+    Ok(builder)
 }
 
-/// Rebuilds the registry on every change until `shutdown`.
+/// Publishes a new snapshot on every change until `shutdown`, reading from
+/// the store only the entries that changed.
 pub(crate) async fn run(
     state: Arc<ServerState>,
+    mut builder: Builder,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
     let mut changes = state.subscribe();
@@ -209,9 +295,30 @@ pub(crate) async fn run(
             changed = changes.changed() => if changed.is_err() { return Ok(()) },
         }
         let revision = *changes.borrow_and_update();
-        if let Err(e) = refresh(&state, revision).await {
-            tracing::error!(error = %e, "cannot read entries for agents; retrying at the next change");
+        let ids = state.take_changed_entries();
+        if !ids.is_empty() {
+            let store = state.store.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                ids.into_iter()
+                    .map(|id| Ok((id, store.get_entry(&id)?)))
+                    .collect::<Result<Vec<_>, lanyard_store::StoreError>>()
+            })
+            .await
+            .map_err(|e| ServerError::Task {
+                task: "registry",
+                reason: e.to_string(),
+            })?;
+            match read {
+                Ok(changes) => builder.apply(changes),
+                Err(e) => {
+                    // Keep serving the last snapshot; the server's store is
+                    // failing and every other path reports it too.
+                    tracing::error!(error = %e, "cannot read changed entries for agents");
+                    continue;
+                }
+            }
         }
+        publish(&state, &builder, revision);
     }
 }
 
@@ -343,6 +450,55 @@ mod tests {
             r.key(&agent, 100),
             r.key(&agent, 150),
             "an expiry changes the view"
+        );
+    }
+
+    #[test]
+    fn incremental_changes_give_the_views_of_a_full_rebuild() {
+        const SERVER: &str = "spiffe://td.org/lanyard/server";
+        const AGENT: &str = "spiffe://td.org/lanyard/agent/join_token/abc";
+        let server: SpiffeId = SERVER.parse().unwrap();
+        let a = entry("spiffe://td.org/a", AGENT, &["unix:uid:1"], None);
+        let b = entry("spiffe://td.org/b", AGENT, &["unix:uid:2"], Some(500));
+        let alias = entry(
+            "spiffe://td.org/node/web",
+            SERVER,
+            &["join_token:id:abc"],
+            None,
+        );
+        let via = entry(
+            "spiffe://td.org/via",
+            "spiffe://td.org/node/web",
+            &["unix:uid:3"],
+            None,
+        );
+        let mut builder = Builder::new(server.clone(), vec![a.clone(), b.clone()]);
+        // Add an alias and an entry under it, change one, delete another.
+        let mut a2 = a.clone();
+        a2.hint = "changed".into();
+        a2.revision = 1;
+        builder.apply(vec![
+            (alias.id, Some(alias.clone())),
+            (via.id, Some(via.clone())),
+            (a.id, Some(a2.clone())),
+            (b.id, None),
+        ]);
+        let incremental = builder.registry(vec![], vec![], vec![], 3);
+        let full = Registry::build(&[a2, alias, via], &server, vec![], vec![], vec![], 3);
+        let me = agent(AGENT);
+        assert_eq!(incremental.view(&me, 100), full.view(&me, 100));
+        assert_eq!(incremental.key(&me, 100), full.key(&me, 100));
+        assert_eq!(incremental.view(&me, 100).0.entries.len(), 2);
+        // Deleting the last entry of a parent drops its group.
+        let mut builder = Builder::new(server.clone(), vec![a.clone()]);
+        builder.apply(vec![(a.id, None)]);
+        assert!(
+            builder
+                .registry(vec![], vec![], vec![], 4)
+                .view(&me, 100)
+                .0
+                .entries
+                .is_empty()
         );
     }
 }
