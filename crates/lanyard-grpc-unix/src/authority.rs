@@ -2,8 +2,8 @@
 //!
 //! Only a value the HTTP/2 server would refuse *and* that is a Unix socket
 //! path, raw (`/run/lanyard/agent/api.sock`, as grpc-java and grpc-swift
-//! send) or percent-encoded (`%2Frun%2Flanyard%2Fagent%2Fapi.sock`, as
-//! gRPC's C core sends since 1.57). Any other value is left as the client
+//! send) or percent-encoded (`run%2Flanyard%2Fagent%2Fapi.sock`, without the
+//! leading `/`, as gRPC's C core sends since 1.57). Any other value is left as the client
 //! sent it, so a malformed authority is still refused.
 
 /// Longest Unix socket path (`sun_path` holds 108 bytes, NUL included).
@@ -75,6 +75,8 @@ mod tests {
         for value in [
             &b"/run/lanyard/agent/api.sock"[..],
             b"%2Frun%2Flanyard%2Fagent%2Fapi.sock",
+            // grpcio 1.85 for `unix:/tmp/.tmpAbC/api.sock`.
+            b"tmp%2F.tmpAbC%2Fapi.sock",
             b"%2ftmp%2f.tmpAbC%2fapi.sock",
             b"relative/api.sock",
             b"/tmp/a:b/api.sock",

@@ -4,7 +4,8 @@
 //! gRPC's C core (since 1.57: grpcio for Python, Ruby, PHP, py-spiffe),
 //! grpc-java and grpc-swift derive `:authority` from a `unix:` target: the
 //! socket path itself (`/run/lanyard/agent/api.sock`) or, from the C core,
-//! its percent-encoding (`%2Frun%2Flanyard%2Fagent%2Fapi.sock`). Neither is
+//! its percent-encoding without the leading `/`
+//! (`run%2Flanyard%2Fagent%2Fapi.sock`). Neither is
 //! a valid URI authority, and h2 (under hyper and tonic) resets every such
 //! stream with `PROTOCOL_ERROR`: the client sees `INTERNAL: Stream removed`.
 //! SPIRE's agent (grpc-go) accepts them.
