@@ -61,7 +61,23 @@ pub fn grpcio_first_bytes(socket: &Path, target: &str, method: &str) -> Vec<u8> 
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let (mut conn, _) = listener.accept().unwrap();
+    // Never block forever on a client that does not connect.
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut conn = loop {
+        match listener.accept() {
+            Ok((conn, _)) => break conn,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => {
+                client.kill().ok();
+                client.wait().unwrap();
+                panic!("grpcio did not connect to {}: {e}", socket.display());
+            }
+        }
+    };
+    conn.set_nonblocking(false).unwrap();
     // The C core sends its request once the server's SETTINGS arrive:
     // empty SETTINGS, then the ACK of the client's.
     conn.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0, 0])
