@@ -12,6 +12,7 @@ use std::{
 
 use lanyard_audit::{AuditError, AuditLog, Problem};
 use lanyard_ca::{CaConfig, CaJournal, CertificateAuthority, UpstreamCa};
+use lanyard_grpc_unix::SocketPathAuthority;
 use lanyard_mtls::TrustMaterial;
 use lanyard_proto::{admin::v1::admin_server::AdminServer, node::v1::node_server::NodeServer};
 use lanyard_store::{Datastore, SledStore};
@@ -130,7 +131,11 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     let admin = tonic::transport::Server::builder()
         .add_service(AdminServer::new(AdminService::new(state.clone())))
         .serve_with_incoming_shutdown(
-            UnixListenerStream::new(admin_listener),
+            // Operators' scripts may use gRPC's C core, grpc-java or
+            // grpc-swift, which send the socket path as `:authority`.
+            tokio_stream::StreamExt::map(UnixListenerStream::new(admin_listener), |conn| {
+                conn.map(SocketPathAuthority::new)
+            }),
             stop.clone().cancelled_owned(),
         );
     tasks.spawn(async move { ("Admin API", admin.await.map_err(task_err("Admin API"))) });

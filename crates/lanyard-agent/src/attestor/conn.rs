@@ -9,6 +9,7 @@ use std::{
 };
 
 use futures::Stream;
+use lanyard_grpc_unix::SocketPathAuthority;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{UnixListener, UnixStream},
@@ -25,11 +26,13 @@ const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
 ///
 /// Implements tonic's [`Connected`] with `ConnectInfo = Arc<PeerProcess>`,
 /// so handlers find the caller with
-/// `request.extensions().get::<Arc<PeerProcess>>()`. Reads and writes go
-/// straight to the socket.
+/// `request.extensions().get::<Arc<PeerProcess>>()`. Writes go straight to
+/// the socket; reads go through [`SocketPathAuthority`], so that gRPC
+/// clients sending the socket path as `:authority` (the C core, grpc-java,
+/// grpc-swift) are served like any other.
 #[derive(Debug)]
 pub struct WorkloadConn {
-    stream: UnixStream,
+    stream: SocketPathAuthority<UnixStream>,
     peer: Arc<PeerProcess>,
 }
 
@@ -110,7 +113,7 @@ async fn accept_pinned(listener: &UnixListener) -> WorkloadConn {
             Ok((stream, _)) => match PeerProcess::pin(&stream) {
                 Ok(peer) => {
                     return WorkloadConn {
-                        stream,
+                        stream: SocketPathAuthority::new(stream),
                         peer: Arc::new(peer),
                     };
                 }

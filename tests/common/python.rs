@@ -1,0 +1,101 @@
+//! Calls made with Python's grpcio (gRPC's C core), the client of
+//! py-spiffe and of many operators' scripts, from `target/pyenv`.
+
+use std::{
+    io::{Read, Write},
+    os::unix::net::UnixListener,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+/// The venv `scripts/python-venv.sh` creates.
+fn python() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join("target/pyenv/bin/python");
+    let usable = python.exists()
+        && Command::new(&python)
+            .args(["-c", "import grpc"])
+            .output()
+            .is_ok_and(|out| out.status.success());
+    assert!(
+        usable,
+        "{} with grpcio is missing: these tests need a real gRPC C-core client; \
+         create it with `bash scripts/python-venv.sh` (CI's .ci/run does)",
+        python.display()
+    );
+    python
+}
+
+/// One call of `method` (`unary` or `stream`) with the empty request to
+/// `target` by `tests/python/grpc_call.py`, with its extra `args`; returns
+/// its JSON answer (`code`, `details`, `responses`, `grpc_version`).
+pub fn grpcio_call(target: &str, method: &str, kind: &str, args: &[&str]) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/grpc_call.py");
+    let out = Command::new(python())
+        .arg(script)
+        .args([target, method, kind])
+        .args(args)
+        .output()
+        .expect("run tests/python/grpc_call.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "grpc_call.py failed ({}): {stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("grpc_call.py said {stdout:?}: {e}"))
+}
+
+/// The first bytes grpcio sends when it calls `target`, captured on a plain
+/// socket at `socket` that answers only the HTTP/2 SETTINGS (so the call
+/// times out).
+pub fn grpcio_first_bytes(socket: &Path, target: &str, method: &str) -> Vec<u8> {
+    let listener = UnixListener::bind(socket).unwrap();
+    let mut client = Command::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/grpc_call.py"))
+        .args([target, method, "unary", "--timeout", "3"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Never block forever on a client that does not connect.
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut conn = loop {
+        match listener.accept() {
+            Ok((conn, _)) => break conn,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => {
+                client.kill().ok();
+                client.wait().unwrap();
+                panic!("grpcio did not connect to {}: {e}", socket.display());
+            }
+        }
+    };
+    conn.set_nonblocking(false).unwrap();
+    // The C core sends its request once the server's SETTINGS arrive:
+    // empty SETTINGS, then the ACK of the client's.
+    conn.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0, 0])
+        .unwrap();
+    conn.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut buf = [0_u8; 4096];
+    while Instant::now() < deadline {
+        match conn.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    drop(conn);
+    client.kill().ok();
+    client.wait().unwrap();
+    seen
+}
