@@ -9,21 +9,35 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// The venv `scripts/python-venv.sh` creates.
+/// The venv `scripts/python-venv.sh` creates. A fresh clone has none, so
+/// the first test to need it runs the script (once per test binary), and
+/// `cargo test` works on a new machine as the README promises.
 fn python() -> PathBuf {
+    static SETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let python = root.join("target/pyenv/bin/python");
-    let usable = python.exists()
-        && Command::new(&python)
-            .args(["-c", "import grpc"])
+    let usable = || {
+        python.exists()
+            && Command::new(&python)
+                .args(["-c", "import grpc"])
+                .output()
+                .is_ok_and(|out| out.status.success())
+    };
+    let _guard = SETUP.lock().unwrap_or_else(|p| p.into_inner());
+    if !usable() {
+        let out = Command::new("bash")
+            .arg(root.join("scripts/python-venv.sh"))
             .output()
-            .is_ok_and(|out| out.status.success());
-    assert!(
-        usable,
-        "{} with grpcio is missing: these tests need a real gRPC C-core client; \
-         create it with `bash scripts/python-venv.sh` (CI's .ci/run does)",
-        python.display()
-    );
+            .expect("run scripts/python-venv.sh");
+        assert!(
+            out.status.success() && usable(),
+            "{} with grpcio is missing and scripts/python-venv.sh could not create it \
+             (these tests need a real gRPC C-core client; it needs python3 and PyPI): {}{}",
+            python.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     python
 }
 
