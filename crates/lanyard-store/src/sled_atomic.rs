@@ -833,6 +833,75 @@ impl SledStore {
         Ok(decided)
     }
 
+    /// Checks the indexes revocation relies on: every recorded SVID is under
+    /// its entry and its agent, every entry under its parent, and nothing
+    /// else is indexed. A missing index key would let a sweep miss a serial,
+    /// so a store whose indexes disagree is refused like a damaged one.
+    pub(crate) fn verify_indexes(
+        &self,
+        svids: &[SvidRecord],
+        entries: usize,
+    ) -> Result<(), StoreError> {
+        let corrupt = |what: String| StoreError::Corrupt { what };
+        let (mut by_entry, mut by_agent) = (0usize, 0usize);
+        for svid in svids {
+            if let Some(entry) = &svid.entry_id {
+                by_entry += 1;
+                if !self
+                    .svids_by_entry
+                    .contains_key(joined(by_entry_prefix(entry), &svid.serial))
+                    .map_err(backend)?
+                {
+                    return Err(corrupt(format!(
+                        "tree `svids_by_entry` does not list SVID {} under entry {entry}",
+                        svid.serial
+                    )));
+                }
+            }
+            if let Some(agent) = &svid.agent_id {
+                by_agent += 1;
+                if !self
+                    .svids_by_agent
+                    .contains_key(joined(by_id_prefix(agent), &svid.serial))
+                    .map_err(backend)?
+                {
+                    return Err(corrupt(format!(
+                        "tree `svids_by_agent` does not list SVID {} under agent {agent}",
+                        svid.serial
+                    )));
+                }
+            }
+        }
+        for (tree, name, expected) in [
+            (&self.svids_by_entry, "svids_by_entry", by_entry),
+            (&self.svids_by_agent, "svids_by_agent", by_agent),
+            (&self.entries_by_parent, "entries_by_parent", entries),
+        ] {
+            if tree.len() != expected {
+                return Err(corrupt(format!(
+                    "tree `{name}` has {} keys where {expected} are expected",
+                    tree.len()
+                )));
+            }
+        }
+        for item in self.entries.iter() {
+            let (key, value) = item.map_err(backend)?;
+            let entry = decode_entry(&key, &value)?;
+            let indexed = joined(by_id_prefix(&entry.parent_id), &entry_key(&entry.id));
+            if !self
+                .entries_by_parent
+                .contains_key(indexed)
+                .map_err(backend)?
+            {
+                return Err(corrupt(format!(
+                    "tree `entries_by_parent` does not list entry {} under {}",
+                    entry.id, entry.parent_id
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Builds the indexes of format 2 over a store of format 1 and marks it
     /// format 2, in one transaction.
     pub(crate) fn migrate_from_v1(&self) -> Result<(), StoreError> {

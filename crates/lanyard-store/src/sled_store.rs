@@ -338,8 +338,10 @@ impl SledStore {
             })?;
         }
         self.list_tasks()?;
-        counts.svids = self.list_svids()?.len();
+        let svids = self.list_svids()?;
+        counts.svids = svids.len();
         counts.revocations = self.list_revocations()?.len();
+        self.verify_indexes(&svids, counts.entries)?;
         Ok(counts)
     }
 
@@ -1067,6 +1069,30 @@ mod tests {
         store.meta.insert(CRL_NUMBER_KEY, &b"7"[..]).unwrap();
         assert_corrupt_naming(store.next_crl_number(), META, "crl_number");
         assert!(matches!(store.verify(), Err(StoreError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn a_missing_revocation_index_key_is_refused() {
+        let (_dir, store) = open();
+        let agent = SpiffeId::new("spiffe://example.org/lanyard/agent/join_token/n").unwrap();
+        store
+            .record_svid(&SvidRecord {
+                serial: "0a".into(),
+                spiffe_id: SpiffeId::new("spiffe://example.org/w").unwrap(),
+                entry_id: Some(EntryId(uuid::Uuid::new_v4())),
+                agent_id: Some(agent.clone()),
+                task_id: None,
+                issued_at: 0,
+                not_after: 10,
+            })
+            .unwrap();
+        assert!(store.verify().is_ok());
+        let key = store.svids_by_agent.iter().next().unwrap().unwrap().0;
+        store.svids_by_agent.remove(key).unwrap();
+        match store.verify() {
+            Err(StoreError::Corrupt { what }) => assert!(what.contains("svids_by_agent"), "{what}"),
+            other => panic!("a sweep could miss that serial, yet verify said {other:?}"),
+        }
     }
 
     #[test]
