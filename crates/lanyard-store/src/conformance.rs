@@ -1193,6 +1193,8 @@ pub fn task_grants_atomic(store: &dyn Datastore) {
         reviewed: None,
     };
     ok("activate_task", store.activate_task(&task, &grant));
+    // A restore stores the same task again with put_task: it stays linked.
+    ok("put_task of the active task", store.put_task(&task));
     assert_eq!(
         ok("get_task", store.get_task("task-01")),
         Some(task.clone())
@@ -1210,6 +1212,18 @@ pub fn task_grants_atomic(store: &dyn Datastore) {
         issue_one(store, item(&grant, "52", NOW + 901)),
         Err(Refusal::OutsideTaskWindow { ends_at, .. }) if ends_at == NOW + 900
     ));
+    // An entry stored with an active task (a restored backup) is the task's.
+    let restored = entry("/maint-restored", &["unix:uid:8"], NOW);
+    let mut restored_task = task.clone();
+    restored_task.id = "task-02".to_owned();
+    restored_task.entry_id = Some(restored.id);
+    ok("create restored entry", store.create_entry(&restored));
+    ok("put restored task", store.put_task(&restored_task));
+    assert_eq!(
+        issue_one(store, item(&restored, "54", NOW + 600)),
+        Ok(Some("task-02".to_owned())),
+        "a restored task entry must still be bound to its task"
+    );
     let mut done = task.clone();
     done.state = TaskState::Completed;
     let revoked = ok("end_task", store.end_task(&done, &sweep()));

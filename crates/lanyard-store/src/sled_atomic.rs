@@ -645,6 +645,28 @@ impl SledStore {
         Ok(Some(revocation))
     }
 
+    /// Stores a task and keeps its entry linked to it while the task is not
+    /// final (a restored active task stays a task, never a plain entry).
+    pub(crate) fn put_task_atomic(&self, task: &TaskRecord) -> Result<(), StoreError> {
+        let _w = self.lock_writer()?;
+        let mut ws = WriteSet::default();
+        ws.put(T::Tasks, task.id.as_bytes(), encode("task", task)?);
+        if let Some(entry) = &task.entry_id {
+            if task.state.is_final() {
+                ws.del(T::TaskEntries, entry_key(entry).as_bytes());
+            } else {
+                ws.put(
+                    T::TaskEntries,
+                    entry_key(entry).as_bytes(),
+                    task.id.as_bytes(),
+                );
+            }
+        }
+        self.apply(ws)?;
+        debug!(task = %task.id, state = task.state.as_str(), "task stored");
+        Ok(())
+    }
+
     pub(crate) fn activate_task_atomic(
         &self,
         task: &TaskRecord,

@@ -964,14 +964,7 @@ impl Datastore for SledStore {
     }
 
     fn put_task(&self, task: &TaskRecord) -> Result<(), StoreError> {
-        let _w = self.lock_writer()?;
-        let value = encode("task", task)?;
-        self.tasks
-            .insert(task.id.as_bytes(), value)
-            .map_err(backend)?;
-        self.commit()?;
-        debug!(task = %task.id, state = task.state.as_str(), "task stored");
-        Ok(())
+        self.put_task_atomic(task)
     }
 
     fn activate_task(&self, task: &TaskRecord, entry: &Entry) -> Result<(), StoreError> {
