@@ -19,8 +19,9 @@ use std::{
 use common::{
     TD,
     agent::{Agent, eventually, register_self},
+    fetch_crl,
     mtls::{echo, serve, until_refused},
-    upstream::{activation_at, crl_signed_by, fetch_crl, openssl_verify_crl, upstream_server},
+    upstream::{activation_at, crl_signed_by, openssl_verify_crl, upstream_server},
 };
 use lanyard_mtls::{Authorizer, TrustMaterial, WorkloadSource};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};

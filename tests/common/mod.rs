@@ -334,23 +334,34 @@ pub fn openssl_verify(
     (out.status.success(), text)
 }
 
-/// `GET /crl` body (DER).
+/// `GET /crl` body (DER), served as `application/pkix-crl`.
 pub fn fetch_crl(server: &Server) -> Vec<u8> {
-    use std::io::{Read as _, Write as _};
-    let mut s = std::net::TcpStream::connect(server.http_addr).unwrap();
-    write!(
-        s,
-        "GET /crl HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (head, body) = http_get(server.http_addr, "/crl");
     assert!(
         head.to_ascii_lowercase().contains("application/pkix-crl"),
         "{head}"
     );
-    raw[split + 4..].to_vec()
+    body
+}
+
+/// `GET path` with a raw HTTP/1.1 request; the head and body of a 200 answer.
+pub fn http_get(addr: SocketAddr, path: &str) -> (String, Vec<u8>) {
+    use std::io::{Read as _, Write as _};
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    conn.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP answer");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
+    (head, raw[split + 4..].to_vec())
 }

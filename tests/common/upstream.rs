@@ -123,33 +123,6 @@ pub fn openssl_verify_crl(
     (out.status.success(), text)
 }
 
-/// The server's `GET /crl` (DER).
-pub fn fetch_crl(server: &Server) -> Vec<u8> {
-    http_get_bytes(server.http_addr, "/crl")
-}
-
-/// `GET path` with a raw HTTP/1.1 request; the body of a 200 answer.
-pub fn http_get_bytes(addr: std::net::SocketAddr, path: &str) -> Vec<u8> {
-    use std::io::{Read, Write};
-    let mut conn = std::net::TcpStream::connect(addr).unwrap();
-    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        conn,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    conn.read_to_end(&mut raw).unwrap();
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("an HTTP answer");
-    let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
-    raw[split + 4..].to_vec()
-}
-
 /// Whether `crl_der` is signed by the key of `ca_der`.
 pub fn crl_signed_by(crl_der: &[u8], ca_der: &[u8]) -> bool {
     let (_, crl) = x509_parser::parse_x509_crl(crl_der).unwrap();

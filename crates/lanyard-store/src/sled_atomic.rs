@@ -866,32 +866,40 @@ impl SledStore {
     ) -> Result<(), StoreError> {
         let corrupt = |what: String| StoreError::Corrupt { what };
         let (mut by_entry, mut by_agent) = (0usize, 0usize);
+        let listed =
+            |tree: &sled::Tree, name: &str, key: Vec<u8>, under: String, serial: &str| match tree
+                .contains_key(key)
+                .map_err(backend)?
+            {
+                true => Ok(()),
+                false => Err(corrupt(format!(
+                    "tree `{name}` does not list SVID {serial} under {under}"
+                ))),
+            };
         for svid in svids {
             if let Some(entry) = &svid.entry_id {
                 by_entry += 1;
-                if !self
-                    .svids_by_entry
-                    .contains_key(joined(by_entry_prefix(entry), &svid.serial))
-                    .map_err(backend)?
-                {
-                    return Err(corrupt(format!(
-                        "tree `svids_by_entry` does not list SVID {} under entry {entry}",
-                        svid.serial
-                    )));
-                }
+                let key = joined(by_entry_prefix(entry), &svid.serial);
+                let under = format!("entry {entry}");
+                listed(
+                    &self.svids_by_entry,
+                    "svids_by_entry",
+                    key,
+                    under,
+                    &svid.serial,
+                )?;
             }
             if let Some(agent) = &svid.agent_id {
                 by_agent += 1;
-                if !self
-                    .svids_by_agent
-                    .contains_key(joined(by_id_prefix(agent), &svid.serial))
-                    .map_err(backend)?
-                {
-                    return Err(corrupt(format!(
-                        "tree `svids_by_agent` does not list SVID {} under agent {agent}",
-                        svid.serial
-                    )));
-                }
+                let key = joined(by_id_prefix(agent), &svid.serial);
+                let under = format!("agent {agent}");
+                listed(
+                    &self.svids_by_agent,
+                    "svids_by_agent",
+                    key,
+                    under,
+                    &svid.serial,
+                )?;
             }
         }
         for (tree, name, expected) in [

@@ -60,19 +60,18 @@ pub(crate) mod tests {
         }
     }
 
-    const SERVER: &str = "spiffe://td.org/lanyard/server";
-    const AGENT: &str = "spiffe://td.org/lanyard/agent/join_token/abc";
+    pub(crate) const SERVER: &str = "spiffe://td.org/lanyard/server";
+    pub(crate) const AGENT: &str = "spiffe://td.org/lanyard/agent/join_token/abc";
 
-    #[test]
-    fn direct_alias_and_foreign_entries() {
-        let entries = vec![
+    /// Entries of every kind an agent (`AGENT`, selector
+    /// `join_token:id:abc`) may or may not receive at time 100: direct, of
+    /// another agent, node aliases it matches and does not, entries under
+    /// each alias, expired, and expiring later.
+    pub(crate) fn fixture() -> Vec<Entry> {
+        let other = "spiffe://td.org/lanyard/agent/join_token/zzz";
+        vec![
             entry("spiffe://td.org/direct", AGENT, &["unix:uid:1"], None),
-            entry(
-                "spiffe://td.org/other",
-                "spiffe://td.org/lanyard/agent/join_token/zzz",
-                &["unix:uid:1"],
-                None,
-            ),
+            entry("spiffe://td.org/other", other, &["unix:uid:1"], None),
             entry(
                 "spiffe://td.org/node/web",
                 SERVER,
@@ -98,7 +97,13 @@ pub(crate) mod tests {
                 None,
             ),
             entry("spiffe://td.org/expired", AGENT, &["unix:uid:1"], Some(99)),
-        ];
+            entry("spiffe://td.org/later", AGENT, &["unix:uid:4"], Some(500)),
+        ]
+    }
+
+    #[test]
+    fn direct_alias_and_foreign_entries() {
+        let entries = fixture();
         let got = authorized_entries(
             &entries,
             &AGENT.parse().unwrap(),
@@ -107,6 +112,13 @@ pub(crate) mod tests {
             100,
         );
         let ids: Vec<String> = got.iter().map(|e| e.spiffe_id.to_string()).collect();
-        assert_eq!(ids, ["spiffe://td.org/direct", "spiffe://td.org/via-alias"]);
+        assert_eq!(
+            ids,
+            [
+                "spiffe://td.org/direct",
+                "spiffe://td.org/via-alias",
+                "spiffe://td.org/later"
+            ]
+        );
     }
 }

@@ -327,7 +327,7 @@ pub(crate) async fn run(
 mod tests {
     use super::*;
 
-    use crate::node::authz::tests::entry;
+    use crate::node::authz::tests::{AGENT, SERVER, entry, fixture};
 
     fn agent(id: &str) -> AgentRecord {
         AgentRecord {
@@ -345,43 +345,7 @@ mod tests {
 
     #[test]
     fn view_agrees_with_authorized_entries() {
-        const SERVER: &str = "spiffe://td.org/lanyard/server";
-        const AGENT: &str = "spiffe://td.org/lanyard/agent/join_token/abc";
-        let entries = vec![
-            entry("spiffe://td.org/direct", AGENT, &["unix:uid:1"], None),
-            entry(
-                "spiffe://td.org/other",
-                "spiffe://td.org/lanyard/agent/join_token/zzz",
-                &["unix:uid:1"],
-                None,
-            ),
-            entry(
-                "spiffe://td.org/node/web",
-                SERVER,
-                &["join_token:id:abc"],
-                None,
-            ),
-            entry(
-                "spiffe://td.org/via-alias",
-                "spiffe://td.org/node/web",
-                &["unix:uid:2"],
-                None,
-            ),
-            entry(
-                "spiffe://td.org/node/db",
-                SERVER,
-                &["join_token:id:nope"],
-                None,
-            ),
-            entry(
-                "spiffe://td.org/via-db",
-                "spiffe://td.org/node/db",
-                &["unix:uid:3"],
-                None,
-            ),
-            entry("spiffe://td.org/expired", AGENT, &["unix:uid:1"], Some(99)),
-            entry("spiffe://td.org/later", AGENT, &["unix:uid:4"], Some(500)),
-        ];
+        let entries = fixture();
         let agent = agent(AGENT);
         let server: SpiffeId = SERVER.parse().unwrap();
         let registry = Registry::build(&entries, &server, vec![], vec![], vec![], 7);
@@ -414,8 +378,6 @@ mod tests {
 
     #[test]
     fn a_view_key_changes_only_with_what_the_agent_sees() {
-        const SERVER: &str = "spiffe://td.org/lanyard/server";
-        const AGENT: &str = "spiffe://td.org/lanyard/agent/join_token/abc";
         const OTHER: &str = "spiffe://td.org/lanyard/agent/join_token/zzz";
         let agent = agent(AGENT);
         let server: SpiffeId = SERVER.parse().unwrap();
@@ -455,8 +417,6 @@ mod tests {
 
     #[test]
     fn incremental_changes_give_the_views_of_a_full_rebuild() {
-        const SERVER: &str = "spiffe://td.org/lanyard/server";
-        const AGENT: &str = "spiffe://td.org/lanyard/agent/join_token/abc";
         let server: SpiffeId = SERVER.parse().unwrap();
         let a = entry("spiffe://td.org/a", AGENT, &["unix:uid:1"], None);
         let b = entry("spiffe://td.org/b", AGENT, &["unix:uid:2"], Some(500));
