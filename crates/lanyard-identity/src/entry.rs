@@ -9,6 +9,12 @@ use crate::error::IdError;
 
 /// The longest hint accepted, in bytes.
 pub const MAX_HINT_LEN: usize = 1024;
+/// The most DNS names an entry may give its SVIDs: more would not fit an
+/// X.509-SVID that verifiers accept (webpki refuses certificates whose
+/// SAN extension grows past its limits), and the entry would never converge.
+pub const MAX_DNS_NAMES: usize = 100;
+/// The most selectors an entry may require.
+pub const MAX_SELECTORS: usize = 32;
 
 /// A registration entry ID (a UUID).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -101,6 +107,14 @@ impl Entry {
     pub fn validate(&self) -> Result<(), IdError> {
         if self.selectors.is_empty() {
             return Err(IdError::NoSelectors);
+        }
+        for (what, count, max) in [
+            ("selectors", self.selectors.len(), MAX_SELECTORS),
+            ("dns_names", self.dns_names.len(), MAX_DNS_NAMES),
+        ] {
+            if count > max {
+                return Err(IdError::TooMany { what, count, max });
+            }
         }
         if self.spiffe_id.is_trust_domain_id() {
             return Err(IdError::TrustDomainIdInEntry {
@@ -307,6 +321,32 @@ mod tests {
         );
         e.hint = "x".repeat(MAX_HINT_LEN);
         e.validate().unwrap();
+
+        let mut e = entry();
+        e.dns_names = (0..=MAX_DNS_NAMES)
+            .map(|n| format!("h{n}.example.org"))
+            .collect();
+        assert_eq!(
+            e.validate(),
+            Err(IdError::TooMany {
+                what: "dns_names",
+                count: MAX_DNS_NAMES + 1,
+                max: MAX_DNS_NAMES
+            })
+        );
+        e.dns_names.pop();
+        e.validate().unwrap();
+        let mut e = entry();
+        e.selectors = (0..=MAX_SELECTORS)
+            .map(|n| format!("unix:uid:{n}").parse().unwrap())
+            .collect();
+        assert!(matches!(
+            e.validate(),
+            Err(IdError::TooMany {
+                what: "selectors",
+                ..
+            })
+        ));
 
         let mut e = entry();
         e.x509_svid_ttl_secs = Some(0);

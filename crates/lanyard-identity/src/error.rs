@@ -253,6 +253,17 @@ pub enum IdError {
         max: usize,
     },
 
+    /// The entry lists more of something than an SVID or an agent can carry.
+    #[error("invalid entry: {count} {what}; at most {max} are accepted")]
+    TooMany {
+        /// What there are too many of: `dns_names`, `selectors`.
+        what: &'static str,
+        /// How many the entry has.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+
     /// The entry's X.509-SVID TTL is zero.
     #[error("invalid entry: x509_svid_ttl_secs is 0; give a positive number of seconds or none")]
     ZeroTtl,

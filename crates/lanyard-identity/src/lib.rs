@@ -24,7 +24,7 @@ mod task;
 
 pub use self::{
     attestation::{X509POP_CHALLENGE_CONTEXT, x509pop_challenge},
-    entry::{Entry, EntryId, MAX_HINT_LEN, validate_dns_name},
+    entry::{Entry, EntryId, MAX_DNS_NAMES, MAX_HINT_LEN, MAX_SELECTORS, validate_dns_name},
     error::{IdError, IdKind, ProfileError, SelectorError, TaskBindingError},
     profile::{SvidSummary, check_signing_certificate, check_x509_svid},
     selector::{Selector, matches_all},
