@@ -151,8 +151,14 @@ async fn open(
             call: "connect",
             reason: format!("{addr}: {e}"),
         })?;
-    Ok(NodeClient::new(channel))
+    Ok(NodeClient::new(channel).max_decoding_message_size(MAX_NODE_MESSAGE))
 }
+
+/// The largest Node API answer the agent reads: a Sync message carries all
+/// of the agent's entries and the whole CRL (about 48 bytes per revoked
+/// serial, so a million revocations are about 48 MiB). tonic's 4 MiB default
+/// would cut an agent off from every revocation past about 90,000 serials.
+pub const MAX_NODE_MESSAGE: usize = 256 * 1024 * 1024;
 
 /// TLS 1.3 only, ALPN h2, the given server verifier, the agent SVID as
 /// client certificate when given.

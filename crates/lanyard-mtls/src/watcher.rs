@@ -32,7 +32,7 @@ const BACKOFF_BASE: Duration = Duration::from_millis(50);
 /// Longest retry delay.
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A CRL with 100,000 serials is ~4 MiB: above tonic's default limit.
-const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
 /// State shared by the task, the source and the rustls resolvers.
 pub(crate) struct Shared {

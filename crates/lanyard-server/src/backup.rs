@@ -132,21 +132,15 @@ impl Backup {
             lanyard_ca::write_file_atomic(&ca_dir.join(name), pem.as_bytes(), 0o600)?;
         }
         let store = SledStore::open(&store_dir)?;
-        for e in &self.entries {
-            store.create_entry(e)?;
-        }
-        for a in &self.agents {
-            store.put_agent(a)?;
-        }
-        for s in &self.svids {
-            store.record_svid(s)?;
-        }
-        for r in &self.revocations {
-            store.put_revocation(r)?;
-        }
-        for t in &self.tasks {
-            store.put_task(t)?;
-        }
+        // One transaction: a restore of millions of records is one flush,
+        // not one per record, and an interrupted one leaves nothing half done.
+        store.import(&lanyard_store::Records {
+            entries: self.entries.clone(),
+            agents: self.agents.clone(),
+            svids: self.svids.clone(),
+            revocations: self.revocations.clone(),
+            tasks: self.tasks.clone(),
+        })?;
         store.raise_crl_number(self.crl_number)?;
         if let Some(journal) = &self.ca_journal {
             store.put_ca_journal(journal.as_bytes())?;

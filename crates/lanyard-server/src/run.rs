@@ -27,6 +27,9 @@ use crate::{
     state::ServerState,
 };
 
+/// The largest Admin API request read: a BatchCreateEntries of 10,000
+/// entries with many DNS names each is past tonic's 4 MiB default.
+const MAX_ADMIN_REQUEST: usize = 64 * 1024 * 1024;
 /// How long in-flight calls get to finish after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(5);
 /// A TLS handshake that takes longer than this is dropped.
@@ -129,7 +132,10 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     tasks.spawn(async move { ("Node API", node.await.map_err(task_err("Node API"))) });
 
     let admin = tonic::transport::Server::builder()
-        .add_service(AdminServer::new(AdminService::new(state.clone())))
+        .add_service(
+            AdminServer::new(AdminService::new(state.clone()))
+                .max_decoding_message_size(MAX_ADMIN_REQUEST),
+        )
         .serve_with_incoming_shutdown(
             // Operators' scripts may use gRPC's C core, grpc-java or
             // grpc-swift, which send the socket path as `:authority`.

@@ -3,7 +3,7 @@
 use lanyard_identity::{Entry, EntryId, SpiffeId};
 
 use crate::{
-    AgentRecord, AgentStanding, IssueBatch, Issued, JoinTokenRecord, Refusal, Revocation,
+    AgentRecord, AgentStanding, IssueBatch, Issued, JoinTokenRecord, Records, Refusal, Revocation,
     StoreError, SvidRecord, Sweep, TaskRecord,
 };
 
@@ -44,6 +44,13 @@ pub trait Datastore: Send + Sync + 'static {
     /// returned in order. The entries that pass are all written, or none
     /// (the outer error).
     fn create_entries(&self, entries: &[Entry]) -> Result<Vec<Result<(), StoreError>>, StoreError>;
+
+    /// Writes every record of a backup into an empty store, with the same
+    /// indexes the operations keep, in one transaction (restoring a backup,
+    /// or moving between backends). A store that holds any entry, agent,
+    /// SVID, revocation or task is refused with
+    /// [`StoreError::AlreadyExists`].
+    fn import(&self, records: &Records) -> Result<(), StoreError>;
 
     /// The entry with this ID, or `None`.
     fn get_entry(&self, id: &EntryId) -> Result<Option<Entry>, StoreError>;

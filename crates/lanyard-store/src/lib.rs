@@ -48,7 +48,8 @@ pub use self::{
     error::StoreError,
     issuance::{AgentStanding, IssueBatch, IssueItem, Issued, Refusal, Sweep},
     records::{
-        AgentRecord, JoinTokenRecord, Revocation, SvidRecord, TaskRecord, TaskState, TaskTransition,
+        AgentRecord, JoinTokenRecord, Records, Revocation, SvidRecord, TaskRecord, TaskState,
+        TaskTransition,
     },
     sled_store::{FORMAT_VERSION, SledStore, VerifyCounts},
 };

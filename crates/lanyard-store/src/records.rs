@@ -191,3 +191,19 @@ impl TaskRecord {
         self.history.iter().find(|t| t.state == state)
     }
 }
+
+/// Every record of a store, as a backup carries them, for
+/// [`Datastore::import`](crate::Datastore::import).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Records {
+    /// Registration entries.
+    pub entries: Vec<lanyard_identity::Entry>,
+    /// Attested agents.
+    pub agents: Vec<AgentRecord>,
+    /// Issued SVIDs.
+    pub svids: Vec<SvidRecord>,
+    /// Revoked serials.
+    pub revocations: Vec<Revocation>,
+    /// Task grants.
+    pub tasks: Vec<TaskRecord>,
+}

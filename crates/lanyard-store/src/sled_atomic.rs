@@ -932,6 +932,133 @@ impl SledStore {
         Ok(())
     }
 
+    pub(crate) fn import_atomic(&self, records: &crate::Records) -> Result<(), StoreError> {
+        let _w = self.lock_writer()?;
+        let trees = [
+            &self.entries,
+            &self.agents,
+            &self.svids,
+            &self.revocations,
+            &self.tasks,
+        ];
+        if trees.iter().any(|t| !t.is_empty()) {
+            return Err(StoreError::AlreadyExists {
+                kind: "store",
+                key: format!(
+                    "{} (it already holds records; import only into a fresh one)",
+                    self.path().display()
+                ),
+            });
+        }
+        // Duplicates would collapse silently into one record: refuse them.
+        let distinct = |keys: Vec<Vec<u8>>| keys.iter().collect::<HashSet<_>>().len() == keys.len();
+        let unique_keys = records
+            .entries
+            .iter()
+            .map(unique_key)
+            .collect::<Result<Vec<_>, _>>()?;
+        let checks = [
+            (
+                "entry IDs",
+                distinct(
+                    records
+                        .entries
+                        .iter()
+                        .map(|e| entry_key(&e.id).into_bytes())
+                        .collect(),
+                ),
+            ),
+            ("entry identities", distinct(unique_keys)),
+            (
+                "agent IDs",
+                distinct(
+                    records
+                        .agents
+                        .iter()
+                        .map(|a| a.spiffe_id.as_str().as_bytes().to_vec())
+                        .collect(),
+                ),
+            ),
+            (
+                "SVID serials",
+                distinct(
+                    records
+                        .svids
+                        .iter()
+                        .map(|s| s.serial.as_bytes().to_vec())
+                        .collect(),
+                ),
+            ),
+            (
+                "revoked serials",
+                distinct(
+                    records
+                        .revocations
+                        .iter()
+                        .map(|r| r.serial.as_bytes().to_vec())
+                        .collect(),
+                ),
+            ),
+            (
+                "task IDs",
+                distinct(
+                    records
+                        .tasks
+                        .iter()
+                        .map(|t| t.id.as_bytes().to_vec())
+                        .collect(),
+                ),
+            ),
+        ];
+        if let Some((what, _)) = checks.iter().find(|(_, ok)| !ok) {
+            return Err(StoreError::AlreadyExists {
+                kind: "record",
+                key: format!("(the import repeats {what})"),
+            });
+        }
+        let mut ws = WriteSet::default();
+        for entry in &records.entries {
+            Self::write_entry(&mut ws, entry)?;
+        }
+        for agent in &records.agents {
+            ws.put(
+                T::Agents,
+                agent.spiffe_id.as_str().as_bytes(),
+                encode("agent", agent)?,
+            );
+        }
+        for svid in &records.svids {
+            Self::write_svid(&mut ws, svid)?;
+        }
+        for r in &records.revocations {
+            ws.put(
+                T::Revocations,
+                r.serial.as_bytes(),
+                encode("revocation", r)?,
+            );
+        }
+        for task in &records.tasks {
+            ws.put(T::Tasks, task.id.as_bytes(), encode("task", task)?);
+            if let Some(entry) = task.entry_id.filter(|_| !task.state.is_final()) {
+                ws.put(
+                    T::TaskEntries,
+                    entry_key(&entry).as_bytes(),
+                    task.id.as_bytes(),
+                );
+            }
+        }
+        self.apply(ws)?;
+        info!(
+            entries = records.entries.len(),
+            agents = records.agents.len(),
+            svids = records.svids.len(),
+            revocations = records.revocations.len(),
+            tasks = records.tasks.len(),
+            "records imported"
+        );
+        Ok(())
+    }
+
     /// Builds the indexes of format 2 over a store of format 1 and marks it
     /// format 2, in one transaction.
     pub(crate) fn migrate_from_v1(&self) -> Result<(), StoreError> {

@@ -690,6 +690,10 @@ impl Datastore for SledStore {
         self.create_entries_atomic(entries)
     }
 
+    fn import(&self, records: &crate::Records) -> Result<(), StoreError> {
+        self.import_atomic(records)
+    }
+
     fn get_entry(&self, id: &EntryId) -> Result<Option<Entry>, StoreError> {
         let key = entry_key(id);
         match self.entries.get(key.as_bytes()).map_err(backend)? {

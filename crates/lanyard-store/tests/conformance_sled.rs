@@ -60,6 +60,7 @@ properties!(
     revoke_one_svid,
     issuance_races_revocation,
     batch_entry_create,
+    import_round_trip,
 );
 
 #[test]

@@ -42,7 +42,9 @@ pub async fn connect(socket: &Path) -> Result<SpiffeWorkloadApiClient<Channel>, 
                 source_text(&e),
             )
         })?;
-    Ok(SpiffeWorkloadApiClient::new(channel))
+    // As large as the agent's own Sync limit: the answer carries the CRL.
+    Ok(SpiffeWorkloadApiClient::new(channel)
+        .max_decoding_message_size(crate::node_client::MAX_NODE_MESSAGE))
 }
 
 fn source_text(e: &(dyn std::error::Error + 'static)) -> String {

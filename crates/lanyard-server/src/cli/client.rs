@@ -8,6 +8,10 @@ use lanyard_proto::admin::v1::admin_client::AdminClient;
 use tonic::transport::{Channel, Endpoint};
 
 /// Connects to the server's admin socket.
+/// The largest Admin API answer the CLI reads: `svid list`, `audit export`
+/// and `datastore export` grow with the store (tonic's default is 4 MiB).
+const MAX_ADMIN_ANSWER: usize = 1024 * 1024 * 1024;
+
 pub(crate) async fn connect(socket: &Path) -> anyhow::Result<AdminClient<Channel>> {
     let path: PathBuf = socket.to_path_buf();
     let channel = Endpoint::from_static("http://lanyard-admin.invalid")
@@ -22,5 +26,5 @@ pub(crate) async fn connect(socket: &Path) -> anyhow::Result<AdminClient<Channel
                 socket.display()
             )
         })?;
-    Ok(AdminClient::new(channel))
+    Ok(AdminClient::new(channel).max_decoding_message_size(MAX_ADMIN_ANSWER))
 }
