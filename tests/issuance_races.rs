@@ -23,15 +23,8 @@ const ROUNDS: usize = 20;
 
 /// The serials on `GET /crl`, lower-case hex as `svid list` prints them.
 fn crl_serials(server: &Server) -> BTreeSet<String> {
-    use x509_parser::prelude::FromDer;
-    let der = fetch_crl(server);
-    let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(&der).unwrap();
-    crl.iter_revoked_certificates()
-        .map(|r| {
-            let bytes = r.raw_serial();
-            let first = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
-            hex::encode(&bytes[first..])
-        })
+    common::agent::crl_serials(&fetch_crl(server))
+        .into_iter()
         .collect()
 }
 
