@@ -23,9 +23,7 @@ const ROUNDS: usize = 20;
 
 /// The serials on `GET /crl`, lower-case hex as `svid list` prints them.
 fn crl_serials(server: &Server) -> BTreeSet<String> {
-    common::agent::crl_serials(&fetch_crl(server))
-        .into_iter()
-        .collect()
+    agent::crl_serials(&fetch_crl(server)).into_iter().collect()
 }
 
 /// Serials `svid list` shows whose `field` is `value`.
