@@ -217,6 +217,8 @@ impl Node for NodeService {
                 .detail("serial", agent.serial.clone()),
             )
             .await?;
+        // Streams opened with the superseded SVID re-check and end.
+        self.state.notify();
         tracing::info!(agent = %agent.spiffe_id, serial = %agent.serial, "agent SVID renewed");
         Ok(Response::new(RenewAgentResponse {
             svid: Some(proto_svid(&issued)),

@@ -39,14 +39,27 @@ pub(crate) fn stream(state: Arc<ServerState>, agent: AgentRecord, presented: Str
                     return;
                 }
             };
-            let refused = standing(&current).err().or_else(|| {
-                (current.serial != presented).then(|| {
-                    Status::permission_denied(format!(
-                        "agent SVID {presented} of {} has been superseded by {}; reconnect with the current one",
-                        current.spiffe_id, current.serial
-                    ))
+            // The agent's standing, and the SVID this stream was opened with:
+            // revoked or superseded, the stream ends (the agent reconnects
+            // with its current SVID, or stops if that is revoked).
+            let refused = standing(&current)
+                .err()
+                .or_else(|| {
+                    state.crl.load().revoked.contains(&presented).then(|| {
+                        Status::permission_denied(format!(
+                            "agent SVID {presented} of {} is revoked",
+                            current.spiffe_id
+                        ))
+                    })
                 })
-            });
+                .or_else(|| {
+                    (current.serial != presented).then(|| {
+                        Status::permission_denied(format!(
+                            "agent SVID {presented} of {} has been superseded by {}; reconnect with the current one",
+                            current.spiffe_id, current.serial
+                        ))
+                    })
+                });
             if let Some(status) = refused {
                 tracing::info!(agent = %agent.spiffe_id, reason = %status.message(), "closing Sync stream");
                 let _ = tx.send(Err(status)).await;
