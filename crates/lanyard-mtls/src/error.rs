@@ -49,6 +49,21 @@ pub enum MtlsError {
         /// The SPIFFE ID the revoked SVID carries.
         spiffe_id: lanyard_identity::SpiffeId,
     },
+    /// [`CrlPolicy::Strict`](crate::CrlPolicy::Strict): no CRL has arrived
+    /// yet, so no peer can be checked for revocation.
+    #[error("no CRL yet: the strict CRL policy refuses every peer until one arrives")]
+    NoCrl,
+    /// [`CrlPolicy::Strict`](crate::CrlPolicy::Strict): the CRL in force is
+    /// older than its nextUpdate plus the grace; the revocation feed stopped.
+    #[error(
+        "the CRL is stale: its nextUpdate was {next_update} (unix seconds) and the grace of {grace_secs} s has passed"
+    )]
+    StaleCrl {
+        /// The CRL's nextUpdate.
+        next_update: i64,
+        /// The policy's grace, in seconds.
+        grace_secs: i64,
+    },
     /// The trust bundle is empty: nothing can be verified yet.
     #[error("trust bundle is empty")]
     EmptyBundle,

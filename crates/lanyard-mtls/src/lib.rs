@@ -55,6 +55,7 @@ mod authorizer;
 mod config;
 mod connector;
 mod crl;
+mod crl_policy;
 mod error;
 mod source;
 mod svid;
@@ -70,6 +71,7 @@ pub use self::{
     },
     connector::tls_channel,
     crl::RevocationList,
+    crl_policy::CrlPolicy,
     error::{CrlError, MtlsError},
     source::{DEFAULT_READY_TIMEOUT, ENDPOINT_SOCKET_ENV, SvidResolver, WorkloadSource},
     svid::WorkloadSvid,

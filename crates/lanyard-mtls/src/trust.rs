@@ -1,12 +1,15 @@
 //! The swappable trust material a verifier checks against: the trust
 //! bundle and the trust domain's CRL, installed together.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{
+    Arc, Mutex, PoisonError,
+    atomic::{AtomicU64, Ordering},
+};
 
 use arc_swap::ArcSwap;
-use rustls_pki_types::CertificateDer;
+use rustls_pki_types::{CertificateDer, UnixTime};
 
-use crate::{MtlsError, RevocationList, crl::number_lower, error::CrlError};
+use crate::{CrlPolicy, MtlsError, RevocationList, crl::number_lower, error::CrlError};
 
 /// One consistent view: a handshake checks the chain and the CRL against
 /// the same snapshot.
@@ -45,6 +48,10 @@ pub struct TrustMaterial {
     // Serializes writers so read-modify-write updates are never lost;
     // readers (handshakes) never take it.
     write: Mutex<()>,
+    /// What handshakes do without fresh revocation data.
+    policy: CrlPolicy,
+    /// Peers accepted without a fresh CRL under [`CrlPolicy::Soft`].
+    unchecked: AtomicU64,
 }
 
 impl TrustMaterial {
@@ -57,6 +64,61 @@ impl TrustMaterial {
             }),
             crl_signers: ArcSwap::from_pointee(Vec::new()),
             write: Mutex::new(()),
+            policy: CrlPolicy::default(),
+            unchecked: AtomicU64::new(0),
+        }
+    }
+
+    /// Sets what handshakes do without fresh revocation data (default
+    /// [`CrlPolicy::Soft`]).
+    pub fn with_crl_policy(mut self, policy: CrlPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The policy in force.
+    pub fn crl_policy(&self) -> CrlPolicy {
+        self.policy
+    }
+
+    /// How many peers were accepted without a fresh CRL (no CRL yet, or one
+    /// past its nextUpdate) under [`CrlPolicy::Soft`]: export it as a metric.
+    pub fn unchecked_accepts(&self) -> u64 {
+        self.unchecked.load(Ordering::Relaxed)
+    }
+
+    /// Applies the policy to a handshake at `now`: `Err` when a strict
+    /// policy refuses for lack of fresh revocation data.
+    pub(crate) fn check_freshness(
+        &self,
+        crl: Option<&RevocationList>,
+        now: UnixTime,
+    ) -> Result<(), MtlsError> {
+        let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        let fresh_until = crl.map(|c| c.next_update().unwrap_or(i64::MAX));
+        let stale = fresh_until.is_none_or(|next| next < now_secs);
+        if !stale {
+            return Ok(());
+        }
+        match self.policy {
+            CrlPolicy::Soft => {
+                self.unchecked.fetch_add(1, Ordering::Relaxed);
+                if crl.is_none() {
+                    tracing::debug!("peer accepted without a CRL (CrlPolicy::Soft)");
+                }
+                Ok(())
+            }
+            CrlPolicy::Strict { grace } => {
+                let grace = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
+                match fresh_until {
+                    Some(next) if next.saturating_add(grace) >= now_secs => Ok(()),
+                    Some(next) => Err(MtlsError::StaleCrl {
+                        next_update: next,
+                        grace_secs: grace,
+                    }),
+                    None => Err(MtlsError::NoCrl),
+                }
+            }
         }
     }
 

@@ -154,6 +154,12 @@ fn check(
         tracing::debug!(error = %e, "peer SVID refused");
         rustls::Error::from(e)
     })?;
+    trust
+        .check_freshness(snapshot.crl.as_deref(), now)
+        .map_err(|e| {
+            tracing::warn!(error = %e, "peer refused: no fresh CRL (CrlPolicy::Strict)");
+            rustls::Error::from(e)
+        })?;
     if let Some(crl) = &snapshot.crl {
         crl.warn_if_stale(now);
         // Only the leaf is looked up: Lanyard's CA signs SVIDs directly.
