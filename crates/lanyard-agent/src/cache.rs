@@ -109,6 +109,9 @@ pub struct Snapshot {
     /// Workload API has no field for it, so it rides at the end of each
     /// SVID chain that lacks it, where a client finds the CRL's issuer.
     pub crl_issuer: Option<CertificateDer<'static>>,
+    /// The CRL's nextUpdate (unix seconds): past it, the agent's revocation
+    /// data is stale and `/health/ready` says so.
+    pub crl_next_update: Option<i64>,
     /// Entries whose SVID was revoked and is being issued again: a caller
     /// they match is kept waiting for the new SVID (until `until`) instead
     /// of being told it has no identity.
@@ -136,6 +139,7 @@ impl Snapshot {
             bundle: Vec::new(),
             crl: Vec::new(),
             crl_issuer: None,
+            crl_next_update: None,
             renewing: Vec::new(),
         }
     }

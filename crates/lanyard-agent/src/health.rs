@@ -26,8 +26,22 @@ struct AppState {
     metrics: Arc<Metrics>,
 }
 
-/// The body and status of `/health/ready` for a readiness.
-pub fn ready_answer(readiness: &Readiness) -> (StatusCode, String) {
+/// The body and status of `/health/ready` for a snapshot at `now` (unix
+/// seconds): ready only while the CRL in force is not past its nextUpdate.
+pub fn ready_answer(snapshot: &Snapshot, now: i64) -> (StatusCode, String) {
+    match (&snapshot.readiness, snapshot.crl_next_update) {
+        (Readiness::Ready, Some(next_update)) if next_update < now => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{}\n",
+                serde_json::json!({ "status": "stale_crl", "crl_next_update": next_update })
+            ),
+        ),
+        (readiness, _) => readiness_answer(readiness),
+    }
+}
+
+fn readiness_answer(readiness: &Readiness) -> (StatusCode, String) {
     match readiness {
         Readiness::Ready => (StatusCode::OK, "{\"status\":\"ready\"}\n".into()),
         Readiness::Starting => (
@@ -75,8 +89,11 @@ pub async fn serve(
         .route(
             "/health/ready",
             get(|State(app): State<AppState>| async move {
-                let readiness = app.snapshots.borrow().readiness.clone();
-                ready_answer(&readiness)
+                let snapshot = app.snapshots.borrow().clone();
+                let now = SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64);
+                ready_answer(&snapshot, now)
             }),
         )
         .route("/metrics", get(metrics))
@@ -98,15 +115,34 @@ pub async fn serve(
 mod tests {
     use super::*;
 
+    fn snapshot(readiness: Readiness, crl_next_update: Option<i64>) -> Snapshot {
+        let mut s = Snapshot::starting();
+        s.readiness = readiness;
+        s.crl_next_update = crl_next_update;
+        s
+    }
+
     #[test]
     fn readiness_answers() {
-        assert_eq!(ready_answer(&Readiness::Ready).0, StatusCode::OK);
+        let ready = |s| ready_answer(&s, 1_000);
+        assert_eq!(ready(snapshot(Readiness::Ready, None)).0, StatusCode::OK);
         assert_eq!(
-            ready_answer(&Readiness::Starting).0,
+            ready(snapshot(Readiness::Starting, None)).0,
             StatusCode::SERVICE_UNAVAILABLE
         );
-        let (code, body) = ready_answer(&Readiness::Stopped("agent is banned".into()));
+        let (code, body) = ready(snapshot(Readiness::Stopped("agent is banned".into()), None));
         assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
         assert!(body.contains("banned"), "{body}");
+    }
+
+    #[test]
+    fn a_stale_crl_makes_the_agent_not_ready() {
+        assert_eq!(
+            ready_answer(&snapshot(Readiness::Ready, Some(1_000)), 1_000).0,
+            StatusCode::OK
+        );
+        let (code, body) = ready_answer(&snapshot(Readiness::Ready, Some(999)), 1_000);
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("stale_crl") && body.contains("999"), "{body}");
     }
 }

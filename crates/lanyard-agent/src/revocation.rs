@@ -46,6 +46,11 @@ impl VerifiedCrl {
         self.0.number().unwrap_or("-")
     }
 
+    /// Its nextUpdate (unix seconds), if it has one.
+    pub fn next_update(&self) -> Option<i64> {
+        self.0.next_update()
+    }
+
     /// How many serials the CRL lists.
     pub fn revoked_count(&self) -> usize {
         self.0.len()

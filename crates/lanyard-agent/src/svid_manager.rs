@@ -464,6 +464,7 @@ impl SvidManager {
                 .crl
                 .as_ref()
                 .and_then(|c| c.signing_intermediate().cloned()),
+            crl_next_update: sync.crl.as_ref().and_then(|c| c.next_update()),
             renewing,
         };
         self.out.send_if_modified(|current| {

@@ -155,6 +155,7 @@ mod tests {
             ],
             crl: vec![],
             crl_issuer: None,
+            crl_next_update: None,
             renewing: vec![],
         }
     }
