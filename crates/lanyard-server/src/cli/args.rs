@@ -284,8 +284,10 @@ pub enum SvidCmd {
         /// Serial as `svid list` prints it (any case, colons allowed).
         #[arg(long)]
         serial: String,
-        /// unspecified, key-compromise, affiliation-changed, superseded,
-        /// cessation-of-operation.
+        /// unspecified, key-compromise, ca-compromise, affiliation-changed,
+        /// superseded, cessation-of-operation, certificate-hold,
+        /// privilege-withdrawn, aa-compromise; or the RFC 5280 names
+        /// (keyCompromise, cACompromise, ...), in any case.
         #[arg(long, default_value = "unspecified")]
         reason: String,
     },
