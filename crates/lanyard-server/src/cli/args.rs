@@ -222,7 +222,8 @@ pub enum TokenCmd {
         /// Lifetime, e.g. `10m` [default: the server's join_token_ttl].
         #[arg(long, value_parser = humantime::parse_duration)]
         ttl: Option<Duration>,
-        /// SPIFFE ID for the agent instead of .../lanyard/agent/join_token/<id>.
+        /// SPIFFE ID for the agent instead of .../lanyard/agent/join_token/<id>:
+        /// a .../lanyard/agent/... ID no live or banned agent holds.
         #[arg(long)]
         spiffe_id: Option<String>,
     },
