@@ -97,6 +97,8 @@ const HARDENING: &[&str] = &[
     "MemoryDenyWriteExecute=yes",
     "SystemCallArchitectures=native",
     "Restart=on-failure",
+    // Both hold private keys: no core files.
+    "LimitCORE=0",
 ];
 
 fn repo() -> PathBuf {

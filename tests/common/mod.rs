@@ -24,6 +24,7 @@ use tonic::transport::Channel;
 pub mod agent;
 pub mod mtls;
 pub mod operators;
+pub mod other_user;
 pub mod python;
 pub mod upstream;
 

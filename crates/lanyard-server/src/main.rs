@@ -11,6 +11,16 @@ use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The daemon, before any key is loaded: no core dumps, no ptrace (see
+    // lanyard-hardening). Only `run`: the other commands hold no long-lived
+    // key, and a workload's CLI (`api fetch`) must stay readable in /proc
+    // by an agent that attests it without CAP_SYS_PTRACE.
+    if matches!(cli.command, Command::Run(_))
+        && let Err(e) = lanyard_hardening::make_non_dumpable()
+    {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
