@@ -6,41 +6,7 @@
 
 mod common;
 
-use std::{
-    process::Child,
-    time::{Duration, Instant},
-};
-
-use common::{agent::Agent, other_user::*, *};
-
-/// Kills the child when the test ends, passing or not.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_until(
-    what: &str,
-    child: &mut Child,
-    log: &std::path::Path,
-    mut ready: impl FnMut() -> bool,
-) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ready() {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!(
-                "{what} exited early ({status}):\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        assert!(Instant::now() < deadline, "{what} not ready in 30s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use common::{agent::Agent, other_user::*, spawned::*, *};
 
 fn assert_non_dumpable(what: &str, pid: u32) {
     let uid = proc_uid(pid);
@@ -63,7 +29,7 @@ fn server_and_agent_are_not_dumpable() {
     give_to_nobody(server.dir.path());
     let server_log = server.dir.path().join("non-root-server.log");
     let mut child = Killed(spawn_as_non_root(server.run_command(), &server_log));
-    wait_until("lanyard-server", &mut child.0, &server_log, || {
+    wait_until("lanyard-server", &mut child, &server_log, || {
         server.cli(&["healthcheck"]).status.success()
     });
     assert_non_dumpable("lanyard-server", child.0.id());
@@ -77,7 +43,7 @@ fn server_and_agent_are_not_dumpable() {
         agent.run_command(Some(&token), &[]),
         &agent_log,
     ));
-    wait_until("lanyard-agent", &mut agent_child.0, &agent_log, || {
+    wait_until("lanyard-agent", &mut agent_child, &agent_log, || {
         agent.healthy()
     });
     assert_non_dumpable("lanyard-agent", agent_child.0.id());

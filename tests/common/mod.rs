@@ -26,6 +26,7 @@ pub mod mtls;
 pub mod operators;
 pub mod other_user;
 pub mod python;
+pub mod spawned;
 pub mod upstream;
 
 pub const TD: &str = "e2e.test";

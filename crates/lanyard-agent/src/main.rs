@@ -19,11 +19,14 @@ fn main() -> ExitCode {
     // lanyard-hardening). Only `run`: the other commands hold no long-lived
     // key, and a workload's CLI (`api fetch`) must stay readable in /proc
     // by an agent that attests it without CAP_SYS_PTRACE.
-    if matches!(cli.command, Command::Run(_))
-        && let Err(e) = lanyard_hardening::make_non_dumpable()
-    {
-        eprintln!("error: {e}");
-        return ExitCode::from(1);
+    if matches!(cli.command, Command::Run(_)) {
+        if let Err(e) = lanyard_hardening::make_non_dumpable() {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+        // Still single-threaded: nothing the daemon or sled creates is ever
+        // group- or world-accessible by the umask it was started with.
+        lanyard_hardening::restrict_umask();
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

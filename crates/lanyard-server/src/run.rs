@@ -1,7 +1,7 @@
 //! Starting and stopping the server: store, CA, listeners and tasks.
 
 use std::{
-    os::unix::fs::{DirBuilderExt, PermissionsExt},
+    os::unix::fs::PermissionsExt,
     path::Path,
     sync::{
         Arc,
@@ -34,10 +34,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs the server until `shutdown` is cancelled or a component fails.
 pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), ServerError> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&cfg.data_dir)
+    lanyard_hardening::create_dir_exact(&cfg.data_dir, 0o700)
         .map_err(|e| ServerError::io("cannot create data dir", cfg.data_dir.display(), e))?;
 
     // Configuration errors before anything is opened or created.
@@ -268,12 +265,28 @@ fn bind_admin_socket(
     mode: u32,
     group: Option<&str>,
 ) -> Result<tokio::net::UnixListener, ServerError> {
+    let gid = group
+        .map(|group| {
+            crate::accounts::group(group).map(|g| g.gid).ok_or_else(|| {
+                ServerError::Config(format!(
+                    "admin_socket_group {group:?} is neither a gid nor a group in /etc/group"
+                ))
+            })
+        })
+        .transpose()?;
     if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
+        // A directory the server creates is 0700, or 0750 and in the group
+        // when admin_socket_group is set (its members must reach the socket).
+        let dir_mode = if gid.is_some() { 0o750 } else { 0o700 };
+        let created = lanyard_hardening::create_dir_exact(dir, dir_mode)
             .map_err(|e| ServerError::io("cannot create admin socket dir", dir.display(), e))?;
+        if let Some(gid) = gid {
+            for d in &created {
+                std::os::unix::fs::chown(d, None, Some(gid)).map_err(|e| {
+                    ServerError::io("cannot set admin socket dir group", d.display(), e)
+                })?;
+            }
+        }
     }
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         use std::os::unix::fs::FileTypeExt;
@@ -296,14 +309,7 @@ fn bind_admin_socket(
     }
     let listener = tokio::net::UnixListener::bind(path)
         .map_err(|e| ServerError::io("cannot bind admin socket", path.display(), e))?;
-    if let Some(group) = group {
-        let gid = crate::accounts::group(group)
-            .map(|g| g.gid)
-            .ok_or_else(|| {
-                ServerError::Config(format!(
-                    "admin_socket_group {group:?} is neither a gid nor a group in /etc/group"
-                ))
-            })?;
+    if let Some(gid) = gid {
         std::os::unix::fs::chown(path, None, Some(gid))
             .map_err(|e| ServerError::io("cannot set admin socket group", path.display(), e))?;
     }
