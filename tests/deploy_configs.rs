@@ -47,6 +47,7 @@ const SERVER_KEYS: &[&str] = &[
     "default_x509_svid_ttl",
     "agent_svid_ttl",
     "join_token_ttl",
+    "attestation_refusal_window",
     "log_level",
     "log_format",
     "admins",
@@ -97,6 +98,8 @@ const HARDENING: &[&str] = &[
     "MemoryDenyWriteExecute=yes",
     "SystemCallArchitectures=native",
     "Restart=on-failure",
+    // Both hold private keys: no core files.
+    "LimitCORE=0",
 ];
 
 fn repo() -> PathBuf {

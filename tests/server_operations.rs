@@ -212,10 +212,13 @@ fn bundle_token_and_health() {
         "--ttl",
         "5m",
         "--spiffe-id",
-        &format!("spiffe://{TD}/node/a"),
+        &format!("spiffe://{TD}/lanyard/agent/join_token/node-a"),
     ]);
     assert_eq!(t["token"].as_str().unwrap().len(), 64);
-    assert_eq!(t["agent_id"], format!("spiffe://{TD}/node/a").as_str());
+    assert_eq!(
+        t["agent_id"],
+        format!("spiffe://{TD}/lanyard/agent/join_token/node-a").as_str()
+    );
 
     assert!(http_get(server.http_addr, "/health/live").starts_with("HTTP/1.1 200"));
     assert!(http_get(server.http_addr, "/health/ready").starts_with("HTTP/1.1 200"));

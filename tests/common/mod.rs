@@ -24,7 +24,9 @@ use tonic::transport::Channel;
 pub mod agent;
 pub mod mtls;
 pub mod operators;
+pub mod other_user;
 pub mod python;
+pub mod spawned;
 pub mod upstream;
 
 pub const TD: &str = "e2e.test";

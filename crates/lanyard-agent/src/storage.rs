@@ -3,7 +3,7 @@
 //! half-written file.
 
 use std::{
-    os::unix::fs::{DirBuilderExt, PermissionsExt},
+    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     sync::Arc,
     time::SystemTime,
@@ -27,11 +27,7 @@ pub struct DataDir {
 impl DataDir {
     /// Opens (creating it 0700 if missing) the data dir.
     pub fn open(path: &Path) -> Result<Self, AgentError> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(path)
-            .map_err(|e| AgentError::io(path, e))?;
+        lanyard_hardening::create_dir_exact(path, 0o700).map_err(|e| AgentError::io(path, e))?;
         Ok(Self {
             path: path.to_owned(),
         })

@@ -213,6 +213,20 @@ pub enum CaError {
         accepted: String,
     },
 
+    /// `removeFromCRL`: valid in RFC 5280 only in delta CRLs. Lanyard
+    /// publishes full CRLs, where OpenSSL would read the entry as "not
+    /// revoked", so the reason is refused.
+    #[error(
+        "revocation reason {given:?} (removeFromCRL) belongs only in delta CRLs and would \
+         un-revoke the serial for OpenSSL; Lanyard publishes full CRLs, so use one of: {accepted}"
+    )]
+    RevocationReasonDeltaOnly {
+        /// What was given.
+        given: String,
+        /// The accepted names.
+        accepted: String,
+    },
+
     /// A serial that is not hexadecimal.
     #[error(
         "invalid serial {serial:?}: expected hexadecimal digits, optionally separated by colons"

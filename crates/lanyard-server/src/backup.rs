@@ -7,7 +7,7 @@
 //! CRL. Join tokens are not carried over: they are single-use secrets and a
 //! restored server should hand out new ones.
 
-use std::{collections::BTreeMap, os::unix::fs::DirBuilderExt, path::Path};
+use std::{collections::BTreeMap, path::Path};
 
 use lanyard_identity::Entry;
 use lanyard_store::{AgentRecord, Datastore, Revocation, SledStore, SvidRecord, TaskRecord};
@@ -117,10 +117,7 @@ impl Backup {
         }
         let ca_dir = data_dir.join("ca");
         for dir in [data_dir, ca_dir.as_path()] {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
+            lanyard_hardening::create_dir_exact(dir, 0o700)
                 .map_err(|e| ServerError::io("cannot create", dir.display(), e))?;
         }
         for (name, pem) in &self.ca_keys {

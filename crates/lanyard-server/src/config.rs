@@ -38,6 +38,10 @@ pub struct ConfigFile {
     /// Default join token lifetime.
     #[serde(default, with = "humantime_serde")]
     pub join_token_ttl: Option<Duration>,
+    /// Refused attestations from one peer IP within this window share one
+    /// audit record after the first.
+    #[serde(default, with = "humantime_serde")]
+    pub attestation_refusal_window: Option<Duration>,
     /// Log filter (`info`, `debug`, `lanyard_server=debug` ...).
     pub log_level: Option<String>,
     /// `text` or `json`.
@@ -114,6 +118,9 @@ pub struct ServerConfig {
     pub agent_svid_ttl: Duration,
     /// Default join token lifetime.
     pub join_token_ttl: Duration,
+    /// Window over which refused attestations from one peer IP are
+    /// aggregated into one audit record after the first.
+    pub attestation_refusal_window: Duration,
     /// Log filter.
     pub log_level: String,
     /// Log as JSON lines.
@@ -145,6 +152,8 @@ pub mod defaults {
     pub const AGENT_SVID_TTL: Duration = Duration::from_secs(3600);
     /// `join_token_ttl`.
     pub const JOIN_TOKEN_TTL: Duration = Duration::from_secs(600);
+    /// `attestation_refusal_window`.
+    pub const ATTESTATION_REFUSAL_WINDOW: Duration = Duration::from_secs(60);
     /// `[tasks] max_ttl`.
     pub const TASK_MAX_TTL: Duration = Duration::from_secs(4 * 3600);
     /// `[tasks] break_glass_max_ttl`.
@@ -183,6 +192,9 @@ impl ConfigFile {
             default_x509_svid_ttl: other.default_x509_svid_ttl.or(self.default_x509_svid_ttl),
             agent_svid_ttl: other.agent_svid_ttl.or(self.agent_svid_ttl),
             join_token_ttl: other.join_token_ttl.or(self.join_token_ttl),
+            attestation_refusal_window: other
+                .attestation_refusal_window
+                .or(self.attestation_refusal_window),
             log_level: other.log_level.or(self.log_level),
             log_format: other.log_format.or(self.log_format),
             upstream: other.upstream.or(self.upstream),
@@ -214,11 +226,15 @@ impl ConfigFile {
             .unwrap_or(defaults::X509_SVID_TTL);
         let agent_svid_ttl = self.agent_svid_ttl.unwrap_or(defaults::AGENT_SVID_TTL);
         let join_token_ttl = self.join_token_ttl.unwrap_or(defaults::JOIN_TOKEN_TTL);
+        let attestation_refusal_window = self
+            .attestation_refusal_window
+            .unwrap_or(defaults::ATTESTATION_REFUSAL_WINDOW);
         for (key, value) in [
             ("ca_ttl", ca_ttl),
             ("default_x509_svid_ttl", default_x509_svid_ttl),
             ("agent_svid_ttl", agent_svid_ttl),
             ("join_token_ttl", join_token_ttl),
+            ("attestation_refusal_window", attestation_refusal_window),
         ] {
             if value < Duration::from_secs(1) {
                 return Err(bad(format!("{key} must be at least 1s")));
@@ -316,6 +332,7 @@ impl ConfigFile {
             default_x509_svid_ttl,
             agent_svid_ttl,
             join_token_ttl,
+            attestation_refusal_window,
             log_level: self.log_level.unwrap_or_else(|| "info".into()),
             log_json,
             upstream: self.upstream,

@@ -19,6 +19,7 @@
 
 mod accounts;
 mod admin;
+mod admin_socket;
 mod backup;
 mod clock;
 mod config;

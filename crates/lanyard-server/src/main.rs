@@ -11,6 +11,19 @@ use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The daemon, before any key is loaded: no core dumps, no ptrace (see
+    // lanyard-hardening). Only `run`: the other commands hold no long-lived
+    // key, and a workload's CLI (`api fetch`) must stay readable in /proc
+    // by an agent that attests it without CAP_SYS_PTRACE.
+    if matches!(cli.command, Command::Run(_)) {
+        if let Err(e) = lanyard_hardening::make_non_dumpable() {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+        // Still single-threaded: nothing the daemon or sled creates is ever
+        // group- or world-accessible by the umask it was started with.
+        lanyard_hardening::restrict_umask();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

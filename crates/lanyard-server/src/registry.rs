@@ -252,12 +252,8 @@ pub(crate) async fn generate_join_token(
         }
     };
     let td = &state.cfg.trust_domain;
-    if let Some(id) = &spiffe_id
-        && (!id.is_member_of(td) || id.path().is_empty() || *id == state.server_id)
-    {
-        return Err(RegistryError::Invalid(format!(
-            "spiffe_id {id} cannot be an agent ID: it must be a non-root ID in {td} other than the server's"
-        )));
+    if let Some(id) = &spiffe_id {
+        check_token_agent_id(state, id).await?;
     }
     let token = join_token::generate().map_err(|_| RegistryError::Random)?;
     let token_id = join_token::token_id(&token);
@@ -287,6 +283,41 @@ pub(crate) async fn generate_join_token(
         expires_at: now + ttl,
         agent_id,
     })
+}
+
+/// The prefix every agent ID's path starts with.
+const AGENT_PATH_PREFIX: &str = "/lanyard/agent/";
+
+/// A join token may name its agent's ID only if that ID is an agent ID of
+/// this trust domain (`/lanyard/agent/...`) that no agent in good standing
+/// holds: absent, or evicted. A workload's ID would turn the token into a
+/// way to obtain that workload's identity as a node; a live agent's ID
+/// would let a second node impersonate it; a banned agent's ID would undo
+/// the ban.
+async fn check_token_agent_id(state: &ServerState, id: &SpiffeId) -> Result<(), RegistryError> {
+    let td = &state.cfg.trust_domain;
+    let is_agent_path = id
+        .path()
+        .strip_prefix(AGENT_PATH_PREFIX)
+        .is_some_and(|rest| !rest.is_empty());
+    if !id.is_member_of(td) || !is_agent_path {
+        return Err(RegistryError::Invalid(format!(
+            "spiffe_id {id} cannot be an agent ID: it must be spiffe://{td}{AGENT_PATH_PREFIX}<attestor>/<id>"
+        )));
+    }
+    let lookup = id.clone();
+    let existing = state.db(move |s| s.get_agent(&lookup)).await?;
+    match existing {
+        Some(agent) if agent.banned => Err(RegistryError::Precondition(format!(
+            "spiffe_id {id} names a banned agent; a banned agent's ID is never issued again, \
+             choose a new agent ID or omit --spiffe-id"
+        ))),
+        Some(agent) if !agent.evicted => Err(RegistryError::Precondition(format!(
+            "spiffe_id {id} names an attested agent in good standing; \
+             evict it first (agent evict) or choose an agent ID no agent holds"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Revokes one SVID by serial (normalized); returns the serials newly put

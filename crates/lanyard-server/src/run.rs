@@ -1,7 +1,6 @@
 //! Starting and stopping the server: store, CA, listeners and tasks.
 
 use std::{
-    os::unix::fs::{DirBuilderExt, PermissionsExt},
     path::Path,
     sync::{
         Arc,
@@ -37,10 +36,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs the server until `shutdown` is cancelled or a component fails.
 pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), ServerError> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&cfg.data_dir)
+    lanyard_hardening::create_dir_exact(&cfg.data_dir, 0o700)
         .map_err(|e| ServerError::io("cannot create data dir", cfg.data_dir.display(), e))?;
 
     // Configuration errors before anything is opened or created.
@@ -96,7 +92,7 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     let http_listener = TcpListener::bind(cfg.http_address)
         .await
         .map_err(|e| ServerError::io("cannot bind HTTP", cfg.http_address, e))?;
-    let admin_listener = bind_admin_socket(
+    let admin_listener = crate::admin_socket::bind_admin_socket(
         &cfg.admin_socket,
         cfg.admin_socket_mode,
         cfg.admin_socket_group.as_deref(),
@@ -264,58 +260,6 @@ async fn accept_tls(
             }
         });
     }
-}
-
-/// Binds the admin socket with `mode` (0600 by default) and, if given, hands
-/// it to `group`. A live server on the same socket is an error; a stale
-/// socket file is replaced.
-fn bind_admin_socket(
-    path: &Path,
-    mode: u32,
-    group: Option<&str>,
-) -> Result<tokio::net::UnixListener, ServerError> {
-    if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| ServerError::io("cannot create admin socket dir", dir.display(), e))?;
-    }
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        use std::os::unix::fs::FileTypeExt;
-        if !meta.file_type().is_socket() {
-            return Err(ServerError::io(
-                "refusing to replace non-socket at admin socket path",
-                path.display(),
-                std::io::Error::from(std::io::ErrorKind::AlreadyExists),
-            ));
-        }
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(ServerError::io(
-                "another server is listening on admin socket",
-                path.display(),
-                std::io::Error::from(std::io::ErrorKind::AddrInUse),
-            ));
-        }
-        std::fs::remove_file(path)
-            .map_err(|e| ServerError::io("cannot remove stale admin socket", path.display(), e))?;
-    }
-    let listener = tokio::net::UnixListener::bind(path)
-        .map_err(|e| ServerError::io("cannot bind admin socket", path.display(), e))?;
-    if let Some(group) = group {
-        let gid = crate::accounts::group(group)
-            .map(|g| g.gid)
-            .ok_or_else(|| {
-                ServerError::Config(format!(
-                    "admin_socket_group {group:?} is neither a gid nor a group in /etc/group"
-                ))
-            })?;
-        std::os::unix::fs::chown(path, None, Some(gid))
-            .map_err(|e| ServerError::io("cannot set admin socket group", path.display(), e))?;
-    }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| ServerError::io("cannot set admin socket mode", path.display(), e))?;
-    Ok(listener)
 }
 
 /// Opens the audit log, verified up to the head the store anchors. Appends

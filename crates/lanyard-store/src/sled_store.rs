@@ -148,7 +148,7 @@ impl SledStore {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let state = inspect_dir(dir)?;
         if state == DirState::Fresh {
-            fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+            lanyard_hardening::create_dir_exact(dir, 0o700).map_err(|e| StoreError::Open {
                 path: dir.to_path_buf(),
                 reason: format!("cannot create the directory: {e}"),
             })?;
@@ -188,6 +188,7 @@ impl SledStore {
                 path: dir.to_path_buf(),
                 reason: format!("sled refused the database: {e}"),
             })?;
+        private_subdirs(dir)?;
 
         let (seal, format) = match state {
             DirState::Existing => {
@@ -1010,6 +1011,27 @@ impl Datastore for SledStore {
         self.meta.insert(AUDIT_HEAD_KEY, value).map_err(backend)?;
         self.commit()
     }
+}
+
+/// sled creates subdirectories (`blobs/`) with the process umask, which a
+/// library cannot choose; they are set to 0700 once sled has opened. The
+/// daemons also run with a umask of at least 077 (lanyard-hardening), so
+/// nothing is reachable in between.
+fn private_subdirs(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    let fail = |path: &Path, e: std::io::Error| StoreError::Open {
+        path: path.to_path_buf(),
+        reason: format!("cannot make sled's directory 0700: {e}"),
+    };
+    for entry in fs::read_dir(dir).map_err(|e| fail(dir, e))? {
+        let entry = entry.map_err(|e| fail(dir, e))?;
+        let path = entry.path();
+        if entry.file_type().map_err(|e| fail(&path, e))?.is_dir() {
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o700))
+                .map_err(|e| fail(&path, e))?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -169,7 +169,8 @@ pub fn write_files(dir: &Path, resp: &X509svidResponse) -> Result<Vec<PathBuf>, 
         .svids
         .first()
         .ok_or_else(|| AgentError::Client("no SVID in the answer".into()))?;
-    std::fs::create_dir_all(dir).map_err(|e| AgentError::io(dir, e))?;
+    // 0700 whatever the umask: svid.key goes in it.
+    lanyard_hardening::create_dir_exact(dir, 0o700).map_err(|e| AgentError::io(dir, e))?;
     let chain = split_der(&svid.x509_svid).map_err(|e| client_err("x509_svid", e))?;
     let bundle = split_der(&svid.bundle).map_err(|e| client_err("bundle", e))?;
     let key = SvidKey::from_pkcs8_der(&svid.x509_svid_key)?;

@@ -104,6 +104,10 @@ pub struct RunArgs {
     /// Default join token lifetime [default: 10m].
     #[arg(long, value_parser = humantime::parse_duration)]
     pub join_token_ttl: Option<Duration>,
+    /// Refused attestations from one peer IP within this window share one
+    /// audit record after the first [default: 60s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub attestation_refusal_window: Option<Duration>,
     /// Log filter, e.g. `info` or `lanyard_server=debug` [default: info].
     #[arg(long)]
     pub log_level: Option<String>,
@@ -125,6 +129,7 @@ impl RunArgs {
             default_x509_svid_ttl: self.default_x509_svid_ttl,
             agent_svid_ttl: self.agent_svid_ttl,
             join_token_ttl: self.join_token_ttl,
+            attestation_refusal_window: self.attestation_refusal_window,
             log_level: self.log_level.clone(),
             log_format: self.log_format.clone(),
             upstream: None,
@@ -222,7 +227,8 @@ pub enum TokenCmd {
         /// Lifetime, e.g. `10m` [default: the server's join_token_ttl].
         #[arg(long, value_parser = humantime::parse_duration)]
         ttl: Option<Duration>,
-        /// SPIFFE ID for the agent instead of .../lanyard/agent/join_token/<id>.
+        /// SPIFFE ID for the agent instead of .../lanyard/agent/join_token/<id>:
+        /// a .../lanyard/agent/... ID no live or banned agent holds.
         #[arg(long)]
         spiffe_id: Option<String>,
     },
@@ -284,8 +290,10 @@ pub enum SvidCmd {
         /// Serial as `svid list` prints it (any case, colons allowed).
         #[arg(long)]
         serial: String,
-        /// unspecified, key-compromise, affiliation-changed, superseded,
-        /// cessation-of-operation.
+        /// unspecified, key-compromise, ca-compromise, affiliation-changed,
+        /// superseded, cessation-of-operation, certificate-hold,
+        /// privilege-withdrawn, aa-compromise; or the RFC 5280 names
+        /// (keyCompromise, cACompromise, ...), in any case.
         #[arg(long, default_value = "unspecified")]
         reason: String,
     },

@@ -5,6 +5,7 @@ mod attest;
 mod authz;
 mod crl_issuers;
 mod peer;
+mod refusals;
 pub(crate) mod registry;
 mod service;
 mod sync;

@@ -14,7 +14,7 @@ use lanyard_proto::node::v1::{
 use lanyard_store::{AgentRecord, Refusal};
 use tonic::{Request, Response, Status};
 
-use super::{attest, peer, sync};
+use super::{attest, peer, refusals::RefusalAudit, sync};
 use crate::{
     issuance::{self, AgentSvid, BatchItem, BatchRequest, IssueError},
     state::{ServerState, now_unix},
@@ -26,11 +26,14 @@ const MAX_BATCH: usize = 1000;
 
 pub(crate) struct NodeService {
     state: Arc<ServerState>,
+    /// Refused attestations, aggregated per peer IP (see `refusals`).
+    refusals: RefusalAudit,
 }
 
 impl NodeService {
     pub fn new(state: Arc<ServerState>) -> Self {
-        Self { state }
+        let refusals = RefusalAudit::new(state.cfg.attestation_refusal_window);
+        Self { state, refusals }
     }
 
     /// Issues an agent SVID off the runtime (it records and signs).
@@ -100,6 +103,9 @@ impl Node for NodeService {
         &self,
         req: Request<AttestRequest>,
     ) -> Result<Response<AttestResponse>, Status> {
+        let source = req
+            .remote_addr()
+            .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string());
         let req = req.into_inner();
         if req.csr.is_empty() {
             return Err(Status::invalid_argument(
@@ -130,12 +136,14 @@ impl Node for NodeService {
                     } else {
                         "x509pop"
                     };
-                    self.state
-                        .audit(
-                            Event::new("anonymous node", Action::AttestationRefused, method)
-                                .reason(status.message()),
-                        )
-                        .await?;
+                    tracing::warn!(source = %source, method, reason = %status.message(), "attestation refused");
+                    let now = crate::clock::unix(self.state.now());
+                    let events = self
+                        .refusals
+                        .refused(&source, method, status.message(), now);
+                    if !events.is_empty() {
+                        self.state.audit_all(events).await?;
+                    }
                 }
                 return Err(status);
             }
