@@ -7,10 +7,7 @@
 
 mod common;
 
-use std::{
-    process::Command,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{
     agent::{Agent, crl_serials, eventually, register_self},
@@ -88,13 +85,7 @@ fn state_past_4_mib_crosses_every_api() {
 
     server.kill();
     std::fs::remove_dir_all(server.data_dir()).unwrap();
-    let out = Command::new(bin("lanyard-server"))
-        .args(["datastore", "import", "--file"])
-        .arg(&backup_path)
-        .arg("--data-dir")
-        .arg(server.data_dir())
-        .output()
-        .unwrap();
+    let out = import_backup(&backup_path, &server.data_dir());
     assert!(
         out.status.success(),
         "{}",

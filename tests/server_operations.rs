@@ -460,13 +460,7 @@ async fn export_then_import_restores_entries_bundle_and_crl() {
     let mut restored = restored;
     restored.kill();
     std::fs::remove_dir_all(restored.data_dir()).unwrap();
-    let out = Command::new(bin("lanyard-server"))
-        .args(["datastore", "import", "--file"])
-        .arg(&backup)
-        .arg("--data-dir")
-        .arg(restored.data_dir())
-        .output()
-        .unwrap();
+    let out = import_backup(&backup, &restored.data_dir());
     assert!(
         out.status.success(),
         "{}",
@@ -474,13 +468,7 @@ async fn export_then_import_restores_entries_bundle_and_crl() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("restored 1 entries"));
     // Importing over an existing store is refused.
-    let again = Command::new(bin("lanyard-server"))
-        .args(["datastore", "import", "--file"])
-        .arg(&backup)
-        .arg("--data-dir")
-        .arg(restored.data_dir())
-        .output()
-        .unwrap();
+    let again = import_backup(&backup, &restored.data_dir());
     assert_eq!(exit_code(&again), 1);
     assert!(String::from_utf8_lossy(&again.stderr).contains("fresh data dir"));
     restored.spawn();

@@ -367,3 +367,14 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (String, Vec<u8>) {
     assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
     (head, raw[split + 4..].to_vec())
 }
+
+/// `lanyard-server datastore import --file BACKUP --data-dir DIR`, offline.
+pub fn import_backup(backup: &Path, data_dir: &Path) -> Output {
+    Command::new(bin("lanyard-server"))
+        .args(["datastore", "import", "--file"])
+        .arg(backup)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .unwrap()
+}

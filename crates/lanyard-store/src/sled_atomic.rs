@@ -206,6 +206,18 @@ impl SledStore {
         Ok(())
     }
 
+    /// Refuses a new entry whose ID is taken, or whose SPIFFE ID, parent and
+    /// selector set another entry already has.
+    fn check_new_entry(&self, entry: &Entry) -> Result<(), StoreError> {
+        if self.get_entry(&entry.id)?.is_some() {
+            return Err(StoreError::AlreadyExists {
+                kind: "entry",
+                key: entry_key(&entry.id),
+            });
+        }
+        self.check_unique(entry)
+    }
+
     /// Refuses an entry whose SPIFFE ID, parent and selector set another
     /// entry already has.
     fn check_unique(&self, entry: &Entry) -> Result<(), StoreError> {
@@ -298,13 +310,7 @@ impl SledStore {
 
     pub(crate) fn create_entry_atomic(&self, entry: &Entry) -> Result<(), StoreError> {
         let _w = self.lock_writer()?;
-        if self.get_entry(&entry.id)?.is_some() {
-            return Err(StoreError::AlreadyExists {
-                kind: "entry",
-                key: entry_key(&entry.id),
-            });
-        }
-        self.check_unique(entry)?;
+        self.check_new_entry(entry)?;
         let mut ws = WriteSet::default();
         Self::write_entry(&mut ws, entry)?;
         self.apply(ws)?;
@@ -681,13 +687,7 @@ impl SledStore {
                 ),
             });
         }
-        if self.get_entry(&entry.id)?.is_some() {
-            return Err(StoreError::AlreadyExists {
-                kind: "entry",
-                key: entry_key(&entry.id),
-            });
-        }
-        self.check_unique(entry)?;
+        self.check_new_entry(entry)?;
         let mut ws = WriteSet::default();
         Self::write_entry(&mut ws, entry)?;
         ws.put(
