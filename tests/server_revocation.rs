@@ -6,7 +6,6 @@ mod common;
 
 use std::{
     io::{Read, Write},
-    process::{Command, Stdio},
     time::Duration,
 };
 
@@ -69,32 +68,7 @@ fn entry(server: &Server, path: &str, parent: &str) -> String {
 }
 
 fn openssl_crl_check(server: &Server, chain: &[CertificateDer<'_>], crl_der: &[u8]) -> String {
-    let dir = server.dir.path();
-    write_pem(&dir.join("ca.pem"), &server.bundle());
-    write_pem(&dir.join("leaf.pem"), &chain[..1]);
-    let mut conv = Command::new("openssl")
-        .args(["crl", "-inform", "DER", "-outform", "PEM", "-out"])
-        .arg(dir.join("crl.pem"))
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    conv.stdin.take().unwrap().write_all(crl_der).unwrap();
-    assert!(conv.wait().unwrap().success());
-    let out = Command::new("openssl")
-        .arg("verify")
-        .arg("-crl_check")
-        .arg("-CAfile")
-        .arg(dir.join("ca.pem"))
-        .arg("-CRLfile")
-        .arg(dir.join("crl.pem"))
-        .arg(dir.join("leaf.pem"))
-        .output()
-        .unwrap();
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    openssl_verify_crl(server.dir.path(), &server.bundle(), chain, Some(crl_der)).1
 }
 
 #[tokio::test(flavor = "multi_thread")]

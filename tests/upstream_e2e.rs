@@ -21,7 +21,8 @@ use common::{
     agent::{Agent, eventually, register_self},
     fetch_crl,
     mtls::{echo, serve, until_refused},
-    upstream::{activation_at, crl_signed_by, openssl_verify_crl, upstream_server},
+    openssl_verify_crl,
+    upstream::{activation_at, crl_signed_by, upstream_server},
 };
 use lanyard_mtls::{Authorizer, TrustMaterial, WorkloadSource};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -176,11 +177,21 @@ async fn lanyard_as_the_intermediate_of_an_operator_root() {
 
     // 2. openssl, with the root, the intermediate chain and GET /crl.
     let dir = agent.dir.path().to_path_buf();
-    let (ok, out) = openssl_verify_crl(&dir, &root.cert, &chain, &fetch_crl(&server));
+    let (ok, out) = openssl_verify_crl(
+        &dir,
+        std::slice::from_ref(&root.cert),
+        &chain,
+        Some(&fetch_crl(&server)),
+    );
     assert!(ok, "openssl verify -crl_check before revocation: {out}");
     server.cli_ok(&["svid", "revoke", "--serial", &serial]);
     let revoked_at = Instant::now();
-    let (ok, out) = openssl_verify_crl(&dir, &root.cert, &chain, &fetch_crl(&server));
+    let (ok, out) = openssl_verify_crl(
+        &dir,
+        std::slice::from_ref(&root.cert),
+        &chain,
+        Some(&fetch_crl(&server)),
+    );
     assert!(!ok && out.contains("certificate revoked"), "{out}");
     let took = until_refused(&config, db, &["certificate revoked"], revoked_at).await;
     println!("upstream: revoked → refused in {took:?}");

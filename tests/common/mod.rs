@@ -290,39 +290,58 @@ pub async fn attest(server: &Server, token: &str) -> Result<NodeIdentity, tonic:
     })
 }
 
+/// `der` as one PEM block labelled `label`.
+pub fn pem_block(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
 /// Writes DER certificates as one PEM file.
 pub fn write_pem(path: &Path, certs: &[CertificateDer<'_>]) {
-    let mut out = String::new();
-    for c in certs {
-        use base64::Engine;
-        let b64 = base64::engine::general_purpose::STANDARD.encode(c.as_ref());
-        out.push_str("-----BEGIN CERTIFICATE-----\n");
-        for line in b64.as_bytes().chunks(64) {
-            out.push_str(std::str::from_utf8(line).unwrap());
-            out.push('\n');
-        }
-        out.push_str("-----END CERTIFICATE-----\n");
-    }
+    let out: String = certs.iter().map(|c| pem_block("CERTIFICATE", c)).collect();
     std::fs::write(path, out).unwrap();
 }
 
-/// `openssl verify` of `leaf` against `bundle` (+ intermediates); returns
-/// (success, combined output).
+/// `openssl verify` of `chain`'s leaf against `bundle` (+ intermediates);
+/// returns (success, combined output).
 pub fn openssl_verify(
     dir: &Path,
     bundle: &[CertificateDer<'_>],
     chain: &[CertificateDer<'_>],
 ) -> (bool, String) {
+    openssl_verify_crl(dir, bundle, chain, None)
+}
+
+/// `openssl verify [-crl_check -CRLfile crl] -CAfile bundle [-untrusted
+/// intermediates] leaf`; returns (success, combined output).
+pub fn openssl_verify_crl(
+    dir: &Path,
+    bundle: &[CertificateDer<'_>],
+    chain: &[CertificateDer<'_>],
+    crl_der: Option<&[u8]>,
+) -> (bool, String) {
     let ca = dir.join("ca.pem");
     let leaf = dir.join("leaf.pem");
-    let untrusted = dir.join("untrusted.pem");
     write_pem(&ca, bundle);
     write_pem(&leaf, &chain[..1]);
     let mut cmd = Command::new("openssl");
     cmd.arg("verify").arg("-CAfile").arg(&ca);
     if chain.len() > 1 {
+        let untrusted = dir.join("untrusted.pem");
         write_pem(&untrusted, &chain[1..]);
         cmd.arg("-untrusted").arg(&untrusted);
+    }
+    if let Some(der) = crl_der {
+        let crl = dir.join("crl.pem");
+        std::fs::write(&crl, pem_block("X509 CRL", der)).unwrap();
+        cmd.arg("-crl_check").arg("-CRLfile").arg(&crl);
     }
     let out = cmd
         .arg(&leaf)

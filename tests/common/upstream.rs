@@ -8,7 +8,7 @@ use std::{
     process::Command,
 };
 
-use super::{Server, write_pem};
+use super::Server;
 use rustls_pki_types::{CertificateDer, pem::PemObject};
 
 /// An operator's root CA on disk.
@@ -72,55 +72,6 @@ pub fn upstream_server(extra: &[&str]) -> (Server, OperatorRoot) {
     // The root's files live as long as the server.
     server.keep.push(dir);
     (server, root)
-}
-
-/// A DER CRL as PEM (`X509 CRL`), as `openssl verify -CRLfile` reads it.
-pub fn crl_pem(der: &[u8]) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = String::from("-----BEGIN X509 CRL-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).unwrap());
-        out.push('\n');
-    }
-    out.push_str("-----END X509 CRL-----\n");
-    out
-}
-
-/// `openssl verify -crl_check -CAfile root -untrusted <intermediates>
-/// -CRLfile crl leaf`; returns (success, combined output).
-pub fn openssl_verify_crl(
-    dir: &Path,
-    root: &CertificateDer<'_>,
-    chain: &[CertificateDer<'_>],
-    crl_der: &[u8],
-) -> (bool, String) {
-    let (ca, untrusted, leaf, crl) = (
-        dir.join("crl-root.pem"),
-        dir.join("crl-untrusted.pem"),
-        dir.join("crl-leaf.pem"),
-        dir.join("crl.pem"),
-    );
-    write_pem(&ca, std::slice::from_ref(root));
-    write_pem(&untrusted, &chain[1..]);
-    write_pem(&leaf, &chain[..1]);
-    std::fs::write(&crl, crl_pem(crl_der)).unwrap();
-    let out = Command::new("openssl")
-        .args(["verify", "-crl_check", "-CAfile"])
-        .arg(&ca)
-        .arg("-untrusted")
-        .arg(&untrusted)
-        .arg("-CRLfile")
-        .arg(&crl)
-        .arg(&leaf)
-        .output()
-        .expect("openssl must be installed (it is part of the test set-up)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
 }
 
 /// Whether `crl_der` is signed by the key of `ca_der`.

@@ -206,6 +206,21 @@ impl SledStore {
         Ok(())
     }
 
+    /// Refuses a serial that is already recorded (a random serial collided).
+    fn check_serial_free(&self, serial: &str) -> Result<(), StoreError> {
+        if self
+            .svids
+            .contains_key(serial.as_bytes())
+            .map_err(backend)?
+        {
+            return Err(Refusal::SerialTaken {
+                serial: serial.to_owned(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
     /// Refuses a new entry whose ID is taken, or whose SPIFFE ID, parent and
     /// selector set another entry already has.
     fn check_new_entry(&self, entry: &Entry) -> Result<(), StoreError> {
@@ -465,16 +480,7 @@ impl SledStore {
             }
             .into());
         }
-        if self
-            .svids
-            .contains_key(svid.serial.as_bytes())
-            .map_err(backend)?
-        {
-            return Err(Refusal::SerialTaken {
-                serial: svid.serial.clone(),
-            }
-            .into());
-        }
+        self.check_serial_free(&svid.serial)?;
         let mut stored = agent.clone();
         stored.revision = previous.map_or(1, |a| a.revision + 1);
         let mut ws = WriteSet::default();
@@ -506,16 +512,7 @@ impl SledStore {
                 agent: agent_id.clone(),
             })?;
         check_standing(&agent, Some(presented))?;
-        if self
-            .svids
-            .contains_key(svid.serial.as_bytes())
-            .map_err(backend)?
-        {
-            return Err(Refusal::SerialTaken {
-                serial: svid.serial.clone(),
-            }
-            .into());
-        }
+        self.check_serial_free(&svid.serial)?;
         let mut stored = agent;
         stored.serial = svid.serial.clone();
         stored.expires_at = svid.not_after;
@@ -752,20 +749,21 @@ impl SledStore {
                     Err(refusal) => Err(refusal.clone()),
                     Ok(()) => self.check_item(batch, item, &aliases, now)?,
                 };
-                let decided = decided.and_then(|issued| {
-                    let fresh = taken.insert(item.serial.as_str())
-                        && !self
-                            .svids
-                            .contains_key(item.serial.as_bytes())
-                            .unwrap_or(true);
-                    if fresh {
-                        Ok(issued)
-                    } else {
-                        Err(Refusal::SerialTaken {
-                            serial: item.serial.clone(),
-                        })
+                let decided = match decided {
+                    Ok(issued) if taken.insert(item.serial.as_str()) => {
+                        match self.check_serial_free(&item.serial) {
+                            Ok(()) => Ok(issued),
+                            Err(StoreError::Refused(refusal)) => Err(refusal),
+                            // A failing store fails the group, never passes
+                            // for a collision.
+                            Err(e) => return Err(e),
+                        }
                     }
-                });
+                    Ok(_) => Err(Refusal::SerialTaken {
+                        serial: item.serial.clone(),
+                    }),
+                    Err(refusal) => Err(refusal),
+                };
                 if let Ok(issued) = &decided {
                     Self::write_svid(
                         &mut ws,
