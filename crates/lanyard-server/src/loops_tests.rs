@@ -48,8 +48,8 @@ async fn task_scheduler_ends_on_shutdown() {
 #[tokio::test(start_paused = true)]
 async fn registry_ends_on_shutdown() {
     let t = test_support::state("");
-    let builder = crate::node::registry::start(&t.state).await.unwrap();
-    let task = crate::node::registry::run(t.state.clone(), builder, t.shutdown.clone());
+    let started = crate::node::registry::start(&t.state).await.unwrap();
+    let task = crate::node::registry::run(t.state.clone(), started, t.shutdown.clone());
     ends_on_shutdown("registry", t.shutdown.clone(), task).await;
 }
 
@@ -89,6 +89,67 @@ async fn crl_refresh_republishes_before_the_crl_lapses() {
     assert!(
         t.state.crl.load().number > first,
         "the CRL was not republished"
+    );
+    t.shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_change_between_registry_start_and_run_is_not_missed() {
+    let t = test_support::state("");
+    let started = crate::node::registry::start(&t.state).await.unwrap();
+    // An operator's call lands before the registry task runs.
+    let agent = lanyard_store::AgentRecord {
+        spiffe_id: "spiffe://test.example/lanyard/agent/join_token/a"
+            .parse()
+            .unwrap(),
+        attestation_type: "join_token".into(),
+        selectors: vec!["join_token:id:a".parse().unwrap()],
+        serial: "01".into(),
+        expires_at: 0,
+        attested_at: 0,
+        banned: false,
+        evicted: false,
+        revision: 1,
+    };
+    let entry = lanyard_identity::Entry {
+        id: lanyard_identity::EntryId::new_random(),
+        spiffe_id: "spiffe://test.example/late".parse().unwrap(),
+        parent_id: agent.spiffe_id.clone(),
+        selectors: vec!["unix:uid:1".parse().unwrap()],
+        x509_svid_ttl_secs: None,
+        dns_names: vec![],
+        expires_at: None,
+        hint: String::new(),
+        revision: 0,
+        created_at: 0,
+    };
+    t.state.store.create_entry(&entry).unwrap();
+    t.state.entries_changed([entry.id]);
+    let task = tokio::spawn(crate::node::registry::run(
+        t.state.clone(),
+        started,
+        t.shutdown.clone(),
+    ));
+    let mut snapshots = t.state.registry.subscribe();
+    let seen = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if !snapshots
+                .borrow_and_update()
+                .view(&agent, 1)
+                .0
+                .entries
+                .is_empty()
+            {
+                return;
+            }
+            snapshots.changed().await.unwrap();
+        }
+    })
+    .await;
+    assert!(
+        seen.is_ok(),
+        "the entry created before the registry ran never reached it"
     );
     t.shutdown.cancel();
     task.await.unwrap().unwrap();

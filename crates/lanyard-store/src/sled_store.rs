@@ -181,8 +181,12 @@ impl SledStore {
     }
 
     fn open_in(dir: &Path, state: DirState) -> Result<Self, StoreError> {
+        // Every write is flushed before it returns (`commit`), so sled's
+        // background flusher adds nothing; without it, dropping the store
+        // releases the database and its lock at once.
         let db = sled::Config::new()
             .path(dir)
+            .flush_every_ms(None)
             .open()
             .map_err(|e| StoreError::Open {
                 path: dir.to_path_buf(),

@@ -227,7 +227,14 @@ fn a_seal_ahead_of_the_data_is_refused() {
 
 /// Changes the store's sled database directly, bypassing `SledStore`.
 fn tamper(path: &Path, change: impl FnOnce(&sled::Db)) {
-    let db = sled::open(path).unwrap();
+    // No background flusher: its thread holds the database (and its file
+    // lock) for a moment after `db` is dropped, and the store opened next
+    // would find the lock taken instead of the damage.
+    let db = sled::Config::new()
+        .path(path)
+        .flush_every_ms(None)
+        .open()
+        .unwrap();
     change(&db);
     db.flush().unwrap();
 }

@@ -266,9 +266,18 @@ fn publish(state: &ServerState, builder: &Builder, revision: u64) {
     state.registry.send_replace(Arc::new(registry));
 }
 
-/// Loads every entry, publishes the first snapshot, and returns the
-/// builder [`run`] keeps up to date.
-pub(crate) async fn start(state: &ServerState) -> Result<Builder, ServerError> {
+/// The registry between [`start`] and [`run`]: the builder, and the change
+/// feed it subscribed to before it read the entries, so that no change made
+/// in between (an operator calling the moment the server starts) is missed.
+pub(crate) struct Started {
+    builder: Builder,
+    changes: tokio::sync::watch::Receiver<u64>,
+}
+
+/// Subscribes to changes, loads every entry, publishes the first snapshot,
+/// and returns what [`run`] keeps up to date.
+pub(crate) async fn start(state: &ServerState) -> Result<Started, ServerError> {
+    let changes = state.subscribe();
     let store = state.store.clone();
     let entries = tokio::task::spawn_blocking(move || store.list_entries())
         .await
@@ -278,17 +287,20 @@ pub(crate) async fn start(state: &ServerState) -> Result<Builder, ServerError> {
         })??;
     let builder = Builder::new(state.server_id.clone(), entries);
     publish(state, &builder, 0);
-    Ok(builder)
+    Ok(Started { builder, changes })
 }
 
 /// Publishes a new snapshot on every change until `shutdown`, reading from
 /// the store only the entries that changed.
 pub(crate) async fn run(
     state: Arc<ServerState>,
-    mut builder: Builder,
+    started: Started,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
-    let mut changes = state.subscribe();
+    let Started {
+        mut builder,
+        mut changes,
+    } = started;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
