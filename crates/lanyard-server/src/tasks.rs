@@ -551,7 +551,7 @@ pub(crate) async fn run(
             }
         };
         let wait = next
-            .map(|t| Duration::from_millis(((t - unix(state.now())).max(0) as u64) * 1000 + 50))
+            .map(|t| until(t, state.now()))
             .unwrap_or(Duration::from_secs(3600));
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
@@ -561,9 +561,26 @@ pub(crate) async fn run(
     }
 }
 
+/// How long from `now` until the whole second `at` (unix seconds) has
+/// begun, plus a few milliseconds, so the scheduler wakes when a window
+/// opens or closes rather than up to a second after.
+fn until(at: i64, now: std::time::SystemTime) -> Duration {
+    let at = std::time::UNIX_EPOCH + Duration::from_secs(at.max(0) as u64);
+    at.duration_since(now).unwrap_or_default() + Duration::from_millis(5)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_scheduler_wakes_as_the_second_begins() {
+        let base = std::time::UNIX_EPOCH + Duration::from_secs(1_000);
+        let late_in_second = base + Duration::from_millis(900);
+        assert_eq!(until(1_001, late_in_second), Duration::from_millis(105));
+        assert_eq!(until(1_001, base), Duration::from_millis(1_005));
+        assert_eq!(until(999, base), Duration::from_millis(5));
+    }
 
     #[test]
     fn principals_compare_by_uid() {
