@@ -6,12 +6,14 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use lanyard_identity::{TaskBinding, TrustDomain};
+use lanyard_jwt::{Claims, Jwks};
 use rustls_pki_types::CertificateDer;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::error::CaError;
 use crate::fs::ensure_private_dir;
 use crate::journal::CaJournal;
+use crate::jwt_key::jwt_key_file;
 use crate::keys::random_serial;
 use crate::rotation::{Rotation, Schedule, Step, Window};
 use crate::signing::{IssuedSvid, SvidRequest, checked_dns_names, csr_public_key, leaf_params};
@@ -465,8 +467,11 @@ impl CertificateAuthority {
         for entry in entries {
             let entry = entry.map_err(|e| CaError::io("list", dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            let ours = name.starts_with("ca-") && name.ends_with(".key");
-            if ours && !self.all_slots().any(|s| s.key_file == name) {
+            let ours = (name.starts_with("ca-") || name.starts_with("jwt-")) && name.ends_with(".key");
+            let used = self
+                .all_slots()
+                .any(|s| s.key_file == name || jwt_key_file(&s.key_file) == name);
+            if ours && !used {
                 let path = entry.path();
                 std::fs::remove_file(&path).map_err(|e| CaError::io("remove", &path, e))?;
                 tracing::info!(path = %path.display(), "removed unused CA key file");
@@ -474,6 +479,38 @@ impl CertificateAuthority {
             }
         }
         Ok(removed)
+    }
+
+    /// The trust domain's JWT bundle: the public key of every generation
+    /// (retired, active, prepared), `use: jwt-svid`, each with its `kid`.
+    pub fn jwt_bundle(&self) -> Jwks {
+        Jwks {
+            keys: self.all_slots().map(|s| s.jwt.public_jwk()).collect(),
+        }
+    }
+
+    /// Signs a JWT-SVID with the active generation's key. Its `exp` is cut
+    /// to the active CA's NotAfter, so no token outlives the publication of
+    /// the key that signed it. Returns the token and its final `exp`.
+    pub fn sign_jwt_svid(
+        &self,
+        mut claims: Claims,
+        now: SystemTime,
+    ) -> Result<(String, i64), CaError> {
+        let now = unix_secs(now, "now")?;
+        if self.active.not_after <= now {
+            return Err(CaError::CaExpired {
+                not_after: self.active.not_after,
+                now,
+            });
+        }
+        claims.exp = claims.exp.min(self.active.not_after);
+        let token = self
+            .active
+            .jwt
+            .sign(&claims)
+            .map_err(|e| CaError::encoding_reason("JWT-SVID", e.to_string()))?;
+        Ok((token, claims.exp))
     }
 
     /// Every slot, oldest first: retired, active, prepared.

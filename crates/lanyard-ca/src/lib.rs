@@ -67,6 +67,7 @@ mod crl;
 mod error;
 mod fs;
 mod journal;
+mod jwt_key;
 mod keys;
 mod pem;
 mod rotation;

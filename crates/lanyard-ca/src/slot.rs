@@ -13,7 +13,10 @@ use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use lanyard_jwt::SigningKey;
+
 use crate::error::CaError;
+use crate::jwt_key::{jwt_key_file, load_jwt_key, mint_jwt_key};
 use crate::keys::{generate_p256, load_key, random_serial, save_key};
 use crate::upstream::Upstream;
 use crate::validity::{BACKDATE_SECS, offset_date_time};
@@ -56,6 +59,8 @@ pub(crate) struct CaSlot {
     pub(crate) not_after: i64,
     pub(crate) subject_raw: Vec<u8>,
     pub(crate) issuer: Issuer<'static, KeyPair>,
+    /// The generation's JWT signing key (`jwt-<id>.key` beside the CA key).
+    pub(crate) jwt: SigningKey,
 }
 
 impl CaSlot {
@@ -128,7 +133,8 @@ impl CaSlot {
 
         let key_file = format!("ca-{}.key", hex(&serial.to_bytes()[..8]));
         save_key(&key_dir.join(&key_file), &key)?;
-        let slot = Self::assemble(state, key_file, cert, key)?;
+        let jwt = mint_jwt_key(&key_dir.join(jwt_key_file(&key_file)))?;
+        let slot = Self::assemble(state, key_file, cert, key, jwt)?;
         tracing::info!(
             trust_domain = %trust_domain,
             serial = %slot.serial,
@@ -191,7 +197,15 @@ impl CaSlot {
         if let Some(up) = upstream {
             up.verify_issued(cert.as_ref())?;
         }
-        Self::assemble(state, key_file.to_owned(), cert, key)
+        let jwt_path = key_dir.join(jwt_key_file(key_file));
+        let jwt = if jwt_path.exists() {
+            load_jwt_key(&jwt_path)?
+        } else {
+            // A generation from before JWT-SVIDs: it gets its key now.
+            tracing::info!(path = %jwt_path.display(), "minting the JWT key of an existing CA generation");
+            mint_jwt_key(&jwt_path)?
+        };
+        Self::assemble(state, key_file.to_owned(), cert, key, jwt)
     }
 
     fn assemble(
@@ -199,6 +213,7 @@ impl CaSlot {
         key_file: String,
         cert: CertificateDer<'static>,
         key: KeyPair,
+        jwt: SigningKey,
     ) -> Result<Self, CaError> {
         let (serial, not_before, not_after, subject_raw) = {
             let (_, x509) = X509Certificate::from_der(cert.as_ref()).map_err(|e| {
@@ -222,6 +237,7 @@ impl CaSlot {
             not_after,
             subject_raw,
             issuer,
+            jwt,
         })
     }
 
@@ -245,6 +261,7 @@ impl fmt::Debug for CaSlot {
             .field("not_after", &self.not_after)
             .field("key_file", &self.key_file)
             .field("key", &"<redacted>")
+            .field("jwt_kid", &self.jwt.kid())
             .finish()
     }
 }

@@ -49,8 +49,11 @@ fn key_files_are_0600_even_with_umask_000() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
-    assert_eq!(key_files.len(), 1, "{key_files:?}");
-    assert_eq!(mode(&key_files[0]), 0o600);
+    // The CA key and the generation's JWT key.
+    assert_eq!(key_files.len(), 2, "{key_files:?}");
+    for key in &key_files {
+        assert_eq!(mode(key), 0o600, "{}", key.display());
+    }
     assert_eq!(mode(&keys), 0o700);
     assert_eq!(mode(&dir.path().join("direct.pem")), 0o600);
 }
