@@ -252,7 +252,7 @@ fn a_missing_or_foreign_key_file_fails_closed() {
     let key_file = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "key"))
+        .find(|p| is_ca_key(p))
         .unwrap();
     let saved = std::fs::read(&key_file).unwrap();
 
@@ -267,7 +267,7 @@ fn a_missing_or_foreign_key_file_fails_closed() {
     let other_key = std::fs::read_dir(other_dir.path())
         .unwrap()
         .map(|e| e.unwrap().path())
-        .next()
+        .find(|p| is_ca_key(p))
         .unwrap();
     std::fs::copy(&other_key, &key_file).unwrap();
     let err = CertificateAuthority::load_or_create(cfg.clone(), Some(journal.clone()), at(T0))
@@ -289,11 +289,21 @@ fn a_missing_or_foreign_key_file_fails_closed() {
         other => panic!("expected MissingKeyFile, got {other}"),
     }
     assert!(err.to_string().contains(&key_file.display().to_string()));
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    let ca_keys = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| is_ca_key(&e.as_ref().unwrap().path()))
+        .count();
+    assert_eq!(ca_keys, 0);
 
     // Restored from backup: fine again.
     std::fs::write(&key_file, saved).unwrap();
     CertificateAuthority::load_or_create(cfg, Some(journal), at(T0)).unwrap();
+}
+
+/// A CA key file (`ca-*.key`), not a generation's JWT key.
+fn is_ca_key(path: &std::path::Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("ca-"))
 }
 
 #[test]
@@ -321,8 +331,8 @@ fn key_files_are_0600_and_unused_ones_can_be_removed() {
         std::fs::metadata(&keys).unwrap().permissions().mode() & 0o777,
         0o700
     );
-    // Prepare, activate, prepare again, prune: three key files written, one
-    // no longer used.
+    // Prepare, activate, prepare again, prune: three generations written
+    // (a CA key and a JWT key each), one no longer used.
     for expected in [
         Rotation::Prepared,
         Rotation::Activated,
@@ -336,14 +346,14 @@ fn key_files_are_0600_and_unused_ones_can_be_removed() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
-    assert_eq!(files.len(), 3);
+    assert_eq!(files.len(), 6);
     for f in &files {
         assert_eq!(
             std::fs::metadata(f).unwrap().permissions().mode() & 0o777,
             0o600
         );
     }
-    assert_eq!(ca.remove_unused_key_files().unwrap(), 1);
-    assert_eq!(std::fs::read_dir(&keys).unwrap().count(), 2);
+    assert_eq!(ca.remove_unused_key_files().unwrap(), 2);
+    assert_eq!(std::fs::read_dir(&keys).unwrap().count(), 4);
     assert_eq!(ca.remove_unused_key_files().unwrap(), 0);
 }
