@@ -131,7 +131,7 @@ async fn raw_client(agent: &Agent) -> SpiffeWorkloadApiClient<tonic::transport::
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn missing_header_is_invalid_argument_and_jwt_is_unimplemented() {
+async fn missing_header_or_audience_is_invalid_argument() {
     let server = Server::start();
     let agent = Agent::start(&server);
     register_self(&server, &agent, "e2e/header");
@@ -139,15 +139,31 @@ async fn missing_header_is_invalid_argument_and_jwt_is_unimplemented() {
     let mut client = raw_client(&agent).await;
     let err = client.fetch_x509svid(X509svidRequest {}).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
-
-    let mut req = tonic::Request::new(JwtsvidRequest {
-        audience: vec!["a".into()],
-        spiffe_id: String::new(),
-    });
-    req.metadata_mut()
-        .insert("workload.spiffe.io", "true".parse().unwrap());
-    let err = client.fetch_jwtsvid(req).await.unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unimplemented, "{err:?}");
+    let jwt = |audience: Vec<String>| {
+        let mut req = tonic::Request::new(JwtsvidRequest {
+            audience,
+            spiffe_id: String::new(),
+        });
+        req.metadata_mut()
+            .insert("workload.spiffe.io", "true".parse().unwrap());
+        req
+    };
+    let err = client.fetch_jwtsvid(jwt(vec![])).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("audience is required"), "{err:?}");
+    let err = client
+        .fetch_jwtsvid(jwt(vec![String::new()]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let err = client
+        .fetch_jwtsvid(tonic::Request::new(JwtsvidRequest {
+            audience: vec!["a".into()],
+            spiffe_id: String::new(),
+        }))
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("security header"), "{err:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -30,7 +30,8 @@ use crate::{
     svid_manager::SvidManager,
     sync::SyncClient,
     trust_domain::{self, Expected, bundle_trust_domain},
-    workload_api::WorkloadApi,
+    jwt_svids::JwtSvids,
+    workload_api::{JwtHandle, WorkloadApi},
 };
 
 /// How long listeners get to drain after shutdown.
@@ -45,6 +46,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::starting()));
     let snap_tx = Arc::new(snap_tx);
     let metrics = Metrics::new();
+    let jwt: JwtHandle = Arc::default();
     let tasks_stop = shutdown.child_token();
     let mut tasks: JoinSet<(&'static str, Result<(), AgentError>)> = JoinSet::new();
 
@@ -64,12 +66,8 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     }
     {
         let (rx, m, stop) = (snap_rx.clone(), metrics.clone(), tasks_stop.clone());
-        tasks.spawn(async move {
-            (
-                "workload API",
-                serve_workload_api(socket, rx, m, stop).await,
-            )
-        });
+        let api = WorkloadApi::new(rx, stop.clone(), m, jwt.clone());
+        tasks.spawn(async move { ("workload API", serve_workload_api(socket, api, stop).await) });
     }
 
     let established = tokio::select! {
@@ -86,6 +84,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
             let (id_tx, id_rx) = watch::channel(Arc::new(identity));
             let id_tx = Arc::new(id_tx);
             let (sync_tx, sync_rx) = watch::channel(None);
+            let _ = jwt.set(Arc::new(JwtSvids::new(connector.clone(), id_rx.clone())));
             let rotator = AgentSvidRotator::new(connector.clone(), data_dir.clone(), id_tx.clone());
             let sync = SyncClient::new(
                 connector.clone(),
@@ -164,11 +163,9 @@ async fn supervise(
 
 async fn serve_workload_api(
     listener: tokio::net::UnixListener,
-    snapshots: watch::Receiver<Arc<Snapshot>>,
-    metrics: Arc<Metrics>,
+    api: WorkloadApi,
     stop: CancellationToken,
 ) -> Result<(), AgentError> {
-    let api = WorkloadApi::new(snapshots, stop.clone(), metrics);
     tonic::transport::Server::builder()
         .add_service(SpiffeWorkloadApiServer::new(api))
         .serve_with_incoming_shutdown(attestor::incoming(listener), stop.cancelled_owned())

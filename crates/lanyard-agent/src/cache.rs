@@ -4,6 +4,7 @@
 use std::{fmt, sync::Arc};
 
 use lanyard_identity::{Selector, SpiffeId, TrustDomain, matches_all};
+use lanyard_jwt::Jwks;
 use rustls_pki_types::CertificateDer;
 
 use crate::revocation::VerifiedCrl;
@@ -52,6 +53,8 @@ pub struct SyncState {
     pub crl: Option<VerifiedCrl>,
     /// Server change counter.
     pub revision: u64,
+    /// The trust domain's JWT-SVID signing keys.
+    pub jwt_bundle: Arc<Jwks>,
 }
 
 /// An X.509-SVID cached for one entry.
@@ -116,6 +119,9 @@ pub struct Snapshot {
     /// they match is kept waiting for the new SVID (until `until`) instead
     /// of being told it has no identity.
     pub renewing: Vec<Renewing>,
+    /// The trust domain's JWT-SVID signing keys (FetchJWTBundles,
+    /// ValidateJWTSVID).
+    pub jwt_bundle: Arc<Jwks>,
 }
 
 /// An entry whose cached SVID the CRL took away, while its replacement is
@@ -141,6 +147,7 @@ impl Snapshot {
             crl_issuer: None,
             crl_next_update: None,
             renewing: Vec::new(),
+            jwt_bundle: Arc::default(),
         }
     }
 

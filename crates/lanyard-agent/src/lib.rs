@@ -50,6 +50,7 @@ pub mod config;
 mod error;
 mod health;
 mod identity;
+mod jwt_svids;
 mod metrics;
 mod node_client;
 mod revocation;
@@ -63,6 +64,7 @@ mod sync;
 mod tasks_tests;
 mod trust_domain;
 mod workload_api;
+mod workload_jwt;
 mod workload_response;
 
 pub use self::{

@@ -6,8 +6,8 @@ use clap::Parser;
 use lanyard_agent::{
     ConfigFile,
     cli::{
-        api,
-        args::{ApiCommand, Cli, Command, FetchWhat, RunArgs},
+        api, api_jwt,
+        args::{ApiCommand, Cli, Command, FetchWhat, RunArgs, ValidateWhat},
         healthcheck,
     },
 };
@@ -61,6 +61,34 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         } => {
             let socket = args.socket.resolve().map_err(anyhow::Error::msg)?;
             print!("{}", api::fetch_x509(&socket, args.write.as_deref()).await?);
+            Ok(())
+        }
+        Command::Api {
+            command: ApiCommand::Fetch {
+                what: FetchWhat::Jwt(args),
+            },
+        } => {
+            let socket = args.socket.resolve().map_err(anyhow::Error::msg)?;
+            let spiffe_id = args.spiffe_id.as_deref();
+            print!("{}", api_jwt::fetch_jwt(&socket, &args.audiences, spiffe_id).await?);
+            Ok(())
+        }
+        Command::Api {
+            command: ApiCommand::Fetch {
+                what: FetchWhat::JwtBundles(args),
+            },
+        } => {
+            let socket = args.resolve().map_err(anyhow::Error::msg)?;
+            println!("{}", api_jwt::fetch_jwt_bundles(&socket).await?);
+            Ok(())
+        }
+        Command::Api {
+            command: ApiCommand::Validate {
+                what: ValidateWhat::Jwt(args),
+            },
+        } => {
+            let socket = args.socket.resolve().map_err(anyhow::Error::msg)?;
+            println!("{}", api_jwt::validate_jwt(&socket, &args.audience, &args.token).await?);
             Ok(())
         }
         Command::Api {

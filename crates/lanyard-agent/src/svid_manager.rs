@@ -466,6 +466,7 @@ impl SvidManager {
                 .and_then(|c| c.signing_intermediate().cloned()),
             crl_next_update: sync.crl.as_ref().and_then(|c| c.next_update()),
             renewing,
+            jwt_bundle: sync.jwt_bundle.clone(),
         };
         self.out.send_if_modified(|current| {
             // A stopped agent stays stopped; an unchanged snapshot wakes nobody.

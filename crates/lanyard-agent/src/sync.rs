@@ -9,6 +9,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use lanyard_jwt::Jwks;
 use lanyard_proto::node::v1::{Entry, SyncRequest, SyncResponse};
 use rustls_pki_types::CertificateDer;
 use tokio::sync::watch;
@@ -216,6 +217,7 @@ pub fn parse_sync(resp: SyncResponse) -> (SyncState, Vec<u8>, Vec<CertificateDer
         bundle: resp.bundle.into_iter().map(CertificateDer::from).collect(),
         crl: None,
         revision: resp.revision,
+        jwt_bundle: Arc::new(jwt_bundle(&resp.jwt_bundle)),
     };
     let crl_issuers = resp
         .crl_issuers
@@ -250,6 +252,19 @@ fn parse_entry(e: &Entry) -> Result<EntryInfo, String> {
     })
 }
 
+/// The JWT bundle a Sync message carries (empty from a server that sends
+/// none; a malformed one is logged and treated as empty, so tokens fail
+/// validation rather than pass it).
+fn jwt_bundle(json: &[u8]) -> Jwks {
+    if json.is_empty() {
+        return Jwks::default();
+    }
+    Jwks::from_json(json).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "ignoring a malformed JWT bundle from Sync");
+        Jwks::default()
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -268,6 +283,7 @@ mod tests {
             hint: "internal".into(),
             revision: 3,
             created_at: 1_700_000_000,
+            jwt_svid_ttl_seconds: 0,
         };
         let bad_id = Entry {
             id: "e2".into(),
@@ -285,7 +301,9 @@ mod tests {
             crl: vec![9],
             revision: 7,
             crl_issuers: vec![vec![4, 5]],
+            jwt_bundle: br#"{"keys":[{"kty":"EC","kid":"k1"}]}"#.to_vec(),
         });
+        assert_eq!(state.jwt_bundle.keys[0].kid.as_deref(), Some("k1"));
         assert_eq!(issuers, [CertificateDer::from(vec![4u8, 5])]);
         assert_eq!(state.entries.len(), 1);
         let e = &state.entries[0];

@@ -4,7 +4,7 @@
 
 use std::{
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -23,10 +23,16 @@ use tonic::{Request, Response, Status, metadata::MetadataMap};
 use crate::{
     attestor::{HashCache, PeerProcess},
     cache::Snapshot,
+    jwt_svids::JwtSvids,
     metrics::Metrics,
     schedule::{from_unix, to_unix, until},
+    workload_jwt::{fetch_jwt_svids, jwt_bundles_response, validate},
     workload_response::{next_expiry, serving, x509_bundles_response, x509_svid_response},
 };
+
+/// The JWT-SVID cache, set once the agent has its identity and a channel
+/// to the server; JWT calls answer Unavailable until then.
+pub type JwtHandle = Arc<OnceLock<Arc<JwtSvids>>>;
 
 /// The metadata every Workload API request must carry.
 pub const SECURITY_HEADER: &str = "workload.spiffe.io";
@@ -44,21 +50,32 @@ pub struct WorkloadApi {
     metrics: Arc<Metrics>,
     /// Binary digests already computed (unix:sha256), by file state.
     hashes: Arc<HashCache>,
+    jwt: JwtHandle,
 }
 
 impl WorkloadApi {
-    /// Serves from `snapshots`; open streams end when `shutdown` fires.
+    /// Serves from `snapshots` and mints JWT-SVIDs through `jwt`; open
+    /// streams end when `shutdown` fires.
     pub fn new(
         snapshots: watch::Receiver<Arc<Snapshot>>,
         shutdown: CancellationToken,
         metrics: Arc<Metrics>,
+        jwt: JwtHandle,
     ) -> Self {
         Self {
             snapshots,
             shutdown,
             metrics,
             hashes: Arc::new(HashCache::default()),
+            jwt,
         }
+    }
+
+    /// The JWT-SVID cache, or Unavailable before the agent has attested.
+    fn tokens(&self) -> Result<Arc<JwtSvids>, Status> {
+        self.jwt.get().cloned().ok_or_else(|| {
+            Status::unavailable("agent is not ready yet: it has not attested to the server")
+        })
     }
 
     /// Counts the call by its answer's code.
@@ -214,9 +231,23 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         req: Request<JwtsvidRequest>,
     ) -> Result<Response<JwtsvidResponse>, Status> {
-        let result = check_header(req.metadata())
-            .and_then(|()| Err(Status::unimplemented("JWT-SVIDs are not supported yet")));
-        self.counted("fetch_jwt_svid", result)
+        let result = async {
+            check_header(req.metadata())?;
+            let audience = &req.get_ref().audience;
+            if audience.is_empty() || audience.iter().any(String::is_empty) {
+                return Err(Status::invalid_argument(
+                    "audience is required: at least one, none empty",
+                ));
+            }
+            let selectors = self.caller(&req).await?;
+            let tokens = self.tokens()?;
+            let snapshot = self.snapshots.borrow().clone();
+            let now = to_unix(std::time::SystemTime::now());
+            let r = req.get_ref();
+            fetch_jwt_svids(&snapshot, &selectors, &r.audience, &r.spiffe_id, &tokens, now).await
+        }
+        .await;
+        self.counted("fetch_jwt_svid", result).map(Response::new)
     }
 
     type FetchJWTBundlesStream = BoxStream<JwtBundlesResponse>;
@@ -225,9 +256,19 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         req: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
-        let result = check_header(req.metadata())
-            .and_then(|()| Err(Status::unimplemented("JWT bundles are not supported yet")));
-        self.counted("fetch_jwt_bundles", result)
+        let result = self.caller(&req).await.and_then(|selectors| {
+            let now = to_unix(std::time::SystemTime::now());
+            let first = jwt_bundles_response(&self.snapshots.borrow(), &selectors, now)?;
+            Ok((selectors, first))
+        });
+        let (selectors, first) = self.counted("fetch_jwt_bundles", result)?;
+        Ok(Response::new(self.stream(
+            selectors,
+            Some(first),
+            |snapshot: &Snapshot, selectors: &[Selector], now| {
+                jwt_bundles_response(snapshot, selectors, now).map(Some)
+            },
+        )))
     }
 
     async fn validate_jwtsvid(
@@ -235,11 +276,13 @@ impl SpiffeWorkloadApi for WorkloadApi {
         req: Request<ValidateJwtsvidRequest>,
     ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
         let result = check_header(req.metadata()).and_then(|()| {
-            Err(Status::unimplemented(
-                "JWT-SVID validation is not supported yet",
-            ))
+            let tokens = self.tokens()?;
+            let snapshot = self.snapshots.borrow().clone();
+            let now = to_unix(std::time::SystemTime::now());
+            let r = req.get_ref();
+            validate(&snapshot, &r.audience, &r.svid, &tokens, now)
         });
-        self.counted("validate_jwt_svid", result)
+        self.counted("validate_jwt_svid", result).map(Response::new)
     }
 }
 

@@ -106,6 +106,13 @@ pub(crate) fn random_serial() -> Result<rcgen::SerialNumber, CaError> {
     Ok(rcgen::SerialNumber::from_slice(&bytes))
 }
 
+/// A fresh random serial as lower-case hex, the form the store and the CRL
+/// use: the ID of a JWT-SVID (`jti`), drawn from the same space as X.509
+/// serials so that it is recorded and revoked like one.
+pub fn random_serial_hex() -> Result<String, CaError> {
+    Ok(crate::slot::hex(&random_serial()?.to_bytes()))
+}
+
 /// Whether a signature algorithm is one Lanyard accepts for SVID keys.
 pub(crate) fn accepted_svid_algorithm(alg: &SignatureAlgorithm) -> bool {
     alg == &PKCS_ECDSA_P256_SHA256 || alg == &PKCS_ECDSA_P384_SHA384

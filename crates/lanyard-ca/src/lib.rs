@@ -82,7 +82,7 @@ pub use self::{
     error::CaError,
     fs::write_file_atomic,
     journal::CaJournal,
-    keys::SvidKey,
+    keys::{SvidKey, random_serial_hex},
     pem::certificates_to_pem,
     rotation::Rotation,
     signing::{IssuedSvid, SvidRequest},

@@ -48,6 +48,9 @@ pub struct Entry {
     pub revision: u64,
     /// Seconds since the Unix epoch.
     pub created_at: i64,
+    /// JWT-SVID lifetime in seconds; `None` means the server default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_svid_ttl_secs: Option<u64>,
 }
 
 // === impl EntryId ===
@@ -199,6 +202,7 @@ mod tests {
                 "cgroup:path:/app.slice/*".parse().unwrap(),
             ],
             x509_svid_ttl_secs: Some(600),
+            jwt_svid_ttl_secs: None,
             dns_names: vec!["api.example.org".into(), "*.svc.example.org".into()],
             expires_at: Some(1_900_000_000),
             hint: "billing".into(),

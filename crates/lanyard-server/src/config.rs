@@ -32,6 +32,12 @@ pub struct ConfigFile {
     /// Default X.509-SVID lifetime for entries that set none.
     #[serde(default, with = "humantime_serde")]
     pub default_x509_svid_ttl: Option<Duration>,
+    /// Default JWT-SVID lifetime for entries that set none.
+    #[serde(default, with = "humantime_serde")]
+    pub default_jwt_svid_ttl: Option<Duration>,
+    /// The `iss` of JWT-SVIDs and the OIDC discovery issuer
+    /// (`https://...`); unset: no `iss`, no discovery document.
+    pub jwt_issuer: Option<String>,
     /// Agent SVID lifetime.
     #[serde(default, with = "humantime_serde")]
     pub agent_svid_ttl: Option<Duration>,
@@ -114,6 +120,10 @@ pub struct ServerConfig {
     pub ca_ttl: Duration,
     /// Default X.509-SVID lifetime.
     pub default_x509_svid_ttl: Duration,
+    /// Default JWT-SVID lifetime.
+    pub default_jwt_svid_ttl: Duration,
+    /// JWT `iss` and OIDC discovery issuer, without a trailing `/`.
+    pub jwt_issuer: Option<String>,
     /// Agent SVID lifetime.
     pub agent_svid_ttl: Duration,
     /// Default join token lifetime.
@@ -148,6 +158,8 @@ pub mod defaults {
     pub const CA_TTL: Duration = Duration::from_secs(24 * 3600);
     /// `default_x509_svid_ttl`.
     pub const X509_SVID_TTL: Duration = Duration::from_secs(3600);
+    /// `default_jwt_svid_ttl`.
+    pub const JWT_SVID_TTL: Duration = Duration::from_secs(300);
     /// `agent_svid_ttl`.
     pub const AGENT_SVID_TTL: Duration = Duration::from_secs(3600);
     /// `join_token_ttl`.
@@ -190,6 +202,8 @@ impl ConfigFile {
             http_address: other.http_address.or(self.http_address),
             ca_ttl: other.ca_ttl.or(self.ca_ttl),
             default_x509_svid_ttl: other.default_x509_svid_ttl.or(self.default_x509_svid_ttl),
+            default_jwt_svid_ttl: other.default_jwt_svid_ttl.or(self.default_jwt_svid_ttl),
+            jwt_issuer: other.jwt_issuer.or(self.jwt_issuer),
             agent_svid_ttl: other.agent_svid_ttl.or(self.agent_svid_ttl),
             join_token_ttl: other.join_token_ttl.or(self.join_token_ttl),
             attestation_refusal_window: other
@@ -224,6 +238,15 @@ impl ConfigFile {
         let default_x509_svid_ttl = self
             .default_x509_svid_ttl
             .unwrap_or(defaults::X509_SVID_TTL);
+        let default_jwt_svid_ttl = self
+            .default_jwt_svid_ttl
+            .unwrap_or(defaults::JWT_SVID_TTL);
+        let jwt_issuer = self
+            .jwt_issuer
+            .as_deref()
+            .map(check_issuer)
+            .transpose()
+            .map_err(|e| bad(format!("jwt_issuer: {e}")))?;
         let agent_svid_ttl = self.agent_svid_ttl.unwrap_or(defaults::AGENT_SVID_TTL);
         let join_token_ttl = self.join_token_ttl.unwrap_or(defaults::JOIN_TOKEN_TTL);
         let attestation_refusal_window = self
@@ -232,6 +255,7 @@ impl ConfigFile {
         for (key, value) in [
             ("ca_ttl", ca_ttl),
             ("default_x509_svid_ttl", default_x509_svid_ttl),
+            ("default_jwt_svid_ttl", default_jwt_svid_ttl),
             ("agent_svid_ttl", agent_svid_ttl),
             ("join_token_ttl", join_token_ttl),
             ("attestation_refusal_window", attestation_refusal_window),
@@ -248,6 +272,7 @@ impl ConfigFile {
         }
         for (key, value) in [
             ("default_x509_svid_ttl", default_x509_svid_ttl),
+            ("default_jwt_svid_ttl", default_jwt_svid_ttl),
             ("agent_svid_ttl", agent_svid_ttl),
         ] {
             if value >= ca_ttl {
@@ -330,6 +355,8 @@ impl ConfigFile {
             data_dir,
             ca_ttl,
             default_x509_svid_ttl,
+            default_jwt_svid_ttl,
+            jwt_issuer,
             agent_svid_ttl,
             join_token_ttl,
             attestation_refusal_window,
@@ -344,10 +371,53 @@ impl ConfigFile {
     }
 }
 
+/// An OIDC issuer: an `https://` URL without query or fragment (`http://`
+/// only on a loopback host, for tests and a TLS proxy on the same machine).
+/// Returned without a trailing `/`, as `iss` and the discovery document
+/// carry it.
+fn check_issuer(url: &str) -> Result<String, String> {
+    let rest = if let Some(rest) = url.strip_prefix("https://") {
+        rest
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        let host = rest.split(['/', ':']).next().unwrap_or_default();
+        if !matches!(host, "127.0.0.1" | "localhost") && !rest.starts_with("[::1]") {
+            return Err(format!(
+                "{url:?} is plain http on a non-loopback host; OIDC issuers are https:// URLs"
+            ));
+        }
+        rest
+    } else {
+        return Err(format!("{url:?} is not an https:// URL"));
+    };
+    if rest.is_empty() || rest.starts_with('/') || rest.contains(['?', '#', ' ']) {
+        return Err(format!(
+            "{url:?} must be an https:// URL with a host and no query or fragment"
+        ));
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jwt_issuers_are_https_urls() {
+        assert_eq!(
+            check_issuer("https://oidc.example.org/lanyard/").unwrap(),
+            "https://oidc.example.org/lanyard"
+        );
+        assert!(check_issuer("http://127.0.0.1:8082").is_ok());
+        for bad in [
+            "http://oidc.example.org",
+            "oidc.example.org",
+            "https://",
+            "https://x.org/?a=b",
+        ] {
+            assert!(check_issuer(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn task_policy_and_socket_mode_are_validated() {

@@ -17,6 +17,7 @@ pub(crate) fn node_entry(e: &Entry) -> node::Entry {
         hint: e.hint.clone(),
         revision: e.revision,
         created_at: e.created_at,
+        jwt_svid_ttl_seconds: e.jwt_svid_ttl_secs.unwrap_or(0) as i64,
     }
 }
 
@@ -32,6 +33,7 @@ pub(crate) fn admin_entry(e: &Entry) -> admin::Entry {
         hint: e.hint.clone(),
         revision: e.revision,
         created_at: e.created_at,
+        jwt_svid_ttl_seconds: e.jwt_svid_ttl_secs.unwrap_or(0) as i64,
     }
 }
 

@@ -1,4 +1,5 @@
-//! The HTTP listener: liveness, readiness and the CRL (`GET /crl`, DER).
+//! The HTTP listener: liveness, readiness, the CRL (`GET /crl`, DER),
+//! metrics, and OIDC discovery when `jwt_issuer` is set.
 
 use std::sync::{
     Arc,
@@ -28,7 +29,8 @@ fn router(http: Http) -> Router {
         .route("/health/ready", get(readiness))
         .route("/crl", get(crl))
         .route("/metrics", get(metrics))
-        .with_state(http)
+        .with_state(http.clone())
+        .merge(crate::oidc::router(http.state))
 }
 
 async fn readiness(State(http): State<Http>) -> (StatusCode, &'static str) {

@@ -54,6 +54,12 @@ pub(crate) enum IssueError {
     /// The server is shutting down.
     #[error("the server is shutting down")]
     Stopped,
+    /// The request itself is wrong (what, and what is accepted).
+    #[error("{0}")]
+    Invalid(String),
+    /// The request asks for more than the entry or task grants.
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 /// One CSR of a batch.

@@ -28,10 +28,12 @@ mod error;
 mod http;
 mod issuance;
 mod join_token;
+mod jwt_issuance;
 #[cfg(test)]
 mod loops_tests;
 mod metrics;
 mod node;
+mod oidc;
 mod policy;
 mod registry;
 mod revocation;

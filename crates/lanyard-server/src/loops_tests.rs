@@ -118,6 +118,7 @@ async fn a_change_between_registry_start_and_run_is_not_missed() {
         parent_id: agent.spiffe_id.clone(),
         selectors: vec!["unix:uid:1".parse().unwrap()],
         x509_svid_ttl_secs: None,
+        jwt_svid_ttl_secs: None,
         dns_names: vec![],
         expires_at: None,
         hint: String::new(),

@@ -58,6 +58,7 @@ pub(crate) struct EntryUpdate {
     pub dns_names: Option<Vec<String>>,
     pub expires_at: Option<Option<i64>>,
     pub hint: Option<String>,
+    pub jwt_svid_ttl_secs: Option<Option<u64>>,
 }
 
 fn entry_event(who: &Principal, action: Action, entry: &Entry) -> Event {
@@ -157,6 +158,7 @@ pub(crate) async fn update_entry(
         dns_names,
         expires_at,
         hint,
+        jwt_svid_ttl_secs,
     } = update;
     entry.spiffe_id = spiffe_id.unwrap_or(entry.spiffe_id);
     entry.parent_id = parent_id.unwrap_or(entry.parent_id);
@@ -165,6 +167,7 @@ pub(crate) async fn update_entry(
     entry.dns_names = dns_names.unwrap_or(entry.dns_names);
     entry.expires_at = expires_at.unwrap_or(entry.expires_at);
     entry.hint = hint.unwrap_or(entry.hint);
+    entry.jwt_svid_ttl_secs = jwt_svid_ttl_secs.unwrap_or(entry.jwt_svid_ttl_secs);
     check_entry_ids(state, &entry).map_err(RegistryError::Invalid)?;
     let sweep = revocation::sweep(state, RevocationReason::Superseded);
     let (entry, revoked) = state.db(move |s| s.update_entry(&entry, &sweep)).await?;

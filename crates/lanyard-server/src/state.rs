@@ -136,6 +136,14 @@ impl ServerState {
         }
     }
 
+    /// The JWT-SVID signing keys as the CA publishes them now.
+    pub fn jwt_bundle(&self) -> lanyard_jwt::Jwks {
+        match self.ca.read() {
+            Ok(ca) => ca.jwt_bundle(),
+            Err(poisoned) => poisoned.into_inner().jwt_bundle(),
+        }
+    }
+
     /// Runs a store operation off the async runtime (writes fsync).
     pub async fn db<T, F>(&self, f: F) -> Result<T, StoreError>
     where

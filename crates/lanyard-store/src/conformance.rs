@@ -121,6 +121,7 @@ fn entry(path: &str, selectors: &[&str], created_at: i64) -> Entry {
         parent_id: spiffe_id("spiffe://example.org/lanyard/agent/join_token/node1"),
         selectors: selectors.iter().map(|s| selector(s)).collect(),
         x509_svid_ttl_secs: Some(600),
+        jwt_svid_ttl_secs: None,
         dns_names: vec!["api.example.org".to_owned()],
         expires_at: None,
         hint: "conformance".to_owned(),

@@ -1142,6 +1142,7 @@ mod tests {
             parent_id: SpiffeId::new("spiffe://example.org/p").unwrap(),
             selectors: vec![selector("unix:uid:1"), selector("unix:gid:2")],
             x509_svid_ttl_secs: None,
+            jwt_svid_ttl_secs: None,
             dns_names: Vec::new(),
             expires_at: None,
             hint: String::new(),

@@ -57,7 +57,7 @@ fn source_text(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-fn status_err(status: &tonic::Status) -> AgentError {
+pub(crate) fn status_err(status: &tonic::Status) -> AgentError {
     AgentError::Client(format!(
         "Workload API: {} ({:?})",
         status.message(),

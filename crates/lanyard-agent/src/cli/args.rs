@@ -112,6 +112,48 @@ pub enum ApiCommand {
     },
     /// Print each X.509-SVID update as it arrives, until interrupted.
     Watch(SocketArgs),
+    /// Validate a token through the Workload API.
+    Validate {
+        /// What to validate.
+        #[command(subcommand)]
+        what: ValidateWhat,
+    },
+}
+
+/// `api validate` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ValidateWhat {
+    /// A JWT-SVID: signature, expiry, audience and revocation; prints its
+    /// SPIFFE ID and claims (JSON). Exits 1 when the token is refused.
+    Jwt(ValidateJwtArgs),
+}
+
+/// `api validate jwt` flags.
+#[derive(Debug, Args)]
+pub struct ValidateJwtArgs {
+    /// The socket.
+    #[command(flatten)]
+    pub socket: SocketArgs,
+    /// The audience the token must be for (yours, as its recipient).
+    #[arg(long, value_name = "AUDIENCE")]
+    pub audience: String,
+    /// The JWT-SVID (JWS compact form).
+    #[arg(value_name = "TOKEN")]
+    pub token: String,
+}
+
+/// `api fetch jwt` flags.
+#[derive(Debug, Args)]
+pub struct FetchJwtArgs {
+    /// The socket.
+    #[command(flatten)]
+    pub socket: SocketArgs,
+    /// Who the token is for; repeatable, at least one.
+    #[arg(long = "audience", value_name = "AUDIENCE", required = true)]
+    pub audiences: Vec<String>,
+    /// Only this identity's token [default: one per identity, default first].
+    #[arg(long, value_name = "SPIFFE_ID")]
+    pub spiffe_id: Option<String>,
 }
 
 /// `api fetch` subcommands.
@@ -119,6 +161,10 @@ pub enum ApiCommand {
 pub enum FetchWhat {
     /// X.509-SVIDs, bundle and CRL.
     X509(FetchX509Args),
+    /// JWT-SVIDs for an audience: prints SPIFFE ID, expiry and the token.
+    Jwt(FetchJwtArgs),
+    /// The JWT bundles (JWK Sets) by trust domain, as JSON.
+    JwtBundles(SocketArgs),
 }
 
 /// Where the Workload API is.

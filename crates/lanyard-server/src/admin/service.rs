@@ -71,6 +71,7 @@ impl AdminService {
             hint: e.hint,
             revision: 0,
             created_at: now_unix(),
+            jwt_svid_ttl_secs: convert::ttl("jwt_svid_ttl", e.jwt_svid_ttl_seconds)?,
         })
     }
 
@@ -298,6 +299,10 @@ impl Admin for AdminService {
             dns_names: u.set_dns_names.then_some(u.dns_names),
             expires_at: u.expires_at.map(convert::expires_at).transpose()?,
             hint: u.hint,
+            jwt_svid_ttl_secs: u
+                .jwt_svid_ttl_seconds
+                .map(|v| convert::ttl("jwt_svid_ttl", v))
+                .transpose()?,
         };
         let entry = registry::update_entry(&self.state, &who, id, update)
             .await
@@ -398,6 +403,7 @@ impl Admin for AdminService {
                 .map(|c| c.to_vec())
                 .collect(),
             sequence_number: 0,
+            jwt_authorities: self.state.jwt_bundle().to_json(),
         }))
     }
 

@@ -98,6 +98,14 @@ pub struct RunArgs {
     /// Default X.509-SVID lifetime [default: 1h].
     #[arg(long, value_parser = humantime::parse_duration)]
     pub default_x509_svid_ttl: Option<Duration>,
+    /// Default JWT-SVID lifetime [default: 5m].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub default_jwt_svid_ttl: Option<Duration>,
+    /// The `iss` of JWT-SVIDs, and the issuer whose
+    /// `/.well-known/openid-configuration` the HTTP address serves, e.g.
+    /// `https://oidc.example.org` [default: none: no `iss`, no discovery].
+    #[arg(long)]
+    pub jwt_issuer: Option<String>,
     /// Agent SVID lifetime [default: 1h].
     #[arg(long, value_parser = humantime::parse_duration)]
     pub agent_svid_ttl: Option<Duration>,
@@ -127,6 +135,8 @@ impl RunArgs {
             http_address: self.http_address,
             ca_ttl: self.ca_ttl,
             default_x509_svid_ttl: self.default_x509_svid_ttl,
+            default_jwt_svid_ttl: self.default_jwt_svid_ttl,
+            jwt_issuer: self.jwt_issuer.clone(),
             agent_svid_ttl: self.agent_svid_ttl,
             join_token_ttl: self.join_token_ttl,
             attestation_refusal_window: self.attestation_refusal_window,
@@ -159,6 +169,10 @@ pub enum EntryCmd {
         /// SVID lifetime, e.g. `15m` [default: the server's default].
         #[arg(long, value_parser = humantime::parse_duration)]
         x509_svid_ttl: Option<Duration>,
+        /// JWT-SVID lifetime, e.g. `5m` [default: the server's
+        /// `default_jwt_svid_ttl`, 5 minutes].
+        #[arg(long, value_parser = humantime::parse_duration)]
+        jwt_svid_ttl: Option<Duration>,
         /// DNS SAN, repeatable.
         #[arg(long = "dns-name")]
         dns_names: Vec<String>,
@@ -202,6 +216,9 @@ pub enum EntryCmd {
         /// New SVID lifetime.
         #[arg(long, value_parser = humantime::parse_duration)]
         x509_svid_ttl: Option<Duration>,
+        /// New JWT-SVID lifetime.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        jwt_svid_ttl: Option<Duration>,
         /// Replaces all DNS names.
         #[arg(long = "dns-name")]
         dns_names: Vec<String>,

@@ -23,6 +23,11 @@ pub(crate) fn rpc(status: tonic::Status) -> anyhow::Error {
     anyhow!("{}", status.message())
 }
 
+/// Whole seconds of a CLI duration, at least 1.
+fn secs(d: std::time::Duration) -> i64 {
+    d.as_secs().max(1) as i64
+}
+
 pub(crate) fn unix(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -276,6 +281,7 @@ async fn entry(admin: &mut Admin, cmd: EntryCmd, json: bool) -> anyhow::Result<(
             parent_id,
             selectors,
             x509_svid_ttl,
+            jwt_svid_ttl,
             dns_names,
             expires_at,
             hint,
@@ -286,12 +292,11 @@ async fn entry(admin: &mut Admin, cmd: EntryCmd, json: bool) -> anyhow::Result<(
                         spiffe_id,
                         parent_id,
                         selectors,
-                        x509_svid_ttl_seconds: x509_svid_ttl
-                            .map(|d| d.as_secs().max(1) as i64)
-                            .unwrap_or(0),
+                        x509_svid_ttl_seconds: x509_svid_ttl.map(secs).unwrap_or(0),
                         dns_names,
                         expires_at: expires_at.map(unix).unwrap_or(0),
                         hint,
+                        jwt_svid_ttl_seconds: jwt_svid_ttl.map(secs).unwrap_or(0),
                         ..Default::default()
                     }),
                 })
@@ -341,6 +346,7 @@ async fn entry(admin: &mut Admin, cmd: EntryCmd, json: bool) -> anyhow::Result<(
             parent_id,
             selectors,
             x509_svid_ttl,
+            jwt_svid_ttl,
             dns_names,
             expires_at,
             hint,
@@ -353,11 +359,12 @@ async fn entry(admin: &mut Admin, cmd: EntryCmd, json: bool) -> anyhow::Result<(
                         spiffe_id,
                         parent_id,
                         selectors,
-                        x509_svid_ttl_seconds: x509_svid_ttl.map(|d| d.as_secs().max(1) as i64),
+                        x509_svid_ttl_seconds: x509_svid_ttl.map(secs),
                         dns_names,
                         set_dns_names,
                         expires_at: expires_at.map(unix),
                         hint,
+                        jwt_svid_ttl_seconds: jwt_svid_ttl.map(secs),
                     })
                     .await
                     .map_err(rpc)?

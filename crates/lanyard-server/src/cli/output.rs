@@ -54,6 +54,7 @@ pub(crate) fn entry_json(e: &pb::Entry) -> Value {
         "parent_id": e.parent_id,
         "selectors": e.selectors,
         "x509_svid_ttl": (e.x509_svid_ttl_seconds > 0).then_some(e.x509_svid_ttl_seconds),
+        "jwt_svid_ttl": (e.jwt_svid_ttl_seconds > 0).then_some(e.jwt_svid_ttl_seconds),
         "dns_names": e.dns_names,
         "expires_at": opt_time(e.expires_at),
         "hint": e.hint,
@@ -63,17 +64,20 @@ pub(crate) fn entry_json(e: &pb::Entry) -> Value {
 }
 
 pub(crate) fn entry_text(e: &pb::Entry) -> String {
-    let ttl = if e.x509_svid_ttl_seconds > 0 {
-        humantime::format_duration(Duration::from_secs(e.x509_svid_ttl_seconds as u64)).to_string()
-    } else {
-        "(server default)".into()
+    let ttl = |secs: i64| {
+        if secs > 0 {
+            humantime::format_duration(Duration::from_secs(secs as u64)).to_string()
+        } else {
+            "(server default)".into()
+        }
     };
     let rows = [
         ("ID", e.id.clone()),
         ("SPIFFE ID", e.spiffe_id.clone()),
         ("Parent ID", e.parent_id.clone()),
         ("Selectors", e.selectors.join(", ")),
-        ("X.509-SVID TTL", ttl),
+        ("X.509-SVID TTL", ttl(e.x509_svid_ttl_seconds)),
+        ("JWT-SVID TTL", ttl(e.jwt_svid_ttl_seconds)),
         ("DNS names", e.dns_names.join(", ")),
         ("Expires at", time(e.expires_at)),
         ("Hint", e.hint.clone()),

@@ -52,6 +52,7 @@ pub(crate) mod tests {
             parent_id: parent.parse().unwrap(),
             selectors: selectors.iter().map(|s| s.parse().unwrap()).collect(),
             x509_svid_ttl_secs: None,
+            jwt_svid_ttl_secs: None,
             dns_names: vec![],
             expires_at,
             hint: String::new(),

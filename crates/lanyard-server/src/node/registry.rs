@@ -59,6 +59,31 @@ pub(crate) struct ViewKey {
     expired: usize,
 }
 
+/// What the trust domain publishes to every agent, whatever its entries.
+#[derive(Clone, Debug, Default, Hash)]
+pub(crate) struct Published {
+    /// DER CA certificates of the trust bundle.
+    pub bundle: Vec<Vec<u8>>,
+    /// The DER CRL.
+    pub crl: Vec<u8>,
+    /// The intermediates that may sign the CRL (upstream mode).
+    pub crl_issuers: Vec<Vec<u8>>,
+    /// The JWT-SVID signing keys, a JWK Set (JSON).
+    pub jwt_bundle: Vec<u8>,
+}
+
+impl Published {
+    /// What `state` publishes now.
+    pub fn now(state: &ServerState) -> Self {
+        Self {
+            bundle: state.bundle().into_iter().map(|c| c.to_vec()).collect(),
+            crl: state.crl.load().der.clone(),
+            crl_issuers: super::crl_issuers::crl_issuers(state),
+            jwt_bundle: state.jwt_bundle().to_json(),
+        }
+    }
+}
+
 /// What every agent's view is made from, at one change.
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
@@ -66,13 +91,10 @@ pub(crate) struct Registry {
     pub revision: u64,
     /// Entries by parent ID, shared with the next snapshot when unchanged.
     by_parent: HashMap<SpiffeId, Arc<Group>>,
-    /// A digest of the bundle, the CRL and its issuers.
+    /// A digest of what the trust domain publishes.
     shared: u64,
     aliases: Vec<Alias>,
-    bundle: Vec<Vec<u8>>,
-    crl: Vec<u8>,
-    /// The intermediates that may sign the CRL (upstream mode).
-    crl_issuers: Vec<Vec<u8>>,
+    published: Published,
     /// The earliest entry expiry, when views change by themselves.
     expiries: Vec<i64>,
 }
@@ -84,17 +106,10 @@ impl Registry {
     pub fn build(
         entries: &[Entry],
         server_id: &SpiffeId,
-        bundle: Vec<Vec<u8>>,
-        crl: Vec<u8>,
-        crl_issuers: Vec<Vec<u8>>,
+        published: Published,
         revision: u64,
     ) -> Self {
-        Builder::new(server_id.clone(), entries.to_vec()).registry(
-            bundle,
-            crl,
-            crl_issuers,
-            revision,
-        )
+        Builder::new(server_id.clone(), entries.to_vec()).registry(published, revision)
     }
 
     /// The parents whose entries `agent` receives: its own ID and the node
@@ -144,10 +159,11 @@ impl Registry {
         (
             SyncResponse {
                 entries,
-                bundle: self.bundle.clone(),
-                crl: self.crl.clone(),
+                bundle: self.published.bundle.clone(),
+                crl: self.published.crl.clone(),
                 revision: self.revision,
-                crl_issuers: self.crl_issuers.clone(),
+                crl_issuers: self.published.crl_issuers.clone(),
+                jwt_bundle: self.published.jwt_bundle.clone(),
             },
             self.next_expiry(now),
         )
@@ -220,14 +236,9 @@ impl Builder {
         }
     }
 
-    /// A snapshot of the entries as they are now, with these bundle and CRL.
-    pub fn registry(
-        &self,
-        bundle: Vec<Vec<u8>>,
-        crl: Vec<u8>,
-        crl_issuers: Vec<Vec<u8>>,
-        revision: u64,
-    ) -> Registry {
+    /// A snapshot of the entries as they are now, with what the trust
+    /// domain publishes.
+    pub fn registry(&self, published: Published, revision: u64) -> Registry {
         let aliases = self
             .by_parent
             .get(&self.server_id)
@@ -243,15 +254,13 @@ impl Builder {
         let mut expiries: Vec<i64> = self.entries.values().filter_map(|e| e.expires_at).collect();
         expiries.sort_unstable();
         let mut hasher = DefaultHasher::new();
-        (&bundle, &crl, &crl_issuers).hash(&mut hasher);
+        published.hash(&mut hasher);
         Registry {
             revision,
             by_parent: self.groups.clone(),
             shared: hasher.finish(),
             aliases,
-            bundle,
-            crl,
-            crl_issuers,
+            published,
             expiries,
         }
     }
@@ -259,10 +268,7 @@ impl Builder {
 
 /// Publishes a snapshot of `builder` with the state's current bundle and CRL.
 fn publish(state: &ServerState, builder: &Builder, revision: u64) {
-    let bundle = state.bundle().into_iter().map(|c| c.to_vec()).collect();
-    let crl = state.crl.load().der.clone();
-    let crl_issuers = super::crl_issuers::crl_issuers(state);
-    let registry = builder.registry(bundle, crl, crl_issuers, revision);
+    let registry = builder.registry(Published::now(state), revision);
     state.registry.send_replace(Arc::new(registry));
 }
 
@@ -360,7 +366,7 @@ mod tests {
         let entries = fixture();
         let agent = agent(AGENT);
         let server: SpiffeId = SERVER.parse().unwrap();
-        let registry = Registry::build(&entries, &server, vec![], vec![], vec![], 7);
+        let registry = Registry::build(&entries, &server, Published::default(), 7);
         let (view, next) = registry.view(&agent, 100);
         let mut got: Vec<String> = view.entries.iter().map(|e| e.spiffe_id.clone()).collect();
         got.sort();
@@ -396,7 +402,11 @@ mod tests {
         let mine = entry("spiffe://td.org/mine", AGENT, &["unix:uid:1"], None);
         let theirs = entry("spiffe://td.org/theirs", OTHER, &["unix:uid:1"], None);
         let build = |entries: &[Entry], crl: Vec<u8>| {
-            Registry::build(entries, &server, vec![], crl, vec![], 1)
+            let published = Published {
+                crl,
+                ..Published::default()
+            };
+            Registry::build(entries, &server, published, 1)
         };
         let before = build(&[mine.clone(), theirs.clone()], vec![]).key(&agent, 100);
         let more_theirs = entry("spiffe://td.org/theirs2", OTHER, &["unix:uid:2"], None);
@@ -455,8 +465,8 @@ mod tests {
             (a.id, Some(a2.clone())),
             (b.id, None),
         ]);
-        let incremental = builder.registry(vec![], vec![], vec![], 3);
-        let full = Registry::build(&[a2, alias, via], &server, vec![], vec![], vec![], 3);
+        let incremental = builder.registry(Published::default(), 3);
+        let full = Registry::build(&[a2, alias, via], &server, Published::default(), 3);
         let me = agent(AGENT);
         assert_eq!(incremental.view(&me, 100), full.view(&me, 100));
         assert_eq!(incremental.key(&me, 100), full.key(&me, 100));
@@ -466,7 +476,7 @@ mod tests {
         builder.apply(vec![(a.id, None)]);
         assert!(
             builder
-                .registry(vec![], vec![], vec![], 4)
+                .registry(Published::default(), 4)
                 .view(&me, 100)
                 .0
                 .entries

@@ -7,7 +7,7 @@ use lanyard_ca::IssuedSvid;
 use lanyard_identity::EntryId;
 use lanyard_proto::node::v1::{
     AttestRequest, AttestResponse, BatchNewX509svidRequest, BatchNewX509svidResponse,
-    BatchNewX509svidResult, RenewAgentRequest, RenewAgentResponse, Status as ProtoStatus,
+    BatchNewX509svidResult, NewJwtsvidRequest, NewJwtsvidResponse, RenewAgentRequest, RenewAgentResponse, Status as ProtoStatus,
     SyncRequest, X509svid, attest_request::Method,
     batch_new_x509svid_result::Result as BatchResult, node_server::Node,
 };
@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status};
 use super::{attest, peer, refusals::RefusalAudit, sync};
 use crate::{
     issuance::{self, AgentSvid, BatchItem, BatchRequest, IssueError},
+    jwt_issuance::{JwtRequest, issue_jwt_svid},
     state::{ServerState, now_unix},
     status::store_status,
 };
@@ -85,6 +86,8 @@ pub(crate) fn issue_status(e: IssueError) -> Status {
             Status::internal("the audit log could not be written; the action was not taken")
         }
         IssueError::Stopped => Status::unavailable("the server is shutting down"),
+        IssueError::Invalid(why) => Status::invalid_argument(why),
+        IssueError::Forbidden(why) => Status::permission_denied(why),
     }
 }
 
@@ -307,6 +310,41 @@ impl Node for NodeService {
             })
             .collect();
         Ok(Response::new(BatchNewX509svidResponse { results }))
+    }
+
+    async fn new_jwtsvid(
+        &self,
+        req: Request<NewJwtsvidRequest>,
+    ) -> Result<Response<NewJwtsvidResponse>, Status> {
+        let (agent, presented) = peer::authenticate(&self.state, &req).await?;
+        let req = req.into_inner();
+        let entry_id = req.entry_id.parse::<EntryId>().map_err(|e| {
+            Status::invalid_argument(format!("entry_id {:?}: {e}", req.entry_id))
+        })?;
+        let request = JwtRequest {
+            agent_id: agent.spiffe_id.clone(),
+            agent_serial: presented,
+            entry_id,
+            audiences: req.audience,
+        };
+        let state = self.state.clone();
+        let issued = tokio::task::spawn_blocking(move || issue_jwt_svid(&state, &request))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| {
+                let status = issue_status(e);
+                if status.code() == tonic::Code::PermissionDenied {
+                    tracing::warn!(agent = %agent.spiffe_id, entry = %entry_id, reason = %status.message(), "JWT-SVID refused");
+                }
+                status
+            })?;
+        Ok(Response::new(NewJwtsvidResponse {
+            token: issued.token,
+            spiffe_id: issued.spiffe_id.to_string(),
+            issued_at: issued.issued_at,
+            expires_at: issued.expires_at,
+            id: issued.id,
+        }))
     }
 
     type SyncStream = sync::SyncStream;

@@ -43,6 +43,7 @@ pub fn entry(n: usize) -> Entry {
         parent_id: id("spiffe://example.org/lanyard/agent/join_token/node1"),
         selectors: vec![format!("unix:uid:{n}").parse::<Selector>().unwrap()],
         x509_svid_ttl_secs: None,
+        jwt_svid_ttl_secs: None,
         dns_names: Vec::new(),
         expires_at: None,
         hint: String::new(),
