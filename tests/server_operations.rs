@@ -205,6 +205,10 @@ fn bundle_token_and_health() {
     assert_eq!(jwks["keys"][0]["use"], "x509-svid");
     assert_eq!(jwks["keys"][0]["kty"], "EC");
     assert_eq!(jwks["keys"][0]["crv"], "P-256");
+    let jwt = &jwks["keys"][1];
+    assert_eq!(jwt["use"], "jwt-svid");
+    assert_eq!(jwt["alg"], "ES256");
+    assert!(jwt["kid"].as_str().is_some_and(|k| !k.is_empty()), "{jwt}");
 
     let t = server.cli_json(&[
         "token",

@@ -182,7 +182,9 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
                     }
                     Ok(())
                 }
-                BundleFormat::Spiffe => print_json(&spiffe_bundle(&b.x509_authorities)?),
+                BundleFormat::Spiffe => {
+                    print_json(&spiffe_bundle(&b.x509_authorities, &b.jwt_authorities)?)
+                }
             }
         }
         Command::Svid(SvidCmd::Revoke { serial, reason }) => {
@@ -399,9 +401,11 @@ pub(crate) fn pem(label: &str, der: &[u8]) -> String {
 }
 
 /// The SPIFFE bundle format: a JWK Set whose X.509 authorities have
-/// `use: "x509-svid"` and carry the certificate in `x5c`.
-fn spiffe_bundle(authorities: &[Vec<u8>]) -> anyhow::Result<Value> {
-    let keys = authorities
+/// `use: "x509-svid"` and carry the certificate in `x5c`, and whose JWT
+/// authorities (`jwt_authorities`, a JWK Set) have `use: "jwt-svid"` and a
+/// `kid`.
+fn spiffe_bundle(authorities: &[Vec<u8>], jwt_authorities: &[u8]) -> anyhow::Result<Value> {
+    let mut keys = authorities
         .iter()
         .map(|der| {
             let (_, cert) =
@@ -424,5 +428,10 @@ fn spiffe_bundle(authorities: &[Vec<u8>]) -> anyhow::Result<Value> {
             }))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    if !jwt_authorities.is_empty() {
+        let jwt: Value =
+            serde_json::from_slice(jwt_authorities).context("the server's JWT authorities")?;
+        keys.extend(jwt["keys"].as_array().cloned().unwrap_or_default());
+    }
     Ok(json!({ "keys": keys, "spiffe_refresh_hint": 300 }))
 }
