@@ -24,6 +24,7 @@ use common::{
     openssl_verify_crl,
     upstream::{activation_at, crl_signed_by, upstream_server},
 };
+use futures::StreamExt;
 use lanyard_mtls::{Authorizer, TrustMaterial, WorkloadSource};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use spiffe::WorkloadApiClient;
@@ -175,6 +176,26 @@ async fn lanyard_as_the_intermediate_of_an_operator_root() {
     let config = client_config(chain.clone(), key, bundle, &db_id);
     assert_eq!(echo(config.clone(), db).await.unwrap(), "echo: hi\n");
 
+    // A JWT-SVID signed before the rotation, and the JWT bundle stream
+    // (the spiffe crate's), which must carry every key change.
+    let jwt_client = WorkloadApiClient::connect_to(agent.endpoint())
+        .await
+        .unwrap();
+    let client_spiffe_id = spiffe::SpiffeId::new(&client_id).unwrap();
+    let jwt_before = jwt_client
+        .fetch_jwt_svid(["before"], Some(&client_spiffe_id))
+        .await
+        .unwrap();
+    let mut jwt_bundles = jwt_client.stream_jwt_bundles().await.unwrap();
+    let td: spiffe::TrustDomain = TD.parse().unwrap();
+    let kids = |set: &spiffe::JwtBundleSet| -> Vec<String> {
+        set.get(&td)
+            .map(|b| b.jwt_authorities().map(|a| a.key_id().to_owned()).collect())
+            .unwrap_or_default()
+    };
+    let first = jwt_bundles.next().await.unwrap().unwrap();
+    assert_eq!(kids(&first), [jwt_before.key_id().to_owned()]);
+
     // 2. openssl, with the root, the intermediate chain and GET /crl.
     let dir = agent.dir.path().to_path_buf();
     let (ok, out) = openssl_verify_crl(
@@ -239,6 +260,29 @@ async fn lanyard_as_the_intermediate_of_an_operator_root() {
     // What was revoked before the rotation (and has not expired) stays
     // revoked on the new intermediate's CRL.
     assert!(common::agent::crl_serials(&new_crl).contains(&old_db_serial));
+
+    // JWT keys rotate with the CA: a new token is signed by the new key,
+    // the stream has pushed it, and the old token stays valid.
+    let jwt_after = jwt_client
+        .fetch_jwt_svid(["after"], Some(&client_spiffe_id))
+        .await
+        .unwrap();
+    assert_ne!(jwt_after.key_id(), jwt_before.key_id());
+    let pushed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let set = jwt_bundles.next().await.unwrap().unwrap();
+            if kids(&set).iter().any(|k| k == jwt_after.key_id()) {
+                return set;
+            }
+        }
+    })
+    .await
+    .expect("FetchJWTBundles pushes the new key");
+    assert!(kids(&pushed).iter().any(|k| k == jwt_before.key_id()));
+    jwt_client
+        .validate_jwt_token("before", jwt_before.token())
+        .await
+        .unwrap();
 
     // 4. A revocation just after the rotation: the service, still holding
     //    an SVID of the previous intermediate, refuses the client within 1 s.

@@ -270,11 +270,18 @@ impl ConfigFile {
                 humantime::format_duration(ca_ttl)
             )));
         }
+        // The JWT default is checked only when set: with a short ca_ttl
+        // (tests, demos) tokens are cut to the active CA's NotAfter.
+        let explicit_jwt_ttl = self
+            .default_jwt_svid_ttl
+            .map(|v| ("default_jwt_svid_ttl", v));
         for (key, value) in [
             ("default_x509_svid_ttl", default_x509_svid_ttl),
-            ("default_jwt_svid_ttl", default_jwt_svid_ttl),
             ("agent_svid_ttl", agent_svid_ttl),
-        ] {
+        ]
+        .into_iter()
+        .chain(explicit_jwt_ttl)
+        {
             if value >= ca_ttl {
                 return Err(bad(format!(
                     "{key} ({}) must be shorter than ca_ttl ({}): an SVID cannot outlive the CA that signs it",
