@@ -5,10 +5,12 @@
 //! Latency: N concurrent callers, each on its own Unix socket connection to
 //! one agent, each making `--requests` sequential `FetchX509SVID` calls
 //! timed to the stream's first message (attestation from /proc, matching,
-//! response encoding). Baseline, in the same run with the same callers and
-//! connections: `FetchJWTBundles`, which the agent answers Unimplemented
-//! after checking the header, without attestation or signing, so it is the
-//! raw cost of a gRPC round trip over the socket.
+//! response encoding), then as many `FetchJWTSVID` calls (attestation,
+//! matching, the cached token). Baseline, in the same run with the same
+//! callers and connections: `ValidateJWTSVID` without an audience, which
+//! the agent refuses (InvalidArgument) after checking the header, without
+//! attestation or signing, so it is the raw cost of a gRPC round trip over
+//! the socket.
 //!
 //! Memory: the agent's VmRSS at ready with no entries (the baseline), then
 //! with N entries for the bench's uid once it holds all N SVIDs; a fresh
@@ -21,7 +23,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use futures::{StreamExt as _, TryStreamExt as _};
-use lanyard_proto::workload::JwtBundlesRequest;
+use lanyard_proto::workload::{JwtsvidRequest, ValidateJwtsvidRequest};
 use tokio::{sync::Barrier, task::JoinSet};
 
 use crate::{
@@ -80,33 +82,42 @@ pub async fn run(args: WorkloadApiArgs) -> anyhow::Result<Vec<Table>> {
 
 // === latency ===
 
-/// The two calls compared.
+/// The calls compared.
 #[derive(Clone, Copy, Debug)]
 enum Call {
-    /// `FetchJWTBundles`: header check, then Unimplemented.
+    /// `ValidateJWTSVID` without an audience: header check, then
+    /// InvalidArgument.
     Baseline,
     /// `FetchX509SVID` up to the first stream message.
     FetchX509Svid,
+    /// `FetchJWTSVID` for one audience (served from the agent's cache after
+    /// the untimed warm-up call).
+    FetchJwtSvid,
 }
 
 impl Call {
     async fn once(self, client: &mut Client) -> anyhow::Result<()> {
         match self {
             Self::Baseline => match client
-                .fetch_jwt_bundles(request(JwtBundlesRequest {}))
+                .validate_jwtsvid(request(ValidateJwtsvidRequest::default()))
                 .await
             {
-                Err(status) if status.code() == tonic::Code::Unimplemented => Ok(()),
-                Err(status) => bail!("FetchJWTBundles: {status}"),
-                Ok(resp) => {
-                    // Once JWT bundles are served, the first message is the answer.
-                    resp.into_inner()
-                        .message()
-                        .await
-                        .context("FetchJWTBundles")?;
-                    Ok(())
-                }
+                Err(status) if status.code() == tonic::Code::InvalidArgument => Ok(()),
+                other => bail!("ValidateJWTSVID without an audience answered {other:?}"),
             },
+            Self::FetchJwtSvid => {
+                let resp = client
+                    .fetch_jwtsvid(request(JwtsvidRequest {
+                        audience: vec!["lanyard-bench".into()],
+                        spiffe_id: String::new(),
+                    }))
+                    .await
+                    .context("FetchJWTSVID")?;
+                if resp.into_inner().svids.is_empty() {
+                    bail!("FetchJWTSVID answered without a token");
+                }
+                Ok(())
+            }
             Self::FetchX509Svid => {
                 let first = fetch_x509_once(client).await?;
                 if first.svids.is_empty() {
@@ -198,17 +209,21 @@ async fn latency(
             .buffer_unordered(CONNECT_PARALLELISM)
             .try_collect()
             .await?;
-        // Untimed warm-up of every connection.
+        // Untimed warm-up of every connection (and the one token minted).
         phase(&clients, 1, Call::Baseline).await?;
+        phase(&clients, 1, Call::FetchJwtSvid).await?;
         eprintln!("workload-api: {callers} callers, baseline");
         let base = phase(&clients, args.requests, Call::Baseline).await?;
         eprintln!("workload-api: {callers} callers, FetchX509SVID");
         let fetch = phase(&clients, args.requests, Call::FetchX509Svid).await?;
+        eprintln!("workload-api: {callers} callers, FetchJWTSVID");
+        let jwt = phase(&clients, args.requests, Call::FetchJwtSvid).await?;
         agent.check_running()?;
         drop(clients);
 
         let b = Summary::of(&base.latencies).context("no baseline samples")?;
         let f = Summary::of(&fetch.latencies).context("no FetchX509SVID samples")?;
+        let j = Summary::of(&jwt.latencies).context("no FetchJWTSVID samples")?;
         let row = |s: &Summary, p: &Phase| {
             vec![
                 callers.to_string(),
@@ -220,21 +235,23 @@ async fn latency(
             ]
         };
         table.row("(a) FetchX509SVID, to first message", row(&f, &fetch));
+        table.row("(d) FetchJWTSVID, one audience", row(&j, &jwt));
         table.row(
-            "(b) baseline: FetchJWTBundles -> Unimplemented",
+            "(b) baseline: ValidateJWTSVID -> InvalidArgument",
             row(&b, &base),
         );
-        table.row(
-            "ratio a/b",
+        let ratios = |s: &Summary| {
             vec![
                 String::new(),
                 String::new(),
-                ratio(f.p50.as_secs_f64(), b.p50.as_secs_f64()),
-                ratio(f.p99.as_secs_f64(), b.p99.as_secs_f64()),
+                ratio(s.p50.as_secs_f64(), b.p50.as_secs_f64()),
+                ratio(s.p99.as_secs_f64(), b.p99.as_secs_f64()),
                 String::new(),
                 String::new(),
-            ],
-        );
+            ]
+        };
+        table.row("ratio a/b", ratios(&f));
+        table.row("ratio d/b", ratios(&j));
     }
     let (exe_size, hashing) = hash_own_binary(5)?;
     let h = Summary::of(&hashing).context("no hashing samples")?;
