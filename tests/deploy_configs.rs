@@ -45,6 +45,8 @@ const SERVER_KEYS: &[&str] = &[
     "http_address",
     "ca_ttl",
     "default_x509_svid_ttl",
+    "default_jwt_svid_ttl",
+    "jwt_issuer",
     "agent_svid_ttl",
     "join_token_ttl",
     "attestation_refusal_window",
