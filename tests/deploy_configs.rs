@@ -47,6 +47,7 @@ const SERVER_KEYS: &[&str] = &[
     "default_x509_svid_ttl",
     "default_jwt_svid_ttl",
     "jwt_issuer",
+    "jwt_algorithm",
     "agent_svid_ttl",
     "join_token_ttl",
     "attestation_refusal_window",

@@ -113,7 +113,12 @@ async fn the_spiffe_client_fetches_and_validates_and_a_third_party_verifies() {
     );
     let validated = client.validate_jwt_token("db", svid.token()).await.unwrap();
     assert_eq!(validated.spiffe_id().to_string(), id);
-    assert!(client.validate_jwt_token("web", svid.token()).await.is_err());
+    assert!(
+        client
+            .validate_jwt_token("web", svid.token())
+            .await
+            .is_err()
+    );
     let again = client
         .fetch_jwt_svid(["db"], Some(&SpiffeId::new(&id).unwrap()))
         .await
@@ -128,7 +133,10 @@ async fn the_spiffe_client_fetches_and_validates_and_a_third_party_verifies() {
     .unwrap();
     assert_eq!(discovery["issuer"], ISSUER);
     assert_eq!(discovery["jwks_uri"], format!("{ISSUER}/keys"));
-    assert_eq!(discovery["id_token_signing_alg_values_supported"][0], "ES256");
+    assert_eq!(
+        discovery["id_token_signing_alg_values_supported"][0],
+        "ES256"
+    );
     let jwks: jsonwebtoken::jwk::JwkSet =
         serde_json::from_str(&common::agent::http_get(server.http_addr, "/keys")).unwrap();
     let header = jsonwebtoken::decode_header(svid.token()).unwrap();
@@ -143,7 +151,9 @@ async fn the_spiffe_client_fetches_and_validates_and_a_third_party_verifies() {
     )
     .unwrap();
     assert_eq!(verified.claims["sub"], id.as_str());
-    assert!(verified.claims["exp"].as_i64().unwrap() - verified.claims["iat"].as_i64().unwrap() <= 300);
+    assert!(
+        verified.claims["exp"].as_i64().unwrap() - verified.claims["iat"].as_i64().unwrap() <= 300
+    );
     let mut wrong = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
     wrong.set_audience(&["web"]);
     assert!(
@@ -195,6 +205,46 @@ async fn the_spiffe_client_fetches_and_validates_and_a_third_party_verifies() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn rs256_tokens_for_consumers_that_need_rsa() {
+    let server = Server::start_with(&["--jwt-issuer", ISSUER, "--jwt-algorithm", "RS256"]);
+    let agent = Agent::start(&server);
+    register_self(&server, &agent, "e2e/rsa");
+    let id = format!("spiffe://{TD}/e2e/rsa");
+    let svid = fetch_jwt(&agent, "vault", &id).await;
+    let discovery: serde_json::Value = serde_json::from_str(&common::agent::http_get(
+        server.http_addr,
+        "/.well-known/openid-configuration",
+    ))
+    .unwrap();
+    assert_eq!(
+        discovery["id_token_signing_alg_values_supported"][0],
+        "RS256"
+    );
+    let jwks: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_str(&common::agent::http_get(server.http_addr, "/keys")).unwrap();
+    let header = jsonwebtoken::decode_header(svid.token()).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::RS256);
+    let jwk = jwks.find(header.kid.as_deref().unwrap()).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.set_audience(&["vault"]);
+    validation.set_issuer(&[ISSUER]);
+    let verified = jsonwebtoken::decode::<serde_json::Value>(
+        svid.token(),
+        &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(),
+        &validation,
+    )
+    .unwrap();
+    assert_eq!(verified.claims["sub"], id.as_str());
+    let client = WorkloadApiClient::connect_to(agent.endpoint())
+        .await
+        .unwrap();
+    client
+        .validate_jwt_token("vault", svid.token())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_task_token_is_bound_to_its_audiences_and_ends_with_the_task() {
     let server = task_server();
     let agent = Agent::start(&server);
@@ -241,7 +291,10 @@ async fn a_task_token_is_bound_to_its_audiences_and_ends_with_the_task() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    assert!(claims["exp"].as_i64().unwrap() <= ends_at, "exp never passes the window");
+    assert!(
+        claims["exp"].as_i64().unwrap() <= ends_at,
+        "exp never passes the window"
+    );
 
     // An audience outside the task's is refused at FetchJWTSVID.
     let err = raw_client(&agent)
@@ -262,6 +315,9 @@ async fn a_task_token_is_bound_to_its_audiences_and_ends_with_the_task() {
     ok_as(&server, ALICE, &["task", "complete", &task]);
     let took = until_revoked(&agent, &db, svid.token(), Instant::now()).await;
     println!("task complete → task JWT-SVID refused by ValidateJWTSVID in {took:?}");
-    let err = client.fetch_jwt_svid([db.as_str()], None).await.unwrap_err();
+    let err = client
+        .fetch_jwt_svid([db.as_str()], None)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("no identity issued"), "{err}");
 }

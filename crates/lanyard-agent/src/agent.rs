@@ -23,6 +23,7 @@ use crate::{
     config::{AgentConfig, Bootstrap},
     health,
     identity::AgentIdentity,
+    jwt_svids::JwtSvids,
     metrics::Metrics,
     node_client::{NodeConnector, insecure_client},
     schedule::{backoff, random_unit},
@@ -30,7 +31,6 @@ use crate::{
     svid_manager::SvidManager,
     sync::SyncClient,
     trust_domain::{self, Expected, bundle_trust_domain},
-    jwt_svids::JwtSvids,
     workload_api::{JwtHandle, WorkloadApi},
 };
 

@@ -140,9 +140,11 @@ impl JwtSvids {
 
     async fn mint(&self, entry_id: &str, audience: Vec<String>) -> Result<JwtSvid, Status> {
         let identity = self.identity.borrow().clone();
-        let mut client = self.connector.client(&identity).await.map_err(|e| {
-            Status::unavailable(format!("the server cannot be reached: {e}"))
-        })?;
+        let mut client = self
+            .connector
+            .client(&identity)
+            .await
+            .map_err(|e| Status::unavailable(format!("the server cannot be reached: {e}")))?;
         let resp = client
             .new_jwtsvid(NewJwtsvidRequest {
                 entry_id: entry_id.to_owned(),

@@ -70,25 +70,33 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         } => {
             let socket = args.socket.resolve().map_err(anyhow::Error::msg)?;
             let spiffe_id = args.spiffe_id.as_deref();
-            print!("{}", api_jwt::fetch_jwt(&socket, &args.audiences, spiffe_id).await?);
+            print!(
+                "{}",
+                api_jwt::fetch_jwt(&socket, &args.audiences, spiffe_id).await?
+            );
             Ok(())
         }
         Command::Api {
-            command: ApiCommand::Fetch {
-                what: FetchWhat::JwtBundles(args),
-            },
+            command:
+                ApiCommand::Fetch {
+                    what: FetchWhat::JwtBundles(args),
+                },
         } => {
             let socket = args.resolve().map_err(anyhow::Error::msg)?;
             println!("{}", api_jwt::fetch_jwt_bundles(&socket).await?);
             Ok(())
         }
         Command::Api {
-            command: ApiCommand::Validate {
-                what: ValidateWhat::Jwt(args),
-            },
+            command:
+                ApiCommand::Validate {
+                    what: ValidateWhat::Jwt(args),
+                },
         } => {
             let socket = args.socket.resolve().map_err(anyhow::Error::msg)?;
-            println!("{}", api_jwt::validate_jwt(&socket, &args.audience, &args.token).await?);
+            println!(
+                "{}",
+                api_jwt::validate_jwt(&socket, &args.audience, &args.token).await?
+            );
             Ok(())
         }
         Command::Api {

@@ -187,6 +187,7 @@ mod tests {
     fn ca(dir: &std::path::Path) -> CertificateAuthority {
         CertificateAuthority::load_or_create(
             CaConfig {
+                jwt_algorithm: Default::default(),
                 trust_domain: TrustDomain::new("crl.test").unwrap(),
                 ca_ttl: Duration::from_secs(3600),
                 key_dir: dir.to_path_buf(),

@@ -55,6 +55,7 @@ async fn only_a_crl_signed_by_the_bundle_and_not_older_is_put_in_force() {
     let foreign_dir = tempfile::tempdir().unwrap();
     let foreign = CertificateAuthority::load_or_create(
         CaConfig {
+            jwt_algorithm: Default::default(),
             trust_domain: f.td.clone(),
             ca_ttl: Duration::from_secs(3600),
             key_dir: foreign_dir.path().to_path_buf(),
@@ -149,6 +150,7 @@ fn upstream(age: Duration) -> Upstream {
     std::fs::write(&key_path, key.serialize_pem()).unwrap();
     let ca = CertificateAuthority::load_or_create(
         CaConfig {
+            jwt_algorithm: Default::default(),
             trust_domain: lanyard_identity::TrustDomain::new("loops.test").unwrap(),
             ca_ttl: Duration::from_secs(600),
             key_dir: dir.path().join("ca"),

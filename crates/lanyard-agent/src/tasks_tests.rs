@@ -35,6 +35,7 @@ pub(crate) fn fixture() -> Fixture {
     let now = SystemTime::now();
     let ca = CertificateAuthority::load_or_create(
         CaConfig {
+            jwt_algorithm: Default::default(),
             trust_domain: td.clone(),
             ca_ttl: Duration::from_secs(24 * 3600),
             key_dir: dir.path().join("ca"),

@@ -244,7 +244,15 @@ impl SpiffeWorkloadApi for WorkloadApi {
             let snapshot = self.snapshots.borrow().clone();
             let now = to_unix(std::time::SystemTime::now());
             let r = req.get_ref();
-            fetch_jwt_svids(&snapshot, &selectors, &r.audience, &r.spiffe_id, &tokens, now).await
+            fetch_jwt_svids(
+                &snapshot,
+                &selectors,
+                &r.audience,
+                &r.spiffe_id,
+                &tokens,
+                now,
+            )
+            .await
         }
         .await;
         self.counted("fetch_jwt_svid", result).map(Response::new)

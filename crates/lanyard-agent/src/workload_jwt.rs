@@ -96,7 +96,9 @@ pub fn validate(
         return Err(Status::invalid_argument("audience is required"));
     }
     if token.is_empty() {
-        return Err(Status::invalid_argument("svid is required: the token to validate"));
+        return Err(Status::invalid_argument(
+            "svid is required: the token to validate",
+        ));
     }
     serving(snapshot)?;
     let verified = snapshot
@@ -125,7 +127,9 @@ pub fn validate(
         ));
     }
     if tokens.revoked(jti) {
-        return Err(Status::invalid_argument(format!("token {jti} has been revoked")));
+        return Err(Status::invalid_argument(format!(
+            "token {jti} has been revoked"
+        )));
     }
     Ok(ValidateJwtsvidResponse {
         spiffe_id: spiffe_id.to_string(),

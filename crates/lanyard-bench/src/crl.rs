@@ -79,6 +79,7 @@ pub fn run(sizes: &[usize], repeats: usize) -> anyhow::Result<Table> {
     let now = SystemTime::now();
     let ca = CertificateAuthority::load_or_create(
         CaConfig {
+            jwt_algorithm: Default::default(),
             trust_domain: TrustDomain::new(TRUST_DOMAIN)?,
             ca_ttl: Duration::from_secs(24 * 3600),
             key_dir: key_dir.path().to_path_buf(),

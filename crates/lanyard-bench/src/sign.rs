@@ -35,6 +35,7 @@ pub fn single_thread_rate(budget: Duration) -> anyhow::Result<crate::measure::Sa
     let key_dir = TempDir::new()?;
     let trust_domain = TrustDomain::new("bench.example.org")?;
     let cfg = CaConfig {
+        jwt_algorithm: Default::default(),
         trust_domain: trust_domain.clone(),
         ca_ttl: Duration::from_secs(24 * 3600),
         key_dir: key_dir.path.clone(),

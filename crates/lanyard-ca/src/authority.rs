@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use lanyard_identity::{TaskBinding, TrustDomain};
-use lanyard_jwt::{Claims, Jwks};
+use lanyard_jwt::{Alg, Claims, Jwks};
 use rustls_pki_types::CertificateDer;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -41,6 +41,10 @@ pub struct CaConfig {
     pub key_dir: PathBuf,
     /// `None`: a self-signed root. `Some`: an intermediate of this upstream CA.
     pub upstream: Option<UpstreamCa>,
+    /// The algorithm of the JWT key each new CA generation gets (existing
+    /// generations keep theirs, so a change takes effect at the next
+    /// rotation).
+    pub jwt_algorithm: Alg,
 }
 
 /// A SPIFFE certificate authority for one trust domain.
@@ -93,21 +97,11 @@ impl CertificateAuthority {
             Some(journal) => journal
                 .decode(cfg.trust_domain.as_str(), upstream.is_some())?
                 .into_iter()
-                .map(|s| {
-                    CaSlot::restore(
-                        &cfg.trust_domain,
-                        &cfg.key_dir,
-                        upstream.as_ref(),
-                        s.state,
-                        &s.key_file,
-                        s.cert,
-                    )
-                })
+                .map(|s| CaSlot::restore(&cfg, upstream.as_ref(), s.state, &s.key_file, s.cert))
                 .collect::<Result<Vec<_>, _>>()?,
             None => vec![CaSlot::mint(
-                &cfg.trust_domain,
+                &cfg,
                 ttl_secs,
-                &cfg.key_dir,
                 upstream.as_ref(),
                 now_secs,
                 CaSlotState::Active,
@@ -392,9 +386,8 @@ impl CertificateAuthority {
             Step::None => Ok(Rotation::Unchanged),
             Step::Prepare => {
                 let slot = CaSlot::mint(
-                    &self.cfg.trust_domain,
+                    &self.cfg,
                     self.ttl_secs,
-                    &self.cfg.key_dir,
                     self.upstream.as_ref(),
                     now,
                     CaSlotState::Prepared,
@@ -467,7 +460,8 @@ impl CertificateAuthority {
         for entry in entries {
             let entry = entry.map_err(|e| CaError::io("list", dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            let ours = (name.starts_with("ca-") || name.starts_with("jwt-")) && name.ends_with(".key");
+            let ours =
+                (name.starts_with("ca-") || name.starts_with("jwt-")) && name.ends_with(".key");
             let used = self
                 .all_slots()
                 .any(|s| s.key_file == name || jwt_key_file(&s.key_file) == name);

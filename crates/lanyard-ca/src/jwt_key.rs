@@ -23,10 +23,13 @@ pub(crate) fn jwt_key_file(ca_key_file: &str) -> String {
     format!("jwt-{id}.key")
 }
 
-/// Generates an ES256 key and writes it as PEM PKCS#8, 0600, atomically.
-pub(crate) fn mint_jwt_key(path: &Path) -> Result<SigningKey, CaError> {
-    let key = SigningKey::generate(Alg::Es256).map_err(|e| CaError::KeyGeneration {
-        algorithm: "JWT ES256",
+/// Generates a key for `alg` and writes it as PEM PKCS#8, 0600, atomically.
+pub(crate) fn mint_jwt_key(path: &Path, alg: Alg) -> Result<SigningKey, CaError> {
+    let key = SigningKey::generate(alg).map_err(|e| CaError::KeyGeneration {
+        algorithm: match alg {
+            Alg::Es256 => "JWT ES256",
+            Alg::Rs256 => "JWT RS256",
+        },
         reason: e.to_string(),
     })?;
     write_file_atomic(
@@ -37,7 +40,7 @@ pub(crate) fn mint_jwt_key(path: &Path) -> Result<SigningKey, CaError> {
     Ok(key)
 }
 
-/// Reads a JWT key written by [`mint_jwt_key`].
+/// Reads a JWT key written by [`mint_jwt_key`] (either algorithm).
 pub(crate) fn load_jwt_key(path: &Path) -> Result<SigningKey, CaError> {
     use rustls_pki_types::{PrivatePkcs8KeyDer, pem::PemObject};
     let pem = match std::fs::read(path) {
@@ -55,7 +58,7 @@ pub(crate) fn load_jwt_key(path: &Path) -> Result<SigningKey, CaError> {
     };
     let der = PrivatePkcs8KeyDer::from_pem_slice(&pem)
         .map_err(|e| bad(format!("no PKCS#8 \"BEGIN PRIVATE KEY\" block ({e})")))?;
-    SigningKey::from_pkcs8(Alg::Es256, der.secret_pkcs8_der()).map_err(|e| bad(e.to_string()))
+    lanyard_jwt::load_any(der.secret_pkcs8_der()).map_err(|e| bad(e.to_string()))
 }
 
 #[cfg(test)]
@@ -69,10 +72,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(jwt_key_file("ca-0a1b.key"));
         assert!(path.ends_with("jwt-0a1b.key"));
-        let key = mint_jwt_key(&path).unwrap();
+        let key = mint_jwt_key(&path, Alg::Es256).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(load_jwt_key(&path).unwrap().kid(), key.kid());
+        let rsa = mint_jwt_key(&path, Alg::Rs256).unwrap();
+        let loaded = load_jwt_key(&path).unwrap();
+        assert_eq!((loaded.alg(), loaded.kid()), (Alg::Rs256, rsa.kid()));
         std::fs::write(&path, "junk").unwrap();
         assert!(matches!(
             load_jwt_key(&path),

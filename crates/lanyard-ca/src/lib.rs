@@ -29,6 +29,7 @@
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let td = TrustDomain::new("example.org")?;
 //! let cfg = CaConfig {
+//!     jwt_algorithm: Default::default(),
 //!     trust_domain: td.clone(),
 //!     ca_ttl: Duration::from_secs(24 * 3600),
 //!     key_dir: "/var/lib/lanyard/server/keys".into(),

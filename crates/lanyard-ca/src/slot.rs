@@ -2,7 +2,6 @@
 //! rotation (prepared, active, retired).
 
 use std::fmt;
-use std::path::Path;
 
 use lanyard_identity::TrustDomain;
 use rcgen::{
@@ -15,6 +14,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use lanyard_jwt::SigningKey;
 
+use crate::authority::CaConfig;
 use crate::error::CaError;
 use crate::jwt_key::{jwt_key_file, load_jwt_key, mint_jwt_key};
 use crate::keys::{generate_p256, load_key, random_serial, save_key};
@@ -65,15 +65,16 @@ pub(crate) struct CaSlot {
 
 impl CaSlot {
     /// Mints a new CA generation valid from `now` (backdated) for `ttl_secs`,
-    /// capped to the upstream CA's NotAfter, and writes its key to `key_dir`.
+    /// capped to the upstream CA's NotAfter, and writes its keys (the CA's
+    /// and its JWT key, of `cfg.jwt_algorithm`) to the key directory.
     pub(crate) fn mint(
-        trust_domain: &TrustDomain,
+        cfg: &CaConfig,
         ttl_secs: i64,
-        key_dir: &Path,
         upstream: Option<&Upstream>,
         now: i64,
         state: CaSlotState,
     ) -> Result<Self, CaError> {
+        let (trust_domain, key_dir) = (&cfg.trust_domain, cfg.key_dir.as_path());
         let mut not_after = now.saturating_add(ttl_secs);
         if let Some(up) = upstream {
             not_after = not_after.min(up.not_after);
@@ -133,7 +134,7 @@ impl CaSlot {
 
         let key_file = format!("ca-{}.key", hex(&serial.to_bytes()[..8]));
         save_key(&key_dir.join(&key_file), &key)?;
-        let jwt = mint_jwt_key(&key_dir.join(jwt_key_file(&key_file)))?;
+        let jwt = mint_jwt_key(&key_dir.join(jwt_key_file(&key_file)), cfg.jwt_algorithm)?;
         let slot = Self::assemble(state, key_file, cert, key, jwt)?;
         tracing::info!(
             trust_domain = %trust_domain,
@@ -151,13 +152,13 @@ impl CaSlot {
     /// `key_dir`. Fails closed: a missing key, a key that does not match the
     /// certificate, or a certificate that fails the profile is an error.
     pub(crate) fn restore(
-        trust_domain: &TrustDomain,
-        key_dir: &Path,
+        cfg: &CaConfig,
         upstream: Option<&Upstream>,
         state: CaSlotState,
         key_file: &str,
         cert: CertificateDer<'static>,
     ) -> Result<Self, CaError> {
+        let (trust_domain, key_dir) = (&cfg.trust_domain, cfg.key_dir.as_path());
         if key_file.is_empty()
             || key_file == "."
             || key_file == ".."
@@ -203,7 +204,7 @@ impl CaSlot {
         } else {
             // A generation from before JWT-SVIDs: it gets its key now.
             tracing::info!(path = %jwt_path.display(), "minting the JWT key of an existing CA generation");
-            mint_jwt_key(&jwt_path)?
+            mint_jwt_key(&jwt_path, cfg.jwt_algorithm)?
         };
         Self::assemble(state, key_file.to_owned(), cert, key, jwt)
     }

@@ -8,26 +8,44 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use lanyard_ca::{CaJournal, CertificateAuthority, Rotation};
-use lanyard_jwt::Claims;
+use lanyard_ca::{CaConfig, CaJournal, CertificateAuthority, Rotation};
+use lanyard_jwt::{Alg, Claims};
 
 const T0: u64 = 1_750_000_000;
 const CA_TTL: Duration = Duration::from_secs(24 * 3600);
 const JWT_TTL: i64 = 6 * 3600;
 
 #[test]
-fn rotations_keep_every_jwt_valid_until_it_expires() {
+fn rotations_keep_every_es256_jwt_valid_until_it_expires() {
+    rotations_keep_every_jwt_valid(Alg::Es256);
+}
+
+#[test]
+fn rotations_keep_every_rs256_jwt_valid_until_it_expires() {
+    rotations_keep_every_jwt_valid(Alg::Rs256);
+}
+
+fn rotations_keep_every_jwt_valid(alg: Alg) {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = self_signed_config(dir.path(), CA_TTL);
+    let cfg = CaConfig {
+        jwt_algorithm: alg,
+        ..self_signed_config(dir.path(), CA_TTL)
+    };
     let mut now = at(T0);
     let mut ca = CertificateAuthority::load_or_create(cfg.clone(), None, now).unwrap();
     let mut issued: Vec<(String, i64, String)> = vec![];
     let mut kids_seen = vec![];
     let mut steps = vec![];
     while unix(now) < (T0 + 4 * 24 * 3600) as i64 {
-        let claims = Claims::new("spiffe://example.org/w", vec!["db".into()], unix(now), JWT_TTL);
+        let claims = Claims::new(
+            "spiffe://example.org/w",
+            vec!["db".into()],
+            unix(now),
+            JWT_TTL,
+        );
         let (token, exp) = ca.sign_jwt_svid(claims, now).unwrap();
         let kid = kid_of(&token);
+        assert!(token.starts_with(&base64_header(alg)), "signed with {alg}");
         if !kids_seen.contains(&kid) {
             kids_seen.push(kid.clone());
         }
@@ -41,11 +59,19 @@ fn rotations_keep_every_jwt_valid_until_it_expires() {
             let journal: CaJournal = serde_json::from_str(&json).unwrap();
             let restarted =
                 CertificateAuthority::load_or_create(cfg.clone(), Some(journal), now).unwrap();
-            assert_eq!(restarted.jwt_bundle(), ca.jwt_bundle(), "keys survive a restart");
+            assert_eq!(
+                restarted.jwt_bundle(),
+                ca.jwt_bundle(),
+                "keys survive a restart"
+            );
             ca = restarted;
         }
         let bundle = ca.jwt_bundle();
-        assert_eq!(bundle.keys.len(), ca.slots().len(), "one key per CA generation");
+        assert_eq!(
+            bundle.keys.len(),
+            ca.slots().len(),
+            "one key per CA generation"
+        );
         for (token, exp, kid) in &issued {
             if *exp > unix(now) {
                 bundle
@@ -55,7 +81,10 @@ fn rotations_keep_every_jwt_valid_until_it_expires() {
         }
     }
     assert!(steps.contains(&Rotation::Activated) && steps.contains(&Rotation::Pruned));
-    assert!(kids_seen.len() >= 4, "tokens were signed by each new key: {kids_seen:?}");
+    assert!(
+        kids_seen.len() >= 4,
+        "tokens were signed by each new key: {kids_seen:?}"
+    );
     // Dropped generations take their JWT key files with them.
     ca.remove_unused_key_files().unwrap();
     let jwt_files = std::fs::read_dir(dir.path().join("keys"))
@@ -81,6 +110,15 @@ fn a_token_never_outlives_the_active_ca() {
     let claims = Claims::new("spiffe://example.org/w", vec!["db".into()], T0 as i64, 7200);
     let (_, exp) = ca.sign_jwt_svid(claims, at(T0)).unwrap();
     assert_eq!(exp, ca.slots()[0].not_after);
+}
+
+/// The start of a token's base64url header: `{"alg":"<alg>",`.
+fn base64_header(alg: Alg) -> String {
+    use base64::Engine;
+    let prefix = format!(r#"{{"alg":"{alg}","#);
+    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&prefix);
+    // Whole 3-byte groups only: the last partial group depends on what follows.
+    encoded[..prefix.len() / 3 * 4].to_owned()
 }
 
 fn kid_of(token: &str) -> String {

@@ -61,6 +61,7 @@ fn key_files_are_0600_even_with_umask_000() {
 fn child(dir: &Path) {
     std::fs::write(dir.join("control"), b"x").unwrap();
     let cfg = CaConfig {
+        jwt_algorithm: Default::default(),
         trust_domain: TrustDomain::new("example.org").unwrap(),
         ca_ttl: Duration::from_secs(3600),
         key_dir: dir.join("keys"),

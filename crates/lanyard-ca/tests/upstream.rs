@@ -16,6 +16,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 fn upstream_config(key_dir: &Path, upstream: UpstreamCa, ca_ttl: Duration) -> CaConfig {
     CaConfig {
+        jwt_algorithm: Default::default(),
         trust_domain: td(),
         ca_ttl,
         key_dir: key_dir.to_path_buf(),

@@ -39,10 +39,7 @@ pub(crate) fn b64(bytes: &[u8]) -> String {
 }
 
 /// `header.payload` for `header` and `claims`, ready to be signed.
-pub(crate) fn signing_input(
-    header: &Header,
-    claims: &impl Serialize,
-) -> Result<String, JwtError> {
+pub(crate) fn signing_input(header: &Header, claims: &impl Serialize) -> Result<String, JwtError> {
     let header =
         serde_json::to_vec(header).map_err(|e| JwtError::Key(format!("encode header: {e}")))?;
     let claims =

@@ -39,6 +39,6 @@ pub use self::{
     error::JwtError,
     jwk::{Jwk, Jwks},
     jws::Header,
-    key::{Alg, SigningKey},
+    key::{Alg, SigningKey, load_any},
     verify::Verified,
 };

@@ -125,7 +125,12 @@ mod tests {
     }
 
     fn claims() -> Claims {
-        Claims::new("spiffe://td/web", vec!["db".into(), "cache".into()], NOW, 300)
+        Claims::new(
+            "spiffe://td/web",
+            vec!["db".into(), "cache".into()],
+            NOW,
+            300,
+        )
     }
 
     #[test]
@@ -206,6 +211,28 @@ mod tests {
             Err(JwtError::MissingKeyId)
         ));
         let header = b64(format!(r#"{{"alg":"RS256","kid":"{}"}}"#, key.kid()).as_bytes());
+        assert!(matches!(
+            jwks.verify(&format!("{header}.{payload}.c2ln"), "db", NOW),
+            Err(JwtError::AlgorithmMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn rs256_keys_sign_and_verify() {
+        let key = SigningKey::generate(Alg::Rs256).unwrap();
+        let jwk = key.public_jwk();
+        assert_eq!(
+            (jwk.kty.as_str(), jwk.alg.as_deref()),
+            ("RSA", Some("RS256"))
+        );
+        let token = key.sign(&claims()).unwrap();
+        let jwks = Jwks { keys: vec![jwk] };
+        assert_eq!(jwks.verify(&token, "db", NOW).unwrap().claims, claims());
+        let again = crate::load_any(key.pkcs8_der()).unwrap();
+        assert_eq!((again.alg(), again.kid()), (Alg::Rs256, key.kid()));
+        // An ES256 header on an RSA key is refused.
+        let header = b64(format!(r#"{{"alg":"ES256","kid":"{}"}}"#, key.kid()).as_bytes());
+        let payload = token.split('.').nth(1).unwrap();
         assert!(matches!(
             jwks.verify(&format!("{header}.{payload}.c2ln"), "db", NOW),
             Err(JwtError::AlgorithmMismatch { .. })

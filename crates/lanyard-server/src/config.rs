@@ -38,6 +38,8 @@ pub struct ConfigFile {
     /// The `iss` of JWT-SVIDs and the OIDC discovery issuer
     /// (`https://...`); unset: no `iss`, no discovery document.
     pub jwt_issuer: Option<String>,
+    /// `ES256` (default) or `RS256`: the JWT key of each new CA generation.
+    pub jwt_algorithm: Option<String>,
     /// Agent SVID lifetime.
     #[serde(default, with = "humantime_serde")]
     pub agent_svid_ttl: Option<Duration>,
@@ -124,6 +126,8 @@ pub struct ServerConfig {
     pub default_jwt_svid_ttl: Duration,
     /// JWT `iss` and OIDC discovery issuer, without a trailing `/`.
     pub jwt_issuer: Option<String>,
+    /// The algorithm of new JWT keys.
+    pub jwt_algorithm: lanyard_jwt::Alg,
     /// Agent SVID lifetime.
     pub agent_svid_ttl: Duration,
     /// Default join token lifetime.
@@ -204,6 +208,7 @@ impl ConfigFile {
             default_x509_svid_ttl: other.default_x509_svid_ttl.or(self.default_x509_svid_ttl),
             default_jwt_svid_ttl: other.default_jwt_svid_ttl.or(self.default_jwt_svid_ttl),
             jwt_issuer: other.jwt_issuer.or(self.jwt_issuer),
+            jwt_algorithm: other.jwt_algorithm.or(self.jwt_algorithm),
             agent_svid_ttl: other.agent_svid_ttl.or(self.agent_svid_ttl),
             join_token_ttl: other.join_token_ttl.or(self.join_token_ttl),
             attestation_refusal_window: other
@@ -238,15 +243,20 @@ impl ConfigFile {
         let default_x509_svid_ttl = self
             .default_x509_svid_ttl
             .unwrap_or(defaults::X509_SVID_TTL);
-        let default_jwt_svid_ttl = self
-            .default_jwt_svid_ttl
-            .unwrap_or(defaults::JWT_SVID_TTL);
+        let default_jwt_svid_ttl = self.default_jwt_svid_ttl.unwrap_or(defaults::JWT_SVID_TTL);
         let jwt_issuer = self
             .jwt_issuer
             .as_deref()
             .map(check_issuer)
             .transpose()
             .map_err(|e| bad(format!("jwt_issuer: {e}")))?;
+        let jwt_algorithm = self
+            .jwt_algorithm
+            .as_deref()
+            .map(str::parse::<lanyard_jwt::Alg>)
+            .transpose()
+            .map_err(|e| bad(format!("jwt_algorithm: {e}")))?
+            .unwrap_or_default();
         let agent_svid_ttl = self.agent_svid_ttl.unwrap_or(defaults::AGENT_SVID_TTL);
         let join_token_ttl = self.join_token_ttl.unwrap_or(defaults::JOIN_TOKEN_TTL);
         let attestation_refusal_window = self
@@ -364,6 +374,7 @@ impl ConfigFile {
             default_x509_svid_ttl,
             default_jwt_svid_ttl,
             jwt_issuer,
+            jwt_algorithm,
             agent_svid_ttl,
             join_token_ttl,
             attestation_refusal_window,
@@ -416,6 +427,22 @@ mod tests {
             "https://oidc.example.org/lanyard"
         );
         assert!(check_issuer("http://127.0.0.1:8082").is_ok());
+        let parse = |alg: &str| {
+            ConfigFile::parse(&format!(
+                "trust_domain = \"a.org\"\ndata_dir = \"/d\"\njwt_algorithm = \"{alg}\""
+            ))
+            .unwrap()
+            .validate()
+        };
+        assert_eq!(
+            parse("rs256").unwrap().jwt_algorithm,
+            lanyard_jwt::Alg::Rs256
+        );
+        let err = parse("HS256").unwrap_err().to_string();
+        assert!(
+            err.contains("jwt_algorithm") && err.contains("ES256 or RS256"),
+            "{err}"
+        );
         for bad in [
             "http://oidc.example.org",
             "oidc.example.org",

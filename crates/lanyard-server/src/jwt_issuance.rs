@@ -127,13 +127,10 @@ pub(crate) fn issue_jwt_svid(
     let task = match issued.task_id {
         None => None,
         Some(id) => {
-            let task = state
-                .store
-                .get_task(&id)?
-                .ok_or(Refusal::TaskNotActive {
-                    task: id,
-                    state: lanyard_store::TaskState::Completed,
-                })?;
+            let task = state.store.get_task(&id)?.ok_or(Refusal::TaskNotActive {
+                task: id,
+                state: lanyard_store::TaskState::Completed,
+            })?;
             check_task_audiences(&task, &request.audiences)?;
             Some(task)
         }

@@ -62,6 +62,7 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
                 cert_path: u.cert_path.clone(),
                 key_path: u.key_path.clone(),
             }),
+            jwt_algorithm: cfg.jwt_algorithm,
         },
         journal,
         SystemTime::now(),

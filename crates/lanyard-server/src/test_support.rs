@@ -33,6 +33,7 @@ pub(crate) fn state(extra: &str) -> TestState {
     let store: Arc<dyn Datastore> = Arc::new(SledStore::open(&cfg.data_dir.join("store")).unwrap());
     let ca = CertificateAuthority::load_or_create(
         CaConfig {
+            jwt_algorithm: Default::default(),
             trust_domain: cfg.trust_domain.clone(),
             ca_ttl: cfg.ca_ttl,
             key_dir: cfg.data_dir.join("ca"),

@@ -85,7 +85,11 @@ pub async fn fetch_jwt_bundles(socket: &Path) -> Result<String, AgentError> {
 
 /// `api validate jwt`: `{"spiffe_id": ..., "claims": {...}}`, or the
 /// agent's reason for refusing the token.
-pub async fn validate_jwt(socket: &Path, audience: &str, token: &str) -> Result<String, AgentError> {
+pub async fn validate_jwt(
+    socket: &Path,
+    audience: &str,
+    token: &str,
+) -> Result<String, AgentError> {
     let resp = connect(socket)
         .await?
         .validate_jwtsvid(with_header(ValidateJwtsvidRequest {

@@ -35,6 +35,7 @@ pub fn unix(t: SystemTime) -> i64 {
 
 pub fn self_signed_config(key_dir: &Path, ca_ttl: Duration) -> CaConfig {
     CaConfig {
+        jwt_algorithm: Default::default(),
         trust_domain: td(),
         ca_ttl,
         key_dir: key_dir.to_path_buf(),

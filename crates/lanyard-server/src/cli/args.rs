@@ -106,6 +106,11 @@ pub struct RunArgs {
     /// `https://oidc.example.org` [default: none: no `iss`, no discovery].
     #[arg(long)]
     pub jwt_issuer: Option<String>,
+    /// `ES256` or `RS256` (for consumers that need RSA): the algorithm of
+    /// the JWT key each new CA generation gets; a change takes effect at
+    /// the next rotation [default: ES256].
+    #[arg(long)]
+    pub jwt_algorithm: Option<String>,
     /// Agent SVID lifetime [default: 1h].
     #[arg(long, value_parser = humantime::parse_duration)]
     pub agent_svid_ttl: Option<Duration>,
@@ -137,6 +142,7 @@ impl RunArgs {
             default_x509_svid_ttl: self.default_x509_svid_ttl,
             default_jwt_svid_ttl: self.default_jwt_svid_ttl,
             jwt_issuer: self.jwt_issuer.clone(),
+            jwt_algorithm: self.jwt_algorithm.clone(),
             agent_svid_ttl: self.agent_svid_ttl,
             join_token_ttl: self.join_token_ttl,
             attestation_refusal_window: self.attestation_refusal_window,

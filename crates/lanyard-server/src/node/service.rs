@@ -7,8 +7,8 @@ use lanyard_ca::IssuedSvid;
 use lanyard_identity::EntryId;
 use lanyard_proto::node::v1::{
     AttestRequest, AttestResponse, BatchNewX509svidRequest, BatchNewX509svidResponse,
-    BatchNewX509svidResult, NewJwtsvidRequest, NewJwtsvidResponse, RenewAgentRequest, RenewAgentResponse, Status as ProtoStatus,
-    SyncRequest, X509svid, attest_request::Method,
+    BatchNewX509svidResult, NewJwtsvidRequest, NewJwtsvidResponse, RenewAgentRequest,
+    RenewAgentResponse, Status as ProtoStatus, SyncRequest, X509svid, attest_request::Method,
     batch_new_x509svid_result::Result as BatchResult, node_server::Node,
 };
 use lanyard_store::{AgentRecord, Refusal};
@@ -318,9 +318,10 @@ impl Node for NodeService {
     ) -> Result<Response<NewJwtsvidResponse>, Status> {
         let (agent, presented) = peer::authenticate(&self.state, &req).await?;
         let req = req.into_inner();
-        let entry_id = req.entry_id.parse::<EntryId>().map_err(|e| {
-            Status::invalid_argument(format!("entry_id {:?}: {e}", req.entry_id))
-        })?;
+        let entry_id = req
+            .entry_id
+            .parse::<EntryId>()
+            .map_err(|e| Status::invalid_argument(format!("entry_id {:?}: {e}", req.entry_id)))?;
         let request = JwtRequest {
             agent_id: agent.spiffe_id.clone(),
             agent_serial: presented,
