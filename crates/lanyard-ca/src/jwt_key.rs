@@ -62,7 +62,7 @@ pub(crate) fn load_jwt_key(path: &Path) -> Result<SigningKey, CaError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -85,7 +85,7 @@ impl<'de> Deserialize<'de> for Audience {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

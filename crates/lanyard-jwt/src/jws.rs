@@ -82,7 +82,7 @@ pub(crate) fn split(token: &str) -> Result<Parts<'_>, JwtError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -108,7 +108,7 @@ fn check_signature(jwk: &Jwk, alg: Alg, signed: &[u8], sig: &[u8]) -> Result<(),
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::{SigningKey, TaskClaim, jws::b64};

@@ -207,6 +207,7 @@ fn check_task_audiences(task: &TaskRecord, audiences: &[String]) -> Result<(), I
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
