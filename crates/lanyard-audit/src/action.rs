@@ -58,6 +58,8 @@ pub enum Action {
     TaskReviewed,
     /// A break-glass task grant was opened without approval.
     BreakGlass,
+    /// The task policy refused a task request or an approval.
+    TaskRefused,
 }
 
 impl Action {
@@ -84,6 +86,7 @@ impl Action {
         Action::TaskRevoked,
         Action::TaskReviewed,
         Action::BreakGlass,
+        Action::TaskRefused,
     ];
 
     /// The snake_case name, as written in the log.
@@ -110,6 +113,7 @@ impl Action {
             Action::TaskRevoked => "task_revoked",
             Action::TaskReviewed => "task_reviewed",
             Action::BreakGlass => "break_glass",
+            Action::TaskRefused => "task_refused",
         }
     }
 }
