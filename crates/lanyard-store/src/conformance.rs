@@ -791,6 +791,17 @@ pub fn tasks(store: &dyn Datastore) {
         entry_id: None,
         break_glass: false,
         reviewed: None,
+        // Policy fields round-trip like the rest.
+        approvals_required: 2,
+        approver_groups: vec!["change-board".to_owned()],
+        approvals: vec![TaskTransition {
+            state: TaskState::Requested,
+            at: NOW,
+            principal: "uid:1001(bob)".to_owned(),
+            note: Some("ok".to_owned()),
+        }],
+        policy_sha256: "ab".repeat(32),
+        policy_rule: "production".to_owned(),
     };
     let b = task("task-bb");
     let a = task("task-aa");
@@ -1193,6 +1204,11 @@ pub fn task_grants_atomic(store: &dyn Datastore) {
         entry_id: Some(grant.id),
         break_glass: false,
         reviewed: None,
+        approvals_required: 0,
+        approver_groups: vec![],
+        approvals: vec![],
+        policy_sha256: String::new(),
+        policy_rule: String::new(),
     };
     ok("activate_task", store.activate_task(&task, &grant));
     // A restore stores the same task again with put_task: it stays linked.

@@ -175,6 +175,22 @@ pub struct TaskRecord {
     pub break_glass: bool,
     /// Who reviewed a break-glass task, and when.
     pub reviewed: Option<TaskTransition>,
+    /// Distinct approvers the task policy requires before the task becomes
+    /// approved; 0 (records from before policies) counts as 1.
+    #[serde(default)]
+    pub approvals_required: u32,
+    /// Approvers must belong to one of these groups (empty: any approver).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approver_groups: Vec<String>,
+    /// Every approval so far, oldest first (each also in `history`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<TaskTransition>,
+    /// SHA-256 of the task policy that allowed the request.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub policy_sha256: String,
+    /// The policy rule that allowed the request.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub policy_rule: String,
 }
 
 impl TaskRecord {
@@ -184,6 +200,11 @@ impl TaskRecord {
             .first()
             .map(|t| t.principal.as_str())
             .unwrap_or("")
+    }
+
+    /// Distinct approvals needed (at least one).
+    pub fn approvals_needed(&self) -> u32 {
+        self.approvals_required.max(1)
     }
 
     /// The transition into `state`, if it happened.
@@ -206,4 +227,28 @@ pub struct Records {
     pub revocations: Vec<Revocation>,
     /// Task grants.
     pub tasks: Vec<TaskRecord>,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_stored_before_policies_reads_with_one_approval_needed() {
+        let old = r#"{"id":"task-01","ticket":"CHG-1","purpose":"p",
+            "spiffe_id":"spiffe://a.org/m","parent_id":"spiffe://a.org/lanyard/agent/x/1",
+            "selectors":["unix:uid:1"],"dns_names":[],"audiences":[],"starts_at":1,
+            "ends_at":2,"state":"requested","history":[],"entry_id":null,
+            "break_glass":false,"reviewed":null}"#;
+        let task: TaskRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(task.approvals_required, 0);
+        assert_eq!(task.approvals_needed(), 1);
+        assert!(task.approvals.is_empty() && task.policy_sha256.is_empty());
+        let again = serde_json::to_string(&task).unwrap();
+        assert!(
+            !again.contains("approvals\""),
+            "empty new fields are not written: {again}"
+        );
+    }
 }
