@@ -34,6 +34,26 @@ pub(crate) fn group(name: &str) -> Option<Group> {
     })
 }
 
+/// The names of the groups `gid` is or `user` belongs to, per `file` (in
+/// /etc/group format): what the task policy sees as an operator's groups.
+/// An unreadable file gives no groups, so group rules fail closed.
+pub(crate) fn groups_of(file: &std::path::Path, user: Option<&str>, gid: u32) -> Vec<String> {
+    match std::fs::read_to_string(file) {
+        Ok(text) => member_of(&text, user, gid),
+        Err(e) => {
+            tracing::warn!(file = %file.display(), error = %e, "cannot read the groups file; the policy sees no groups");
+            Vec::new()
+        }
+    }
+}
+
+fn member_of(text: &str, user: Option<&str>, gid: u32) -> Vec<String> {
+    parse_groups(text)
+        .filter(|g| g.gid == gid || user.is_some_and(|u| g.members.iter().any(|m| m == u)))
+        .map(|g| g.name)
+        .collect()
+}
+
 fn parse_user_name(passwd: &str, uid: u32) -> Option<String> {
     passwd.lines().find_map(|line| {
         let mut fields = line.split(':');
@@ -66,6 +86,13 @@ mod tests {
     const PASSWD_TEXT: &str =
         "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/sh\nbroken line\n";
     const GROUP_TEXT: &str = "root:x:0:\nops:x:2000:alice,bob\nbad:x:notanumber:\n";
+
+    #[test]
+    fn an_operator_is_in_its_primary_and_listed_groups() {
+        assert_eq!(member_of(GROUP_TEXT, Some("bob"), 0), ["root", "ops"]);
+        assert_eq!(member_of(GROUP_TEXT, None, 2000), ["ops"]);
+        assert!(member_of(GROUP_TEXT, Some("eve"), 7).is_empty());
+    }
 
     #[test]
     fn users_and_groups_parse() {

@@ -85,6 +85,15 @@ pub struct TasksFile {
     pub approvers: Option<Vec<String>>,
     /// Requester and approver must differ (default: true).
     pub require_distinct_approver: Option<bool>,
+    /// A Rego policy (package `lanyard.tasks`) that decides requests and
+    /// approvals; unset: the TOML rules above decide.
+    pub policy_file: Option<PathBuf>,
+    /// The UTC offset (`+02:00`) of the wall clock the policy sees
+    /// (default `+00:00`).
+    pub time_zone: Option<String>,
+    /// Where the groups of requesters and approvers given to the policy
+    /// come from, in /etc/group format (default `/etc/group`).
+    pub groups_file: Option<PathBuf>,
 }
 
 /// `[upstream]`: an existing CA whose certificate and key sign Lanyard's CA.
@@ -149,6 +158,12 @@ pub struct ServerConfig {
     pub admin_socket_group: Option<String>,
     /// Who may do what, and the task rules.
     pub policy: Policy,
+    /// `[tasks] policy_file`: the Rego task policy, if any.
+    pub task_policy_file: Option<PathBuf>,
+    /// `[tasks] time_zone`: the offset of the policy's wall clock.
+    pub task_time_zone: crate::task_policy::UtcOffset,
+    /// `[tasks] groups_file`: groups of operators, for the policy.
+    pub groups_file: PathBuf,
 }
 
 /// Defaults, as documented in DESIGN.md and `deploy/server.toml`.
@@ -176,6 +191,8 @@ pub mod defaults {
     pub const BREAK_GLASS_MAX_TTL: Duration = Duration::from_secs(1800);
     /// `admin_socket_mode`.
     pub const ADMIN_SOCKET_MODE: u32 = 0o600;
+    /// `[tasks] groups_file`.
+    pub const GROUPS_FILE: &str = "/etc/group";
 }
 
 impl ConfigFile {
@@ -343,6 +360,18 @@ impl ConfigFile {
             admins
         });
         let tasks = self.tasks.unwrap_or_default();
+        let task_time_zone = tasks
+            .time_zone
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e: String| bad(format!("tasks.time_zone: {e}")))?
+            .unwrap_or_default();
+        let task_policy_file = tasks.policy_file.clone();
+        let groups_file = tasks
+            .groups_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(defaults::GROUPS_FILE));
         let policy = Policy {
             requesters: rules("tasks.requesters", tasks.requesters)?.unwrap_or_default(),
             approvers: rules("tasks.approvers", tasks.approvers)?.unwrap_or_default(),
@@ -385,6 +414,9 @@ impl ConfigFile {
             admin_socket_mode,
             admin_socket_group: self.admin_socket_group,
             policy,
+            task_policy_file,
+            task_time_zone,
+            groups_file,
         })
     }
 }
@@ -465,6 +497,19 @@ mod tests {
         assert_eq!(cfg.policy.max_task_ttl, Duration::from_secs(3600));
         assert_eq!(cfg.policy.approvers.len(), 2);
         assert!(cfg.policy.require_distinct_approver);
+        assert_eq!(cfg.task_time_zone.to_string(), "+00:00");
+        assert_eq!(cfg.groups_file, PathBuf::from("/etc/group"));
+        let err = ConfigFile::parse(
+            "trust_domain = \"a.org\"\ndata_dir = \"/d\"\n[tasks]\ntime_zone = \"CET\"",
+        )
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("tasks.time_zone") && err.contains("+HH:MM"),
+            "{err}"
+        );
         let err = ConfigFile::parse(
             "trust_domain = \"a.org\"\ndata_dir = \"/d\"\n[tasks]\napprovers = [\"bob\"]",
         )

@@ -41,6 +41,7 @@ mod rotation;
 mod run;
 mod state;
 mod status;
+mod task_policy;
 mod tasks;
 #[cfg(test)]
 mod test_support;
@@ -53,4 +54,5 @@ pub use self::{
     policy::{Policy, PrincipalRule},
     revocation::CRL_VALIDITY,
     run::run,
+    task_policy::{Decision, PolicyError, TaskPolicy, UtcOffset, Verdict},
 };

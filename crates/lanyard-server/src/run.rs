@@ -45,6 +45,13 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         .as_deref()
         .map(crate::node::load_x509pop_anchors)
         .transpose()?;
+    // A bad task policy stops the server here, naming file and line.
+    let task_policy = cfg
+        .task_policy_file
+        .as_deref()
+        .map(crate::task_policy::TaskPolicy::load)
+        .transpose()
+        .map_err(|e| ServerError::Config(e.to_string()))?;
     let store_dir = cfg.data_dir.join("store");
     let store: Arc<dyn Datastore> = Arc::new(SledStore::open(&store_dir)?);
     let journal = match store.get_ca_journal()? {
@@ -79,6 +86,11 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     let stop = shutdown.child_token();
     let (state, issue_queue) =
         ServerState::new(cfg.clone(), store, ca, audit, x509pop, stop.clone());
+    if let Some(policy) = task_policy {
+        tracing::info!(policy = %policy.origin(), sha256 = %policy.sha256(), "task policy loaded");
+        state.task_policy.store(Arc::new(policy));
+    }
+    tasks_reload_on_sighup(&state, &stop)?;
     // A fresh CRL (new number, signed by the active key) and the agents'
     // registry before anyone connects.
     crate::revocation::publish(&state).await?;
@@ -205,6 +217,51 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     let _ = std::fs::remove_file(&cfg.admin_socket);
     tracing::info!("lanyard-server stopped");
     result
+}
+
+/// SIGHUP reloads `[tasks] policy_file`; a policy that fails to load is
+/// logged and the one in force stays. Kept apart from other SIGHUP
+/// reloads: each listener gets every signal. Installed without a policy
+/// file too, so that a reload signal never stops the server.
+fn tasks_reload_on_sighup(
+    state: &Arc<ServerState>,
+    stop: &CancellationToken,
+) -> Result<(), ServerError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup())
+        .map_err(|e| ServerError::io("cannot listen for SIGHUP", "signal", e))?;
+    let (state, stop) = (state.clone(), stop.clone());
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                got = hangups.recv() => if got.is_none() { return },
+            }
+            let Some(path) = state.cfg.task_policy_file.clone() else {
+                tracing::info!("SIGHUP: no [tasks] policy_file to reload");
+                continue;
+            };
+            let loaded = tokio::task::spawn_blocking({
+                let path = path.clone();
+                move || crate::task_policy::TaskPolicy::load(&path)
+            })
+            .await;
+            let old = state.task_policy.load_full();
+            match loaded {
+                Ok(Ok(policy)) => {
+                    tracing::info!(policy = %policy.origin(), sha256 = %policy.sha256(), previous_sha256 = %old.sha256(), "task policy reloaded on SIGHUP");
+                    state.task_policy.store(Arc::new(policy));
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, sha256 = %old.sha256(), "task policy reload failed; keeping the policy in force");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, sha256 = %old.sha256(), "task policy reload failed; keeping the policy in force");
+                }
+            }
+        }
+    });
+    Ok(())
 }
 
 fn first_result(

@@ -37,6 +37,8 @@ pub(crate) struct ServerState {
     pub tasks_lock: tokio::sync::Mutex<()>,
     /// Wakes the task scheduler when a task changes.
     pub tasks_changed: tokio::sync::Notify,
+    /// The task policy in force (swapped whole on a reload).
+    pub task_policy: arc_swap::ArcSwap<crate::task_policy::TaskPolicy>,
     /// Prometheus metrics.
     pub metrics: crate::metrics::Metrics,
     /// The append-only audit log (appends fsync, so they run off the runtime).
@@ -72,6 +74,9 @@ impl ServerState {
         let (changes, _) = watch::channel(0);
         let (issuer, queue) = crate::issuance::Issuer::new();
         let (registry, _) = watch::channel(Arc::default());
+        // The TOML rules until run() installs a configured policy file.
+        let task_policy =
+            arc_swap::ArcSwap::from_pointee(crate::task_policy::TaskPolicy::toml(&cfg.policy));
         let state = Arc::new(Self {
             changed_entries: std::sync::Mutex::default(),
             registry,
@@ -85,6 +90,7 @@ impl ServerState {
             crl_lock: tokio::sync::Mutex::new(()),
             tasks_lock: tokio::sync::Mutex::new(()),
             tasks_changed: tokio::sync::Notify::new(),
+            task_policy,
             metrics: crate::metrics::Metrics::new(),
             audit_log: Arc::new(std::sync::Mutex::new(audit_log)),
             server_id,
