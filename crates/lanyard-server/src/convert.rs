@@ -132,5 +132,10 @@ pub(crate) fn task_pb(t: &lanyard_store::TaskRecord) -> admin::Task {
         break_glass: t.break_glass,
         awaiting_review: t.break_glass && t.reviewed.is_none(),
         reviewed: t.reviewed.as_ref().map(transition_pb),
+        approvals_required: t.approvals_needed(),
+        approver_groups: t.approver_groups.clone(),
+        approvals: t.approvals.iter().map(transition_pb).collect(),
+        policy_sha256: t.policy_sha256.clone(),
+        policy_rule: t.policy_rule.clone(),
     }
 }

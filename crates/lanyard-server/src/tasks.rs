@@ -15,6 +15,7 @@ use lanyard_ca::RevocationReason;
 use lanyard_identity::{Entry, EntryId, Selector, SpiffeId};
 use lanyard_store::{StoreError, TaskRecord, TaskState, TaskTransition};
 use ring::rand::SecureRandom;
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -23,6 +24,7 @@ use crate::{
     clock::unix,
     revocation::{self, RevocationError},
     state::{AuditFailed, ServerState},
+    task_policy::{PolicyError, Verdict},
 };
 
 /// Why a task operation was refused or failed. The Admin API maps each
@@ -56,6 +58,9 @@ pub(crate) enum TaskError {
     /// The task's SVIDs are revoked in the store but the CRL is not out.
     #[error(transparent)]
     Revocation(#[from] RevocationError),
+    /// The task policy could not decide (nothing was granted).
+    #[error(transparent)]
+    PolicyFailed(#[from] PolicyError),
 }
 
 /// A task request, parsed from the Admin API at the service edge.
@@ -103,10 +108,129 @@ fn transition(
     });
 }
 
+/// A task's audit event. It carries the SHA-256 of the policy that allowed
+/// the request and its rule, so each step of the task names them.
 fn event(task: &TaskRecord, who: &str, action: Action) -> Event {
-    Event::new(who, action, task.id.clone())
+    let event = Event::new(who, action, task.id.clone())
         .ticket(task.ticket.clone())
-        .detail("spiffe_id", task.spiffe_id.to_string())
+        .detail("spiffe_id", task.spiffe_id.to_string());
+    if task.policy_sha256.is_empty() {
+        event
+    } else {
+        event
+            .detail("policy_sha256", task.policy_sha256.clone())
+            .detail("policy_rule", task.policy_rule.clone())
+    }
+}
+
+/// The evidence of one policy decision on an event.
+fn with_verdict(event: Event, v: &Verdict) -> Event {
+    event
+        .detail("policy_sha256", v.policy_sha256.clone())
+        .detail("policy_rule", v.decision.rule.clone())
+        .detail("policy_reason", v.decision.reason.clone())
+}
+
+/// An operator as the policy sees them.
+fn principal_input(state: &ServerState, p: &Principal) -> Value {
+    json!({
+        "principal": p.to_string(),
+        "uid": p.uid,
+        "gid": p.gid,
+        "user": p.user,
+        "groups": crate::accounts::groups_of(&state.cfg.groups_file, p.user.as_deref(), p.gid),
+    })
+}
+
+/// An operator recorded as `uid:N(name)`: uid and user, groups by the
+/// groups file's member lists (the primary gid is not recorded).
+fn recorded_principal_input(state: &ServerState, recorded: &str) -> Value {
+    let uid = recorded
+        .strip_prefix("uid:")
+        .and_then(|r| r.split('(').next())
+        .and_then(|u| u.parse::<u32>().ok());
+    let user = uid.and_then(crate::accounts::user_name);
+    let groups = match &user {
+        Some(u) => crate::accounts::groups_of(&state.cfg.groups_file, Some(u), u32::MAX),
+        None => Vec::new(),
+    };
+    json!({"principal": recorded, "uid": uid, "user": user, "groups": groups})
+}
+
+/// The input document of a decision on a task (request or approval).
+struct PolicyContext<'a> {
+    requester: Value,
+    ticket: &'a str,
+    purpose: &'a str,
+    spiffe_id: &'a SpiffeId,
+    parent_id: &'a SpiffeId,
+    parent_selectors: &'a [Selector],
+    selectors: &'a [Selector],
+    audiences: &'a [SpiffeId],
+    ttl_seconds: i64,
+    starts_at: i64,
+    break_glass: bool,
+    reason: &'a str,
+    active_tasks: usize,
+}
+
+fn policy_input(state: &ServerState, c: &PolicyContext<'_>) -> Value {
+    let strings = |v: &[Selector]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+    let tz = state.cfg.task_time_zone;
+    json!({
+        "action": "request",
+        "requester": c.requester,
+        "ticket": c.ticket,
+        "purpose": c.purpose,
+        "spiffe_id": c.spiffe_id.to_string(),
+        "parent": {"spiffe_id": c.parent_id.to_string(), "selectors": strings(c.parent_selectors)},
+        "selectors": strings(c.selectors),
+        "audiences": c.audiences.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "ttl_seconds": c.ttl_seconds,
+        "starts_at": c.starts_at,
+        "now": tz.clock(unix(state.now())),
+        "start": tz.clock(c.starts_at),
+        "break_glass": c.break_glass,
+        "reason": c.reason,
+        "active_tasks": c.active_tasks,
+    })
+}
+
+/// Tasks of `requester` that are not over.
+fn active_tasks_of(tasks: &[TaskRecord], uid: u32) -> usize {
+    let probe = Principal {
+        uid,
+        gid: 0,
+        user: None,
+    };
+    tasks
+        .iter()
+        .filter(|t| !t.state.is_final() && same_principal(t.requester(), &probe))
+        .count()
+}
+
+/// Audits a refusal by the policy and returns the error the caller sees.
+async fn refuse(
+    state: &ServerState,
+    event: Event,
+    v: &Verdict,
+    origin: &str,
+    what: &str,
+) -> TaskError {
+    let message = format!(
+        "task policy {origin} (sha256 {}) rule {:?} refuses {what}: {}",
+        &v.policy_sha256[..12.min(v.policy_sha256.len())],
+        v.decision.rule,
+        v.decision.reason
+    );
+    tracing::warn!(rule = %v.decision.rule, policy_sha256 = %v.policy_sha256, reason = %v.decision.reason, "task policy refused {what}");
+    match state
+        .audit(with_verdict(event, v).reason(v.decision.reason.clone()))
+        .await
+    {
+        Ok(()) => TaskError::Policy(message),
+        Err(e) => e.into(),
+    }
 }
 
 async fn load(state: &ServerState, id: &str) -> Result<TaskRecord, TaskError> {
@@ -189,8 +313,8 @@ pub(crate) async fn request(
     // A task's parent is one attested agent: never the server (that would
     // make the grant a node alias) nor an alias or workload ID.
     let parent = parent_id.clone();
-    match state.db(move |s| s.get_agent(&parent)).await? {
-        Some(agent) if !agent.banned && !agent.evicted => {}
+    let parent_selectors = match state.db(move |s| s.get_agent(&parent)).await? {
+        Some(agent) if !agent.banned && !agent.evicted => agent.selectors,
         Some(agent) => {
             return Err(TaskError::State(format!(
                 "--parent-id {parent_id}: the agent is {}; a task is granted only through an agent in good standing",
@@ -203,7 +327,7 @@ pub(crate) async fn request(
                  SPIFFE ID of an attested agent (see `agent list`), never the server or a node alias"
             )));
         }
-    }
+    };
     let probe = Entry {
         id: EntryId::new_random(),
         spiffe_id: spiffe_id.clone(),
@@ -250,6 +374,52 @@ pub(crate) async fn request(
             e.id, e.spiffe_id
         )));
     }
+    // The task policy decides with the whole context of the request.
+    let policy = state.task_policy.load_full();
+    let input = policy_input(
+        state,
+        &PolicyContext {
+            requester: principal_input(state, who),
+            ticket: r.ticket.trim(),
+            purpose: r.purpose.trim(),
+            spiffe_id: &probe.spiffe_id,
+            parent_id: &probe.parent_id,
+            parent_selectors: &parent_selectors,
+            selectors: &probe.selectors,
+            audiences: &audiences,
+            ttl_seconds: r.ttl_seconds,
+            starts_at,
+            break_glass: r.break_glass,
+            reason: r.reason.trim(),
+            active_tasks: active_tasks_of(&existing, who.uid),
+        },
+    );
+    let mut verdict = policy.decide(&input)?;
+    let refused = || {
+        Event::new(
+            who.to_string(),
+            Action::TaskRefused,
+            format!("request {}", probe.spiffe_id),
+        )
+        .ticket(r.ticket.trim())
+        .detail("spiffe_id", probe.spiffe_id.to_string())
+        .detail("step", "request")
+    };
+    if verdict.decision.allow
+        && let Some(max) = verdict.decision.max_ttl_seconds
+        && ttl.as_secs() > max
+    {
+        verdict.decision.allow = false;
+        verdict.decision.reason = format!(
+            "{} (the rule caps this task at {}; {} was asked)",
+            verdict.decision.reason,
+            humantime::format_duration(Duration::from_secs(max)),
+            humantime::format_duration(ttl)
+        );
+    }
+    if !verdict.decision.allow {
+        return Err(refuse(state, refused(), &verdict, policy.origin(), "the request").await);
+    }
     let mut task = TaskRecord {
         id: new_task_id()?,
         ticket: r.ticket.trim().to_owned(),
@@ -266,6 +436,11 @@ pub(crate) async fn request(
         entry_id: None,
         break_glass: r.break_glass,
         reviewed: None,
+        approvals_required: verdict.decision.approvals_required.max(1),
+        approver_groups: verdict.decision.approver_groups.clone(),
+        approvals: Vec::new(),
+        policy_sha256: verdict.policy_sha256.clone(),
+        policy_rule: verdict.decision.rule.clone(),
     };
     let principal = who.to_string();
     transition(
@@ -277,7 +452,10 @@ pub(crate) async fn request(
     );
     state
         .audit(
-            event(&task, &principal, Action::TaskRequested).detail("purpose", task.purpose.clone()),
+            event(&task, &principal, Action::TaskRequested)
+                .detail("purpose", task.purpose.clone())
+                .detail("policy_reason", verdict.decision.reason.clone())
+                .detail("approvals_required", task.approvals_needed().to_string()),
         )
         .await?;
     if task.break_glass {
@@ -340,19 +518,7 @@ pub(crate) async fn decide(
                     task.id
                 )));
             }
-            transition(
-                &mut task,
-                TaskState::Approved,
-                unix(state.now()),
-                &principal,
-                note.clone(),
-            );
-            state
-                .audit(
-                    event(&task, &principal, Action::TaskApproved)
-                        .reason(note.clone().unwrap_or_default()),
-                )
-                .await?;
+            approve(state, who, &mut task, note.clone()).await?;
         }
         Decision::Deny => {
             let reason = note
@@ -436,6 +602,139 @@ pub(crate) async fn decide(
     drop(guard);
     reconcile(state).await?;
     load(state, &task.id).await
+}
+
+/// One approval: each from a distinct principal (never the requester when
+/// `require_distinct_approver`), from the groups the policy named, allowed
+/// by the policy. The task is approved when the required number is in.
+async fn approve(
+    state: &Arc<ServerState>,
+    who: &Principal,
+    task: &mut TaskRecord,
+    note: Option<String>,
+) -> Result<(), TaskError> {
+    let principal = who.to_string();
+    if task
+        .approvals
+        .iter()
+        .any(|a| same_principal(&a.principal, who))
+    {
+        return Err(TaskError::Policy(format!(
+            "{principal} has already approved task {}; it needs {} distinct approvers, {} so far",
+            task.id,
+            task.approvals_needed(),
+            task.approvals.len()
+        )));
+    }
+    let approver = principal_input(state, who);
+    if !task.approver_groups.is_empty() {
+        let groups: Vec<&str> = approver["groups"]
+            .as_array()
+            .map(|g| g.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if !task
+            .approver_groups
+            .iter()
+            .any(|g| groups.contains(&g.as_str()))
+        {
+            let message = format!(
+                "task policy rule {:?}: approvals of task {} must come from a member of {}; {principal} is in {}",
+                task.policy_rule,
+                task.id,
+                task.approver_groups.join(", "),
+                if groups.is_empty() {
+                    "no group".to_owned()
+                } else {
+                    groups.join(", ")
+                }
+            );
+            state
+                .audit(
+                    event(task, &principal, Action::TaskRefused)
+                        .detail("step", "approve")
+                        .reason(message.clone()),
+                )
+                .await?;
+            return Err(TaskError::Policy(message));
+        }
+    }
+    // The policy sees the approval in the context of the whole request.
+    let (parent, all) = {
+        let parent = task.parent_id.clone();
+        state
+            .db(move |s| Ok((s.get_agent(&parent)?, s.list_tasks()?)))
+            .await?
+    };
+    let requester_uid = task
+        .requester()
+        .strip_prefix("uid:")
+        .and_then(|r| r.split('(').next())
+        .and_then(|u| u.parse().ok())
+        .unwrap_or(u32::MAX);
+    let parent_selectors = parent.map(|a| a.selectors).unwrap_or_default();
+    let mut input = policy_input(
+        state,
+        &PolicyContext {
+            requester: recorded_principal_input(state, task.requester()),
+            ticket: &task.ticket,
+            purpose: &task.purpose,
+            spiffe_id: &task.spiffe_id,
+            parent_id: &task.parent_id,
+            parent_selectors: &parent_selectors,
+            selectors: &task.selectors,
+            audiences: &task.audiences,
+            ttl_seconds: task.ends_at - task.starts_at,
+            starts_at: task.starts_at,
+            break_glass: task.break_glass,
+            reason: "",
+            active_tasks: active_tasks_of(&all, requester_uid),
+        },
+    );
+    input["action"] = json!("approve");
+    input["task_id"] = json!(task.id);
+    input["approver"] = approver;
+    input["approvals"] = json!(
+        task.approvals
+            .iter()
+            .map(|a| json!({"principal": a.principal, "at": a.at, "note": a.note}))
+            .collect::<Vec<_>>()
+    );
+    input["approvals_required"] = json!(task.approvals_needed());
+    let policy = state.task_policy.load_full();
+    let verdict = policy.decide(&input)?;
+    if !verdict.decision.allow {
+        let refused = event(task, &principal, Action::TaskRefused).detail("step", "approve");
+        return Err(refuse(state, refused, &verdict, policy.origin(), "the approval").await);
+    }
+    let now = unix(state.now());
+    let approval = TaskTransition {
+        state: TaskState::Approved,
+        at: now,
+        principal: principal.clone(),
+        note: note.clone(),
+    };
+    task.approvals.push(approval);
+    let (got, needed) = (task.approvals.len(), task.approvals_needed() as usize);
+    let count = format!("approval {got} of {needed}");
+    let history_note = Some(match &note {
+        Some(n) => format!("{count}: {n}"),
+        None => count.clone(),
+    });
+    let next = if got >= needed {
+        TaskState::Approved
+    } else {
+        TaskState::Requested
+    };
+    transition(task, next, now, &principal, history_note);
+    state
+        .audit(
+            with_verdict(event(task, &principal, Action::TaskApproved), &verdict)
+                .detail("approvals", format!("{got}/{needed}"))
+                .reason(note.unwrap_or_default()),
+        )
+        .await?;
+    tracing::info!(task = %task.id, approvals = got, required = needed, principal = %principal, "task approval recorded");
+    Ok(())
 }
 
 /// Whether the recorded principal (`uid:N(name)` or `uid:N`) is `who`.

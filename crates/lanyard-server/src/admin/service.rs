@@ -150,6 +150,7 @@ fn task_status(e: tasks::TaskError) -> Status {
         E::Store(s) => store_status(s),
         E::Audit(a) => a.into(),
         E::Revocation(r) => r.into(),
+        E::PolicyFailed(p) => Status::failed_precondition(p.to_string()),
     }
 }
 
@@ -530,6 +531,41 @@ impl Admin for AdminService {
             .map_err(store_status)?
             .ok_or_else(|| Status::not_found(format!("no task {id}")))?;
         Ok(Response::new(convert::task_pb(&task)))
+    }
+
+    async fn get_task_policy(
+        &self,
+        req: Request<pb::GetTaskPolicyRequest>,
+    ) -> Result<Response<pb::TaskPolicy>, Status> {
+        self.authorize(&req, Role::Participant)?;
+        let policy = self.state.task_policy.load_full();
+        Ok(Response::new(pb::TaskPolicy {
+            origin: policy.origin().to_owned(),
+            sha256: policy.sha256().to_owned(),
+            source: policy.source().to_owned(),
+        }))
+    }
+
+    async fn test_task_policy(
+        &self,
+        req: Request<pb::TestTaskPolicyRequest>,
+    ) -> Result<Response<pb::TestTaskPolicyResponse>, Status> {
+        self.authorize(&req, Role::Participant)?;
+        let input: serde_json::Value = serde_json::from_str(&req.get_ref().input_json)
+            .map_err(|e| {
+                Status::invalid_argument(format!(
+                    "input_json is not JSON ({e}); give the input document of a request or an approval"
+                ))
+            })?;
+        let verdict = self
+            .state
+            .task_policy
+            .load_full()
+            .decide(&input)
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let decision_json =
+            serde_json::to_string(&verdict).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::TestTaskPolicyResponse { decision_json }))
     }
 
     async fn list_tasks(
