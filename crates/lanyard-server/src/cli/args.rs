@@ -64,6 +64,9 @@ pub enum Command {
     /// The tamper-evident audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// The task policy: show the one in force, dry-run a request.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
     /// Back up and restore the datastore, CA keys and audit log.
     #[command(subcommand)]
     Datastore(DatastoreCmd),
@@ -456,6 +459,24 @@ pub enum AuditCmd {
         /// With --file: the head the log must end at, as SEQ:HASH.
         #[arg(long)]
         expect_head: Option<String>,
+    },
+}
+
+/// `policy` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCmd {
+    /// Print the task policy in force and its SHA-256.
+    Show,
+    /// Dry-run an input document against the policy in force (or, with
+    /// --policy, against a Rego file, without a server); prints the decision.
+    Test {
+        /// The input document (JSON), as the server builds it for a request
+        /// or an approval (see docs/operations.md).
+        #[arg(long)]
+        input: PathBuf,
+        /// A Rego policy file to test instead of the server's.
+        #[arg(long)]
+        policy: Option<PathBuf>,
     },
 }
 

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::{
     args::{
         AgentCmd, AuditCmd, BundleCmd, BundleFormat, Cli, Command, CrlCmd, DatastoreCmd, EntryCmd,
-        OutputFormat, SvidCmd, TokenCmd,
+        OutputFormat, PolicyCmd, SvidCmd, TokenCmd,
     },
     client::connect,
     output::{self, table},
@@ -73,8 +73,16 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         println!("{summary}");
         return Ok(());
     }
+    if let Command::Policy(PolicyCmd::Test {
+        input,
+        policy: Some(policy),
+    }) = &cli.command
+    {
+        return super::task::test_policy_file(policy, input, json);
+    }
     let mut admin = connect(&cli.socket).await?;
     match cli.command {
+        Command::Policy(cmd) => super::task::policy(&mut admin, cmd, json).await,
         Command::Run(_) => Err(anyhow!("`run` is not an operator command")),
         Command::Healthcheck => {
             let h = admin

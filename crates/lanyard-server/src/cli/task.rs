@@ -5,7 +5,7 @@ use lanyard_proto::admin::v1 as pb;
 use serde_json::{Value, json};
 
 use super::{
-    args::{AuditCmd, TaskCmd},
+    args::{AuditCmd, PolicyCmd, TaskCmd},
     commands::{Admin, print_json, print_list, rpc, unix},
     output::time,
 };
@@ -36,6 +36,11 @@ pub(crate) fn task_json(t: &pb::Task) -> Value {
         "break_glass": t.break_glass,
         "awaiting_review": t.awaiting_review,
         "reviewed": t.reviewed.as_ref().map(transition_json),
+        "approvals_required": t.approvals_required,
+        "approver_groups": t.approver_groups,
+        "approvals": t.approvals.iter().map(transition_json).collect::<Vec<_>>(),
+        "policy_sha256": (!t.policy_sha256.is_empty()).then_some(&t.policy_sha256),
+        "policy_rule": (!t.policy_rule.is_empty()).then_some(&t.policy_rule),
         "history": t.history.iter().map(transition_json).collect::<Vec<_>>(),
     })
 }
@@ -76,8 +81,25 @@ fn task_text(t: &pb::Task) -> String {
             time(t.starts_at),
             time(t.ends_at)
         ),
-        "History".to_owned(),
+        format!(
+            "{:<11} {}/{}{}",
+            "Approvals",
+            t.approvals.len(),
+            t.approvals_required.max(1),
+            if t.approver_groups.is_empty() {
+                String::new()
+            } else {
+                format!(" (from {})", t.approver_groups.join(", "))
+            }
+        ),
     ];
+    if !t.policy_sha256.is_empty() {
+        out.push(format!(
+            "{:<11} rule {} (sha256 {})",
+            "Policy", t.policy_rule, t.policy_sha256
+        ));
+    }
+    out.push("History".to_owned());
     for h in &t.history {
         out.push(format!(
             "  {}  {:<10} {}  {}",
@@ -214,6 +236,96 @@ pub(crate) async fn task(admin: &mut Admin, cmd: TaskCmd, json: bool) -> anyhow:
             )
         }
     }
+}
+
+/// `policy show` and `policy test` against the server's policy.
+pub(crate) async fn policy(admin: &mut Admin, cmd: PolicyCmd, json: bool) -> anyhow::Result<()> {
+    match cmd {
+        PolicyCmd::Show => {
+            let p = admin
+                .get_task_policy(pb::GetTaskPolicyRequest {})
+                .await
+                .map_err(rpc)?
+                .into_inner();
+            if json {
+                print_json(&json!({"origin": p.origin, "sha256": p.sha256, "source": p.source}))
+            } else {
+                println!(
+                    "# task policy: {}\n# sha256: {}\n{}",
+                    p.origin, p.sha256, p.source
+                );
+                Ok(())
+            }
+        }
+        PolicyCmd::Test { input, .. } => {
+            let input_json = read_input(&input)?;
+            let decision = admin
+                .test_task_policy(pb::TestTaskPolicyRequest { input_json })
+                .await
+                .map_err(rpc)?
+                .into_inner()
+                .decision_json;
+            print_decision(serde_json::from_str(&decision)?, json)
+        }
+    }
+}
+
+fn read_input(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read --input {}", path.display()))?;
+    serde_json::from_str::<Value>(&text).with_context(|| {
+        format!(
+            "--input {} is not JSON; give the input document of a request or an approval",
+            path.display()
+        )
+    })?;
+    Ok(text)
+}
+
+/// `policy test --policy FILE`: no server needed.
+pub(crate) fn test_policy_file(
+    policy: &std::path::Path,
+    input: &std::path::Path,
+    json: bool,
+) -> anyhow::Result<()> {
+    let policy = lanyard_server::TaskPolicy::load(policy)?;
+    let input: Value = serde_json::from_str(&read_input(input)?)?;
+    print_decision(serde_json::to_value(policy.decide(&input)?)?, json)
+}
+
+fn print_decision(v: Value, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(&v);
+    }
+    let allow = v["allow"].as_bool().unwrap_or(false);
+    println!("{}", if allow { "allow" } else { "deny" });
+    println!("rule      {}", v["rule"].as_str().unwrap_or_default());
+    println!("reason    {}", v["reason"].as_str().unwrap_or_default());
+    if let Some(max) = v["max_ttl_seconds"].as_u64() {
+        println!(
+            "max ttl   {}",
+            humantime::format_duration(std::time::Duration::from_secs(max))
+        );
+    }
+    println!(
+        "approvals {}{}",
+        v["approvals_required"],
+        match v["approver_groups"].as_array() {
+            Some(g) if !g.is_empty() => format!(
+                " from {}",
+                g.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            _ => String::new(),
+        }
+    );
+    println!(
+        "policy    sha256 {}",
+        v["policy_sha256"].as_str().unwrap_or_default()
+    );
+    Ok(())
 }
 
 /// `audit verify --file`: no server needed.
