@@ -165,6 +165,20 @@ async fn a_task_from_request_to_completion() {
             .to_owned()
     };
     assert!(by("task_requested").starts_with(&format!("uid:{ALICE}")));
+    // Without a policy file the TOML rules decide, with the same evidence.
+    let policy = server.cli_json(&["policy", "show"]);
+    assert_eq!(policy["origin"], "server config [tasks]");
+    for r in records
+        .iter()
+        .filter(|r| r["action"].as_str().unwrap().starts_with("task_"))
+    {
+        assert_eq!(r["details"]["policy_sha256"], policy["sha256"], "{r}");
+    }
+    let requested = records
+        .iter()
+        .find(|r| r["action"] == "task_requested")
+        .unwrap();
+    assert_eq!(requested["details"]["policy_rule"], "tasks.max_ttl");
     assert!(by("task_approved").starts_with(&format!("uid:{BOB}")));
     assert!(
         records
