@@ -67,6 +67,9 @@ const SERVER_KEYS: &[&str] = &[
     "requesters",
     "approvers",
     "require_distinct_approver",
+    "policy_file",
+    "time_zone",
+    "groups_file",
 ];
 
 /// Every key the agent's config file accepts.
@@ -202,6 +205,8 @@ fn server_example_is_complete_and_valid() {
         PathBuf::from("/run/lanyard/server/admin.sock")
     );
     assert!(!cfg.policy.requesters.is_empty() && !cfg.policy.approvers.is_empty());
+    assert!(cfg.task_policy_file.is_some());
+    assert_eq!(cfg.task_time_zone.to_string(), "+02:00");
 
     // The check above means something only if unknown keys are refused.
     let typo = text.replacen("bind_address", "bind_adress", 1);
