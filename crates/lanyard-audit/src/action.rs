@@ -150,7 +150,7 @@ mod tests {
             assert_eq!(json, format!("\"{name}\""));
             assert_eq!(serde_json::from_str::<Action>(&json).unwrap(), action);
         }
-        assert_eq!(Action::ALL.len(), 21);
+        assert_eq!(Action::ALL.len(), 22);
     }
 
     #[test]
