@@ -94,6 +94,14 @@ pub struct TasksFile {
     /// Where the groups of requesters and approvers given to the policy
     /// come from, in /etc/group format (default `/etc/group`).
     pub groups_file: Option<PathBuf>,
+    /// An HTTP endpoint on a loopback host asked about the ticket at
+    /// request and at activation (unset: no check).
+    pub ticket_check_url: Option<String>,
+    /// How long the ticket check may take (default 5s).
+    #[serde(default, with = "humantime_serde")]
+    pub ticket_check_timeout: Option<Duration>,
+    /// Allow when the ticket check cannot answer (default false: refuse).
+    pub ticket_check_fail_open: Option<bool>,
 }
 
 /// `[upstream]`: an existing CA whose certificate and key sign Lanyard's CA.
@@ -164,6 +172,8 @@ pub struct ServerConfig {
     pub task_time_zone: crate::task_policy::UtcOffset,
     /// `[tasks] groups_file`: groups of operators, for the policy.
     pub groups_file: PathBuf,
+    /// `[tasks] ticket_check_*`: the ticket check, if configured.
+    pub ticket_check: Option<crate::ticket_check::TicketCheck>,
 }
 
 /// Defaults, as documented in DESIGN.md and `deploy/server.toml`.
@@ -193,6 +203,8 @@ pub mod defaults {
     pub const ADMIN_SOCKET_MODE: u32 = 0o600;
     /// `[tasks] groups_file`.
     pub const GROUPS_FILE: &str = "/etc/group";
+    /// `[tasks] ticket_check_timeout`.
+    pub const TICKET_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 }
 
 impl ConfigFile {
@@ -368,6 +380,28 @@ impl ConfigFile {
             .map_err(|e: String| bad(format!("tasks.time_zone: {e}")))?
             .unwrap_or_default();
         let task_policy_file = tasks.policy_file.clone();
+        let ticket_check_timeout = tasks
+            .ticket_check_timeout
+            .unwrap_or(defaults::TICKET_CHECK_TIMEOUT);
+        if ticket_check_timeout < Duration::from_millis(100) {
+            return Err(bad(format!(
+                "tasks.ticket_check_timeout must be at least 100ms, got {}",
+                humantime::format_duration(ticket_check_timeout)
+            )));
+        }
+        let ticket_check = tasks
+            .ticket_check_url
+            .as_deref()
+            .map(|url| {
+                crate::ticket_check::check_url(url)
+                    .map(|_| crate::ticket_check::TicketCheck {
+                        url: url.to_owned(),
+                        timeout: ticket_check_timeout,
+                        fail_open: tasks.ticket_check_fail_open.unwrap_or(false),
+                    })
+                    .map_err(|e| bad(format!("tasks.ticket_check_url: {e}")))
+            })
+            .transpose()?;
         let groups_file = tasks
             .groups_file
             .clone()
@@ -417,6 +451,7 @@ impl ConfigFile {
             task_policy_file,
             task_time_zone,
             groups_file,
+            ticket_check,
         })
     }
 }
@@ -508,6 +543,17 @@ mod tests {
         .to_string();
         assert!(
             err.contains("tasks.time_zone") && err.contains("+HH:MM"),
+            "{err}"
+        );
+        let err = ConfigFile::parse(
+            "trust_domain = \"a.org\"\ndata_dir = \"/d\"\n[tasks]\nticket_check_url = \"http://tickets.example.org/\"",
+        )
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("tasks.ticket_check_url") && err.contains("loopback"),
             "{err}"
         );
         let err = ConfigFile::parse(

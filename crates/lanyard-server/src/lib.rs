@@ -45,6 +45,7 @@ mod task_policy;
 mod tasks;
 #[cfg(test)]
 mod test_support;
+mod ticket_check;
 
 pub use self::{
     backup::{BACKUP_FORMAT, Backup},
@@ -55,4 +56,5 @@ pub use self::{
     revocation::CRL_VALIDITY,
     run::run,
     task_policy::{Decision, PolicyError, TaskPolicy, UtcOffset, Verdict},
+    ticket_check::TicketCheck,
 };

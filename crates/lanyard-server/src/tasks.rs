@@ -123,6 +123,15 @@ fn event(task: &TaskRecord, who: &str, action: Action) -> Event {
     }
 }
 
+/// What the ticket check answered, when it was asked.
+fn ticket_detail(event: Event, response: &str) -> Event {
+    if response.is_empty() {
+        event
+    } else {
+        event.detail("ticket_check", response)
+    }
+}
+
 /// The evidence of one policy decision on an event.
 fn with_verdict(event: Event, v: &Verdict) -> Event {
     event
@@ -420,8 +429,39 @@ pub(crate) async fn request(
     if !verdict.decision.allow {
         return Err(refuse(state, refused(), &verdict, policy.origin(), "the request").await);
     }
+    let task_id = new_task_id()?;
+    // The ticket system has its say after the policy, before anything is stored.
+    let ticket_answer = match &state.cfg.ticket_check {
+        Some(check) => {
+            let answer = check
+                .ask(&json!({
+                    "ticket": r.ticket.trim(),
+                    "task_id": task_id,
+                    "step": "request",
+                    "spiffe_id": probe.spiffe_id.to_string(),
+                    "requester": who.to_string(),
+                }))
+                .await;
+            if !answer.allow {
+                state
+                    .audit(
+                        with_verdict(refused(), &verdict)
+                            .detail("ticket_check", answer.response.clone())
+                            .reason(answer.reason.clone()),
+                    )
+                    .await?;
+                return Err(TaskError::Policy(format!(
+                    "the ticket check refuses ticket {}: {}",
+                    r.ticket.trim(),
+                    answer.reason
+                )));
+            }
+            Some(answer)
+        }
+        None => None,
+    };
     let mut task = TaskRecord {
-        id: new_task_id()?,
+        id: task_id,
         ticket: r.ticket.trim().to_owned(),
         purpose: r.purpose.trim().to_owned(),
         spiffe_id,
@@ -451,12 +491,13 @@ pub(crate) async fn request(
         (!r.reason.is_empty()).then(|| r.reason.clone()),
     );
     state
-        .audit(
+        .audit(ticket_detail(
             event(&task, &principal, Action::TaskRequested)
                 .detail("purpose", task.purpose.clone())
                 .detail("policy_reason", verdict.decision.reason.clone())
                 .detail("approvals_required", task.approvals_needed().to_string()),
-        )
+            &ticket_answer.map(|a| a.response).unwrap_or_default(),
+        ))
         .await?;
     if task.break_glass {
         transition(
@@ -809,6 +850,43 @@ pub(crate) async fn reconcile(state: &Arc<ServerState>) -> Result<Option<i64>, T
 }
 
 async fn activate(state: &Arc<ServerState>, task: &mut TaskRecord) -> Result<(), TaskError> {
+    // The ticket is asked again as the window opens (a break-glass task
+    // was asked a moment ago, at its request): a ticket closed since the
+    // approval revokes the task before anything is issued.
+    let mut ticket_check = String::new();
+    if let Some(check) = &state.cfg.ticket_check
+        && !task.break_glass
+    {
+        let answer = check
+            .ask(&json!({
+                "ticket": task.ticket,
+                "task_id": task.id,
+                "step": "activation",
+                "spiffe_id": task.spiffe_id.to_string(),
+                "requester": task.requester(),
+            }))
+            .await;
+        if !answer.allow {
+            transition(
+                task,
+                TaskState::Revoked,
+                unix(state.now()),
+                SCHEDULER,
+                Some(format!("ticket check at activation: {}", answer.reason)),
+            );
+            end(state, task, SCHEDULER).await?;
+            state
+                .audit(
+                    event(task, SCHEDULER, Action::TaskRevoked)
+                        .detail("ticket_check", answer.response)
+                        .reason(answer.reason),
+                )
+                .await?;
+            tracing::warn!(task = %task.id, ticket = %task.ticket, "ticket check refused the task at activation; revoked");
+            return Ok(());
+        }
+        ticket_check = answer.response;
+    }
     let entry = Entry {
         id: EntryId::new_random(),
         spiffe_id: task.spiffe_id.clone(),
@@ -828,9 +906,10 @@ async fn activate(state: &Arc<ServerState>, task: &mut TaskRecord) -> Result<(),
     let (record, grant) = (task.clone(), entry.clone());
     state.db(move |s| s.activate_task(&record, &grant)).await?;
     state
-        .audit(
+        .audit(ticket_detail(
             event(task, SCHEDULER, Action::TaskActivated).detail("entry_id", entry.id.to_string()),
-        )
+            &ticket_check,
+        ))
         .await?;
     state.entries_changed([entry.id]);
     tracing::info!(task = %task.id, ticket = %task.ticket, entry = %entry.id, ends_at = task.ends_at, "task active");
