@@ -70,6 +70,9 @@ const SERVER_KEYS: &[&str] = &[
     "policy_file",
     "time_zone",
     "groups_file",
+    "ticket_check_url",
+    "ticket_check_timeout",
+    "ticket_check_fail_open",
 ];
 
 /// Every key the agent's config file accepts.
@@ -207,6 +210,7 @@ fn server_example_is_complete_and_valid() {
     assert!(!cfg.policy.requesters.is_empty() && !cfg.policy.approvers.is_empty());
     assert!(cfg.task_policy_file.is_some());
     assert_eq!(cfg.task_time_zone.to_string(), "+02:00");
+    assert!(cfg.ticket_check.is_some_and(|c| !c.fail_open));
 
     // The check above means something only if unknown keys are refused.
     let typo = text.replacen("bind_address", "bind_adress", 1);
