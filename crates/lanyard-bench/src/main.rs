@@ -22,6 +22,7 @@ mod report;
 mod revocation;
 mod sign;
 mod stats;
+mod task_policy;
 mod workload_api;
 mod workload_client;
 
@@ -51,6 +52,9 @@ enum Command {
     /// Revocation propagation (revoke -> refused mTLS handshake); CRL build
     /// time and size against a one-entry CRL.
     Revocation(revocation::RevocationArgs),
+    /// Task policy evaluation cost (Rego and the TOML rules) next to the
+    /// total time of a `task request` through the Admin API.
+    TaskPolicy(task_policy::TaskPolicyArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -60,6 +64,7 @@ fn main() -> anyhow::Result<()> {
         Command::Issue(args) => block_on(issue::run(args))?,
         Command::WorkloadApi(args) => block_on(workload_api::run(args))?,
         Command::Revocation(args) => block_on(revocation::run(args))?,
+        Command::TaskPolicy(args) => block_on(task_policy::run(args))?,
     };
     for (i, table) in tables.iter().enumerate() {
         if i > 0 {
