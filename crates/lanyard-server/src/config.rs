@@ -102,6 +102,15 @@ pub struct TasksFile {
     pub ticket_check_timeout: Option<Duration>,
     /// Allow when the ticket check cannot answer (default false: refuse).
     pub ticket_check_fail_open: Option<bool>,
+    /// A webhook on a loopback host that task events are posted to
+    /// (unset: none).
+    pub notify_url: Option<String>,
+    /// The file holding the webhook's HMAC-SHA256 secret (required with
+    /// `notify_url`).
+    pub notify_secret_file: Option<PathBuf>,
+    /// Retries of a failed notification, with exponential backoff from
+    /// 200ms (default 5).
+    pub notify_retries: Option<u32>,
 }
 
 /// `[upstream]`: an existing CA whose certificate and key sign Lanyard's CA.
@@ -174,6 +183,10 @@ pub struct ServerConfig {
     pub groups_file: PathBuf,
     /// `[tasks] ticket_check_*`: the ticket check, if configured.
     pub ticket_check: Option<crate::ticket_check::TicketCheck>,
+    /// `[tasks] notify_url` and `notify_secret_file`, if set.
+    pub notify: Option<(String, PathBuf)>,
+    /// `[tasks] notify_retries`.
+    pub notify_retries: u32,
 }
 
 /// Defaults, as documented in DESIGN.md and `deploy/server.toml`.
@@ -205,6 +218,8 @@ pub mod defaults {
     pub const GROUPS_FILE: &str = "/etc/group";
     /// `[tasks] ticket_check_timeout`.
     pub const TICKET_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+    /// `[tasks] notify_retries`.
+    pub const NOTIFY_RETRIES: u32 = 5;
 }
 
 impl ConfigFile {
@@ -402,6 +417,25 @@ impl ConfigFile {
                     .map_err(|e| bad(format!("tasks.ticket_check_url: {e}")))
             })
             .transpose()?;
+        let notify = match (tasks.notify_url.clone(), tasks.notify_secret_file.clone()) {
+            (None, None) => None,
+            (Some(url), Some(secret)) => {
+                crate::ticket_check::check_url(&url)
+                    .map_err(|e| bad(format!("tasks.notify_url: {e}")))?;
+                Some((url, secret))
+            }
+            (Some(_), None) => {
+                return Err(bad(
+                    "tasks.notify_url needs tasks.notify_secret_file: notifications are HMAC-signed".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(bad(
+                    "tasks.notify_secret_file is set without tasks.notify_url".into(),
+                ));
+            }
+        };
+        let notify_retries = tasks.notify_retries.unwrap_or(defaults::NOTIFY_RETRIES);
         let groups_file = tasks
             .groups_file
             .clone()
@@ -452,6 +486,8 @@ impl ConfigFile {
             task_time_zone,
             groups_file,
             ticket_check,
+            notify,
+            notify_retries,
         })
     }
 }
@@ -556,6 +592,14 @@ mod tests {
             err.contains("tasks.ticket_check_url") && err.contains("loopback"),
             "{err}"
         );
+        let err = ConfigFile::parse(
+            "trust_domain = \"a.org\"\ndata_dir = \"/d\"\n[tasks]\nnotify_url = \"http://127.0.0.1:9/hook\"",
+        )
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("tasks.notify_secret_file"), "{err}");
         let err = ConfigFile::parse(
             "trust_domain = \"a.org\"\ndata_dir = \"/d\"\n[tasks]\napprovers = [\"bob\"]",
         )

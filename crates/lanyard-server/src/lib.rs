@@ -33,6 +33,7 @@ mod jwt_issuance;
 mod loops_tests;
 mod metrics;
 mod node;
+mod notify;
 mod oidc;
 mod policy;
 mod registry;
@@ -52,6 +53,7 @@ pub use self::{
     config::{ConfigFile, ServerConfig, TasksFile, UpstreamFile, X509PopFile, defaults},
     error::ServerError,
     node::{X509POP_CHALLENGE_CONTEXT, authorized_entries, x509pop_challenge},
+    notify::{NotifyConfig, signature as notification_signature},
     policy::{Policy, PrincipalRule},
     revocation::CRL_VALIDITY,
     run::run,

@@ -45,6 +45,8 @@ pub(crate) struct Metrics {
     pub crl_published_at: Gauge,
     pub sync_streams: Gauge,
     pub tasks_active: Gauge,
+    pub task_notifications_sent: Counter,
+    pub task_notifications_failed: Counter,
 }
 
 impl Metrics {
@@ -107,7 +109,21 @@ impl Metrics {
             "Task grants inside their window",
             tasks_active.clone(),
         );
+        let task_notifications_sent = Counter::default();
+        registry.register(
+            "task_notifications_sent",
+            "Task notifications the webhook accepted",
+            task_notifications_sent.clone(),
+        );
+        let task_notifications_failed = Counter::default();
+        registry.register(
+            "task_notifications_failed",
+            "Task notifications dropped or refused after every retry",
+            task_notifications_failed.clone(),
+        );
         Self {
+            task_notifications_sent,
+            task_notifications_failed,
             registry,
             svids_issued,
             signing_seconds,

@@ -91,6 +91,33 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         state.task_policy.store(Arc::new(policy));
     }
     tasks_reload_on_sighup(&state, &stop)?;
+    if let Some((url, secret_file)) = &cfg.notify {
+        let secret = std::fs::read_to_string(secret_file).map_err(|e| {
+            ServerError::Config(format!(
+                "tasks.notify_secret_file {}: {e}",
+                secret_file.display()
+            ))
+        })?;
+        let secret = secret.trim();
+        if secret.len() < 16 {
+            return Err(ServerError::Config(format!(
+                "tasks.notify_secret_file {}: the HMAC secret must be at least 16 characters",
+                secret_file.display()
+            )));
+        }
+        let notifier = crate::notify::Notifier::start(
+            crate::notify::NotifyConfig {
+                url: url.clone(),
+                secret: secret.as_bytes().to_vec(),
+                timeout: crate::config::defaults::TICKET_CHECK_TIMEOUT,
+                retries: cfg.notify_retries,
+            },
+            state.metrics.task_notifications_sent.clone(),
+            state.metrics.task_notifications_failed.clone(),
+            stop.clone(),
+        );
+        let _ = state.notifier.set(notifier);
+    }
     // A fresh CRL (new number, signed by the active key) and the agents'
     // registry before anyone connects.
     crate::revocation::publish(&state).await?;

@@ -37,6 +37,8 @@ pub(crate) struct ServerState {
     pub tasks_lock: tokio::sync::Mutex<()>,
     /// Wakes the task scheduler when a task changes.
     pub tasks_changed: tokio::sync::Notify,
+    /// Task notifications, when `[tasks] notify_url` is set.
+    pub notifier: std::sync::OnceLock<crate::notify::Notifier>,
     /// The task policy in force (swapped whole on a reload).
     pub task_policy: arc_swap::ArcSwap<crate::task_policy::TaskPolicy>,
     /// Prometheus metrics.
@@ -91,6 +93,7 @@ impl ServerState {
             tasks_lock: tokio::sync::Mutex::new(()),
             tasks_changed: tokio::sync::Notify::new(),
             task_policy,
+            notifier: std::sync::OnceLock::new(),
             metrics: crate::metrics::Metrics::new(),
             audit_log: Arc::new(std::sync::Mutex::new(audit_log)),
             server_id,

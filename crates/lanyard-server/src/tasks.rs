@@ -123,6 +123,26 @@ fn event(task: &TaskRecord, who: &str, action: Action) -> Event {
     }
 }
 
+/// Posts a task event to the webhook, if one is configured; never waits
+/// and never changes the decision.
+fn notify(state: &ServerState, task: &TaskRecord, event: &str, principal: &str) {
+    if let Some(notifier) = state.notifier.get() {
+        notifier.send(json!({
+            "event": event,
+            "task_id": task.id,
+            "ticket": task.ticket,
+            "spiffe_id": task.spiffe_id.to_string(),
+            "state": task.state.as_str(),
+            "principal": principal,
+            "at": unix(state.now()),
+            "break_glass": task.break_glass,
+            "approvals": task.approvals.len(),
+            "approvals_required": task.approvals_needed(),
+            "policy_rule": task.policy_rule,
+        }));
+    }
+}
+
 /// What the ticket check answered, when it was asked.
 fn ticket_detail(event: Event, response: &str) -> Event {
     if response.is_empty() {
@@ -513,6 +533,12 @@ pub(crate) async fn request(
         tracing::warn!(task = %task.id, ticket = %task.ticket, principal = %principal, "break-glass task granted without approval");
     }
     save(state, &task).await?;
+    let what = if task.break_glass {
+        "break_glass"
+    } else {
+        "requested"
+    };
+    notify(state, &task, what, &principal);
     drop(_guard);
     reconcile(state).await?;
     load(state, &task.id).await
@@ -640,6 +666,14 @@ pub(crate) async fn decide(
         }
     }
     save(state, &task).await?;
+    let what = match (decision, task.state) {
+        (Decision::Approve, _) => "approved",
+        (Decision::Deny, TaskState::Denied) => "denied",
+        (Decision::Deny, _) => "revoked",
+        (Decision::Complete, _) => "completed",
+        (Decision::Review, _) => "reviewed",
+    };
+    notify(state, &task, what, &principal);
     drop(guard);
     reconcile(state).await?;
     load(state, &task.id).await
@@ -831,6 +865,12 @@ pub(crate) async fn reconcile(state: &Arc<ServerState>) -> Result<Option<i64>, T
         if due {
             let record = task.clone();
             state.db(move |s| s.put_task(&record)).await?;
+            let what = match task.state {
+                TaskState::Active => "activated",
+                TaskState::Expired => "expired",
+                _ => "revoked",
+            };
+            notify(state, &task, what, SCHEDULER);
         }
         let upcoming = match task.state {
             TaskState::Approved => Some(task.starts_at.min(task.ends_at)),

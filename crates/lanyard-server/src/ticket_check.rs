@@ -78,7 +78,7 @@ pub(crate) fn check_url(url: &str) -> Result<(String, u16, String), String> {
 impl TicketCheck {
     /// Asks about `body` (the JSON document described above).
     pub(crate) async fn ask(&self, body: &serde_json::Value) -> TicketAnswer {
-        let answer = match tokio::time::timeout(self.timeout, self.post(body)).await {
+        let answer = match tokio::time::timeout(self.timeout, post_json(&self.url, body.to_string(), &[])).await {
             Ok(Ok((200, text))) => match serde_json::from_str::<Reply>(&text) {
                 Ok(reply) => TicketAnswer {
                     allow: reply.allow,
@@ -112,40 +112,48 @@ impl TicketCheck {
             response,
         }
     }
+}
 
-    async fn post(&self, body: &serde_json::Value) -> Result<(u16, String), String> {
-        let (host, port, path) = check_url(&self.url)?;
-        let connect_host = host.trim_start_matches('[').trim_end_matches(']');
-        let tcp = tokio::net::TcpStream::connect((connect_host, port))
-            .await
-            .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .map_err(|e| format!("HTTP handshake with {host}:{port}: {e}"))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "ticket check connection ended");
-            }
-        });
-        let request = hyper::Request::post(path)
-            .header(hyper::header::HOST, format!("{host}:{port}"))
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(std::io::Cursor::new(
-                body.to_string().into_bytes(),
-            )))
-            .map_err(|e| e.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("request to {}: {e}", self.url))?;
-        let status = response.status().as_u16();
-        let bytes = http_body_util::Limited::new(response.into_body(), MAX_BODY)
-            .collect()
-            .await
-            .map_err(|e| format!("response from {}: {e}", self.url))?
-            .to_bytes();
-        Ok((status, String::from_utf8_lossy(&bytes).trim().to_owned()))
+/// POSTs `body` (JSON) to `url` (checked by [`check_url`]) with `headers`;
+/// returns the status and at most [`MAX_BODY`] bytes of the body.
+pub(crate) async fn post_json(
+    url: &str,
+    body: String,
+    headers: &[(&'static str, String)],
+) -> Result<(u16, String), String> {
+    let (host, port, path) = check_url(url)?;
+    let connect_host = host.trim_start_matches('[').trim_end_matches(']');
+    let tcp = tokio::net::TcpStream::connect((connect_host, port))
+        .await
+        .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(|e| format!("HTTP handshake with {host}:{port}: {e}"))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "HTTP client connection ended");
+        }
+    });
+    let mut request = hyper::Request::post(path)
+        .header(hyper::header::HOST, format!("{host}:{port}"))
+        .header(hyper::header::CONTENT_TYPE, "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, value.as_str());
     }
+    let request = request
+        .body(Full::new(std::io::Cursor::new(body.into_bytes())))
+        .map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("request to {url}: {e}"))?;
+    let status = response.status().as_u16();
+    let bytes = http_body_util::Limited::new(response.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| format!("response from {url}: {e}"))?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&bytes).trim().to_owned()))
 }
 
 #[cfg(test)]
