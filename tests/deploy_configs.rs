@@ -73,6 +73,9 @@ const SERVER_KEYS: &[&str] = &[
     "ticket_check_url",
     "ticket_check_timeout",
     "ticket_check_fail_open",
+    "notify_url",
+    "notify_secret_file",
+    "notify_retries",
 ];
 
 /// Every key the agent's config file accepts.
