@@ -8,8 +8,8 @@ use rustls_pki_types::CertificateDer;
 pub fn split_certificates(mut der: &[u8]) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let mut out = Vec::new();
     while !der.is_empty() {
-        let (rest, _) = x509_parser::parse_x509_certificate(der)
-            .context("malformed DER certificate list")?;
+        let (rest, _) =
+            x509_parser::parse_x509_certificate(der).context("malformed DER certificate list")?;
         let (cert, _) = der.split_at(der.len() - rest.len());
         out.push(CertificateDer::from(cert.to_vec()));
         der = rest;
