@@ -114,6 +114,7 @@ pub enum MtlsError {
     BadSvid(String),
     /// The Workload API call failed (for example PermissionDenied "no
     /// identity issued", or Unavailable while the agent starts).
+    #[cfg(feature = "workload-source")]
     #[error("Workload API: {code:?}: {message}")]
     WorkloadApi {
         /// The gRPC status code.
