@@ -64,10 +64,11 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     }
     {
         let (rx, m, stop) = (snap_rx.clone(), metrics.clone(), tasks_stop.clone());
+        let timeout = cfg.attestation_timeout;
         tasks.spawn(async move {
             (
                 "workload API",
-                serve_workload_api(socket, rx, m, stop).await,
+                serve_workload_api(socket, timeout, rx, m, stop).await,
             )
         });
     }
@@ -164,6 +165,7 @@ async fn supervise(
 
 async fn serve_workload_api(
     listener: tokio::net::UnixListener,
+    attestation_timeout: Duration,
     snapshots: watch::Receiver<Arc<Snapshot>>,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
@@ -171,7 +173,10 @@ async fn serve_workload_api(
     let api = WorkloadApi::new(snapshots, stop.clone(), metrics);
     tonic::transport::Server::builder()
         .add_service(SpiffeWorkloadApiServer::new(api))
-        .serve_with_incoming_shutdown(attestor::incoming(listener), stop.cancelled_owned())
+        .serve_with_incoming_shutdown(
+            attestor::incoming(listener, attestation_timeout),
+            stop.cancelled_owned(),
+        )
         .await
         .map_err(|e| AgentError::Serve {
             what: "Workload API",
