@@ -27,6 +27,7 @@ pub mod operators;
 pub mod other_user;
 pub mod python;
 pub mod spawned;
+pub mod stalling_fs;
 pub mod upstream;
 
 pub const TD: &str = "e2e.test";
