@@ -78,6 +78,7 @@ const AGENT_KEYS: &[&str] = &[
     "data_dir",
     "socket_path",
     "http_address",
+    "attestation_timeout",
     "log_level",
     "log_format",
 ];
@@ -92,7 +93,6 @@ const HARDENING: &[&str] = &[
     "ProtectKernelTunables=yes",
     "ProtectKernelModules=yes",
     "ProtectControlGroups=yes",
-    "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
     "RestrictNamespaces=yes",
     "LockPersonality=yes",
     "MemoryDenyWriteExecute=yes",
@@ -100,6 +100,8 @@ const HARDENING: &[&str] = &[
     "Restart=on-failure",
     // Both hold private keys: no core files.
     "LimitCORE=0",
+    // Room for every connection up to the server's cap, and more.
+    "LimitNOFILE=65536",
 ];
 
 fn repo() -> PathBuf {
@@ -321,6 +323,17 @@ fn systemd_units_are_hardened() {
     assert_eq!(
         unit_value(&server, "CapabilityBoundingSet").as_deref(),
         Some("")
+    );
+    assert_eq!(
+        unit_value(&server, "RestrictAddressFamilies").as_deref(),
+        Some("AF_UNIX AF_INET AF_INET6")
+    );
+    // The agent asks the kernel (sock_diag, a netlink socket) which socket
+    // is a caller's end of its connection.
+    let agent = unit_settings(&read("deploy/systemd/lanyard-agent.service"));
+    assert_eq!(
+        unit_value(&agent, "RestrictAddressFamilies").as_deref(),
+        Some("AF_UNIX AF_INET AF_INET6 AF_NETLINK")
     );
     assert_eq!(unit_value(&server, "User").as_deref(), Some("lanyard"));
     assert_eq!(
