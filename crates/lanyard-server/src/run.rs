@@ -122,8 +122,10 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
 
     let (conn_tx, conn_rx) = mpsc::channel(64);
     tasks.spawn(accept_tls(node_listener, tls, conn_tx, stop.clone()));
+    let node_service = NodeService::new(state.clone());
+    let refusals = node_service.refusal_audit();
     let node = tonic::transport::Server::builder()
-        .add_service(NodeServer::new(NodeService::new(state.clone())))
+        .add_service(NodeServer::new(node_service))
         .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), stop.clone().cancelled_owned());
     tasks.spawn(async move { ("Node API", node.await.map_err(task_err("Node API"))) });
 
@@ -200,6 +202,14 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     if drained.is_err() {
         tracing::warn!("tasks did not drain in time; aborting them");
         tasks.abort_all();
+    }
+    // Refusal counts of open windows would die with the process.
+    let pending = refusals.flush();
+    if !pending.is_empty() {
+        let sources = pending.len();
+        if state.audit_all(pending).await.is_ok() {
+            tracing::info!(sources, "audited the open attestation refusal counts");
+        }
     }
     let _ = std::fs::remove_file(&cfg.admin_socket);
     tracing::info!("lanyard-server stopped");
