@@ -43,7 +43,7 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     let x509pop = cfg
         .x509pop_ca_bundle
         .as_deref()
-        .map(crate::node::load_x509pop_anchors)
+        .map(crate::node::X509PopBundle::load)
         .transpose()?;
     let store_dir = cfg.data_dir.join("store");
     let store: Arc<dyn Datastore> = Arc::new(SledStore::open(&store_dir)?);
@@ -151,6 +151,15 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     tasks.spawn({
         let (state, stop) = (state.clone(), stop.clone());
         async move { ("task scheduler", crate::tasks::run(state, stop).await) }
+    });
+    tasks.spawn({
+        let (state, stop) = (state.clone(), stop.clone());
+        async move {
+            (
+                "x509pop reload",
+                crate::node::reload_on_sighup(state, stop).await,
+            )
+        }
     });
 
     let http = crate::http::serve(http_listener, state.clone(), ready.clone(), stop.clone());
