@@ -116,6 +116,24 @@ pub struct Snapshot {
     /// they match is kept waiting for the new SVID (until `until`) instead
     /// of being told it has no identity.
     pub renewing: Vec<Renewing>,
+    /// Entries whose SVID could not be issued and which wait for a retry.
+    pub issuance: IssuanceHealth,
+}
+
+/// Entries whose last SVID issuance failed, as `/health/ready` reports
+/// them: each waits for its retry, backing off exponentially.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IssuanceHealth {
+    /// Entries whose last issuance attempt failed.
+    pub failing_entries: usize,
+    /// The most consecutive failures of one entry.
+    pub consecutive_failures: u32,
+    /// The wait chosen after that entry's last failure, in milliseconds.
+    pub backoff_ms: u64,
+    /// The earliest retry of a failing entry (unix seconds).
+    pub next_retry_at: Option<i64>,
+    /// That entry's last error.
+    pub last_error: Option<String>,
 }
 
 /// An entry whose cached SVID the CRL took away, while its replacement is
@@ -141,6 +159,7 @@ impl Snapshot {
             crl_issuer: None,
             crl_next_update: None,
             renewing: Vec::new(),
+            issuance: IssuanceHealth::default(),
         }
     }
 

@@ -157,6 +157,7 @@ mod tests {
             crl_issuer: None,
             crl_next_update: None,
             renewing: vec![],
+            issuance: Default::default(),
         }
     }
 
