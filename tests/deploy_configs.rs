@@ -64,6 +64,11 @@ const SERVER_KEYS: &[&str] = &[
     "requesters",
     "approvers",
     "require_distinct_approver",
+    "[limits]",
+    "max_connections",
+    "connection_idle_timeout",
+    "http_header_timeout",
+    "tls_handshake_timeout",
 ];
 
 /// Every key the agent's config file accepts.

@@ -28,6 +28,8 @@ mod error;
 mod http;
 mod issuance;
 mod join_token;
+mod limits;
+mod listener;
 #[cfg(test)]
 mod loops_tests;
 mod metrics;
@@ -47,6 +49,7 @@ pub use self::{
     backup::{BACKUP_FORMAT, Backup},
     config::{ConfigFile, ServerConfig, TasksFile, UpstreamFile, X509PopFile, defaults},
     error::ServerError,
+    limits::{LimitsFile, ListenerLimits},
     node::{X509POP_CHALLENGE_CONTEXT, authorized_entries, x509pop_challenge},
     policy::{Policy, PrincipalRule},
     revocation::CRL_VALIDITY,
