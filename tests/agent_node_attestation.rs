@@ -64,6 +64,12 @@ fn attests(server: &Server, node: &x509pop::NodeCert) -> (bool, String) {
     (ready, agent.log())
 }
 
+fn wait_for_log(server: &Server, line: &str) {
+    eventually(Duration::from_secs(10), line, || {
+        server.log().contains(line).then_some(())
+    });
+}
+
 #[test]
 fn the_x509pop_bundle_is_reloaded_on_sighup_and_a_bad_one_is_kept_out() {
     let dir = tempfile::tempdir().unwrap();
@@ -78,12 +84,7 @@ fn the_x509pop_bundle_is_reloaded_on_sighup_and_a_bad_one_is_kept_out() {
     // The CA leaves the bundle; SIGHUP.
     std::fs::write(&bundle, &kept.pem).unwrap();
     server.signal("HUP");
-    eventually(Duration::from_secs(10), "the reload", || {
-        server
-            .log()
-            .contains("SIGHUP: reloaded the x509pop CA bundle")
-            .then_some(())
-    });
+    wait_for_log(&server, "SIGHUP: reloaded the x509pop CA bundle");
     let (ok, log) = attests(&server, &removed.node(dir.path(), "node-2"));
     assert!(!ok, "{log}");
     assert!(
@@ -94,12 +95,10 @@ fn the_x509pop_bundle_is_reloaded_on_sighup_and_a_bad_one_is_kept_out() {
     // A bad bundle is refused with an error; the one in force stays.
     std::fs::write(&bundle, "not a certificate\n").unwrap();
     server.signal("HUP");
-    eventually(Duration::from_secs(10), "the refused reload", || {
-        server
-            .log()
-            .contains("x509pop CA bundle not reloaded; the previous bundle stays in force")
-            .then_some(())
-    });
+    wait_for_log(
+        &server,
+        "x509pop CA bundle not reloaded; the previous bundle stays in force",
+    );
     let (ok, log) = attests(&server, &kept.node(dir.path(), "node-3"));
     assert!(ok, "{log}");
     let (ok, log) = attests(&server, &removed.node(dir.path(), "node-4"));

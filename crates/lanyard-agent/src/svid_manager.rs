@@ -172,18 +172,8 @@ impl SvidManager {
                     slot.entry = entry.clone();
                 }
                 None => {
-                    self.slots.insert(
-                        entry.id.clone(),
-                        Slot {
-                            entry: entry.clone(),
-                            svid: None,
-                            retry_at: None,
-                            failures: 0,
-                            backoff: Duration::ZERO,
-                            last_error: None,
-                            revoked_until: None,
-                        },
-                    );
+                    self.slots
+                        .insert(entry.id.clone(), Slot::new(entry.clone()));
                 }
             }
         }
@@ -495,6 +485,19 @@ impl SvidManager {
 // === impl Slot ===
 
 impl Slot {
+    /// A new entry's slot: no SVID yet, due at once.
+    fn new(entry: EntryInfo) -> Self {
+        Self {
+            entry,
+            svid: None,
+            retry_at: None,
+            failures: 0,
+            backoff: Duration::ZERO,
+            last_error: None,
+            revoked_until: None,
+        }
+    }
+
     /// One more failed attempt, retried after `wait`.
     fn failed(&mut self, wait: Duration, why: &str) {
         self.failures = self.failures.saturating_add(1);
@@ -563,17 +566,11 @@ mod tests {
     use super::*;
 
     fn slot(id: &str) -> Slot {
-        Slot {
-            entry: crate::cache::tests::svid(id, 1, &["unix:uid:1"], 100)
+        Slot::new(
+            crate::cache::tests::svid(id, 1, &["unix:uid:1"], 100)
                 .entry
                 .clone(),
-            svid: None,
-            retry_at: None,
-            failures: 0,
-            backoff: Duration::ZERO,
-            last_error: None,
-            revoked_until: None,
-        }
+        )
     }
 
     #[test]

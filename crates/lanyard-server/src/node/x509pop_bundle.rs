@@ -102,14 +102,12 @@ pub(crate) async fn reload_on_sighup(
 mod tests {
     use super::*;
 
-    fn ca_pem(cn: &str) -> String {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, cn);
-        params.self_signed(&key).unwrap().pem()
+    /// A self-signed certificate: all a trust anchor needs here.
+    fn ca_pem(name: &str) -> String {
+        rcgen::generate_simple_self_signed([name.to_owned()])
+            .unwrap()
+            .cert
+            .pem()
     }
 
     #[test]
