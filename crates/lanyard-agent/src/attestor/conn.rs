@@ -16,7 +16,7 @@ use tokio::{
 };
 use tonic::transport::server::Connected;
 
-use super::{deadline, error::AttestError, peer::PeerProcess, peer_socket};
+use super::{deadline::Deadline, error::AttestError, peer::PeerProcess, peer_socket};
 
 /// Pause after a failed `accept` (say `EMFILE`), so that a full descriptor
 /// table does not turn the accept loop into a busy loop.
@@ -113,13 +113,13 @@ pub fn incoming(
     timeout: Duration,
 ) -> impl Stream<Item = io::Result<WorkloadConn>> + Send + 'static {
     let (pinned, queue) = tokio::sync::mpsc::channel(PINNED_QUEUE);
-    tokio::spawn(accept_loop(listener, timeout, pinned));
+    tokio::spawn(accept_loop(listener, Deadline::new(timeout), pinned));
     tokio_stream::wrappers::ReceiverStream::new(queue).map(Ok)
 }
 
 async fn accept_loop(
     listener: UnixListener,
-    timeout: Duration,
+    deadline: Deadline,
     pinned: tokio::sync::mpsc::Sender<WorkloadConn>,
 ) {
     loop {
@@ -129,9 +129,9 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, _)) => {
-                let pinned = pinned.clone();
+                let (pinned, deadline) = (pinned.clone(), deadline.clone());
                 tokio::spawn(async move {
-                    match pin_within(stream, timeout).await {
+                    match pin_within(stream, deadline).await {
                         Ok(conn) => {
                             let _ = pinned.send(conn).await;
                         }
@@ -161,18 +161,19 @@ async fn accept_loop(
 }
 
 /// Pins the caller of `stream`: the quick socket calls here, the `/proc`
-/// reads and the `stat` of its binary on a blocking thread, within
-/// `timeout`. On an error `stream` is dropped, which closes the connection.
-async fn pin_within(stream: UnixStream, timeout: Duration) -> Result<WorkloadConn, AttestError> {
+/// reads and the `stat` of its binary on a blocking thread, under
+/// `deadline`. On an error `stream` is dropped, which closes the connection.
+async fn pin_within(stream: UnixStream, deadline: Deadline) -> Result<WorkloadConn, AttestError> {
     let (pid, uid, gid) = PeerProcess::credentials(&stream)?;
     let socket = peer_socket::peer_of(&stream).map_err(AttestError::PeerSocket)?;
-    let peer = deadline::within(pid, timeout, move || {
-        PeerProcess::pin_pid(pid, uid, gid, socket)
-    })
-    .await?;
+    let peer = deadline
+        .run(pid, uid, move || {
+            PeerProcess::pin_pid(pid, uid, gid, socket)
+        })
+        .await?;
     Ok(WorkloadConn {
         stream: SocketPathAuthority::new(stream),
-        peer: Arc::new(peer.with_timeout(timeout)),
+        peer: Arc::new(peer.with_deadline(deadline)),
     })
 }
 

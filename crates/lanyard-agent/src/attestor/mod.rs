@@ -56,7 +56,7 @@ mod users;
 
 pub use self::{
     conn::{WorkloadConn, incoming},
-    deadline::DEFAULT_ATTESTATION_TIMEOUT,
+    deadline::{DEFAULT_ATTESTATION_TIMEOUT, MAX_IN_FLIGHT_PER_UID},
     error::AttestError,
     hash_cache::HashCache,
     peer::{DEFAULT_MAX_BINARY_SIZE, PeerProcess},

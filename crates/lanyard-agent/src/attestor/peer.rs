@@ -12,7 +12,6 @@ use std::{
     fs::File,
     io::{self, Read},
     os::fd::{AsFd, BorrowedFd, OwnedFd},
-    time::Duration,
 };
 
 use lanyard_identity::Selector;
@@ -25,7 +24,7 @@ use rustix::{
 use tokio::net::UnixStream;
 
 use super::{
-    deadline::DEFAULT_ATTESTATION_TIMEOUT,
+    deadline::{DEFAULT_ATTESTATION_TIMEOUT, Deadline},
     error::AttestError,
     hash_cache::{BinaryState, HashCache},
     peer_socket::{self, SocketInode},
@@ -59,8 +58,9 @@ pub struct PeerProcess {
     exe: FileId,
     /// The caller's end of the connection.
     socket: SocketInode,
-    /// How long attesting it for one request may take.
-    timeout: Duration,
+    /// How long attesting it for one request may take, and its uid's
+    /// share of the blocking threads.
+    deadline: Deadline,
 }
 
 impl PeerProcess {
@@ -146,20 +146,20 @@ impl PeerProcess {
             start_time,
             exe,
             socket,
-            timeout: DEFAULT_ATTESTATION_TIMEOUT,
+            deadline: Deadline::new(DEFAULT_ATTESTATION_TIMEOUT),
         })
     }
 
-    /// The same caller, attested within `timeout` by
+    /// The same caller, attested under `deadline` by
     /// [`attest_within`](Self::attest_within).
-    pub(super) fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+    pub(super) fn with_deadline(mut self, deadline: Deadline) -> Self {
+        self.deadline = deadline;
         self
     }
 
-    /// How long attesting this caller for one request may take.
-    pub(super) fn timeout(&self) -> Duration {
-        self.timeout
+    /// The deadline and slots its attestations run under.
+    pub(super) fn deadline(&self) -> &Deadline {
+        &self.deadline
     }
 
     /// Selectors from `/proc`: `unix:uid`, `unix:gid`, `unix:user` and
