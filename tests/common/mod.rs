@@ -27,7 +27,9 @@ pub mod operators;
 pub mod other_user;
 pub mod python;
 pub mod spawned;
+pub mod stalling_fs;
 pub mod upstream;
+pub mod x509pop;
 
 pub const TD: &str = "e2e.test";
 
@@ -186,6 +188,16 @@ impl Server {
 
     pub fn server_id() -> lanyard_identity::SpiffeId {
         format!("spiffe://{TD}/lanyard/server").parse().unwrap()
+    }
+
+    /// Sends `signal` (`HUP`, `TERM` ...) to the running server.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{signal} {pid}");
     }
 
     /// SIGKILL: no chance to flush or clean up.
