@@ -120,3 +120,84 @@ async fn metrics_after_a_fetch_and_a_revocation() {
         .unwrap();
     assert!(ready.contains("ready"), "{ready}");
 }
+
+/// `issuance` of `/health/ready`, if the agent reports any failing entry.
+fn issuance(agent: &Agent) -> Option<serde_json::Value> {
+    let body = http_get(agent.http_addr, "/health/ready");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    health.get("issuance").cloned()
+}
+
+#[test]
+fn an_issuance_failure_backs_off_and_shows_in_health_and_metrics() {
+    /// The agent's first wait and the cap for an unreachable server.
+    const BASE_MS: u64 = 500;
+    const CAP_MS: u64 = 30_000;
+    let mut server = Server::start();
+    let agent = Agent::start(&server);
+    let id = format!("spiffe://{TD}/e2e/renewing");
+    common::agent::register(
+        &server,
+        &agent,
+        "e2e/renewing",
+        &format!("unix:uid:{}", common::agent::my_uid()),
+        &["--x509-svid-ttl", "10s"],
+    );
+    eventually(Duration::from_secs(20), "the first SVID", || {
+        let out = agent.api(&["fetch", "x509"]);
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&id)
+            .then_some(())
+    });
+    assert!(issuance(&agent).is_none());
+
+    // The server goes away; the renewal at half-life fails, again and again.
+    server.kill();
+    let mut seen: Vec<(u64, u64)> = Vec::new();
+    eventually(Duration::from_secs(60), "four failed renewals", || {
+        if let Some(i) = issuance(&agent) {
+            let (n, wait) = (
+                i["consecutive_failures"].as_u64().unwrap(),
+                i["backoff_ms"].as_u64().unwrap(),
+            );
+            assert_eq!(i["failing_entries"], 1, "{i}");
+            assert!(
+                i["last_error"].as_str().is_some_and(|e| !e.is_empty()),
+                "{i}"
+            );
+            if !seen.contains(&(n, wait)) {
+                seen.push((n, wait));
+            }
+        }
+        seen.iter().any(|(n, _)| *n >= 4).then_some(())
+    });
+    // Each wait is the exponential backoff of its attempt (jittered over
+    // its upper half), never a fixed short retry.
+    for (n, wait) in &seen {
+        let full = (BASE_MS << (n - 1).min(16)).min(CAP_MS);
+        assert!(
+            (full / 2..=full).contains(wait),
+            "failure {n}: waited {wait} ms, expected {}..={full} ms; seen {seen:?}",
+            full / 2
+        );
+    }
+    let metrics = samples(&http_get(agent.http_addr, "/metrics"));
+    assert_eq!(value(&metrics, "lanyard_agent_entries_failing"), 1.0);
+    assert!(
+        value(
+            &metrics,
+            "lanyard_agent_svid_renewals_total{outcome=\"failed\"}"
+        ) >= 4.0,
+        "{metrics:?}"
+    );
+
+    // The server is back: the next retry renews, and the report clears.
+    server.spawn();
+    eventually(
+        Duration::from_secs(60),
+        "the renewal after the outage",
+        || issuance(&agent).is_none().then_some(()),
+    );
+    let metrics = samples(&http_get(agent.http_addr, "/metrics"));
+    assert_eq!(value(&metrics, "lanyard_agent_entries_failing"), 0.0);
+}

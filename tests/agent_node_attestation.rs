@@ -10,63 +10,20 @@ use common::{
     Server, TD,
     agent::{Agent, eventually, register_self},
     bin, exit_code,
+    x509pop::{self, NodeCa},
 };
-
-/// A node CA and a node certificate + key it issued, as PEM files in `dir`.
-fn node_material(
-    dir: &std::path::Path,
-) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "node CA");
-    ca_params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let node_key = rcgen::KeyPair::generate().unwrap();
-    let mut node_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    node_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "node-1");
-    node_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    let node = node_params.signed_by(&node_key, &issuer).unwrap();
-    let (ca_path, cert_path, key_path) = (
-        dir.join("node-ca.pem"),
-        dir.join("node.pem"),
-        dir.join("node.key"),
-    );
-    std::fs::write(&ca_path, ca.pem()).unwrap();
-    std::fs::write(&cert_path, node.pem()).unwrap();
-    std::fs::write(&key_path, node_key.serialize_pem()).unwrap();
-    (ca_path, cert_path, key_path)
-}
 
 #[test]
 fn x509pop_attestation_serves_workloads() {
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = node_material(dir.path());
-    let cfg = dir.path().join("server.toml");
-    std::fs::write(
-        &cfg,
-        format!("[x509pop]\nca_bundle_path = {:?}\n", ca.to_str().unwrap()),
-    )
-    .unwrap();
+    let ca = NodeCa::new("node CA");
+    let node = ca.node(dir.path(), "node-1");
+    let bundle = dir.path().join("node-ca.pem");
+    std::fs::write(&bundle, &ca.pem).unwrap();
+    let cfg = x509pop::server_config(dir.path(), &bundle);
     let server = Server::start_with(&["--config", cfg.to_str().unwrap()]);
     let mut agent = Agent::prepare(&server);
-    agent.spawn(
-        None,
-        &[
-            "--x509pop-cert",
-            cert.to_str().unwrap(),
-            "--x509pop-key",
-            key.to_str().unwrap(),
-        ],
-    );
+    agent.spawn(None, &node.flags());
     agent.wait_ready();
     let agent_id = agent.spiffe_id();
     assert!(
@@ -81,6 +38,71 @@ fn x509pop_attestation_serves_workloads() {
             .contains(&id)
             .then_some(())
     });
+}
+
+/// Starts an agent attesting with `node`; whether it became ready, and
+/// its log.
+fn attests(server: &Server, node: &x509pop::NodeCert) -> (bool, String) {
+    let mut agent = Agent::prepare(server);
+    agent.spawn(None, &node.flags());
+    let ready = eventually(
+        Duration::from_secs(30),
+        "the agent to attest or exit",
+        || {
+            if agent.healthy() {
+                Some(true)
+            } else if agent.log().contains("error:") {
+                Some(false)
+            } else {
+                None
+            }
+        },
+    );
+    if !ready {
+        assert!(!agent.wait_exit(Duration::from_secs(10)).success());
+    }
+    (ready, agent.log())
+}
+
+fn wait_for_log(server: &Server, line: &str) {
+    eventually(Duration::from_secs(10), line, || {
+        server.log().contains(line).then_some(())
+    });
+}
+
+#[test]
+fn the_x509pop_bundle_is_reloaded_on_sighup_and_a_bad_one_is_kept_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (removed, kept) = (NodeCa::new("removed CA"), NodeCa::new("kept CA"));
+    let bundle = dir.path().join("node-cas.pem");
+    std::fs::write(&bundle, format!("{}{}", removed.pem, kept.pem)).unwrap();
+    let cfg = x509pop::server_config(dir.path(), &bundle);
+    let server = Server::start_with(&["--config", cfg.to_str().unwrap()]);
+    let (ok, log) = attests(&server, &removed.node(dir.path(), "node-1"));
+    assert!(ok, "{log}");
+
+    // The CA leaves the bundle; SIGHUP.
+    std::fs::write(&bundle, &kept.pem).unwrap();
+    server.signal("HUP");
+    wait_for_log(&server, "SIGHUP: reloaded the x509pop CA bundle");
+    let (ok, log) = attests(&server, &removed.node(dir.path(), "node-2"));
+    assert!(!ok, "{log}");
+    assert!(
+        log.contains("node certificate does not chain to the x509pop CA bundle"),
+        "{log}"
+    );
+
+    // A bad bundle is refused with an error; the one in force stays.
+    std::fs::write(&bundle, "not a certificate\n").unwrap();
+    server.signal("HUP");
+    wait_for_log(
+        &server,
+        "x509pop CA bundle not reloaded; the previous bundle stays in force",
+    );
+    let (ok, log) = attests(&server, &kept.node(dir.path(), "node-3"));
+    assert!(ok, "{log}");
+    let (ok, log) = attests(&server, &removed.node(dir.path(), "node-4"));
+    assert!(!ok, "{log}");
 }
 
 #[test]

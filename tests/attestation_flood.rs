@@ -74,3 +74,35 @@ async fn refused_attestations_are_audited_once_per_source_and_window() {
     assert_eq!(total, FLOOD + 1, "{after:#?}");
     server.cli_ok(&["audit", "verify"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn open_refusal_counts_are_audited_at_shutdown() {
+    const REFUSED: u64 = 50;
+    // A window far longer than the test: only the shutdown can write it.
+    let mut server = Server::start_with(&["--attestation-refusal-window", "1h"]);
+    let key = SvidKey::generate().unwrap();
+    let mut client = node_channel(&server, None).await.unwrap();
+    for i in 0..REFUSED {
+        let request = AttestRequest {
+            method: Some(Method::JoinToken(JoinTokenAttestation {
+                token: format!("{i:064x}"),
+            })),
+            csr: key.csr_der().unwrap(),
+        };
+        client.attest(request).await.unwrap_err();
+    }
+    drop(client);
+    assert!(server.terminate().success(), "{}", server.log());
+    server.spawn();
+
+    let refused: Vec<serde_json::Value> = server
+        .cli_ok(&["audit", "export"])
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["action"] == "attestation_refused")
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:#?}");
+    assert_eq!(refused[1]["details"]["count"], (REFUSED - 1).to_string());
+    assert_eq!(refused[1]["details"]["source"], "127.0.0.1");
+    server.cli_ok(&["audit", "verify"]);
+}

@@ -76,6 +76,11 @@ const SERVER_KEYS: &[&str] = &[
     "notify_url",
     "notify_secret_file",
     "notify_retries",
+    "[limits]",
+    "max_connections",
+    "connection_idle_timeout",
+    "http_header_timeout",
+    "tls_handshake_timeout",
 ];
 
 /// Every key the agent's config file accepts.
@@ -90,6 +95,7 @@ const AGENT_KEYS: &[&str] = &[
     "data_dir",
     "socket_path",
     "http_address",
+    "attestation_timeout",
     "log_level",
     "log_format",
 ];
@@ -104,7 +110,6 @@ const HARDENING: &[&str] = &[
     "ProtectKernelTunables=yes",
     "ProtectKernelModules=yes",
     "ProtectControlGroups=yes",
-    "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
     "RestrictNamespaces=yes",
     "LockPersonality=yes",
     "MemoryDenyWriteExecute=yes",
@@ -112,6 +117,8 @@ const HARDENING: &[&str] = &[
     "Restart=on-failure",
     // Both hold private keys: no core files.
     "LimitCORE=0",
+    // Room for every connection up to the server's cap, and more.
+    "LimitNOFILE=65536",
 ];
 
 fn repo() -> PathBuf {
@@ -336,6 +343,17 @@ fn systemd_units_are_hardened() {
     assert_eq!(
         unit_value(&server, "CapabilityBoundingSet").as_deref(),
         Some("")
+    );
+    assert_eq!(
+        unit_value(&server, "RestrictAddressFamilies").as_deref(),
+        Some("AF_UNIX AF_INET AF_INET6")
+    );
+    // The agent asks the kernel (sock_diag, a netlink socket) which socket
+    // is a caller's end of its connection.
+    let agent = unit_settings(&read("deploy/systemd/lanyard-agent.service"));
+    assert_eq!(
+        unit_value(&agent, "RestrictAddressFamilies").as_deref(),
+        Some("AF_UNIX AF_INET AF_INET6 AF_NETLINK")
     );
     assert_eq!(unit_value(&server, "User").as_deref(), Some("lanyard"));
     assert_eq!(

@@ -485,13 +485,7 @@ async fn break_glass_only_for_on_call_and_sighup_reloads_the_policy() {
     }
 
     // SIGHUP with a broken file keeps the policy in force and says so.
-    let hup = || {
-        let status = Command::new("kill")
-            .args(["-HUP", &server.pid().unwrap().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    };
+    let hup = || server.signal("HUP");
     std::fs::write(&policy, "package lanyard.tasks\n\ndecision := {\n").unwrap();
     hup();
     wait_for("the failed reload", &server, || {

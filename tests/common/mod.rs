@@ -27,7 +27,9 @@ pub mod operators;
 pub mod other_user;
 pub mod python;
 pub mod spawned;
+pub mod stalling_fs;
 pub mod upstream;
+pub mod x509pop;
 
 pub const TD: &str = "e2e.test";
 
@@ -188,9 +190,14 @@ impl Server {
         format!("spiffe://{TD}/lanyard/server").parse().unwrap()
     }
 
-    /// The server process's id, while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+    /// Sends `signal` (`HUP`, `TERM` ...) to the running server.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{signal} {pid}");
     }
 
     /// SIGKILL: no chance to flush or clean up.

@@ -21,9 +21,20 @@ impl Drop for Killed {
 /// `cmd` run through `sh -c 'umask MASK; exec ...'`: the umask is the
 /// child's own, the test process's is left alone.
 pub fn under_umask(cmd: &Command, mask: u32) -> Command {
+    under_shell(cmd, &format!("umask {mask:03o}"))
+}
+
+/// `cmd` run through `sh -c 'ulimit -n N; exec ...'`: at most `n` open
+/// descriptors for the child alone.
+pub fn under_fd_limit(cmd: &Command, n: u32) -> Command {
+    under_shell(cmd, &format!("ulimit -n {n}"))
+}
+
+/// `cmd` exec'd by `sh -c` after `prelude`, which changes only the child.
+fn under_shell(cmd: &Command, prelude: &str) -> Command {
     let mut sh = Command::new("sh");
     sh.arg("-c")
-        .arg(format!("umask {mask:03o} && exec \"$0\" \"$@\""))
+        .arg(format!("{prelude} && exec \"$0\" \"$@\""))
         .arg(cmd.get_program())
         .args(cmd.get_args());
     sh

@@ -67,7 +67,13 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     {
         let (rx, m, stop) = (snap_rx.clone(), metrics.clone(), tasks_stop.clone());
         let api = WorkloadApi::new(rx, stop.clone(), m, jwt.clone());
-        tasks.spawn(async move { ("workload API", serve_workload_api(socket, api, stop).await) });
+        let timeout = cfg.attestation_timeout;
+        tasks.spawn(async move {
+            (
+                "workload API",
+                serve_workload_api(socket, timeout, api, stop).await,
+            )
+        });
     }
 
     let established = tokio::select! {
@@ -163,12 +169,16 @@ async fn supervise(
 
 async fn serve_workload_api(
     listener: tokio::net::UnixListener,
+    attestation_timeout: Duration,
     api: WorkloadApi,
     stop: CancellationToken,
 ) -> Result<(), AgentError> {
     tonic::transport::Server::builder()
         .add_service(SpiffeWorkloadApiServer::new(api))
-        .serve_with_incoming_shutdown(attestor::incoming(listener), stop.cancelled_owned())
+        .serve_with_incoming_shutdown(
+            attestor::incoming(listener, attestation_timeout),
+            stop.cancelled_owned(),
+        )
         .await
         .map_err(|e| AgentError::Serve {
             what: "Workload API",

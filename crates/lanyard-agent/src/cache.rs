@@ -122,6 +122,24 @@ pub struct Snapshot {
     /// The trust domain's JWT-SVID signing keys (FetchJWTBundles,
     /// ValidateJWTSVID).
     pub jwt_bundle: Arc<Jwks>,
+    /// Entries whose SVID could not be issued and which wait for a retry.
+    pub issuance: IssuanceHealth,
+}
+
+/// Entries whose last SVID issuance failed, as `/health/ready` reports
+/// them: each waits for its retry, backing off exponentially.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IssuanceHealth {
+    /// Entries whose last issuance attempt failed.
+    pub failing_entries: usize,
+    /// The most consecutive failures of one entry.
+    pub consecutive_failures: u32,
+    /// The wait chosen after that entry's last failure, in milliseconds.
+    pub backoff_ms: u64,
+    /// The earliest retry of a failing entry (unix seconds).
+    pub next_retry_at: Option<i64>,
+    /// That entry's last error.
+    pub last_error: Option<String>,
 }
 
 /// An entry whose cached SVID the CRL took away, while its replacement is
@@ -148,6 +166,7 @@ impl Snapshot {
             crl_next_update: None,
             renewing: Vec::new(),
             jwt_bundle: Arc::default(),
+            issuance: IssuanceHealth::default(),
         }
     }
 

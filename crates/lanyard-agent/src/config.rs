@@ -4,6 +4,7 @@
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use lanyard_identity::TrustDomain;
@@ -23,6 +24,9 @@ pub mod defaults {
     pub const HTTP_ADDRESS: &str = "127.0.0.1:8083";
     /// Default tracing filter.
     pub const LOG_LEVEL: &str = "info";
+    /// `attestation_timeout`.
+    pub const ATTESTATION_TIMEOUT: std::time::Duration =
+        crate::attestor::DEFAULT_ATTESTATION_TIMEOUT;
 }
 
 /// The agent's config file, and the flags that overlay it: every key optional.
@@ -52,6 +56,10 @@ pub struct ConfigFile {
     /// `http_address`: health endpoints (`/health/live`, `/health/ready`) and
     /// Prometheus metrics (`/metrics`).
     pub http_address: Option<String>,
+    /// `attestation_timeout`: how long pinning a Workload API caller, and
+    /// attesting it for one request, may take.
+    #[serde(default, with = "humantime_serde")]
+    pub attestation_timeout: Option<Duration>,
     /// `log_level`: a tracing filter such as `info` or `info,lanyard_agent=debug`.
     pub log_level: Option<String>,
     /// `log_format`: `text` or `json`.
@@ -77,6 +85,7 @@ impl std::fmt::Debug for ConfigFile {
             .field("data_dir", &self.data_dir)
             .field("socket_path", &self.socket_path)
             .field("http_address", &self.http_address)
+            .field("attestation_timeout", &self.attestation_timeout)
             .field("log_level", &self.log_level)
             .field("log_format", &self.log_format)
             .finish()
@@ -141,6 +150,8 @@ pub struct AgentConfig {
     pub socket_path: PathBuf,
     /// Health and metrics endpoint address.
     pub http_address: SocketAddr,
+    /// Deadline for pinning a Workload API caller and attesting it per request.
+    pub attestation_timeout: Duration,
     /// Tracing filter.
     pub log_level: String,
     /// Log format.
@@ -172,6 +183,7 @@ impl ConfigFile {
             data_dir: flags.data_dir.or(self.data_dir),
             socket_path: flags.socket_path.or(self.socket_path),
             http_address: flags.http_address.or(self.http_address),
+            attestation_timeout: flags.attestation_timeout.or(self.attestation_timeout),
             log_level: flags.log_level.or(self.log_level),
             log_format: flags.log_format.or(self.log_format),
         }
@@ -266,6 +278,14 @@ impl ConfigFile {
                 data_dir.display()
             )));
         }
+        let attestation_timeout = self
+            .attestation_timeout
+            .unwrap_or(defaults::ATTESTATION_TIMEOUT);
+        if attestation_timeout.is_zero() {
+            return Err(err(
+                "attestation_timeout must be longer than zero, e.g. 10s".into(),
+            ));
+        }
         let log_level = self
             .log_level
             .unwrap_or_else(|| defaults::LOG_LEVEL.to_owned());
@@ -278,6 +298,7 @@ impl ConfigFile {
             data_dir,
             socket_path,
             http_address,
+            attestation_timeout,
             log_level,
             log_format: self.log_format.unwrap_or_default(),
         })

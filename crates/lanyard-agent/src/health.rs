@@ -11,6 +11,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
+use serde_json::json;
 use tokio::{net::TcpListener, sync::watch};
 use tokio_util::sync::CancellationToken;
 
@@ -28,32 +29,39 @@ struct AppState {
 
 /// The body and status of `/health/ready` for a snapshot at `now` (unix
 /// seconds): ready only while the CRL in force is not past its nextUpdate.
+/// Entries whose SVID issuance is failing do not make the agent unready (it
+/// serves every other workload) but are reported under `issuance`.
 pub fn ready_answer(snapshot: &Snapshot, now: i64) -> (StatusCode, String) {
-    match (&snapshot.readiness, snapshot.crl_next_update) {
+    let (code, mut body) = match (&snapshot.readiness, snapshot.crl_next_update) {
         (Readiness::Ready, Some(next_update)) if next_update < now => (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "{}\n",
-                serde_json::json!({ "status": "stale_crl", "crl_next_update": next_update })
-            ),
+            json!({ "status": "stale_crl", "crl_next_update": next_update }),
         ),
         (readiness, _) => readiness_answer(readiness),
+    };
+    let issuance = &snapshot.issuance;
+    if issuance.failing_entries > 0 {
+        body["issuance"] = json!({
+            "failing_entries": issuance.failing_entries,
+            "consecutive_failures": issuance.consecutive_failures,
+            "backoff_ms": issuance.backoff_ms,
+            "next_retry_at": issuance.next_retry_at,
+            "last_error": issuance.last_error,
+        });
     }
+    (code, format!("{body}\n"))
 }
 
-fn readiness_answer(readiness: &Readiness) -> (StatusCode, String) {
+fn readiness_answer(readiness: &Readiness) -> (StatusCode, serde_json::Value) {
     match readiness {
-        Readiness::Ready => (StatusCode::OK, "{\"status\":\"ready\"}\n".into()),
+        Readiness::Ready => (StatusCode::OK, json!({ "status": "ready" })),
         Readiness::Starting => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "{\"status\":\"starting\"}\n".into(),
+            json!({ "status": "starting" }),
         ),
         Readiness::Stopped(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "{}\n",
-                serde_json::json!({ "status": "stopped", "reason": reason })
-            ),
+            json!({ "status": "stopped", "reason": reason }),
         ),
     }
 }
@@ -133,6 +141,27 @@ mod tests {
         let (code, body) = ready(snapshot(Readiness::Stopped("agent is banned".into()), None));
         assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
         assert!(body.contains("banned"), "{body}");
+    }
+
+    #[test]
+    fn failing_issuance_is_reported_without_making_the_agent_unready() {
+        let mut s = snapshot(Readiness::Ready, None);
+        assert_eq!(ready_answer(&s, 1_000).1, "{\"status\":\"ready\"}\n");
+        s.issuance = crate::cache::IssuanceHealth {
+            failing_entries: 2,
+            consecutive_failures: 4,
+            backoff_ms: 3_000,
+            next_retry_at: Some(1_003),
+            last_error: Some("server unreachable".into()),
+        };
+        let (code, body) = ready_answer(&s, 1_000);
+        assert_eq!(code, StatusCode::OK);
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["status"], "ready");
+        assert_eq!(body["issuance"]["failing_entries"], 2);
+        assert_eq!(body["issuance"]["consecutive_failures"], 4);
+        assert_eq!(body["issuance"]["backoff_ms"], 3_000);
+        assert_eq!(body["issuance"]["last_error"], "server unreachable");
     }
 
     #[test]

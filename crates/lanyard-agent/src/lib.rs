@@ -71,7 +71,9 @@ pub use self::{
     agent::run,
     agent_svid::AgentSvidRotator,
     attestation::{X509POP_CHALLENGE_CONTEXT, x509pop_challenge},
-    cache::{CachedSvid, EntryInfo, Readiness, Renewing, Snapshot, SyncState, select_for},
+    cache::{
+        CachedSvid, EntryInfo, IssuanceHealth, Readiness, Renewing, Snapshot, SyncState, select_for,
+    },
     config::{AgentConfig, ConfigFile, LogFormat},
     error::AgentError,
     identity::AgentIdentity,

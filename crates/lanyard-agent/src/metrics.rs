@@ -72,6 +72,7 @@ pub struct Metrics {
     /// nothing is scheduled. Turned into seconds-from-now at each scrape.
     next_rotation_at_ms: AtomicI64,
     revoked_dropped: Counter,
+    failing_entries: Gauge,
     crl_number: Gauge,
     sync_updates: Counter,
     attestation_duration: Histogram,
@@ -87,6 +88,7 @@ impl Metrics {
         let renewals = Family::<OutcomeLabels, Counter>::default();
         let next_rotation_seconds = Gauge::<f64, AtomicU64>::default();
         let revoked_dropped = Counter::default();
+        let failing_entries = Gauge::default();
         let crl_number = Gauge::default();
         let sync_updates = Counter::default();
         // 0.25 ms .. ~1 s: /proc reads and a binary hash.
@@ -122,6 +124,11 @@ impl Metrics {
             revoked_dropped.clone(),
         );
         registry.register(
+            "lanyard_agent_entries_failing",
+            "Entries whose last SVID issuance failed, waiting for a retry with exponential backoff",
+            failing_entries.clone(),
+        );
+        registry.register(
             "lanyard_agent_crl_number",
             "CRL number of the CRL in force (0 before the first one)",
             crl_number.clone(),
@@ -145,6 +152,7 @@ impl Metrics {
             next_rotation_seconds,
             next_rotation_at_ms: AtomicI64::new(0),
             revoked_dropped,
+            failing_entries,
             crl_number,
             sync_updates,
             attestation_duration,
@@ -188,6 +196,12 @@ impl Metrics {
     /// Cached SVIDs dropped because they are revoked.
     pub fn revoked_dropped(&self, n: usize) {
         self.revoked_dropped.inc_by(n as u64);
+    }
+
+    /// How many entries' last issuance failed.
+    pub fn set_failing_entries(&self, n: usize) {
+        self.failing_entries
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// The CRL number in force.
@@ -288,6 +302,7 @@ mod tests {
         m.renewal(RenewalOutcome::Ok);
         m.revoked_dropped(2);
         m.set_crl_number(7);
+        m.set_failing_entries(3);
         m.sync_update();
         m.attestation(Duration::from_millis(3));
         let now = SystemTime::now();
@@ -308,6 +323,7 @@ mod tests {
         assert!(text.contains("lanyard_agent_svid_renewals_total{outcome=\"ok\"} 1"));
         assert!(text.contains("lanyard_agent_revoked_svids_dropped_total 2"));
         assert!(text.contains("lanyard_agent_crl_number 7"));
+        assert!(text.contains("lanyard_agent_entries_failing 3"));
         assert!(text.contains("lanyard_agent_sync_updates_total 1"));
         assert!(text.contains("lanyard_agent_workload_attestation_duration_seconds_count 1"));
         let next: f64 = line(&text, "lanyard_agent_next_rotation_seconds ")

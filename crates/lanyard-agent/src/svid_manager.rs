@@ -25,7 +25,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     AgentError,
-    cache::{CachedSvid, EntryInfo, Readiness, Renewing, Snapshot, SyncState, sort_default_first},
+    cache::{
+        CachedSvid, EntryInfo, IssuanceHealth, Readiness, Renewing, Snapshot, SyncState,
+        sort_default_first,
+    },
     error::classify,
     identity::AgentIdentity,
     metrics::{Metrics, RenewalOutcome},
@@ -37,7 +40,12 @@ use crate::{
 /// CSRs per BatchNewX509SVID call (the server accepts up to 1000).
 const BATCH_SIZE: usize = 500;
 const BACKOFF_BASE: Duration = Duration::from_millis(500);
+/// Longest wait after failed calls to the server (unreachable, TLS ...).
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Longest wait after the server answered for an entry with an error, or
+/// with an SVID the agent refused: that rarely heals by itself, while an
+/// operator's change to the entry is retried at once.
+const REFUSED_BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// Upper bound of one sleep, so a wall-clock jump is noticed.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 
@@ -48,7 +56,11 @@ struct Slot {
     svid: Option<Issued>,
     /// Not before this time (after a failure).
     retry_at: Option<SystemTime>,
+    /// Consecutive failed attempts, the wait chosen after the last one,
+    /// and its error.
     failures: u32,
+    backoff: Duration,
+    last_error: Option<String>,
     /// NotAfter of an SVID the CRL took away, until its replacement arrives.
     revoked_until: Option<i64>,
 }
@@ -151,6 +163,7 @@ impl SvidManager {
                         tracing::info!(entry = %entry.id, spiffe_id = %entry.spiffe_id, "entry changed: SVID will be re-issued");
                         slot.svid = None;
                         slot.retry_at = None;
+                        slot.failures = 0;
                     } else if let Some(issued) = &mut slot.svid {
                         let mut svid = (*issued.svid).clone();
                         svid.entry = entry.clone();
@@ -159,16 +172,8 @@ impl SvidManager {
                     slot.entry = entry.clone();
                 }
                 None => {
-                    self.slots.insert(
-                        entry.id.clone(),
-                        Slot {
-                            entry: entry.clone(),
-                            svid: None,
-                            retry_at: None,
-                            failures: 0,
-                            revoked_until: None,
-                        },
-                    );
+                    self.slots
+                        .insert(entry.id.clone(), Slot::new(entry.clone()));
                 }
             }
         }
@@ -245,19 +250,7 @@ impl SvidManager {
     }
 
     fn next_wake(&self) -> Option<SystemTime> {
-        self.slots
-            .values()
-            .flat_map(|s| {
-                let svid = s
-                    .svid
-                    .as_ref()
-                    .map(|i| i.refresh_at.min(schedule::from_unix(i.svid.not_after)));
-                // An entry without an SVID waits only for its retry time.
-                let retry = if s.svid.is_none() { s.retry_at } else { None };
-                [svid, retry]
-            })
-            .flatten()
-            .min()
+        next_wake(self.slots.values())
     }
 
     async fn fetch(&mut self, due: Vec<String>) -> Result<(), AgentError> {
@@ -314,9 +307,11 @@ impl SvidManager {
                     tracing::warn!(error = %e, retry_in = ?wait, "BatchNewX509SVID failed; serving cached SVIDs meanwhile");
                     self.connector.reset();
                     let at = SystemTime::now() + wait;
+                    let error = e.to_string();
                     for id in keys.keys() {
                         if let Some(slot) = self.slots.get_mut(id) {
                             slot.retry_at = Some(at);
+                            slot.failed(wait, &error);
                         }
                     }
                     return Ok(());
@@ -399,6 +394,7 @@ impl SvidManager {
                     slot.svid = Some(issued);
                     slot.retry_at = None;
                     slot.failures = 0;
+                    slot.last_error = None;
                     slot.revoked_until = None;
                 }
             }
@@ -413,10 +409,15 @@ impl SvidManager {
         let Some(slot) = self.slots.get_mut(entry_id) else {
             return;
         };
-        let wait = backoff(slot.failures, BACKOFF_BASE, BACKOFF_MAX, random_unit());
-        slot.failures = slot.failures.saturating_add(1);
+        let wait = backoff(
+            slot.failures,
+            BACKOFF_BASE,
+            REFUSED_BACKOFF_MAX,
+            random_unit(),
+        );
         slot.retry_at = Some(SystemTime::now() + wait);
-        tracing::warn!(entry = %entry_id, spiffe_id = %slot.entry.spiffe_id, reason = %why, retry_in = ?wait, "SVID not issued");
+        slot.failed(wait, why);
+        tracing::warn!(entry = %entry_id, spiffe_id = %slot.entry.spiffe_id, reason = %why, failures = slot.failures, retry_in = ?wait, "SVID not issued");
     }
 
     fn publish(&self, sync: &SyncState) {
@@ -440,6 +441,8 @@ impl SvidManager {
                     })
             })
             .collect();
+        let issuance = issuance_health(self.slots.values());
+        self.metrics.set_failing_entries(issuance.failing_entries);
         self.metrics.set_next_rotation(
             self.slots
                 .values()
@@ -467,6 +470,7 @@ impl SvidManager {
             crl_next_update: sync.crl.as_ref().and_then(|c| c.next_update()),
             renewing,
             jwt_bundle: sync.jwt_bundle.clone(),
+            issuance,
         };
         self.out.send_if_modified(|current| {
             // A stopped agent stays stopped; an unchanged snapshot wakes nobody.
@@ -476,6 +480,64 @@ impl SvidManager {
             *current = Arc::new(snapshot);
             true
         });
+    }
+}
+
+// === impl Slot ===
+
+impl Slot {
+    /// A new entry's slot: no SVID yet, due at once.
+    fn new(entry: EntryInfo) -> Self {
+        Self {
+            entry,
+            svid: None,
+            retry_at: None,
+            failures: 0,
+            backoff: Duration::ZERO,
+            last_error: None,
+            revoked_until: None,
+        }
+    }
+
+    /// One more failed attempt, retried after `wait`.
+    fn failed(&mut self, wait: Duration, why: &str) {
+        self.failures = self.failures.saturating_add(1);
+        self.backoff = wait;
+        self.last_error = Some(why.to_owned());
+    }
+}
+
+/// When the manager has something to do next: a renewal, a retry, or an
+/// SVID to drop at its NotAfter.
+fn next_wake<'a>(slots: impl Iterator<Item = &'a Slot>) -> Option<SystemTime> {
+    slots
+        .filter_map(|s| match &s.svid {
+            Some(issued) => {
+                // A renewal that failed waits for its retry, not for the
+                // refresh point already past (that would spin).
+                let renew = s
+                    .retry_at
+                    .map_or(issued.refresh_at, |retry| retry.max(issued.refresh_at));
+                Some(renew.min(schedule::from_unix(issued.svid.not_after)))
+            }
+            // An entry without an SVID waits only for its retry time.
+            None => s.retry_at,
+        })
+        .min()
+}
+
+/// What `/health/ready` says of the entries whose last issuance failed.
+fn issuance_health<'a>(slots: impl Iterator<Item = &'a Slot>) -> IssuanceHealth {
+    let failing: Vec<&Slot> = slots.filter(|s| s.failures > 0).collect();
+    let worst = failing.iter().max_by_key(|s| (s.failures, s.backoff));
+    IssuanceHealth {
+        failing_entries: failing.len(),
+        consecutive_failures: worst.map_or(0, |s| s.failures),
+        backoff_ms: worst.map_or(0, |s| {
+            u64::try_from(s.backoff.as_millis()).unwrap_or(u64::MAX)
+        }),
+        next_retry_at: failing.iter().filter_map(|s| s.retry_at).min().map(to_unix),
+        last_error: worst.and_then(|s| s.last_error.clone()),
     }
 }
 
@@ -497,4 +559,77 @@ fn check_issued(
     lanyard_mtls::verify_svid_chain(leaf, intermediates, bundle, UnixTime::now())
         .map_err(|e| format!("SVID does not verify: {e}"))?;
     Ok((summary.serial, summary.not_before, summary.not_after))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn slot(id: &str) -> Slot {
+        Slot::new(
+            crate::cache::tests::svid(id, 1, &["unix:uid:1"], 100)
+                .entry
+                .clone(),
+        )
+    }
+
+    #[test]
+    fn a_failed_renewal_sleeps_until_its_retry() {
+        let now = SystemTime::now();
+        let mut renewing = slot("renewing");
+        let cached = crate::cache::tests::svid("renewing", 1, &["unix:uid:1"], 0);
+        let mut svid = (*cached).clone();
+        svid.not_after = to_unix(now + Duration::from_secs(600));
+        renewing.svid = Some(Issued {
+            svid: Arc::new(svid),
+            refresh_at: now - Duration::from_secs(5),
+        });
+        // Due now, before any failure.
+        assert_eq!(
+            next_wake([&renewing].into_iter()),
+            Some(now - Duration::from_secs(5))
+        );
+        // After a failure: the retry time, not the refresh point long past.
+        renewing.retry_at = Some(now + Duration::from_secs(8));
+        assert_eq!(
+            next_wake([&renewing].into_iter()),
+            Some(now + Duration::from_secs(8))
+        );
+        // Never past the NotAfter, where the SVID is dropped.
+        renewing.retry_at = Some(now + Duration::from_secs(6000));
+        let wake = next_wake([&renewing].into_iter()).unwrap();
+        assert!(wake <= now + Duration::from_secs(600), "{wake:?}");
+        let mut waiting = slot("new");
+        waiting.retry_at = Some(now + Duration::from_secs(3));
+        assert_eq!(
+            next_wake([&renewing, &waiting].into_iter()),
+            Some(now + Duration::from_secs(3))
+        );
+    }
+
+    #[test]
+    fn issuance_health_names_the_worst_failing_entry() {
+        let (mut a, mut b, ok) = (slot("a"), slot("b"), slot("ok"));
+        assert_eq!(
+            issuance_health([&a, &b, &ok].into_iter()),
+            IssuanceHealth::default()
+        );
+        let now = SystemTime::now();
+        a.failed(Duration::from_secs(1), "first");
+        a.retry_at = Some(now + Duration::from_secs(1));
+        for wait in [1, 2, 4] {
+            b.failed(Duration::from_secs(wait), &format!("after {wait}s"));
+        }
+        b.retry_at = Some(now + Duration::from_secs(4));
+        let health = issuance_health([&a, &b, &ok].into_iter());
+        assert_eq!(health.failing_entries, 2);
+        assert_eq!(health.consecutive_failures, 3);
+        assert_eq!(health.backoff_ms, 4_000);
+        assert_eq!(health.last_error.as_deref(), Some("after 4s"));
+        assert_eq!(
+            health.next_retry_at,
+            Some(to_unix(now + Duration::from_secs(1)))
+        );
+    }
 }

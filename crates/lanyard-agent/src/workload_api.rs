@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use crate::{
-    attestor::{HashCache, PeerProcess},
+    attestor::{AttestError, HashCache, PeerProcess},
     cache::Snapshot,
     jwt_svids::JwtSvids,
     metrics::Metrics,
@@ -104,15 +104,16 @@ impl WorkloadApi {
             })?;
         let pid = peer.pid;
         let started = Instant::now();
-        let hashes = self.hashes.clone();
-        let attested = tokio::task::spawn_blocking(move || peer.attest_cached(&hashes)).await;
+        let attested = peer.attest_within(&self.hashes).await;
         self.metrics.attestation(started.elapsed());
-        let selectors = attested
-            .map_err(|e| Status::internal(format!("workload attestation task failed: {e}")))?
-            .map_err(|e| {
-                tracing::warn!(pid, error = %e, "workload attestation failed");
-                Status::permission_denied(format!("workload attestation failed: {e}"))
-            })?;
+        let selectors = attested.map_err(|e| {
+            tracing::warn!(pid, error = %e, "workload attestation failed");
+            let message = format!("workload attestation failed: {e}");
+            match e {
+                AttestError::TimedOut { .. } => Status::deadline_exceeded(message),
+                _ => Status::permission_denied(message),
+            }
+        })?;
         tracing::debug!(pid, selectors = selectors.len(), "workload attested");
         Ok(selectors)
     }

@@ -158,6 +158,7 @@ mod tests {
             crl_next_update: None,
             renewing: vec![],
             jwt_bundle: Default::default(),
+            issuance: Default::default(),
         }
     }
 

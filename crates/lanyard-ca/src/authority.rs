@@ -309,7 +309,8 @@ impl CertificateAuthority {
                 .custom_extensions
                 .push(rcgen::CustomExtension::from_oid_content(
                     lanyard_identity::TASK_BINDING_OID,
-                    task.to_der(),
+                    task.to_der()
+                        .map_err(|e| CaError::encoding_reason("task binding", e.to_string()))?,
                 ));
         }
         let leaf = params

@@ -522,9 +522,10 @@ pub enum ProfileError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TaskBindingError {
-    /// The DER does not have the `LanyardTaskBinding` shape.
+    /// The value is not the strict DER of a `LanyardTaskBinding` (or the
+    /// certificate carrying it does not parse).
     #[error("malformed task binding: {0}")]
-    Malformed(&'static str),
+    Malformed(String),
     /// An audience is not a valid SPIFFE ID.
     #[error("task binding audience {audience:?} is not a SPIFFE ID: {source}")]
     Audience {

@@ -17,6 +17,8 @@
 //! non-critical, the extension is ignored by tools that do not know it, so
 //! plain X.509 verifiers still accept the certificate.
 
+use der::{Decode, Encode, asn1::Utf8StringRef};
+
 use crate::{SpiffeId, error::TaskBindingError};
 
 /// The extension's OID arcs.
@@ -36,8 +38,22 @@ pub struct TaskBinding {
     pub audiences: Vec<SpiffeId>,
 }
 
-const SEQUENCE: u8 = 0x30;
-const UTF8_STRING: u8 = 0x0c;
+/// The wire form, encoded and decoded by the `der` crate: strict DER, so a
+/// non-minimal length, a wrong tag or trailing bytes are refused.
+#[derive(der::Sequence)]
+struct Wire<'a> {
+    task_id: Utf8StringRef<'a>,
+    ticket: Utf8StringRef<'a>,
+    audiences: Vec<Utf8StringRef<'a>>,
+}
+
+fn utf8(s: &str) -> Result<Utf8StringRef<'_>, TaskBindingError> {
+    Utf8StringRef::new(s).map_err(malformed)
+}
+
+fn malformed(e: der::Error) -> TaskBindingError {
+    TaskBindingError::Malformed(e.to_string())
+}
 
 impl TaskBinding {
     /// Whether a server with this SPIFFE ID may accept the SVID.
@@ -46,115 +62,51 @@ impl TaskBinding {
     }
 
     /// The DER extension value (`LanyardTaskBinding`).
-    pub fn to_der(&self) -> Vec<u8> {
-        let audiences: Vec<u8> = self
-            .audiences
-            .iter()
-            .flat_map(|a| tlv(UTF8_STRING, a.as_str().as_bytes()))
-            .collect();
-        let mut body = tlv(UTF8_STRING, self.task_id.as_bytes());
-        body.extend(tlv(UTF8_STRING, self.ticket.as_bytes()));
-        body.extend(tlv(SEQUENCE, &audiences));
-        tlv(SEQUENCE, &body)
+    pub fn to_der(&self) -> Result<Vec<u8>, TaskBindingError> {
+        Wire {
+            task_id: utf8(&self.task_id)?,
+            ticket: utf8(&self.ticket)?,
+            audiences: self
+                .audiences
+                .iter()
+                .map(|a| utf8(a.as_str()))
+                .collect::<Result<_, _>>()?,
+        }
+        .to_der()
+        .map_err(malformed)
     }
 
     /// Parses the DER extension value.
     pub fn from_der(der: &[u8]) -> Result<Self, TaskBindingError> {
-        let (body, rest) = read(der, SEQUENCE)?;
-        if !rest.is_empty() {
-            return Err(TaskBindingError::Malformed(
-                "trailing bytes after the binding",
-            ));
-        }
-        let (task_id, body) = read_string(body)?;
-        let (ticket, body) = read_string(body)?;
-        let (mut list, body) = read(body, SEQUENCE)?;
-        if !body.is_empty() {
-            return Err(TaskBindingError::Malformed(
-                "trailing bytes inside the binding",
-            ));
-        }
-        let mut audiences = Vec::new();
-        while !list.is_empty() {
-            let (audience, next) = read_string(list)?;
-            audiences.push(audience.parse().map_err(|e| TaskBindingError::Audience {
-                audience,
-                source: e,
-            })?);
-            list = next;
-        }
+        let wire = Wire::from_der(der).map_err(malformed)?;
+        let audiences = wire
+            .audiences
+            .iter()
+            .map(|a| {
+                a.as_str().parse().map_err(|e| TaskBindingError::Audience {
+                    audience: a.as_str().to_owned(),
+                    source: e,
+                })
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Self {
-            task_id,
-            ticket,
+            task_id: wire.task_id.as_str().to_owned(),
+            ticket: wire.ticket.as_str().to_owned(),
             audiences,
         })
     }
 
     /// The binding carried by a certificate (DER), if any.
     pub fn from_certificate(cert_der: &[u8]) -> Result<Option<Self>, TaskBindingError> {
-        let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
-            .map_err(|_| TaskBindingError::Malformed("the certificate does not parse"))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(cert_der).map_err(|e| {
+            TaskBindingError::Malformed(format!("the certificate does not parse ({e})"))
+        })?;
         cert.extensions()
             .iter()
             .find(|ext| ext.oid.to_id_string() == TASK_BINDING_OID_STR)
             .map(|ext| Self::from_der(ext.value))
             .transpose()
     }
-}
-
-fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = content.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes: Vec<u8> = len
-            .to_be_bytes()
-            .iter()
-            .copied()
-            .skip_while(|b| *b == 0)
-            .collect();
-        out.push(0x80 | bytes.len() as u8);
-        out.extend(bytes);
-    }
-    out.extend_from_slice(content);
-    out
-}
-
-/// Reads one element with `tag`; returns its content and what follows.
-fn read(input: &[u8], tag: u8) -> Result<(&[u8], &[u8]), TaskBindingError> {
-    let (&found, rest) = input
-        .split_first()
-        .ok_or(TaskBindingError::Malformed("truncated"))?;
-    if found != tag {
-        return Err(TaskBindingError::Malformed("unexpected element type"));
-    }
-    let (&first, rest) = rest
-        .split_first()
-        .ok_or(TaskBindingError::Malformed("truncated length"))?;
-    let (len, rest) = if first < 0x80 {
-        (first as usize, rest)
-    } else {
-        let n = (first & 0x7f) as usize;
-        if n == 0 || n > 4 || rest.len() < n {
-            return Err(TaskBindingError::Malformed("bad length"));
-        }
-        let len = rest[..n]
-            .iter()
-            .fold(0usize, |acc, b| (acc << 8) | *b as usize);
-        (len, &rest[n..])
-    };
-    if rest.len() < len {
-        return Err(TaskBindingError::Malformed("truncated content"));
-    }
-    Ok(rest.split_at(len))
-}
-
-fn read_string(input: &[u8]) -> Result<(String, &[u8]), TaskBindingError> {
-    let (content, rest) = read(input, UTF8_STRING)?;
-    let s = std::str::from_utf8(content)
-        .map_err(|_| TaskBindingError::Malformed("a string is not UTF-8"))?;
-    Ok((s.to_owned(), rest))
 }
 
 #[cfg(test)]
@@ -173,7 +125,7 @@ mod tests {
     #[test]
     fn round_trips_and_matches_audiences() {
         let b = binding(&["spiffe://example.org/db", "spiffe://example.org/cache"]);
-        let parsed = TaskBinding::from_der(&b.to_der()).unwrap();
+        let parsed = TaskBinding::from_der(&b.to_der().unwrap()).unwrap();
         assert_eq!(parsed, b);
         assert!(b.admits(&"spiffe://example.org/db".parse().unwrap()));
         assert!(!b.admits(&"spiffe://example.org/web".parse().unwrap()));
@@ -184,12 +136,12 @@ mod tests {
     fn long_values_use_long_form_lengths() {
         let mut b = binding(&[]);
         b.ticket = "T".repeat(300);
-        assert_eq!(TaskBinding::from_der(&b.to_der()).unwrap(), b);
+        assert_eq!(TaskBinding::from_der(&b.to_der().unwrap()).unwrap(), b);
     }
 
     #[test]
     fn malformed_values_are_refused() {
-        let der = binding(&["spiffe://example.org/db"]).to_der();
+        let der = binding(&["spiffe://example.org/db"]).to_der().unwrap();
         for cut in 1..der.len() {
             assert!(TaskBinding::from_der(&der[..cut]).is_err(), "cut at {cut}");
         }
@@ -201,14 +153,24 @@ mod tests {
             ticket: "c".into(),
             audiences: vec![],
         };
-        let mut der = bad_audience.to_der();
+        let mut der = bad_audience.to_der().unwrap();
         // Replace the empty audience list with one bad ID.
-        let bad = tlv(SEQUENCE, &tlv(UTF8_STRING, b"not a spiffe id"));
+        let bad = [&[0x30, 17, 0x0c, 15][..], b"not a spiffe id"].concat();
         der.truncate(der.len() - 2);
         der.extend(bad);
         der[1] = (der.len() - 2) as u8;
         let err = TaskBinding::from_der(&der).unwrap_err().to_string();
         assert!(err.contains("not a spiffe id"), "{err}");
+    }
+
+    #[test]
+    fn non_minimal_lengths_are_refused() {
+        let der = binding(&[]).to_der().unwrap();
+        // The same content with the outer length in long form (0x81 n):
+        // valid BER, not DER.
+        let mut long = vec![0x30, 0x81, der[1]];
+        long.extend_from_slice(&der[2..]);
+        assert!(TaskBinding::from_der(&long).is_err());
     }
 
     #[test]
@@ -220,7 +182,7 @@ mod tests {
             .custom_extensions
             .push(rcgen::CustomExtension::from_oid_content(
                 TASK_BINDING_OID,
-                b.to_der(),
+                b.to_der().unwrap(),
             ));
         let cert = params.self_signed(&key).unwrap();
         assert_eq!(TaskBinding::from_certificate(cert.der()).unwrap(), Some(b));

@@ -11,11 +11,29 @@ pub enum MtlsError {
     #[error("certificate does not chain to the trust bundle: {0}")]
     Chain(String),
     /// The certificate's NotAfter has passed.
-    #[error("certificate expired: {0}")]
-    Expired(String),
+    #[error(
+        "certificate expired at {} (unix seconds); it is now {}",
+        not_after.as_secs(),
+        time.as_secs()
+    )]
+    Expired {
+        /// The time of the check.
+        time: rustls_pki_types::UnixTime,
+        /// The certificate's NotAfter.
+        not_after: rustls_pki_types::UnixTime,
+    },
     /// The certificate's NotBefore is still ahead.
-    #[error("certificate not valid yet: {0}")]
-    NotYetValid(String),
+    #[error(
+        "certificate not valid until {} (unix seconds); it is now {}",
+        not_before.as_secs(),
+        time.as_secs()
+    )]
+    NotYetValid {
+        /// The time of the check.
+        time: rustls_pki_types::UnixTime,
+        /// The certificate's NotBefore.
+        not_before: rustls_pki_types::UnixTime,
+    },
     /// The leaf is not a valid X.509-SVID.
     #[error("not an X.509-SVID: {0}")]
     Profile(#[from] lanyard_identity::ProfileError),
@@ -96,6 +114,7 @@ pub enum MtlsError {
     BadSvid(String),
     /// The Workload API call failed (for example PermissionDenied "no
     /// identity issued", or Unavailable while the agent starts).
+    #[cfg(feature = "workload-source")]
     #[error("Workload API: {code:?}: {message}")]
     WorkloadApi {
         /// The gRPC status code.
@@ -163,8 +182,13 @@ impl From<MtlsError> for rustls::Error {
                 Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure)
             }
             MtlsError::Revoked { .. } => Error::InvalidCertificate(CertificateError::Revoked),
-            MtlsError::Expired(_) => Error::InvalidCertificate(CertificateError::Expired),
-            MtlsError::NotYetValid(_) => Error::InvalidCertificate(CertificateError::NotValidYet),
+            // The times travel on, so a peer's log says when, not only that.
+            MtlsError::Expired { time, not_after } => {
+                Error::InvalidCertificate(CertificateError::ExpiredContext { time, not_after })
+            }
+            MtlsError::NotYetValid { time, not_before } => {
+                Error::InvalidCertificate(CertificateError::NotValidYetContext { time, not_before })
+            }
             MtlsError::EmptyBundle => Error::InvalidCertificate(CertificateError::UnknownIssuer),
             other => Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(
                 std::sync::Arc::new(other),

@@ -2,6 +2,10 @@
 //! the trust bundle, carries exactly one SPIFFE ID, is not on the trust
 //! domain's CRL, and that the ID is one the caller authorizes.
 //!
+//! Features: `workload-source` adds [`WorkloadSource`] (a tonic Workload API
+//! client); `channel` adds `tls_channel` (a tonic channel over TLS). Without
+//! them the crate is the verifier core, free of gRPC.
+//!
 //! - [`WorkloadSource`] follows the agent's Workload API (`FetchX509SVID`)
 //!   and keeps the workload's own SVID, the trust bundle and the CRL current;
 //!   its [`server_config`](WorkloadSource::server_config) and
@@ -21,6 +25,7 @@
 //!   before a revocation are not torn down.
 //!
 //! ```no_run
+//! // With the `workload-source` feature.
 //! use lanyard_mtls::{Authorizer, WorkloadSource};
 //! # async fn run() -> Result<(), lanyard_mtls::MtlsError> {
 //! // Waits for the first SVID, so the listener starts with an identity.
@@ -53,14 +58,18 @@
 
 mod authorizer;
 mod config;
+#[cfg(feature = "channel")]
 mod connector;
 mod crl;
 mod crl_policy;
 mod error;
+#[cfg(feature = "workload-source")]
 mod source;
+#[cfg(feature = "workload-source")]
 mod svid;
 mod trust;
 mod verifier;
+#[cfg(feature = "workload-source")]
 mod watcher;
 
 pub use self::{
@@ -69,14 +78,19 @@ pub use self::{
         client_config, client_config_for, disable_server_resumption, server_config,
         server_config_for,
     },
-    connector::tls_channel,
     crl::RevocationList,
     crl_policy::CrlPolicy,
     error::{CrlError, MtlsError},
-    source::{DEFAULT_READY_TIMEOUT, ENDPOINT_SOCKET_ENV, SvidResolver, WorkloadSource},
-    svid::WorkloadSvid,
     trust::TrustMaterial,
     verifier::{
         OwnIdentity, SpiffeClientVerifier, SpiffeServerVerifier, peer_spiffe_id, verify_svid_chain,
     },
+};
+
+#[cfg(feature = "channel")]
+pub use self::connector::tls_channel;
+#[cfg(feature = "workload-source")]
+pub use self::{
+    source::{DEFAULT_READY_TIMEOUT, ENDPOINT_SOCKET_ENV, SvidResolver, WorkloadSource},
+    svid::WorkloadSvid,
 };

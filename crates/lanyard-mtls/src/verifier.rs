@@ -69,8 +69,10 @@ pub fn peer_spiffe_id(leaf: &CertificateDer<'_>) -> Result<SpiffeId, MtlsError> 
 /// valid); the rest are chain failures.
 fn chain_error(e: webpki::Error) -> MtlsError {
     match e {
-        webpki::Error::CertExpired { .. } => MtlsError::Expired(e.to_string()),
-        webpki::Error::CertNotValidYet { .. } => MtlsError::NotYetValid(e.to_string()),
+        webpki::Error::CertExpired { time, not_after } => MtlsError::Expired { time, not_after },
+        webpki::Error::CertNotValidYet { time, not_before } => {
+            MtlsError::NotYetValid { time, not_before }
+        }
         other => MtlsError::Chain(other.to_string()),
     }
 }

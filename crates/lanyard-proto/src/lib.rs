@@ -7,6 +7,8 @@
 
 // Generated code: documentation lives in the .proto files.
 #![allow(missing_docs, unused_qualifications, clippy::all)]
+// Comments copied from the .proto files are not rustdoc.
+#![allow(rustdoc::all)]
 #![forbid(unsafe_code)]
 
 /// The SPIFFE Workload API (the standard's proto has no package).

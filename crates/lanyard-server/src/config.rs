@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::{
     ServerError,
+    limits::{LimitsFile, ListenerLimits},
     policy::{Policy, PrincipalRule},
 };
 
@@ -67,6 +68,8 @@ pub struct ConfigFile {
     pub admin_socket_group: Option<String>,
     /// Task grant policy.
     pub tasks: Option<TasksFile>,
+    /// What clients may hold of the TCP listeners.
+    pub limits: Option<LimitsFile>,
 }
 
 /// `[tasks]`: the policy task grants obey.
@@ -187,6 +190,8 @@ pub struct ServerConfig {
     pub notify: Option<(String, PathBuf)>,
     /// `[tasks] notify_retries`.
     pub notify_retries: u32,
+    /// Connection cap and timeouts of the TCP listeners.
+    pub limits: ListenerLimits,
 }
 
 /// Defaults, as documented in DESIGN.md and `deploy/server.toml`.
@@ -266,6 +271,7 @@ impl ConfigFile {
             admin_socket_mode: other.admin_socket_mode.or(self.admin_socket_mode),
             admin_socket_group: other.admin_socket_group.or(self.admin_socket_group),
             tasks: other.tasks.or(self.tasks),
+            limits: other.limits.or(self.limits),
         }
     }
 
@@ -457,6 +463,7 @@ impl ConfigFile {
                 humantime::format_duration(policy.max_task_ttl)
             )));
         }
+        let limits = self.limits.unwrap_or_default().validate().map_err(bad)?;
         Ok(ServerConfig {
             trust_domain,
             bind_address: self
@@ -488,6 +495,7 @@ impl ConfigFile {
             ticket_check,
             notify,
             notify_retries,
+            limits,
         })
     }
 }

@@ -62,12 +62,12 @@ async fn metrics(State(http): State<Http>) -> impl IntoResponse {
 }
 
 pub(crate) async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: crate::listener::CappedListener,
     state: Arc<ServerState>,
     ready: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(Http { state, ready }))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    let header_timeout = state.cfg.limits.http_header_timeout;
+    let router = router(Http { state, ready });
+    crate::listener::serve_http(listener, router, header_timeout, shutdown).await
 }

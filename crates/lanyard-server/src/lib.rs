@@ -29,6 +29,8 @@ mod http;
 mod issuance;
 mod join_token;
 mod jwt_issuance;
+mod limits;
+mod listener;
 #[cfg(test)]
 mod loops_tests;
 mod metrics;
@@ -52,6 +54,7 @@ pub use self::{
     backup::{BACKUP_FORMAT, Backup},
     config::{ConfigFile, ServerConfig, TasksFile, UpstreamFile, X509PopFile, defaults},
     error::ServerError,
+    limits::{LimitsFile, ListenerLimits},
     node::{X509POP_CHALLENGE_CONTEXT, authorized_entries, x509pop_challenge},
     notify::{NotifyConfig, signature as notification_signature},
     policy::{Policy, PrincipalRule},

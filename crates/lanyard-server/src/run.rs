@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     ServerConfig, ServerError,
     admin::AdminService,
+    listener::CappedListener,
     node::{NodeService, ServerSvid, node_tls_config},
     state::ServerState,
 };
@@ -31,8 +32,6 @@ use crate::{
 const MAX_ADMIN_REQUEST: usize = 64 * 1024 * 1024;
 /// How long in-flight calls get to finish after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(5);
-/// A TLS handshake that takes longer than this is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs the server until `shutdown` is cancelled or a component fails.
 pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), ServerError> {
@@ -43,7 +42,7 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     let x509pop = cfg
         .x509pop_ca_bundle
         .as_deref()
-        .map(crate::node::load_x509pop_anchors)
+        .map(crate::node::X509PopBundle::load)
         .transpose()?;
     // A bad task policy stops the server here, naming file and line.
     let task_policy = cfg
@@ -129,9 +128,11 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     let node_listener = TcpListener::bind(cfg.bind_address)
         .await
         .map_err(|e| ServerError::io("cannot bind Node API", cfg.bind_address, e))?;
+    let node_listener = CappedListener::new(node_listener, "Node API", &cfg.limits);
     let http_listener = TcpListener::bind(cfg.http_address)
         .await
         .map_err(|e| ServerError::io("cannot bind HTTP", cfg.http_address, e))?;
+    let http_listener = CappedListener::new(http_listener, "HTTP", &cfg.limits);
     let admin_listener = crate::admin_socket::bind_admin_socket(
         &cfg.admin_socket,
         cfg.admin_socket_mode,
@@ -161,9 +162,20 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     });
 
     let (conn_tx, conn_rx) = mpsc::channel(64);
-    tasks.spawn(accept_tls(node_listener, tls, conn_tx, stop.clone()));
+    tasks.spawn(crate::listener::accept_tls(
+        node_listener,
+        tls,
+        cfg.limits.tls_handshake_timeout,
+        conn_tx,
+        stop.clone(),
+    ));
+    let node_service = NodeService::new(state.clone());
+    let refusals = node_service.refusal_audit();
     let node = tonic::transport::Server::builder()
-        .add_service(NodeServer::new(NodeService::new(state.clone())))
+        // Healthy agents answer the pings, so their connections are never
+        // idle long enough to be closed.
+        .http2_keepalive_interval(Some(cfg.limits.connection_idle_timeout / 3))
+        .add_service(NodeServer::new(node_service))
         .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), stop.clone().cancelled_owned());
     tasks.spawn(async move { ("Node API", node.await.map_err(task_err("Node API"))) });
 
@@ -189,6 +201,15 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     tasks.spawn({
         let (state, stop) = (state.clone(), stop.clone());
         async move { ("task scheduler", crate::tasks::run(state, stop).await) }
+    });
+    tasks.spawn({
+        let (state, stop) = (state.clone(), stop.clone());
+        async move {
+            (
+                "x509pop reload",
+                crate::node::reload_on_sighup(state, stop).await,
+            )
+        }
     });
 
     let http = crate::http::serve(http_listener, state.clone(), ready.clone(), stop.clone());
@@ -240,6 +261,14 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     if drained.is_err() {
         tracing::warn!("tasks did not drain in time; aborting them");
         tasks.abort_all();
+    }
+    // Refusal counts of open windows would die with the process.
+    let pending = refusals.flush();
+    if !pending.is_empty() {
+        let sources = pending.len();
+        if state.audit_all(pending).await.is_ok() {
+            tracing::info!(sources, "audited the open attestation refusal counts");
+        }
     }
     let _ = std::fs::remove_file(&cfg.admin_socket);
     tracing::info!("lanyard-server stopped");
@@ -307,43 +336,6 @@ fn task_err(task: &'static str) -> impl Fn(tonic::transport::Error) -> ServerErr
     move |e| ServerError::Task {
         task,
         reason: e.to_string(),
-    }
-}
-
-/// Accepts TCP connections and hands completed TLS handshakes to tonic. A
-/// slow or failed handshake affects only its own connection.
-async fn accept_tls(
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    conns: mpsc::Sender<
-        Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>,
-    >,
-    stop: CancellationToken,
-) -> (&'static str, Result<(), ServerError>) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            () = stop.cancelled() => return ("Node API listener", Ok(())),
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        let (acceptor, conns) = (acceptor.clone(), conns.clone());
-        tokio::spawn(async move {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => {
-                    let _ = conns.send(Ok(stream)).await;
-                }
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-            }
-        });
     }
 }
 

@@ -27,8 +27,9 @@ pub(crate) struct ServerState {
     pub store: Arc<dyn Datastore>,
     pub ca: RwLock<CertificateAuthority>,
     pub server_id: SpiffeId,
-    /// CAs that may vouch for nodes (x509pop), loaded at start-up.
-    pub x509pop_anchors: Option<Vec<rustls_pki_types::TrustAnchor<'static>>>,
+    /// CAs that may vouch for nodes (x509pop), loaded at start-up and
+    /// again on SIGHUP.
+    pub x509pop: Option<crate::node::X509PopBundle>,
     /// The CRL now published (swapped whole on every change).
     pub crl: arc_swap::ArcSwap<PublishedCrl>,
     /// Serializes CRL rebuilds so numbers are published in order.
@@ -66,7 +67,7 @@ impl ServerState {
         store: Arc<dyn Datastore>,
         ca: CertificateAuthority,
         audit_log: AuditLog,
-        x509pop_anchors: Option<Vec<rustls_pki_types::TrustAnchor<'static>>>,
+        x509pop: Option<crate::node::X509PopBundle>,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> (
         Arc<Self>,
@@ -97,7 +98,7 @@ impl ServerState {
             metrics: crate::metrics::Metrics::new(),
             audit_log: Arc::new(std::sync::Mutex::new(audit_log)),
             server_id,
-            x509pop_anchors,
+            x509pop,
             changes,
         });
         (state, queue)

@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use lanyard_grpc_unix::SocketPathAuthority;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
@@ -16,7 +16,7 @@ use tokio::{
 };
 use tonic::transport::server::Connected;
 
-use super::peer::PeerProcess;
+use super::{deadline::Deadline, error::AttestError, peer::PeerProcess, peer_socket};
 
 /// Pause after a failed `accept` (say `EMFILE`), so that a full descriptor
 /// table does not turn the accept loop into a busy loop.
@@ -91,36 +91,59 @@ impl AsyncWrite for WorkloadConn {
     }
 }
 
+/// Connections pinned but not yet taken by the server.
+const PINNED_QUEUE: usize = 64;
+
 /// Accepts connections and pins each peer, for
 /// `tonic::transport::Server::serve_with_incoming`.
 ///
-/// A connection whose peer cannot be pinned (typically: it has already
-/// exited) is dropped and logged, never yielded. A failed `accept` is logged
+/// The accept loop only accepts: each connection's caller is pinned by a
+/// task of its own, on a blocking thread, within `timeout`, so a caller
+/// whose binary is slow to `stat` (a stalled FUSE or NFS mount) delays no
+/// one else. A connection whose peer cannot be pinned in time (or at all:
+/// typically it has already exited) is closed and logged, never yielded.
+/// Each yielded connection is attested within the same `timeout` per
+/// request ([`PeerProcess::attest_within`]). A failed `accept` is logged
 /// and retried after a short pause, so the stream never ends and never
-/// yields an error: the `io::Result` item is what tonic expects.
+/// yields an error: the `io::Result` item is what tonic expects. Must be
+/// called within a Tokio runtime; the accept loop stops when the stream is
+/// dropped.
 pub fn incoming(
     listener: UnixListener,
+    timeout: Duration,
 ) -> impl Stream<Item = io::Result<WorkloadConn>> + Send + 'static {
-    futures::stream::unfold(listener, |listener| async move {
-        let conn = accept_pinned(&listener).await;
-        Some((Ok(conn), listener))
-    })
+    let (pinned, queue) = tokio::sync::mpsc::channel(PINNED_QUEUE);
+    tokio::spawn(accept_loop(listener, Deadline::new(timeout), pinned));
+    tokio_stream::wrappers::ReceiverStream::new(queue).map(Ok)
 }
 
-async fn accept_pinned(listener: &UnixListener) -> WorkloadConn {
+async fn accept_loop(
+    listener: UnixListener,
+    deadline: Deadline,
+    pinned: tokio::sync::mpsc::Sender<WorkloadConn>,
+) {
     loop {
-        match listener.accept().await {
-            Ok((stream, _)) => match PeerProcess::pin(&stream) {
-                Ok(peer) => {
-                    return WorkloadConn {
-                        stream: SocketPathAuthority::new(stream),
-                        peer: Arc::new(peer),
-                    };
-                }
-                Err(error) => {
-                    tracing::debug!(%error, "dropping a Workload API connection: caller not pinned");
-                }
-            },
+        let accepted = tokio::select! {
+            () = pinned.closed() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                let (pinned, deadline) = (pinned.clone(), deadline.clone());
+                tokio::spawn(async move {
+                    match pin_within(stream, deadline).await {
+                        Ok(conn) => {
+                            let _ = pinned.send(conn).await;
+                        }
+                        Err(error @ AttestError::TimedOut { .. }) => {
+                            tracing::warn!(%error, "closing a Workload API connection: caller not pinned in time");
+                        }
+                        Err(error) => {
+                            tracing::debug!(%error, "dropping a Workload API connection: caller not pinned");
+                        }
+                    }
+                });
+            }
             // The client gave up between connect and accept: nothing to wait for.
             Err(error) if error.kind() == io::ErrorKind::ConnectionAborted => {
                 tracing::debug!(%error, "Workload API connection aborted before accept");
@@ -137,10 +160,26 @@ async fn accept_pinned(listener: &UnixListener) -> WorkloadConn {
     }
 }
 
+/// Pins the caller of `stream`: the quick socket calls here, the `/proc`
+/// reads and the `stat` of its binary on a blocking thread, under
+/// `deadline`. On an error `stream` is dropped, which closes the connection.
+async fn pin_within(stream: UnixStream, deadline: Deadline) -> Result<WorkloadConn, AttestError> {
+    let (pid, uid, gid) = PeerProcess::credentials(&stream)?;
+    let socket = peer_socket::peer_of(&stream).map_err(AttestError::PeerSocket)?;
+    let peer = deadline
+        .run(pid, uid, move || {
+            PeerProcess::pin_pid(pid, uid, gid, socket)
+        })
+        .await?;
+    Ok(WorkloadConn {
+        stream: SocketPathAuthority::new(stream),
+        peer: Arc::new(peer.with_deadline(deadline)),
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
-    use futures::StreamExt;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
@@ -153,7 +192,10 @@ mod tests {
     async fn yields_pinned_connections_and_drops_unpinnable_ones() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("api.sock");
-        let mut connections = Box::pin(incoming(bind_socket(&path).unwrap()));
+        let mut connections = Box::pin(incoming(
+            bind_socket(&path).unwrap(),
+            crate::attestor::DEFAULT_ATTESTATION_TIMEOUT,
+        ));
 
         // First in the queue: a caller that is gone before it is accepted.
         let mut gone = Helper::connect(&path, Caller::Exit).unwrap();

@@ -90,6 +90,47 @@ pub enum AttestError {
         path: String,
     },
 
+    /// The pinned process no longer holds the caller's end of the
+    /// connection: it handed the connection on (to a relay) and closed its
+    /// own copy, typically by an `execve` that closed it. Whoever sends the
+    /// request is not the process whose identity the pid shows.
+    #[error(
+        "process {pid} no longer holds the connection ({socket}): the caller is not the \
+         process that connected"
+    )]
+    ConnectionNotHeld {
+        /// The peer's pid.
+        pid: i32,
+        /// The caller's end of the connection, as `/proc/<pid>/fd` shows it.
+        socket: String,
+    },
+
+    /// The kernel could not say which socket is the caller's end of the
+    /// connection (`sock_diag`).
+    #[error("cannot find the caller's end of a Workload API connection (sock_diag): {0}")]
+    PeerSocket(#[source] io::Error),
+
+    /// Pinning or attesting the caller took longer than the configured
+    /// deadline (`attestation_timeout`): its binary or `/proc` entry is slow
+    /// to read (a stalled network or FUSE filesystem, say).
+    #[error("attestation of process {pid} did not finish within {timeout:?}")]
+    TimedOut {
+        /// The peer's pid.
+        pid: i32,
+        /// The deadline.
+        timeout: std::time::Duration,
+    },
+
+    /// The blocking task that pinned or attested the process failed (it
+    /// panicked, or the runtime is shutting down).
+    #[error("attestation of process {pid} was aborted: {reason}")]
+    Aborted {
+        /// The peer's pid.
+        pid: i32,
+        /// What the runtime said.
+        reason: String,
+    },
+
     /// A `/proc` file of the process (or the pidfd) could not be read.
     #[error("cannot read {what} of process {pid}: {source}")]
     Proc {

@@ -5,19 +5,24 @@
 //! 1. [`bind_socket`] binds the socket world-connectable (mode 0777): file
 //!    mode does not decide access, attestation does.
 //! 2. [`incoming`] accepts each connection and pins its caller
-//!    ([`PeerProcess::pin`]): the `SO_PEERCRED` pid, uid and gid, a pidfd to
-//!    the process, its start time and the identity of its binary.
+//!    ([`PeerProcess::pin`]) on a blocking thread, within a deadline, off
+//!    the accept loop: the `SO_PEERCRED` pid, uid and gid, a pidfd to the
+//!    process, its start time, the identity of its binary, and the
+//!    caller's end of the connection (`sock_diag`).
 //! 3. A handler takes the [`PeerProcess`] from the request extensions and
-//!    calls [`PeerProcess::attest`] (blocking; from `spawn_blocking`) to get
-//!    the caller's selectors: `unix:uid`, `unix:gid`, `unix:user`,
-//!    `unix:group`, `unix:path`, `unix:sha256` and `cgroup:path`.
+//!    calls [`PeerProcess::attest_within`] (a blocking thread, the same
+//!    deadline) to get the caller's selectors: `unix:uid`, `unix:gid`,
+//!    `unix:user`, `unix:group`, `unix:path`, `unix:sha256` and
+//!    `cgroup:path`.
 //!
 //! Attestation ends by checking that the pinned process is still the one
-//! that connected: alive, same start time, same credentials, same binary.
-//! So a process that connects, forks and exits does not lend its identity to
-//! the child that keeps the socket (the pidfd shows the parent exited), and a
-//! pid recycled during attestation cannot borrow another workload's
-//! identity.
+//! that connected: alive, same start time, same credentials, same binary,
+//! and still holding its end of the connection. So a process that connects,
+//! forks and exits does not lend its identity to the child that keeps the
+//! socket (the pidfd shows the parent exited); one that connects, hands the
+//! connection to a relay and execs a trusted binary does not lend that
+//! binary's identity (exec closed its copy of the socket); and a pid
+//! recycled during attestation cannot borrow another workload's identity.
 //!
 //! ```no_run
 //! # async fn serve() -> Result<(), Box<dyn std::error::Error>> {
@@ -25,7 +30,7 @@
 //! use lanyard_agent::attestor::{bind_socket, incoming, PeerProcess};
 //!
 //! let listener = bind_socket(Path::new("/run/lanyard/agent/api.sock"))?;
-//! let connections = incoming(listener);
+//! let connections = incoming(listener, lanyard_agent::attestor::DEFAULT_ATTESTATION_TIMEOUT);
 //! // tonic::transport::Server::builder()
 //! //     .add_service(workload_api)
 //! //     .serve_with_incoming(connections)
@@ -40,15 +45,18 @@
 //! ```
 
 mod conn;
+mod deadline;
 mod error;
 mod hash_cache;
 mod peer;
+mod peer_socket;
 mod procfs;
 mod socket;
 mod users;
 
 pub use self::{
     conn::{WorkloadConn, incoming},
+    deadline::{DEFAULT_ATTESTATION_TIMEOUT, MAX_IN_FLIGHT_PER_UID},
     error::AttestError,
     hash_cache::HashCache,
     peer::{DEFAULT_MAX_BINARY_SIZE, PeerProcess},

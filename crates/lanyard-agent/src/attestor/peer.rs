@@ -24,8 +24,10 @@ use rustix::{
 use tokio::net::UnixStream;
 
 use super::{
+    deadline::{DEFAULT_ATTESTATION_TIMEOUT, Deadline},
     error::AttestError,
     hash_cache::{BinaryState, HashCache},
+    peer_socket::{self, SocketInode},
     procfs::{self, FileId},
     users,
 };
@@ -54,13 +56,20 @@ pub struct PeerProcess {
     pidfd: OwnedFd,
     start_time: u64,
     exe: FileId,
+    /// The caller's end of the connection.
+    socket: SocketInode,
+    /// How long attesting it for one request may take, and its uid's
+    /// share of the blocking threads.
+    deadline: Deadline,
 }
 
 impl PeerProcess {
     /// Reads `SO_PEERCRED` of the connection, then pins the process: opens a
-    /// pidfd to it and records its start time and the identity of its
-    /// binary. Quick (a few syscalls and one small `/proc` read), so it may
-    /// run on the accept loop.
+    /// pidfd to it and records its start time, the identity of its binary
+    /// and the caller's end of the connection (which the process must still
+    /// hold when it is attested). Blocking: it `stat`s the binary, which a
+    /// slow filesystem may stall; [`incoming`](super::incoming) runs it on a
+    /// blocking thread with a deadline.
     ///
     /// A small window remains between the caller's `connect` and this call:
     /// if the caller exits *and* its pid is recycled to a new process in
@@ -72,17 +81,43 @@ impl PeerProcess {
     /// # Errors
     ///
     /// [`AttestError::PeerCredentials`] or [`AttestError::NoPeerPid`] when the
-    /// credentials are unavailable, [`AttestError::ProcessExited`] when the
+    /// credentials are unavailable, [`AttestError::PeerSocket`] when the
+    /// caller's socket cannot be found, [`AttestError::ProcessExited`] when the
     /// caller is already gone, [`AttestError::Proc`] when `/proc` cannot be
     /// read.
     pub fn pin(stream: &UnixStream) -> Result<Self, AttestError> {
-        let cred = stream.peer_cred().map_err(AttestError::PeerCredentials)?;
-        let pid = cred.pid().ok_or(AttestError::NoPeerPid)?;
-        Self::pin_pid(pid, cred.uid(), cred.gid())
+        let (pid, uid, gid) = Self::credentials(stream)?;
+        Self::pin_conn(pid, uid, gid, stream.as_fd())
     }
 
-    /// Pins `pid`, which connected with effective `uid` and `gid`.
-    pub(super) fn pin_pid(pid: i32, uid: u32, gid: u32) -> Result<Self, AttestError> {
+    /// The `SO_PEERCRED` pid, uid and gid of `stream`.
+    pub(super) fn credentials(stream: &UnixStream) -> Result<(i32, u32, u32), AttestError> {
+        let cred = stream.peer_cred().map_err(AttestError::PeerCredentials)?;
+        let pid = cred.pid().ok_or(AttestError::NoPeerPid)?;
+        Ok((pid, cred.uid(), cred.gid()))
+    }
+
+    /// [`pin`](Self::pin) once the credentials are known, for the accepted
+    /// connection `conn` (any handle to it, a duplicate included), so that
+    /// it can run on a blocking thread.
+    pub(super) fn pin_conn(
+        pid: i32,
+        uid: u32,
+        gid: u32,
+        conn: BorrowedFd<'_>,
+    ) -> Result<Self, AttestError> {
+        let socket = peer_socket::peer_of(conn).map_err(AttestError::PeerSocket)?;
+        Self::pin_pid(pid, uid, gid, socket)
+    }
+
+    /// Pins `pid`, which connected with effective `uid` and `gid` and whose
+    /// end of the connection is `socket`.
+    pub(super) fn pin_pid(
+        pid: i32,
+        uid: u32,
+        gid: u32,
+        socket: SocketInode,
+    ) -> Result<Self, AttestError> {
         // Pid 0 is what SO_PEERCRED reports for a peer outside our pid
         // namespace.
         let raw = Pid::from_raw(pid).ok_or(AttestError::NoPeerPid)?;
@@ -102,7 +137,7 @@ impl PeerProcess {
         // The two reads above describe the pidfd's process only if it had not
         // exited by now.
         ensure_alive(pid, pidfd.as_fd())?;
-        tracing::trace!(pid, uid, gid, start_time, %exe, "Workload API caller pinned");
+        tracing::trace!(pid, uid, gid, start_time, %exe, %socket, "Workload API caller pinned");
         Ok(Self {
             pid,
             uid,
@@ -110,7 +145,21 @@ impl PeerProcess {
             pidfd,
             start_time,
             exe,
+            socket,
+            deadline: Deadline::new(DEFAULT_ATTESTATION_TIMEOUT),
         })
+    }
+
+    /// The same caller, attested under `deadline` by
+    /// [`attest_within`](Self::attest_within).
+    pub(super) fn with_deadline(mut self, deadline: Deadline) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// The deadline and slots its attestations run under.
+    pub(super) fn deadline(&self) -> &Deadline {
+        &self.deadline
     }
 
     /// Selectors from `/proc`: `unix:uid`, `unix:gid`, `unix:user` and
@@ -119,7 +168,7 @@ impl PeerProcess {
     /// [`DEFAULT_MAX_BINARY_SIZE`]), and one `cgroup:path` per distinct cgroup
     /// path. Afterwards re-checks that the pinned process is still alive, is
     /// the same process (start time), has the same uid/gid and the same
-    /// binary.
+    /// binary, and still holds its end of the connection.
     ///
     /// Blocking (reads `/proc` and hashes the binary): call it from
     /// `spawn_blocking`.
@@ -127,7 +176,8 @@ impl PeerProcess {
     /// # Errors
     ///
     /// [`AttestError::ProcessExited`], [`AttestError::PidReused`],
-    /// [`AttestError::CredentialsChanged`], [`AttestError::BinaryChanged`] or
+    /// [`AttestError::CredentialsChanged`], [`AttestError::BinaryChanged`],
+    /// [`AttestError::ConnectionNotHeld`] or
     /// [`AttestError::BinaryReplaced`] when the caller is not (or no longer)
     /// the process that connected; [`AttestError::Proc`] and
     /// [`AttestError::ProcFormat`] when `/proc` cannot be read.
@@ -296,13 +346,22 @@ impl PeerProcess {
     }
 
     /// Whether the pid still names the pinned process, running with the
-    /// same credentials and binary. Run after every other read: its final
-    /// liveness check is what vouches for them.
+    /// same credentials and binary, and holding the caller's end of the
+    /// connection. Run after every other read: its final liveness check is
+    /// what vouches for them.
     fn check_same_process(&self) -> Result<(), AttestError> {
         let start_time = read_start_time(self.pid, self.pidfd.as_fd())?;
         self.check_credentials()?;
         let exe = procfs::exe_id(self.pid).map_err(|e| self.proc_error("exe", e))?;
+        let holds =
+            peer_socket::held_by(self.pid, self.socket).map_err(|e| self.proc_error("fd", e))?;
         ensure_alive(self.pid, self.pidfd.as_fd())?;
+        if !holds {
+            return Err(AttestError::ConnectionNotHeld {
+                pid: self.pid,
+                socket: self.socket.to_string(),
+            });
+        }
         if start_time != self.start_time {
             return Err(AttestError::PidReused {
                 pid: self.pid,

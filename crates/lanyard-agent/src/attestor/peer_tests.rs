@@ -5,6 +5,7 @@ use std::{
     io::Write,
     path::{Path, PathBuf},
     process::{Command, Stdio},
+    time::Duration,
 };
 
 use lanyard_identity::Selector;
@@ -22,6 +23,18 @@ fn our_ids() -> (i32, u32, u32) {
         rustix::process::geteuid().as_raw(),
         rustix::process::getegid().as_raw(),
     )
+}
+
+/// A connected socket pair of this process, and the inode of the end that
+/// stands for "the caller's end": this process holds it while the pair lives.
+fn held_socket() -> (
+    std::os::unix::net::UnixStream,
+    std::os::unix::net::UnixStream,
+    SocketInode,
+) {
+    let (ours, callers) = std::os::unix::net::UnixStream::pair().unwrap();
+    let socket = peer_socket::peer_of(&ours).unwrap();
+    (ours, callers, socket)
 }
 
 fn selector(text: &str) -> Selector {
@@ -87,7 +100,8 @@ async fn attests_this_process() {
 #[test]
 fn oversized_binary_is_not_hashed() {
     let (pid, uid, gid) = our_ids();
-    let peer = PeerProcess::pin_pid(pid, uid, gid).unwrap();
+    let (_ours, _callers, socket) = held_socket();
+    let peer = PeerProcess::pin_pid(pid, uid, gid, socket).unwrap();
     let selectors = peer.attest_with_limit(1024).unwrap();
     assert!(values(&selectors, "unix", "sha256").is_empty());
     assert_eq!(
@@ -111,7 +125,7 @@ fn hashing_stops_at_the_cap() {
 #[test]
 fn pid_zero_is_refused() {
     assert!(matches!(
-        PeerProcess::pin_pid(0, 0, 0),
+        PeerProcess::pin_pid(0, 0, 0, SocketInode(1)),
         Err(AttestError::NoPeerPid)
     ));
 }
@@ -120,7 +134,8 @@ fn pid_zero_is_refused() {
 fn changed_credentials_are_refused() {
     // Pretend SO_PEERCRED said another uid: what /proc shows must match it.
     let (pid, uid, gid) = our_ids();
-    let peer = PeerProcess::pin_pid(pid, uid.wrapping_add(1), gid).unwrap();
+    let (_ours, _callers, socket) = held_socket();
+    let peer = PeerProcess::pin_pid(pid, uid.wrapping_add(1), gid, socket).unwrap();
     let error = peer.attest().unwrap_err();
     assert!(
         matches!(error, AttestError::CredentialsChanged { pid: p, uid: u, .. } if p == pid && u == uid),
@@ -187,6 +202,23 @@ async fn child_holding_an_exited_parents_connection_is_refused() {
 }
 
 #[tokio::test]
+async fn caller_that_handed_its_connection_on_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, listener) = socket_in(&dir);
+    // The caller connects, gives the connection to a child and closes its
+    // own copy, and stays alive: the child (a relay) would be asking.
+    let parent = Helper::connect(&path, Caller::HandOffThenExit).unwrap();
+    let (_server, pinned) = accept_and_pin(&listener).await;
+    let peer = pinned.unwrap();
+    assert_eq!(peer.pid, parent.pid());
+    let error = peer.attest().unwrap_err();
+    assert!(
+        matches!(&error, AttestError::ConnectionNotHeld { pid, socket } if *pid == parent.pid() && socket.starts_with("socket:[")),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
 async fn caller_gone_before_accept_cannot_be_pinned() {
     let dir = tempfile::tempdir().unwrap();
     let (path, listener) = socket_in(&dir);
@@ -240,7 +272,9 @@ fn deleted_binary_is_refused() {
     let mut child = spawn_retrying_busy(&copy);
     let (_, uid, gid) = our_ids();
     let pid = i32::try_from(child.id()).unwrap();
-    let peer = PeerProcess::pin_pid(pid, uid, gid).unwrap();
+    // The binary check comes first: any socket will do.
+    let (_ours, _callers, socket) = held_socket();
+    let peer = PeerProcess::pin_pid(pid, uid, gid, socket).unwrap();
 
     fs::remove_file(&copy).unwrap();
     let error = peer.attest().unwrap_err();
@@ -278,7 +312,7 @@ fn spawn_retrying_busy(binary: &Path) -> std::process::Child {
                 return child;
             }
             Err(e) if e.raw_os_error() == Some(Errno::TXTBSY.raw_os_error()) => {
-                std::thread::sleep(std::time::Duration::from_millis(20));
+                std::thread::sleep(Duration::from_millis(20));
             }
             Err(e) => panic!("spawn {}: {e}", binary.display()),
         }

@@ -73,6 +73,10 @@ pub struct RunArgs {
     /// Health (/health/live, /health/ready) and metrics (/metrics) address [default: 127.0.0.1:8083].
     #[arg(long, value_name = "IP:PORT")]
     pub http_address: Option<String>,
+    /// Deadline for pinning a Workload API caller, and for attesting it per
+    /// request [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub attestation_timeout: Option<std::time::Duration>,
     /// Log filter, e.g. `info` or `info,lanyard_agent=debug` [default: info].
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -95,6 +99,7 @@ impl RunArgs {
             data_dir: self.data_dir.clone(),
             socket_path: self.socket_path.clone(),
             http_address: self.http_address.clone(),
+            attestation_timeout: self.attestation_timeout,
             log_level: self.log_level.clone(),
             log_format: self.log_format,
         }

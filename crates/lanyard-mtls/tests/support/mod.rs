@@ -107,7 +107,7 @@ impl Ca {
                 .custom_extensions
                 .push(rcgen::CustomExtension::from_oid_content(
                     lanyard_identity::TASK_BINDING_OID,
-                    b.to_der(),
+                    b.to_der().unwrap(),
                 ));
         }
         params.distinguished_name = DistinguishedName::new();

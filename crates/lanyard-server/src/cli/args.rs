@@ -157,6 +157,7 @@ impl RunArgs {
             admin_socket_mode: None,
             admin_socket_group: None,
             tasks: None,
+            limits: None,
         }
     }
 }

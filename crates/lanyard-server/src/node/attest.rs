@@ -4,7 +4,7 @@ use lanyard_identity::{Selector, SpiffeId};
 use lanyard_proto::node::v1::{JoinTokenAttestation, X509PopAttestation};
 use lanyard_store::StoreError;
 use ring::digest;
-use rustls_pki_types::{CertificateDer, UnixTime, pem::PemObject};
+use rustls_pki_types::{CertificateDer, UnixTime};
 use tonic::Status;
 
 use crate::{join_token, state::ServerState, status::store_status};
@@ -75,7 +75,7 @@ pub(crate) fn x509pop(
         tracing::warn!(reason = %why, "x509pop attestation refused");
         Status::permission_denied(format!("attestation refused: {why}"))
     };
-    let Some(anchors) = &state.x509pop_anchors else {
+    let Some(bundle) = &state.x509pop else {
         return Err(Status::failed_precondition(
             "x509pop attestation is not enabled on this server ([x509pop] ca_bundle_path)",
         ));
@@ -89,11 +89,12 @@ pub(crate) fn x509pop(
         .iter()
         .map(|c| CertificateDer::from(c.as_slice()))
         .collect();
+    let anchors = bundle.anchors();
     let cert = webpki::EndEntityCert::try_from(&leaf)
         .map_err(|e| Status::invalid_argument(format!("x509pop: bad certificate: {e}")))?;
     cert.verify_for_usage(
         webpki::ALL_VERIFICATION_ALGS,
-        anchors,
+        &anchors,
         &intermediates,
         UnixTime::now(),
         webpki::KeyUsage::client_auth(),
@@ -141,26 +142,4 @@ fn common_name(der: &[u8]) -> Option<String> {
         .next()
         .and_then(|cn| cn.as_str().ok())
         .map(str::to_owned)
-}
-
-/// Loads the x509pop CA bundle once, at start-up: a missing, unreadable or
-/// empty bundle stops the server naming the key, rather than failing the
-/// first node that attests.
-pub(crate) fn load_x509pop_anchors(
-    path: &std::path::Path,
-) -> Result<Vec<rustls_pki_types::TrustAnchor<'static>>, crate::ServerError> {
-    let bad = |why: String| {
-        crate::ServerError::Config(format!("x509pop.ca_bundle_path {}: {why}", path.display()))
-    };
-    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let cas = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(format!("not PEM certificates: {e}")))?;
-    if cas.is_empty() {
-        return Err(bad("holds no certificate".into()));
-    }
-    cas.iter()
-        .map(|c| webpki::anchor_from_trusted_cert(c).map(|a| a.to_owned()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(format!("not a usable CA certificate: {e}")))
 }

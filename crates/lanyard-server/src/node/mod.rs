@@ -10,9 +10,13 @@ pub(crate) mod registry;
 mod service;
 mod sync;
 mod tls;
+mod x509pop_bundle;
 
 pub use self::attest::{X509POP_CHALLENGE_CONTEXT, x509pop_challenge};
 pub use self::authz::authorized_entries;
 pub(crate) use self::{
-    attest::load_x509pop_anchors, service::NodeService, tls::ServerSvid, tls::node_tls_config,
+    service::NodeService,
+    tls::ServerSvid,
+    tls::node_tls_config,
+    x509pop_bundle::{X509PopBundle, reload_on_sighup},
 };

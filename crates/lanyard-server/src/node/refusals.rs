@@ -6,8 +6,9 @@
 //! (`attestation_refusal_window`, default 60 s): the first refusal of a
 //! window is recorded at once; later ones in the same window are only
 //! counted, and written as one record carrying the count at the next
-//! refusal (from any source) after the window has closed. Pure: the caller
-//! gives the time, the events to write come back.
+//! refusal (from any source) after the window has closed, or when the
+//! server shuts down ([`RefusalAudit::flush`]). Pure: the caller gives the
+//! time, the events to write come back.
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
@@ -90,6 +91,19 @@ impl RefusalAudit {
         }
         events
     }
+
+    /// The counts of every open window, as audit events, and forgets them:
+    /// what the server writes when it stops, so that no count is lost.
+    pub(crate) fn flush(&self) -> Vec<Event> {
+        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let window_secs = self.window_secs;
+        let mut sources: Vec<_> = windows.drain().filter(|(_, w)| w.counted > 0).collect();
+        sources.sort_by(|a, b| (a.1.opened_at, &a.0).cmp(&(b.1.opened_at, &b.0)));
+        sources
+            .iter()
+            .map(|(source, w)| summary(source, w, window_secs))
+            .collect()
+    }
 }
 
 fn summary(source: &str, w: &Window, window_secs: i64) -> Event {
@@ -146,6 +160,24 @@ mod tests {
             events[0]
         );
         assert_eq!(count_of(&events[1]), None);
+    }
+
+    #[test]
+    fn flush_writes_every_open_count_once() {
+        let audit = RefusalAudit::new(Duration::from_secs(60));
+        for _ in 0..4 {
+            audit.refused("10.0.0.1", "join_token", "unknown", 1000);
+        }
+        audit.refused("10.0.0.2", "x509pop", "bad", 1001);
+        let events = audit.flush();
+        // 10.0.0.2 had only its first refusal, already written.
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(count_of(&events[0]), Some(3));
+        assert_eq!(
+            events[0].details.get("source").map(String::as_str),
+            Some("10.0.0.1")
+        );
+        assert!(audit.flush().is_empty());
     }
 
     #[test]

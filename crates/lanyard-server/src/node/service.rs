@@ -28,13 +28,18 @@ const MAX_BATCH: usize = 1000;
 pub(crate) struct NodeService {
     state: Arc<ServerState>,
     /// Refused attestations, aggregated per peer IP (see `refusals`).
-    refusals: RefusalAudit,
+    refusals: Arc<RefusalAudit>,
 }
 
 impl NodeService {
     pub fn new(state: Arc<ServerState>) -> Self {
-        let refusals = RefusalAudit::new(state.cfg.attestation_refusal_window);
+        let refusals = Arc::new(RefusalAudit::new(state.cfg.attestation_refusal_window));
         Self { state, refusals }
+    }
+
+    /// The refusal counts, for the server to flush when it stops.
+    pub(crate) fn refusal_audit(&self) -> Arc<RefusalAudit> {
+        Arc::clone(&self.refusals)
     }
 
     /// Issues an agent SVID off the runtime (it records and signs).
