@@ -3,6 +3,7 @@
 //! operator CLI and a real TLS Node API client.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+pub use lanyard_ca::pem_block;
 use std::{
     net::{SocketAddr, TcpListener},
     os::unix::process::ExitStatusExt,
@@ -300,19 +301,6 @@ pub async fn attest(server: &Server, token: &str) -> Result<NodeIdentity, tonic:
         chain: chain_of(resp.svid.as_ref().unwrap()),
         key,
     })
-}
-
-/// `der` as one PEM block labelled `label`.
-pub fn pem_block(label: &str, der: &[u8]) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).unwrap());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
 }
 
 /// Writes DER certificates as one PEM file.

@@ -178,7 +178,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             match format {
                 BundleFormat::Pem => {
                     for der in &b.x509_authorities {
-                        print!("{}", pem("CERTIFICATE", der));
+                        print!("{}", lanyard_ca::pem_block("CERTIFICATE", der));
                     }
                     Ok(())
                 }
@@ -387,17 +387,6 @@ async fn entry(admin: &mut Admin, cmd: EntryCmd, json: bool) -> anyhow::Result<(
             }
         }
     }
-}
-
-pub(crate) fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(chunk));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
 }
 
 /// The SPIFFE bundle format: a JWK Set whose X.509 authorities have
