@@ -39,6 +39,7 @@ mod datastore;
 mod error;
 mod issuance;
 mod records;
+pub mod rules;
 mod seal;
 mod sled_atomic;
 mod sled_store;

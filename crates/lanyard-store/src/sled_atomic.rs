@@ -13,18 +13,19 @@
 use std::collections::HashSet;
 use std::sync::MutexGuard;
 
-use lanyard_identity::{Entry, EntryId, SpiffeId, matches_all};
+use lanyard_identity::{Entry, EntryId, SpiffeId};
 use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 use tracing::{debug, info, warn};
 
+use crate::rules::{check_entry, check_standing, check_task, is_alias_of, reissues};
 use crate::sled_store::{
     FORMAT_KEY, FORMAT_VERSION, backend, decode_entry, decode_keyed, describe_unique, encode,
     entry_key, unique_key,
 };
 use crate::{
     AgentRecord, AgentStanding, Datastore, IssueBatch, IssueItem, Issued, Refusal, Revocation,
-    SledStore, StoreError, SvidRecord, Sweep, TaskRecord, TaskState,
+    SledStore, StoreError, SvidRecord, Sweep, TaskRecord,
 };
 
 /// The trees an operation may write, by position in [`SledStore::trees`].
@@ -76,29 +77,6 @@ fn by_id_prefix(id: &SpiffeId) -> Vec<u8> {
 fn joined(mut prefix: Vec<u8>, rest: &str) -> Vec<u8> {
     prefix.extend_from_slice(rest.as_bytes());
     prefix
-}
-
-/// Whether the agent may still receive SVIDs, and authenticated with its
-/// current one.
-fn check_standing(agent: &AgentRecord, presented: Option<&str>) -> Result<(), Refusal> {
-    if agent.banned {
-        return Err(Refusal::AgentBanned {
-            agent: agent.spiffe_id.clone(),
-        });
-    }
-    if agent.evicted {
-        return Err(Refusal::AgentEvicted {
-            agent: agent.spiffe_id.clone(),
-        });
-    }
-    match presented {
-        Some(serial) if serial != agent.serial => Err(Refusal::AgentSuperseded {
-            agent: agent.spiffe_id.clone(),
-            presented: serial.to_owned(),
-            current: agent.serial.clone(),
-        }),
-        _ => Ok(()),
-    }
 }
 
 // === impl SledStore ===
@@ -312,9 +290,7 @@ impl SledStore {
                 continue;
             };
             let alias = decode_entry(entry_key, &bytes)?;
-            if alias.expires_at.is_none_or(|t| t > now)
-                && matches_all(&alias.selectors, &agent.selectors)
-            {
+            if is_alias_of(&alias, agent, now) {
                 aliases.push(alias.spiffe_id);
             }
         }
@@ -406,12 +382,8 @@ impl SledStore {
             );
         }
         Self::write_entry(&mut ws, &updated)?;
-        let reissued = stored.spiffe_id != updated.spiffe_id
-            || stored.parent_id != updated.parent_id
-            || !(matches_all(&stored.selectors, &updated.selectors)
-                && matches_all(&updated.selectors, &stored.selectors));
         let mut revoked = Vec::new();
-        if reissued {
+        if reissues(&stored, &updated) {
             self.sweep(
                 T::SvidsByEntry,
                 &by_entry_prefix(&entry.id),
@@ -795,62 +767,20 @@ impl SledStore {
         aliases: &[SpiffeId],
         now: i64,
     ) -> Result<Result<Issued, Refusal>, StoreError> {
-        let Some(entry) = self.get_entry(&item.entry_id)? else {
-            return Ok(Err(Refusal::EntryNotFound {
-                entry: item.entry_id,
-            }));
-        };
-        if entry.revision != item.entry_revision || entry.spiffe_id != item.spiffe_id {
-            return Ok(Err(Refusal::EntryChanged {
-                entry: entry.id,
-                expected: item.entry_revision,
-                found: entry.revision,
-            }));
-        }
-        if let Some(expired_at) = entry.expires_at.filter(|t| *t <= now) {
-            return Ok(Err(Refusal::EntryExpired {
-                entry: entry.id,
-                expired_at,
-            }));
-        }
-        let authorized = entry.parent_id == batch.agent_id
-            || (entry.parent_id != batch.server_id && aliases.contains(&entry.parent_id));
-        if !authorized {
-            return Ok(Err(Refusal::NotAuthorized {
-                entry: entry.id,
-                agent: batch.agent_id.clone(),
-            }));
+        let entry = self.get_entry(&item.entry_id)?;
+        if let Err(refusal) = check_entry(batch, item, entry.as_ref(), aliases, now) {
+            return Ok(Err(refusal));
         }
         let Some(task_id) = self
             .task_entries
-            .get(entry_key(&entry.id))
+            .get(entry_key(&item.entry_id))
             .map_err(backend)?
         else {
             return Ok(Ok(Issued { task_id: None }));
         };
         let task_id = String::from_utf8_lossy(&task_id).into_owned();
-        let decided = match self.get_task(&task_id)? {
-            // A task entry whose task record is gone is served by no one.
-            None => Err(Refusal::TaskNotActive {
-                task: task_id,
-                state: TaskState::Completed,
-            }),
-            Some(task) if task.state != TaskState::Active => Err(Refusal::TaskNotActive {
-                task: task_id,
-                state: task.state,
-            }),
-            Some(task) if now >= task.ends_at || item.not_after > task.ends_at => {
-                Err(Refusal::OutsideTaskWindow {
-                    task: task_id,
-                    ends_at: task.ends_at,
-                    not_after: item.not_after,
-                })
-            }
-            Some(_) => Ok(Issued {
-                task_id: Some(task_id),
-            }),
-        };
-        Ok(decided)
+        let task = self.get_task(&task_id)?;
+        Ok(check_task(task_id, task.as_ref(), item, now))
     }
 
     /// Checks the indexes revocation relies on: every recorded SVID is under
