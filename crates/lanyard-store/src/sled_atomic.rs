@@ -878,72 +878,7 @@ impl SledStore {
                 ),
             });
         }
-        // Duplicates would collapse silently into one record: refuse them.
-        let distinct = |keys: Vec<Vec<u8>>| keys.iter().collect::<HashSet<_>>().len() == keys.len();
-        let unique_keys = records
-            .entries
-            .iter()
-            .map(unique_key)
-            .collect::<Result<Vec<_>, _>>()?;
-        let checks = [
-            (
-                "entry IDs",
-                distinct(
-                    records
-                        .entries
-                        .iter()
-                        .map(|e| entry_key(&e.id).into_bytes())
-                        .collect(),
-                ),
-            ),
-            ("entry identities", distinct(unique_keys)),
-            (
-                "agent IDs",
-                distinct(
-                    records
-                        .agents
-                        .iter()
-                        .map(|a| a.spiffe_id.as_str().as_bytes().to_vec())
-                        .collect(),
-                ),
-            ),
-            (
-                "SVID serials",
-                distinct(
-                    records
-                        .svids
-                        .iter()
-                        .map(|s| s.serial.as_bytes().to_vec())
-                        .collect(),
-                ),
-            ),
-            (
-                "revoked serials",
-                distinct(
-                    records
-                        .revocations
-                        .iter()
-                        .map(|r| r.serial.as_bytes().to_vec())
-                        .collect(),
-                ),
-            ),
-            (
-                "task IDs",
-                distinct(
-                    records
-                        .tasks
-                        .iter()
-                        .map(|t| t.id.as_bytes().to_vec())
-                        .collect(),
-                ),
-            ),
-        ];
-        if let Some((what, _)) = checks.iter().find(|(_, ok)| !ok) {
-            return Err(StoreError::AlreadyExists {
-                kind: "record",
-                key: format!("(the import repeats {what})"),
-            });
-        }
+        records.check_distinct()?;
         let mut ws = WriteSet::default();
         for entry in &records.entries {
             Self::write_entry(&mut ws, entry)?;
