@@ -66,6 +66,71 @@ pub const PROPERTIES: &[(&str, Property)] = &[
     ("import_round_trip", import_round_trip),
 ];
 
+/// Generates, in a backend's test file, one `#[test]` per property (so a
+/// failure names it), each calling `$run(property)` with the property to
+/// run on a fresh store, and a test that every property in [`PROPERTIES`]
+/// has one.
+///
+/// ```ignore
+/// fn run_property(property: lanyard_store::conformance::Property) {
+///     let store = open_a_fresh_store();
+///     property(&store);
+/// }
+/// lanyard_store::conformance_tests!(run_property);
+/// ```
+#[macro_export]
+macro_rules! conformance_tests {
+    ($run:expr) => {
+        $crate::conformance_tests!(@each $run;
+            entry_crud,
+            entry_uniqueness,
+            not_found_errors,
+            update_keeps_id,
+            list_entries_order,
+            agents,
+            join_token_single_use,
+            join_token_expired,
+            join_token_not_found,
+            join_token_concurrent_consumers,
+            svid_records_and_prune,
+            revocations_and_prune,
+            crl_number_monotonic,
+            ca_journal_round_trip,
+            tasks,
+            crl_number_raised,
+            audit_head,
+            issue_checks_standing,
+            delete_entry_sweeps,
+            agent_standing_sweeps,
+            agent_renewal_cas,
+            entry_update_cas_and_sweep,
+            task_grants_atomic,
+            revoke_one_svid,
+            issuance_races_revocation,
+            batch_entry_create,
+            import_round_trip,
+        );
+    };
+    (@each $run:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                ($run)($crate::conformance::$name);
+            }
+        )*
+
+        /// Every property listed in `conformance::PROPERTIES` has a test here.
+        #[test]
+        fn every_property_has_a_test() {
+            let tested = [$(stringify!($name)),*];
+            for (name, _) in $crate::conformance::PROPERTIES {
+                assert!(tested.contains(name), "property {name} has no test in this file");
+            }
+            assert_eq!(tested.len(), $crate::conformance::PROPERTIES.len());
+        }
+    };
+}
+
 /// A fixed "now" for the properties; no property reads the clock.
 const NOW: i64 = 1_700_000_000;
 
