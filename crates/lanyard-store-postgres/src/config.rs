@@ -133,8 +133,8 @@ pub fn redact(url: &str) -> String {
         redacted.push_str(&rest[..value]);
         redacted.push_str("***");
         let tail = &rest[value..];
-        let end = if tail.starts_with('\'') {
-            tail[1..].find('\'').map_or(tail.len(), |j| j + 2)
+        let end = if let Some(quoted) = tail.strip_prefix('\'') {
+            quoted.find('\'').map_or(tail.len(), |j| j + 2)
         } else {
             tail.find(['&', ' ']).unwrap_or(tail.len())
         };

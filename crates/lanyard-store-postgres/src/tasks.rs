@@ -10,13 +10,26 @@ use crate::sql::{exec, opt_row, rows};
 use crate::svids::{Subject, sweep};
 use crate::{PostgresStore, entries};
 
+/// A task row (`id, record`); a record that names another task is damage.
+fn decode(row: &tokio_postgres::Row) -> Result<TaskRecord, StoreError> {
+    let id: String = row.get(0);
+    let task: TaskRecord = rows::json(row, 1, "tasks", &id)?;
+    if task.id != id {
+        return Err(StoreError::Corrupt {
+            what: format!("row {id:?} of table `tasks` holds task {:?}", task.id),
+        });
+    }
+    Ok(task)
+}
+
 pub(crate) async fn load(
     c: &impl GenericClient,
     id: &str,
 ) -> Result<Option<TaskRecord>, StoreError> {
     opt_row(c, "SELECT id, record FROM tasks WHERE id = $1", &[&id])
         .await?
-        .map(|row| rows::json(&row, 1, "tasks", id))
+        .as_ref()
+        .map(decode)
         .transpose()
 }
 
@@ -122,7 +135,7 @@ impl PostgresStore {
             rows(c, "SELECT id, record FROM tasks ORDER BY id", &[])
                 .await?
                 .iter()
-                .map(|row| rows::json(row, 1, "tasks", &row.get::<_, String>(0)))
+                .map(decode)
                 .collect()
         })
     }
