@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::{
     ServerError,
+    datastore::{DatastoreConfig, DatastoreFile},
     policy::{Policy, PrincipalRule},
 };
 
@@ -59,6 +60,8 @@ pub struct ConfigFile {
     pub admin_socket_group: Option<String>,
     /// Task grant policy.
     pub tasks: Option<TasksFile>,
+    /// Where the records live: sled (default) or PostgreSQL.
+    pub datastore: Option<DatastoreFile>,
 }
 
 /// `[tasks]`: the policy task grants obey.
@@ -135,6 +138,8 @@ pub struct ServerConfig {
     pub admin_socket_group: Option<String>,
     /// Who may do what, and the task rules.
     pub policy: Policy,
+    /// The store backend.
+    pub datastore: DatastoreConfig,
 }
 
 /// Defaults, as documented in DESIGN.md and `deploy/server.toml`.
@@ -203,6 +208,7 @@ impl ConfigFile {
             admin_socket_mode: other.admin_socket_mode.or(self.admin_socket_mode),
             admin_socket_group: other.admin_socket_group.or(self.admin_socket_group),
             tasks: other.tasks.or(self.tasks),
+            datastore: other.datastore.or(self.datastore),
         }
     }
 
@@ -340,6 +346,7 @@ impl ConfigFile {
             admin_socket_mode,
             admin_socket_group: self.admin_socket_group,
             policy,
+            datastore: self.datastore.unwrap_or_default().validate()?,
         })
     }
 }

@@ -24,6 +24,7 @@ mod backup;
 mod clock;
 mod config;
 mod convert;
+mod datastore;
 mod error;
 mod http;
 mod issuance;
@@ -46,6 +47,7 @@ mod test_support;
 pub use self::{
     backup::{BACKUP_FORMAT, Backup},
     config::{ConfigFile, ServerConfig, TasksFile, UpstreamFile, X509PopFile, defaults},
+    datastore::{DatastoreConfig, DatastoreFile},
     error::ServerError,
     node::{X509POP_CHALLENGE_CONTEXT, authorized_entries, x509pop_challenge},
     policy::{Policy, PrincipalRule},

@@ -48,6 +48,15 @@ impl PostgresConfig {
         }
     }
 
+    /// Whether the URL carries a password (which belongs in a file, not in a
+    /// main configuration).
+    pub fn has_password(&self) -> bool {
+        match self.url.parse::<tokio_postgres::Config>() {
+            Ok(config) => config.get_password().is_some(),
+            Err(_) => redact(&self.url) != self.url,
+        }
+    }
+
     /// The database as operators name it in messages: user, hosts, ports and
     /// database name, never the password.
     pub fn target(&self) -> String {
