@@ -6,7 +6,11 @@
 //! or from the file `url_file` names (which may hold one): the main config
 //! never holds a password, and no log line or error shows one.
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use lanyard_store::{Datastore, SledStore};
 use lanyard_store_postgres::{PostgresConfig, PostgresStore};
@@ -25,7 +29,7 @@ pub struct DatastoreFile {
     pub url: Option<String>,
     /// A file holding the PostgreSQL connection URL (it may hold the
     /// password; keep it 0600).
-    pub url_file: Option<std::path::PathBuf>,
+    pub url_file: Option<PathBuf>,
     /// Connections the server keeps open at most.
     pub pool_size: Option<usize>,
     /// Longest a statement may run.
@@ -38,12 +42,30 @@ pub struct DatastoreFile {
 pub enum DatastoreConfig {
     /// sled in `<data_dir>/store`.
     Sled,
-    /// A PostgreSQL database (its `Debug` hides the password).
-    Postgres(PostgresConfig),
+    /// A PostgreSQL database.
+    Postgres {
+        /// Where the connection URL comes from.
+        url: PostgresUrl,
+        /// Connections kept open at most.
+        pool_size: usize,
+        /// Longest a statement may run.
+        statement_timeout: Duration,
+    },
+}
+
+/// Where a PostgreSQL connection URL comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PostgresUrl {
+    /// `url`: given in the configuration, without a password.
+    Inline(String),
+    /// `url_file`: read when the store is opened (so only that process
+    /// reads the secret, and a new password is picked up on restart).
+    File(PathBuf),
 }
 
 impl DatastoreFile {
-    /// Checks the section as a whole and reads `url_file`; errors name the key.
+    /// Checks the section as a whole; errors name the key. `url_file` is
+    /// read only when the store is opened.
     pub fn validate(self) -> Result<DatastoreConfig, ServerError> {
         let bad = |msg: String| ServerError::Config(msg);
         match self.kind.as_deref().unwrap_or("sled") {
@@ -62,7 +84,7 @@ impl DatastoreFile {
                 }
             }
             "postgres" => {
-                let url = match (self.url, &self.url_file) {
+                let url = match (self.url, self.url_file) {
                     (Some(url), None) => {
                         let config = PostgresConfig::new(url);
                         if config.has_password() {
@@ -73,12 +95,9 @@ impl DatastoreFile {
                                 config.target()
                             )));
                         }
-                        config.url
+                        PostgresUrl::Inline(config.url)
                     }
-                    (None, Some(path)) => std::fs::read_to_string(path)
-                        .map_err(|e| bad(format!("datastore.url_file {}: {e}", path.display())))?
-                        .trim()
-                        .to_owned(),
+                    (None, Some(path)) => PostgresUrl::File(path),
                     _ => {
                         return Err(bad(
                             "datastore: kind = \"postgres\" needs exactly one of url or url_file"
@@ -100,17 +119,40 @@ impl DatastoreFile {
                         "datastore.statement_timeout must be at least 1ms".into()
                     ));
                 }
-                Ok(DatastoreConfig::Postgres(PostgresConfig {
+                Ok(DatastoreConfig::Postgres {
                     url,
                     pool_size,
-                    statement_timeout: Some(statement_timeout),
-                }))
+                    statement_timeout,
+                })
             }
             other => Err(bad(format!(
                 "datastore.kind must be \"sled\" or \"postgres\", got {other:?}"
             ))),
         }
     }
+}
+
+/// The store's PostgreSQL configuration, the URL read from `url_file` if
+/// that is where it is.
+fn postgres_config(
+    url: &PostgresUrl,
+    pool_size: usize,
+    statement_timeout: Duration,
+) -> Result<PostgresConfig, ServerError> {
+    let url = match url {
+        PostgresUrl::Inline(url) => url.clone(),
+        PostgresUrl::File(path) => std::fs::read_to_string(path)
+            .map_err(|e| {
+                ServerError::Config(format!("datastore.url_file {}: {e}", path.display()))
+            })?
+            .trim()
+            .to_owned(),
+    };
+    Ok(PostgresConfig {
+        url,
+        pool_size,
+        statement_timeout: Some(statement_timeout),
+    })
 }
 
 /// Opens the configured store: sled in `<data_dir>/store`, or PostgreSQL
@@ -121,8 +163,13 @@ pub(crate) fn open(
 ) -> Result<Arc<dyn Datastore>, ServerError> {
     Ok(match config {
         DatastoreConfig::Sled => Arc::new(SledStore::open(&data_dir.join("store"))?),
-        DatastoreConfig::Postgres(pg) => {
-            let store = PostgresStore::open(pg)?;
+        DatastoreConfig::Postgres {
+            url,
+            pool_size,
+            statement_timeout,
+        } => {
+            let store =
+                PostgresStore::open(&postgres_config(url, *pool_size, *statement_timeout)?)?;
             info!(database = store.target(), "datastore: PostgreSQL");
             Arc::new(store)
         }
@@ -150,14 +197,18 @@ mod tests {
 
     #[test]
     fn postgres_takes_a_url_without_password_or_a_url_file() {
-        let DatastoreConfig::Postgres(pg) = parse(
+        let config = parse(
             "kind = \"postgres\"\nurl = \"postgres://lanyard@db/ca\"\npool_size = 4\nstatement_timeout = \"5s\"",
         )
-        .unwrap() else {
-            panic!("expected postgres");
-        };
-        assert_eq!(pg.pool_size, 4);
-        assert_eq!(pg.statement_timeout, Some(Duration::from_secs(5)));
+        .unwrap();
+        assert_eq!(
+            config,
+            DatastoreConfig::Postgres {
+                url: PostgresUrl::Inline("postgres://lanyard@db/ca".into()),
+                pool_size: 4,
+                statement_timeout: Duration::from_secs(5),
+            }
+        );
 
         let e =
             parse("kind = \"postgres\"\nurl = \"postgres://lanyard:hunter2@db/ca\"").unwrap_err();
@@ -165,12 +216,16 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("url");
-        std::fs::write(&file, "postgres://lanyard:hunter2@db/ca\n").unwrap();
         let config = parse(&format!("kind = \"postgres\"\nurl_file = {:?}", file)).unwrap();
-        assert!(
-            matches!(&config, DatastoreConfig::Postgres(pg) if pg.url == "postgres://lanyard:hunter2@db/ca")
-        );
-        assert!(!format!("{config:?}").contains("hunter2"));
+        let DatastoreConfig::Postgres { url, .. } = &config else {
+            panic!("expected postgres: {config:?}");
+        };
+        let e = postgres_config(url, 1, Duration::from_secs(1)).unwrap_err();
+        assert!(e.to_string().contains("datastore.url_file"), "{e}");
+        std::fs::write(&file, "postgres://lanyard:hunter2@db/ca\n").unwrap();
+        let pg = postgres_config(url, 1, Duration::from_secs(1)).unwrap();
+        assert_eq!(pg.url, "postgres://lanyard:hunter2@db/ca");
+        assert!(!format!("{pg:?}").contains("hunter2"));
 
         for bad in [
             "kind = \"postgres\"",

@@ -47,7 +47,7 @@ mod test_support;
 pub use self::{
     backup::{BACKUP_FORMAT, Backup},
     config::{ConfigFile, ServerConfig, TasksFile, UpstreamFile, X509PopFile, defaults},
-    datastore::{DatastoreConfig, DatastoreFile},
+    datastore::{DatastoreConfig, DatastoreFile, PostgresUrl},
     error::ServerError,
     node::{X509POP_CHALLENGE_CONTEXT, authorized_entries, x509pop_challenge},
     policy::{Policy, PrincipalRule},
