@@ -3,9 +3,9 @@
 
 use deadpool_postgres::GenericClient;
 use lanyard_identity::SpiffeId;
-use lanyard_store::rules::check_standing;
+use lanyard_store::rules::{attested, renewed, with_standing};
 use lanyard_store::{
-    AgentRecord, AgentStanding, JoinTokenRecord, Refusal, Revocation, StoreError, SvidRecord, Sweep,
+    AgentRecord, AgentStanding, JoinTokenRecord, Revocation, StoreError, SvidRecord, Sweep,
 };
 use tracing::{debug, info, warn};
 
@@ -74,15 +74,8 @@ impl PostgresStore {
     ) -> Result<AgentRecord, StoreError> {
         let stored = self.serializable("attest_agent", async |tx| {
             let previous = load(tx, &agent.spiffe_id).await?;
-            if previous.as_ref().is_some_and(|a| a.banned) {
-                return Err(Refusal::AgentBanned {
-                    agent: agent.spiffe_id.clone(),
-                }
-                .into());
-            }
+            let stored = attested(previous.as_ref(), agent)?;
             check_serial_free(tx, &svid.serial).await?;
-            let mut stored = agent.clone();
-            stored.revision = previous.map_or(1, |a| a.revision + 1);
             upsert(tx, &stored).await?;
             svids::insert(tx, svid).await?;
             Ok(stored)
@@ -102,16 +95,8 @@ impl PostgresStore {
         svid: &SvidRecord,
     ) -> Result<AgentRecord, StoreError> {
         let stored = self.serializable("renew_agent", async |tx| {
-            let mut agent = load(tx, agent_id)
-                .await?
-                .ok_or_else(|| Refusal::AgentUnknown {
-                    agent: agent_id.clone(),
-                })?;
-            check_standing(&agent, Some(presented))?;
+            let agent = renewed(load(tx, agent_id).await?, agent_id, presented, svid)?;
             check_serial_free(tx, &svid.serial).await?;
-            agent.serial = svid.serial.clone();
-            agent.expires_at = svid.not_after;
-            agent.revision += 1;
             upsert(tx, &agent).await?;
             svids::insert(tx, svid).await?;
             Ok(agent)
@@ -127,17 +112,7 @@ impl PostgresStore {
         how: &Sweep,
     ) -> Result<(AgentRecord, Vec<Revocation>), StoreError> {
         let (agent, revoked) = self.serializable("set_agent_standing", async |tx| {
-            let mut agent = load(tx, agent_id)
-                .await?
-                .ok_or_else(|| StoreError::NotFound {
-                    kind: "agent",
-                    key: agent_id.to_string(),
-                })?;
-            match standing {
-                AgentStanding::Banned => agent.banned = true,
-                AgentStanding::Evicted => agent.evicted = true,
-            }
-            agent.revision += 1;
+            let agent = with_standing(load(tx, agent_id).await?, agent_id, standing)?;
             upsert(tx, &agent).await?;
             let revoked = sweep(tx, Subject::Agent(agent_id), how).await?;
             Ok((agent, revoked))

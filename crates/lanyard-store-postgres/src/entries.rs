@@ -5,7 +5,9 @@ use std::collections::HashSet;
 
 use deadpool_postgres::GenericClient;
 use lanyard_identity::{Entry, EntryId};
-use lanyard_store::rules::{describe_identity, entry_key, identity_key, reissues};
+use lanyard_store::rules::{
+    describe_identity, entry_key, entry_not_found, identity_key, reissues, updated_entry,
+};
 use lanyard_store::{Revocation, StoreError, Sweep};
 use tracing::debug;
 
@@ -107,13 +109,6 @@ pub(crate) async fn check_new(c: &impl GenericClient, entry: &Entry) -> Result<(
     check_unique(c, entry).await
 }
 
-fn not_found(id: &EntryId) -> StoreError {
-    StoreError::NotFound {
-        kind: "entry",
-        key: entry_key(id),
-    }
-}
-
 // === impl PostgresStore ===
 
 impl PostgresStore {
@@ -176,18 +171,8 @@ impl PostgresStore {
         let (updated, revoked) = self.serializable("update_entry", async |tx| {
             let stored = load(tx, &entry.id)
                 .await?
-                .ok_or_else(|| not_found(&entry.id))?;
-            if stored.revision != entry.revision {
-                return Err(StoreError::Conflict {
-                    kind: "entry",
-                    key: entry_key(&entry.id),
-                    expected: entry.revision,
-                    found: stored.revision,
-                });
-            }
-            let mut updated = entry.clone();
-            updated.revision = stored.revision + 1;
-            updated.created_at = stored.created_at;
+                .ok_or_else(|| entry_not_found(&entry.id))?;
+            let updated = updated_entry(&stored, entry)?;
             check_unique(tx, &updated).await?;
             // Delete and insert: one statement list for every column; the
             // task link lives in its own table and is kept.
@@ -210,7 +195,7 @@ impl PostgresStore {
         how: &Sweep,
     ) -> Result<(Entry, Vec<Revocation>), StoreError> {
         let (stored, revoked) = self.serializable("delete_entry", async |tx| {
-            let stored = load(tx, id).await?.ok_or_else(|| not_found(id))?;
+            let stored = load(tx, id).await?.ok_or_else(|| entry_not_found(id))?;
             remove(tx, id).await?;
             let revoked = sweep(tx, Subject::Entry(id), how).await?;
             Ok((stored, revoked))

@@ -1,7 +1,6 @@
 //! Restoring a backup (or moving from sled) into an empty database.
 
 use lanyard_store::{Records, StoreError};
-use tracing::info;
 
 use crate::sql::opt_row;
 use crate::{PostgresStore, agents, entries, svids, tasks};
@@ -45,14 +44,7 @@ impl PostgresStore {
             }
             Ok(())
         })?;
-        info!(
-            entries = records.entries.len(),
-            agents = records.agents.len(),
-            svids = records.svids.len(),
-            revocations = records.revocations.len(),
-            tasks = records.tasks.len(),
-            "records imported"
-        );
+        records.log_imported();
         Ok(())
     }
 }

@@ -5,7 +5,9 @@ use std::collections::HashSet;
 
 use deadpool_postgres::GenericClient;
 use lanyard_identity::{EntryId, SpiffeId};
-use lanyard_store::rules::{check_entry, check_standing, check_task, is_alias_of};
+use lanyard_store::rules::{
+    check_batch_agent, check_entry, check_task, claim_serial, is_alias_of, issued_record,
+};
 use lanyard_store::{
     AgentRecord, IssueBatch, IssueItem, Issued, Refusal, Revocation, StoreError, SvidRecord, Sweep,
 };
@@ -167,12 +169,7 @@ impl PostgresStore {
             let mut results = Vec::with_capacity(batches.len());
             for batch in batches {
                 let agent = agents::load(tx, &batch.agent_id).await?;
-                let agent_ok = match &agent {
-                    None => Err(Refusal::AgentUnknown {
-                        agent: batch.agent_id.clone(),
-                    }),
-                    Some(a) => check_standing(a, Some(&batch.agent_serial)),
-                };
+                let agent_ok = check_batch_agent(batch, agent.as_ref());
                 let aliases = match (&agent, &agent_ok) {
                     (Some(a), Ok(())) => aliases_of(tx, &batch.server_id, a, now).await?,
                     _ => Vec::new(),
@@ -183,35 +180,14 @@ impl PostgresStore {
                         Err(refusal) => Err(refusal.clone()),
                         Ok(()) => check_item(tx, batch, item, &aliases, now).await?,
                     };
-                    let decided = match decided {
-                        Ok(issued) if taken.insert(item.serial.as_str()) => {
-                            match check_serial_free(tx, &item.serial).await {
-                                Ok(()) => Ok(issued),
-                                Err(StoreError::Refused(refusal)) => Err(refusal),
-                                // A failing store fails the group, never
-                                // passes for a collision.
-                                Err(e) => return Err(e),
-                            }
-                        }
-                        Ok(_) => Err(Refusal::SerialTaken {
-                            serial: item.serial.clone(),
-                        }),
-                        Err(refusal) => Err(refusal),
-                    };
+                    // A failing store fails the group, never passes for a
+                    // collision.
+                    let recorded = decided.is_ok() && load(tx, &item.serial).await?.is_some();
+                    let decided = decided.and_then(|issued| {
+                        claim_serial(issued, &item.serial, &mut taken, recorded)
+                    });
                     if let Ok(issued) = &decided {
-                        insert(
-                            tx,
-                            &SvidRecord {
-                                serial: item.serial.clone(),
-                                spiffe_id: item.spiffe_id.clone(),
-                                entry_id: Some(item.entry_id),
-                                agent_id: Some(batch.agent_id.clone()),
-                                task_id: issued.task_id.clone(),
-                                issued_at: now,
-                                not_after: item.not_after,
-                            },
-                        )
-                        .await?;
+                        insert(tx, &issued_record(batch, item, issued, now)).await?;
                     }
                     out.push(decided);
                 }

@@ -71,12 +71,15 @@ pub const PROPERTIES: &[(&str, Property)] = &[
 /// run on a fresh store, and a test that every property in [`PROPERTIES`]
 /// has one.
 ///
-/// ```ignore
-/// fn run_property(property: lanyard_store::conformance::Property) {
-///     let store = open_a_fresh_store();
-///     property(&store);
+/// ```no_run
+/// use lanyard_store::{SledStore, conformance::Property};
+///
+/// fn run_property(property: Property) {
+///     let dir = tempfile::tempdir().unwrap();
+///     property(&SledStore::open(dir.path()).unwrap());
 /// }
 /// lanyard_store::conformance_tests!(run_property);
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! conformance_tests {

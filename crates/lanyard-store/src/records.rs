@@ -209,6 +209,18 @@ pub struct Records {
 }
 
 impl Records {
+    /// Logs, once an import committed, how many records of each kind it wrote.
+    pub fn log_imported(&self) {
+        tracing::info!(
+            entries = self.entries.len(),
+            agents = self.agents.len(),
+            svids = self.svids.len(),
+            revocations = self.revocations.len(),
+            tasks = self.tasks.len(),
+            "records imported"
+        );
+    }
+
     /// Refuses a backup that repeats a key (an entry ID or identity, an
     /// agent ID, a serial, a task ID): an import would collapse the repeats
     /// silently into one record.

@@ -3,10 +3,13 @@
 //! read the records inside their transaction and ask these functions; only
 //! the reading differs between them.
 
+use std::collections::HashSet;
+
 use lanyard_identity::{Entry, Selector, SpiffeId, matches_all};
 
 use crate::{
-    AgentRecord, IssueBatch, IssueItem, Issued, Refusal, StoreError, TaskRecord, TaskState,
+    AgentRecord, AgentStanding, IssueBatch, IssueItem, Issued, Refusal, StoreError, SvidRecord,
+    TaskRecord, TaskState,
 };
 
 /// Whether the agent may still receive SVIDs, and (with `presented`)
@@ -153,4 +156,128 @@ pub fn describe_identity(entry: &Entry) -> String {
 /// The key an entry is stored and reported under: its hyphenated UUID.
 pub fn entry_key(id: &lanyard_identity::EntryId) -> String {
     id.0.hyphenated().to_string()
+}
+
+/// The standing of a batch's agent: known, in good standing, and
+/// authenticated with its current SVID.
+pub fn check_batch_agent(batch: &IssueBatch, agent: Option<&AgentRecord>) -> Result<(), Refusal> {
+    match agent {
+        None => Err(Refusal::AgentUnknown {
+            agent: batch.agent_id.clone(),
+        }),
+        Some(a) => check_standing(a, Some(&batch.agent_serial)),
+    }
+}
+
+/// Claims an accepted item's serial for the group: refused if the store
+/// already holds it (`recorded`) or an earlier item of the group took it.
+pub fn claim_serial<'a>(
+    issued: Issued,
+    serial: &'a str,
+    taken: &mut HashSet<&'a str>,
+    recorded: bool,
+) -> Result<Issued, Refusal> {
+    if recorded || !taken.insert(serial) {
+        return Err(Refusal::SerialTaken {
+            serial: serial.to_owned(),
+        });
+    }
+    Ok(issued)
+}
+
+/// The record of an accepted item.
+pub fn issued_record(
+    batch: &IssueBatch,
+    item: &IssueItem,
+    issued: &Issued,
+    now: i64,
+) -> SvidRecord {
+    SvidRecord {
+        serial: item.serial.clone(),
+        spiffe_id: item.spiffe_id.clone(),
+        entry_id: Some(item.entry_id),
+        agent_id: Some(batch.agent_id.clone()),
+        task_id: issued.task_id.clone(),
+        issued_at: now,
+        not_after: item.not_after,
+    }
+}
+
+/// An entry update as compare-and-swap: `entry` must be based on the
+/// stored revision. Returns what to store: the next revision, with the
+/// stored `created_at`.
+pub fn updated_entry(stored: &Entry, entry: &Entry) -> Result<Entry, StoreError> {
+    if stored.revision != entry.revision {
+        return Err(StoreError::Conflict {
+            kind: "entry",
+            key: entry_key(&entry.id),
+            expected: entry.revision,
+            found: stored.revision,
+        });
+    }
+    let mut updated = entry.clone();
+    updated.revision = stored.revision + 1;
+    updated.created_at = stored.created_at;
+    Ok(updated)
+}
+
+/// What an attestation stores over the `previous` record of the agent
+/// (an evicted agent comes back): refused if it is banned.
+pub fn attested(
+    previous: Option<&AgentRecord>,
+    agent: &AgentRecord,
+) -> Result<AgentRecord, Refusal> {
+    if previous.is_some_and(|a| a.banned) {
+        return Err(Refusal::AgentBanned {
+            agent: agent.spiffe_id.clone(),
+        });
+    }
+    let mut stored = agent.clone();
+    stored.revision = previous.map_or(1, |a| a.revision + 1);
+    Ok(stored)
+}
+
+/// What a renewal stores: the agent, in good standing and presenting its
+/// current serial, with `svid` as its current SVID.
+pub fn renewed(
+    agent: Option<AgentRecord>,
+    agent_id: &SpiffeId,
+    presented: &str,
+    svid: &SvidRecord,
+) -> Result<AgentRecord, Refusal> {
+    let mut agent = agent.ok_or_else(|| Refusal::AgentUnknown {
+        agent: agent_id.clone(),
+    })?;
+    check_standing(&agent, Some(presented))?;
+    agent.serial = svid.serial.clone();
+    agent.expires_at = svid.not_after;
+    agent.revision += 1;
+    Ok(agent)
+}
+
+/// The agent evicted or banned, at its next revision;
+/// [`StoreError::NotFound`] if there is none.
+pub fn with_standing(
+    agent: Option<AgentRecord>,
+    agent_id: &SpiffeId,
+    standing: AgentStanding,
+) -> Result<AgentRecord, StoreError> {
+    let mut agent = agent.ok_or_else(|| StoreError::NotFound {
+        kind: "agent",
+        key: agent_id.to_string(),
+    })?;
+    match standing {
+        AgentStanding::Banned => agent.banned = true,
+        AgentStanding::Evicted => agent.evicted = true,
+    }
+    agent.revision += 1;
+    Ok(agent)
+}
+
+/// The error for an absent entry.
+pub fn entry_not_found(id: &lanyard_identity::EntryId) -> StoreError {
+    StoreError::NotFound {
+        kind: "entry",
+        key: entry_key(id),
+    }
 }

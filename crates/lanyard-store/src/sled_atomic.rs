@@ -18,7 +18,10 @@ use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 use tracing::{debug, info, warn};
 
-use crate::rules::{check_entry, check_standing, check_task, is_alias_of, reissues};
+use crate::rules::{
+    attested, check_batch_agent, check_entry, check_task, claim_serial, entry_not_found,
+    is_alias_of, issued_record, reissues, renewed, updated_entry, with_standing,
+};
 use crate::sled_store::{
     FORMAT_KEY, FORMAT_VERSION, backend, decode_entry, decode_keyed, describe_unique, encode,
     entry_key, unique_key,
@@ -351,21 +354,8 @@ impl SledStore {
         let _w = self.lock_writer()?;
         let stored = self
             .get_entry(&entry.id)?
-            .ok_or_else(|| StoreError::NotFound {
-                kind: "entry",
-                key: entry_key(&entry.id),
-            })?;
-        if stored.revision != entry.revision {
-            return Err(StoreError::Conflict {
-                kind: "entry",
-                key: entry_key(&entry.id),
-                expected: entry.revision,
-                found: stored.revision,
-            });
-        }
-        let mut updated = entry.clone();
-        updated.revision = stored.revision + 1;
-        updated.created_at = stored.created_at;
+            .ok_or_else(|| entry_not_found(&entry.id))?;
+        let updated = updated_entry(&stored, entry)?;
         self.check_unique(&updated)?;
         let mut ws = WriteSet::default();
         Self::remove_entry(&mut ws, &stored)?;
@@ -446,15 +436,8 @@ impl SledStore {
     ) -> Result<AgentRecord, StoreError> {
         let _w = self.lock_writer()?;
         let previous = self.get_agent(&agent.spiffe_id)?;
-        if previous.as_ref().is_some_and(|a| a.banned) {
-            return Err(Refusal::AgentBanned {
-                agent: agent.spiffe_id.clone(),
-            }
-            .into());
-        }
+        let stored = attested(previous.as_ref(), agent)?;
         self.check_serial_free(&svid.serial)?;
-        let mut stored = agent.clone();
-        stored.revision = previous.map_or(1, |a| a.revision + 1);
         let mut ws = WriteSet::default();
         ws.put(
             T::Agents,
@@ -478,17 +461,8 @@ impl SledStore {
         svid: &SvidRecord,
     ) -> Result<AgentRecord, StoreError> {
         let _w = self.lock_writer()?;
-        let agent = self
-            .get_agent(agent_id)?
-            .ok_or_else(|| Refusal::AgentUnknown {
-                agent: agent_id.clone(),
-            })?;
-        check_standing(&agent, Some(presented))?;
+        let stored = renewed(self.get_agent(agent_id)?, agent_id, presented, svid)?;
         self.check_serial_free(&svid.serial)?;
-        let mut stored = agent;
-        stored.serial = svid.serial.clone();
-        stored.expires_at = svid.not_after;
-        stored.revision += 1;
         let mut ws = WriteSet::default();
         ws.put(
             T::Agents,
@@ -508,17 +482,7 @@ impl SledStore {
         sweep: &Sweep,
     ) -> Result<(AgentRecord, Vec<Revocation>), StoreError> {
         let _w = self.lock_writer()?;
-        let mut agent = self
-            .get_agent(agent_id)?
-            .ok_or_else(|| StoreError::NotFound {
-                kind: "agent",
-                key: agent_id.to_string(),
-            })?;
-        match standing {
-            AgentStanding::Banned => agent.banned = true,
-            AgentStanding::Evicted => agent.evicted = true,
-        }
-        agent.revision += 1;
+        let agent = with_standing(self.get_agent(agent_id)?, agent_id, standing)?;
         let mut ws = WriteSet::default();
         ws.put(
             T::Agents,
@@ -705,12 +669,7 @@ impl SledStore {
         let mut results = Vec::with_capacity(batches.len());
         for batch in batches {
             let agent = self.get_agent(&batch.agent_id)?;
-            let agent_ok = match &agent {
-                None => Err(Refusal::AgentUnknown {
-                    agent: batch.agent_id.clone(),
-                }),
-                Some(a) => check_standing(a, Some(&batch.agent_serial)),
-            };
+            let agent_ok = check_batch_agent(batch, agent.as_ref());
             let aliases = match (&agent, &agent_ok) {
                 (Some(a), Ok(())) => self.aliases_of(&batch.server_id, a, now)?,
                 _ => Vec::new(),
@@ -721,34 +680,17 @@ impl SledStore {
                     Err(refusal) => Err(refusal.clone()),
                     Ok(()) => self.check_item(batch, item, &aliases, now)?,
                 };
-                let decided = match decided {
-                    Ok(issued) if taken.insert(item.serial.as_str()) => {
-                        match self.check_serial_free(&item.serial) {
-                            Ok(()) => Ok(issued),
-                            Err(StoreError::Refused(refusal)) => Err(refusal),
-                            // A failing store fails the group, never passes
-                            // for a collision.
-                            Err(e) => return Err(e),
-                        }
-                    }
-                    Ok(_) => Err(Refusal::SerialTaken {
-                        serial: item.serial.clone(),
-                    }),
-                    Err(refusal) => Err(refusal),
-                };
+                // A failing store fails the group, never passes for a
+                // collision.
+                let recorded = decided.is_ok()
+                    && self
+                        .svids
+                        .contains_key(item.serial.as_bytes())
+                        .map_err(backend)?;
+                let decided = decided
+                    .and_then(|issued| claim_serial(issued, &item.serial, &mut taken, recorded));
                 if let Ok(issued) = &decided {
-                    Self::write_svid(
-                        &mut ws,
-                        &SvidRecord {
-                            serial: item.serial.clone(),
-                            spiffe_id: item.spiffe_id.clone(),
-                            entry_id: Some(item.entry_id),
-                            agent_id: Some(batch.agent_id.clone()),
-                            task_id: issued.task_id.clone(),
-                            issued_at: now,
-                            not_after: item.not_after,
-                        },
-                    )?;
+                    Self::write_svid(&mut ws, &issued_record(batch, item, issued, now))?;
                 }
                 out.push(decided);
             }
@@ -911,14 +853,7 @@ impl SledStore {
             }
         }
         self.apply(ws)?;
-        info!(
-            entries = records.entries.len(),
-            agents = records.agents.len(),
-            svids = records.svids.len(),
-            revocations = records.revocations.len(),
-            tasks = records.tasks.len(),
-            "records imported"
-        );
+        records.log_imported();
         Ok(())
     }
 
