@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    TD,
+    Server, TD,
     agent::{Agent, crl_serials, eventually, leaf_serial, register_self, stream_serving},
     fetch_crl,
     postgres::start_on_postgres,
@@ -97,4 +97,35 @@ async fn a_restarted_server_on_postgres_keeps_its_state() {
             .cli_ok(&["audit", "verify"])
             .starts_with("audit log OK")
     );
+}
+
+#[test]
+fn an_unreachable_database_stops_the_server_with_a_message_without_the_password() {
+    let mut server = Server::start();
+    server.kill();
+    let dir = tempfile::tempdir().unwrap();
+    let url_file = dir.path().join("datastore-url");
+    std::fs::write(
+        &url_file,
+        format!(
+            "postgresql://lanyard:hunter2@localhost/lanyard?host={}&port=1",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let config = dir.path().join("server.toml");
+    std::fs::write(
+        &config,
+        format!("[datastore]\nkind = \"postgres\"\nurl_file = {url_file:?}\n"),
+    )
+    .unwrap();
+    server.extra = vec!["--config".into(), config.display().to_string()];
+    let out = server.run_command().output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot reach the database at postgresql://lanyard@"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
 }

@@ -244,12 +244,12 @@ fn is_retryable(e: &StoreError) -> bool {
         .downcast_ref::<tokio_postgres::Error>()
         .and_then(tokio_postgres::Error::code)
         .is_some_and(|code| {
+            // A unique violation from a concurrent insert of a key this
+            // transaction read as absent is reported by PostgreSQL as a
+            // serialization failure too; every insert here reads its key first.
             [
                 SqlState::T_R_SERIALIZATION_FAILURE,
                 SqlState::T_R_DEADLOCK_DETECTED,
-                // Under SERIALIZABLE, a unique violation from a concurrent
-                // insert of what this transaction checked was absent.
-                SqlState::UNIQUE_VIOLATION,
             ]
             .contains(code)
         })
