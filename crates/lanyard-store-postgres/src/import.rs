@@ -1,5 +1,7 @@
 //! Restoring a backup (or moving from sled) into an empty database.
 
+use std::future::Future;
+
 use lanyard_store::{Records, StoreError};
 
 use crate::sql::opt_row;
@@ -27,18 +29,13 @@ impl PostgresStore {
                     ),
                 });
             }
-            for entry in &records.entries {
-                entries::insert(tx, entry).await?;
-            }
-            for agent in &records.agents {
-                agents::upsert(tx, agent).await?;
-            }
-            for svid in &records.svids {
-                svids::insert(tx, svid).await?;
-            }
-            for revocation in &records.revocations {
-                svids::insert_revocation(tx, revocation).await?;
-            }
+            // Each kind's inserts are sent in pipelined chunks: one round
+            // trip per chunk, not per record (a backup may hold millions).
+            pipelined(&records.entries, |e| entries::insert(tx, e)).await?;
+            pipelined(&records.agents, |a| agents::upsert(tx, a)).await?;
+            pipelined(&records.svids, |s| svids::insert(tx, s)).await?;
+            pipelined(&records.revocations, |r| svids::insert_revocation(tx, r)).await?;
+            // A task and its entry link are two statements in order.
             for task in &records.tasks {
                 tasks::store(tx, task).await?;
             }
@@ -47,4 +44,22 @@ impl PostgresStore {
         records.log_imported();
         Ok(())
     }
+}
+
+/// How many statements are in flight at once on the connection.
+const CHUNK: usize = 1000;
+
+/// Runs `insert` for every record, `CHUNK` at a time concurrently: the
+/// driver pipelines concurrent statements of one connection.
+async fn pipelined<'a, T, F>(
+    records: &'a [T],
+    insert: impl Fn(&'a T) -> F,
+) -> Result<(), StoreError>
+where
+    F: Future<Output = Result<(), StoreError>>,
+{
+    for chunk in records.chunks(CHUNK) {
+        futures::future::try_join_all(chunk.iter().map(&insert)).await?;
+    }
+    Ok(())
 }
