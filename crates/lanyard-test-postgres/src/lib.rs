@@ -1,7 +1,8 @@
-//! A throwaway PostgreSQL cluster for tests: `initdb` and `pg_ctl` in a
-//! temporary directory, listening only on a Unix socket in that directory.
+//! A throwaway PostgreSQL cluster for tests (and `lanyard-bench`): `initdb`
+//! and `pg_ctl` in a temporary directory, listening only on a Unix socket in
+//! that directory.
 //!
-//! [`shared`] starts one cluster per test process on first use; each test
+//! [`shared`] starts one cluster per process on first use; each test
 //! takes a database of its own with [`Cluster::create_database`]. The
 //! cluster stops, and its directory is removed, when the test process ends
 //! however it ends: a watchdog process reads a pipe that only the test
@@ -61,8 +62,21 @@ pub fn shared() -> &'static Cluster {
 }
 
 impl Cluster {
-    /// Starts a new cluster in a new temporary directory.
+    /// Starts a new cluster in a new temporary directory, with `fsync`
+    /// off: tests check behaviour, not durability. Dropping it stops the
+    /// server and removes the directory (in the background).
     pub fn start() -> Result<Self, String> {
+        Self::start_with(false)
+    }
+
+    /// [`start`](Cluster::start), but durable as a production server is
+    /// (`fsync`, `synchronous_commit` and `full_page_writes` on), for
+    /// measurements.
+    pub fn start_durable() -> Result<Self, String> {
+        Self::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Result<Self, String> {
         let bin = find_bin_dir()?;
         let owner = unprivileged_owner()?;
         let dir = tempfile::Builder::new()
@@ -108,9 +122,13 @@ impl Cluster {
                 ]),
             "initdb",
         )?;
+        let durability = if durable {
+            ""
+        } else {
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        };
         let options = format!(
-            "-c listen_addresses='' -k {} -p {PORT} -c fsync=off -c synchronous_commit=off \
-             -c full_page_writes=off -c max_connections=300",
+            "-c listen_addresses='' -k {} -p {PORT} -c max_connections=300 {durability}",
             dir.display()
         );
         run(
