@@ -1,10 +1,8 @@
 //! Restoring a backup (or moving from sled) into an empty database.
 
-use std::future::Future;
-
 use lanyard_store::{Records, StoreError};
 
-use crate::sql::opt_row;
+use crate::sql::{opt_row, pipelined};
 use crate::{PostgresStore, agents, entries, svids, tasks};
 
 impl PostgresStore {
@@ -44,22 +42,4 @@ impl PostgresStore {
         records.log_imported();
         Ok(())
     }
-}
-
-/// How many statements are in flight at once on the connection.
-const CHUNK: usize = 1000;
-
-/// Runs `insert` for every record, `CHUNK` at a time concurrently: the
-/// driver pipelines concurrent statements of one connection.
-async fn pipelined<'a, T, F>(
-    records: &'a [T],
-    insert: impl Fn(&'a T) -> F,
-) -> Result<(), StoreError>
-where
-    F: Future<Output = Result<(), StoreError>>,
-{
-    for chunk in records.chunks(CHUNK) {
-        futures::future::try_join_all(chunk.iter().map(&insert)).await?;
-    }
-    Ok(())
 }

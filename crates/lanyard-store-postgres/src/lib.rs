@@ -50,6 +50,7 @@ mod config;
 mod datastore;
 mod entries;
 mod import;
+mod issue;
 mod meta;
 mod rows;
 mod schema;

@@ -1,21 +1,14 @@
 //! Issued SVIDs and revocations: group-committed issuance, the revocation
 //! sweeps, single revocations and pruning.
 
-use std::collections::HashSet;
-
 use deadpool_postgres::GenericClient;
 use lanyard_identity::{EntryId, SpiffeId};
-use lanyard_store::rules::{
-    check_batch_agent, check_entry, check_task, claim_serial, is_alias_of, issued_record,
-};
-use lanyard_store::{
-    AgentRecord, IssueBatch, IssueItem, Issued, Refusal, Revocation, StoreError, SvidRecord, Sweep,
-};
+use lanyard_store::{Refusal, Revocation, StoreError, SvidRecord, Sweep};
 use tracing::{debug, info, warn};
 
+use crate::PostgresStore;
 use crate::rows::{self, REVOCATION_COLUMNS, SVID_COLUMNS};
 use crate::sql::{exec, opt_row, rows};
-use crate::{PostgresStore, agents, entries, tasks};
 
 /// Whose SVIDs a sweep revokes.
 #[derive(Clone, Copy, Debug)]
@@ -121,82 +114,9 @@ pub(crate) async fn check_serial_free(
     }
 }
 
-/// The SPIFFE IDs of the agent's live node aliases: entries parented to the
-/// server whose selectors are all among the agent's.
-async fn aliases_of(
-    c: &impl GenericClient,
-    server_id: &SpiffeId,
-    agent: &AgentRecord,
-    now: i64,
-) -> Result<Vec<SpiffeId>, StoreError> {
-    Ok(entries::children(c, server_id.as_str())
-        .await?
-        .into_iter()
-        .filter(|alias| is_alias_of(alias, agent, now))
-        .map(|alias| alias.spiffe_id)
-        .collect())
-}
-
-/// The checks of one item of a batch whose agent is in good standing.
-async fn check_item(
-    c: &impl GenericClient,
-    batch: &IssueBatch,
-    item: &IssueItem,
-    aliases: &[SpiffeId],
-    now: i64,
-) -> Result<Result<Issued, Refusal>, StoreError> {
-    let entry = entries::load(c, &item.entry_id).await?;
-    if let Err(refusal) = check_entry(batch, item, entry.as_ref(), aliases, now) {
-        return Ok(Err(refusal));
-    }
-    let Some(task_id) = tasks::task_of_entry(c, &item.entry_id).await? else {
-        return Ok(Ok(Issued { task_id: None }));
-    };
-    let task = tasks::load(c, &task_id).await?;
-    Ok(check_task(task_id, task.as_ref(), item, now))
-}
-
 // === impl PostgresStore ===
 
 impl PostgresStore {
-    pub(crate) fn issue_svids_tx(
-        &self,
-        batches: &[IssueBatch],
-        now: i64,
-    ) -> Result<Vec<Vec<Result<Issued, Refusal>>>, StoreError> {
-        self.serializable("issue_svids", async |tx| {
-            let mut taken: HashSet<&str> = HashSet::new();
-            let mut results = Vec::with_capacity(batches.len());
-            for batch in batches {
-                let agent = agents::load(tx, &batch.agent_id).await?;
-                let agent_ok = check_batch_agent(batch, agent.as_ref());
-                let aliases = match (&agent, &agent_ok) {
-                    (Some(a), Ok(())) => aliases_of(tx, &batch.server_id, a, now).await?,
-                    _ => Vec::new(),
-                };
-                let mut out = Vec::with_capacity(batch.items.len());
-                for item in &batch.items {
-                    let decided = match &agent_ok {
-                        Err(refusal) => Err(refusal.clone()),
-                        Ok(()) => check_item(tx, batch, item, &aliases, now).await?,
-                    };
-                    // A failing store fails the group, never passes for a
-                    // collision.
-                    let recorded = decided.is_ok() && load(tx, &item.serial).await?.is_some();
-                    let decided = decided.and_then(|issued| {
-                        claim_serial(issued, &item.serial, &mut taken, recorded)
-                    });
-                    if let Ok(issued) = &decided {
-                        insert(tx, &issued_record(batch, item, issued, now)).await?;
-                    }
-                    out.push(decided);
-                }
-                results.push(out);
-            }
-            Ok(results)
-        })
-    }
-
     pub(crate) fn record_svid_tx(&self, svid: &SvidRecord) -> Result<(), StoreError> {
         self.serializable("record_svid", async |tx| match load(tx, &svid.serial).await? {
             Some(current) if current == *svid => Ok(()),

@@ -1,7 +1,7 @@
 //! Task grants and the link between a task and the entry that carries it.
 
 use deadpool_postgres::GenericClient;
-use lanyard_identity::{Entry, EntryId};
+use lanyard_identity::Entry;
 use lanyard_store::{Revocation, StoreError, Sweep, TaskRecord};
 use tracing::{debug, info};
 
@@ -11,7 +11,7 @@ use crate::svids::{Subject, sweep};
 use crate::{PostgresStore, entries};
 
 /// A task row (`id, record`); a record that names another task is damage.
-fn decode(row: &tokio_postgres::Row) -> Result<TaskRecord, StoreError> {
+pub(crate) fn decode(row: &tokio_postgres::Row) -> Result<TaskRecord, StoreError> {
     let id: String = row.get(0);
     let task: TaskRecord = rows::json(row, 1, "tasks", &id)?;
     if task.id != id {
@@ -31,20 +31,6 @@ pub(crate) async fn load(
         .as_ref()
         .map(decode)
         .transpose()
-}
-
-/// The task the entry carries, if it carries one.
-pub(crate) async fn task_of_entry(
-    c: &impl GenericClient,
-    entry: &EntryId,
-) -> Result<Option<String>, StoreError> {
-    Ok(opt_row(
-        c,
-        "SELECT task_id FROM task_entries WHERE entry_id = $1",
-        &[&entry.0],
-    )
-    .await?
-    .map(|row| row.get(0)))
 }
 
 /// Stores the task, and keeps its entry linked to it while the task is not
