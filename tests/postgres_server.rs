@@ -13,7 +13,7 @@ use common::{
     Server, TD,
     agent::{Agent, crl_serials, eventually, leaf_serial, register_self, stream_serving},
     fetch_crl,
-    postgres::start_on_postgres,
+    postgres::{postgres_config_for, start_on_postgres},
 };
 
 /// Generous: a deadline for polling, not a measurement.
@@ -104,21 +104,11 @@ fn an_unreachable_database_stops_the_server_with_a_message_without_the_password(
     let mut server = Server::start();
     server.kill();
     let dir = tempfile::tempdir().unwrap();
-    let url_file = dir.path().join("datastore-url");
-    std::fs::write(
-        &url_file,
-        format!(
-            "postgresql://lanyard:hunter2@localhost/lanyard?host={}&port=1",
-            dir.path().display()
-        ),
-    )
-    .unwrap();
-    let config = dir.path().join("server.toml");
-    std::fs::write(
-        &config,
-        format!("[datastore]\nkind = \"postgres\"\nurl_file = {url_file:?}\n"),
-    )
-    .unwrap();
+    let url = format!(
+        "postgresql://lanyard:hunter2@localhost/lanyard?host={}&port=1",
+        dir.path().display()
+    );
+    let config = postgres_config_for(&dir, &url);
     server.extra = vec!["--config".into(), config.display().to_string()];
     let out = server.run_command().output().unwrap();
     assert_eq!(out.status.code(), Some(1));

@@ -7,10 +7,15 @@ use std::path::PathBuf;
 use super::Server;
 
 /// A config file (kept in `dir`) whose `[datastore]` is a new, empty
-/// PostgreSQL database, its URL in a 0600 file beside it.
+/// PostgreSQL database.
 pub fn postgres_config(dir: &tempfile::TempDir) -> PathBuf {
+    postgres_config_for(dir, &lanyard_test_postgres::shared().create_database())
+}
+
+/// A config file (kept in `dir`) whose `[datastore]` is the database at
+/// `url`, the URL in a 0600 file beside it.
+pub fn postgres_config_for(dir: &tempfile::TempDir, url: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    let url = lanyard_test_postgres::shared().create_database();
     let url_file = dir.path().join("datastore-url");
     std::fs::write(&url_file, format!("{url}\n")).unwrap();
     std::fs::set_permissions(&url_file, std::fs::Permissions::from_mode(0o600)).unwrap();
