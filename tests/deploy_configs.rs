@@ -36,7 +36,8 @@ use std::{
 
 use lanyard_server::ConfigFile;
 
-/// Every key `lanyard_server::ConfigFile` accepts, with its table.
+/// Every key `lanyard_server::ConfigFile` accepts, with its table
+/// (`[datastore] url`, which excludes `url_file`, is described in text).
 const SERVER_KEYS: &[&str] = &[
     "trust_domain",
     "data_dir",
@@ -72,6 +73,11 @@ const SERVER_KEYS: &[&str] = &[
     "connection_idle_timeout",
     "http_header_timeout",
     "tls_handshake_timeout",
+    "[datastore]",
+    "kind",
+    "url_file",
+    "pool_size",
+    "statement_timeout",
 ];
 
 /// Every key the agent's config file accepts.
@@ -209,6 +215,14 @@ fn server_example_is_complete_and_valid() {
         PathBuf::from("/run/lanyard/server/admin.sock")
     );
     assert!(!cfg.policy.requesters.is_empty() && !cfg.policy.approvers.is_empty());
+    assert!(matches!(
+        cfg.datastore,
+        lanyard_server::DatastoreConfig::Postgres {
+            url: lanyard_server::PostgresUrl::File(_),
+            pool_size: 10,
+            ..
+        }
+    ));
 
     // The check above means something only if unknown keys are refused.
     let typo = text.replacen("bind_address", "bind_adress", 1);

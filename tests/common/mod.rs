@@ -26,6 +26,7 @@ pub mod agent;
 pub mod mtls;
 pub mod operators;
 pub mod other_user;
+pub mod postgres;
 pub mod python;
 pub mod spawned;
 pub mod stalling_fs;
@@ -389,11 +390,17 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (String, Vec<u8>) {
 
 /// `lanyard-server datastore import --file BACKUP --data-dir DIR`, offline.
 pub fn import_backup(backup: &Path, data_dir: &Path) -> Output {
+    import_backup_with(backup, data_dir, &[])
+}
+
+/// `import_backup` with more flags (e.g. `--config` naming a `[datastore]`).
+pub fn import_backup_with(backup: &Path, data_dir: &Path, extra: &[&str]) -> Output {
     Command::new(bin("lanyard-server"))
         .args(["datastore", "import", "--file"])
         .arg(backup)
         .arg("--data-dir")
         .arg(data_dir)
+        .args(extra)
         .output()
         .unwrap()
 }

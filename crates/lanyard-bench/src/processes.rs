@@ -137,6 +137,11 @@ impl Server {
     /// Starts a server on free loopback ports with SVIDs that live an hour
     /// (no rotation during a run), and waits until its admin API is ready.
     pub async fn start(bins: &Binaries) -> anyhow::Result<Self> {
+        Self::start_with(bins, &[]).await
+    }
+
+    /// [`start`](Server::start) with more `run` flags (e.g. `--config`).
+    pub async fn start_with(bins: &Binaries, extra: &[&str]) -> anyhow::Result<Self> {
         let dir = scratch_dir("server")?;
         let admin_socket = dir.path().join("admin.sock");
         let node_addr = free_port()?;
@@ -152,7 +157,8 @@ impl Server {
             .arg("--admin-socket")
             .arg(&admin_socket)
             .args(["--default-x509-svid-ttl", "1h"])
-            .args(["--log-level", "warn"]);
+            .args(["--log-level", "warn"])
+            .args(extra);
         let child = ChildGuard::spawn("lanyard-server", &mut cmd, &log)?;
         let mut server = Self {
             child,

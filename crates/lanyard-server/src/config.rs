@@ -9,6 +9,7 @@ use serde::Deserialize;
 use crate::{
     ServerError,
     limits::{LimitsFile, ListenerLimits},
+    datastore::{DatastoreConfig, DatastoreFile},
     policy::{Policy, PrincipalRule},
 };
 
@@ -70,6 +71,8 @@ pub struct ConfigFile {
     pub tasks: Option<TasksFile>,
     /// What clients may hold of the TCP listeners.
     pub limits: Option<LimitsFile>,
+    /// Where the records live: sled (default) or PostgreSQL.
+    pub datastore: Option<DatastoreFile>,
 }
 
 /// `[tasks]`: the policy task grants obey.
@@ -154,6 +157,8 @@ pub struct ServerConfig {
     pub policy: Policy,
     /// Connection cap and timeouts of the TCP listeners.
     pub limits: ListenerLimits,
+    /// The store backend.
+    pub datastore: DatastoreConfig,
 }
 
 /// Defaults, as documented in DESIGN.md and `deploy/server.toml`.
@@ -228,6 +233,7 @@ impl ConfigFile {
             admin_socket_group: other.admin_socket_group.or(self.admin_socket_group),
             tasks: other.tasks.or(self.tasks),
             limits: other.limits.or(self.limits),
+            datastore: other.datastore.or(self.datastore),
         }
     }
 
@@ -393,6 +399,7 @@ impl ConfigFile {
             admin_socket_group: self.admin_socket_group,
             policy,
             limits,
+            datastore: self.datastore.unwrap_or_default().validate()?,
         })
     }
 }

@@ -155,6 +155,7 @@ impl RunArgs {
             admin_socket_group: None,
             tasks: None,
             limits: None,
+            datastore: None,
         }
     }
 }
@@ -477,5 +478,10 @@ pub enum DatastoreCmd {
         /// The new server's data dir (must not hold a store yet).
         #[arg(long)]
         data_dir: PathBuf,
+        /// The new server's config: its `[datastore]` says where the records
+        /// go (default: sled in the data dir). A PostgreSQL database must be
+        /// empty.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }

@@ -66,10 +66,22 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
     {
         return super::task::verify_file(file, expect_head.as_deref(), json);
     }
-    if let Command::Datastore(DatastoreCmd::Import { file, data_dir }) = &cli.command {
+    if let Command::Datastore(DatastoreCmd::Import {
+        file,
+        data_dir,
+        config,
+    }) = &cli.command
+    {
         let bytes =
             std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-        let summary = lanyard_server::Backup::from_json(&bytes)?.restore(data_dir)?;
+        let datastore = match config {
+            Some(path) => lanyard_server::ConfigFile::load(path)?
+                .datastore
+                .unwrap_or_default()
+                .validate()?,
+            None => lanyard_server::DatastoreConfig::Sled,
+        };
+        let summary = lanyard_server::Backup::from_json(&bytes)?.restore(data_dir, &datastore)?;
         println!("{summary}");
         return Ok(());
     }
