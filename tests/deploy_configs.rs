@@ -36,7 +36,8 @@ use std::{
 
 use lanyard_server::ConfigFile;
 
-/// Every key `lanyard_server::ConfigFile` accepts, with its table.
+/// Every key `lanyard_server::ConfigFile` accepts, with its table
+/// (`[datastore] url`, which excludes `url_file`, is described in text).
 const SERVER_KEYS: &[&str] = &[
     "trust_domain",
     "data_dir",
@@ -81,6 +82,11 @@ const SERVER_KEYS: &[&str] = &[
     "connection_idle_timeout",
     "http_header_timeout",
     "tls_handshake_timeout",
+    "[datastore]",
+    "kind",
+    "url_file",
+    "pool_size",
+    "statement_timeout",
 ];
 
 /// Every key the agent's config file accepts.
@@ -221,6 +227,14 @@ fn server_example_is_complete_and_valid() {
     assert!(cfg.task_policy_file.is_some());
     assert_eq!(cfg.task_time_zone.to_string(), "+02:00");
     assert!(cfg.ticket_check.is_some_and(|c| !c.fail_open));
+    assert!(matches!(
+        cfg.datastore,
+        lanyard_server::DatastoreConfig::Postgres {
+            url: lanyard_server::PostgresUrl::File(_),
+            pool_size: 10,
+            ..
+        }
+    ));
 
     // The check above means something only if unknown keys are refused.
     let typo = text.replacen("bind_address", "bind_adress", 1);

@@ -76,7 +76,7 @@ impl Pinned {
         )?;
         lanyard_ca::write_file_atomic(
             &dir.join("key.pem"),
-            pem_block("PRIVATE KEY", self.key.secret_der()).as_bytes(),
+            lanyard_ca::pem_block("PRIVATE KEY", self.key.secret_der()).as_bytes(),
             0o600,
         )?;
         Ok(())
@@ -161,18 +161,6 @@ async fn call(
     }
     print!("{}", echo(pinned.client_config(server_id)?, server).await?);
     Ok(())
-}
-
-fn pem_block(label: &str, der: &[u8]) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(line));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
 }
 
 /// One mTLS round trip: send a line, read the echo.

@@ -3,6 +3,7 @@
 //! operator CLI and a real TLS Node API client.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+pub use lanyard_ca::pem_block;
 use std::{
     net::{SocketAddr, TcpListener},
     os::unix::process::ExitStatusExt,
@@ -25,6 +26,7 @@ pub mod agent;
 pub mod mtls;
 pub mod operators;
 pub mod other_user;
+pub mod postgres;
 pub mod python;
 pub mod spawned;
 pub mod stalling_fs;
@@ -302,19 +304,6 @@ pub async fn attest(server: &Server, token: &str) -> Result<NodeIdentity, tonic:
     })
 }
 
-/// `der` as one PEM block labelled `label`.
-pub fn pem_block(label: &str, der: &[u8]) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).unwrap());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
-
 /// Writes DER certificates as one PEM file.
 pub fn write_pem(path: &Path, certs: &[CertificateDer<'_>]) {
     let out: String = certs.iter().map(|c| pem_block("CERTIFICATE", c)).collect();
@@ -401,11 +390,17 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (String, Vec<u8>) {
 
 /// `lanyard-server datastore import --file BACKUP --data-dir DIR`, offline.
 pub fn import_backup(backup: &Path, data_dir: &Path) -> Output {
+    import_backup_with(backup, data_dir, &[])
+}
+
+/// `import_backup` with more flags (e.g. `--config` naming a `[datastore]`).
+pub fn import_backup_with(backup: &Path, data_dir: &Path, extra: &[&str]) -> Output {
     Command::new(bin("lanyard-server"))
         .args(["datastore", "import", "--file"])
         .arg(backup)
         .arg("--data-dir")
         .arg(data_dir)
+        .args(extra)
         .output()
         .unwrap()
 }

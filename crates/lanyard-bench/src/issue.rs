@@ -47,6 +47,9 @@ pub struct IssueArgs {
     /// Sync stream of an agent holding 10,000 entries.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     burst: Option<u64>,
+    /// The stores to measure, one server on each, side by side.
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["sled", "postgres"])]
+    datastores: Vec<Datastore>,
 }
 
 /// A simulated agent: its Node API client (authenticated with its SVID)
@@ -65,85 +68,149 @@ pub(crate) async fn trust_of(server: &Server) -> anyhow::Result<Arc<TrustMateria
     Ok(Arc::new(TrustMaterial::new(bundle)))
 }
 
-/// Runs both measurements and returns the table.
+/// Which store a measured server keeps its records in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Datastore {
+    /// The embedded default.
+    Sled,
+    /// A fresh database of a throwaway PostgreSQL cluster started by the
+    /// bench (initdb and pg_ctl from the machine's PostgreSQL), over its
+    /// Unix socket.
+    Postgres,
+}
+
+/// Runs the measurements and returns the table.
 pub async fn run(args: IssueArgs) -> anyhow::Result<Vec<Table>> {
     if let Some(burst) = args.burst {
         return crate::burst::run(&args, usize::try_from(burst)?).await;
     }
     let bins = Binaries::locate()?;
-    let server = Server::start(&bins).await?;
-    let trust = trust_of(&server).await?;
-
-    let mut agents = Vec::new();
-    for n in 0..args.agents {
-        agents.push(simulated_agent(&server, &trust, n).await?.0);
-    }
     let csrs: Vec<Vec<u8>> = (0..args.batch)
         .map(|_| SvidKey::generate()?.csr_der())
         .collect::<Result<_, _>>()
         .context("generating CSRs")?;
-
-    let started = Instant::now();
-    let sent = futures::future::try_join_all(agents.into_iter().map(|agent| {
-        let csrs = &csrs;
-        async move {
-            let SimulatedAgent {
-                mut client,
-                entry_id,
-            } = agent;
-            let mut issued = 0u64;
-            for _ in 0..args.batches {
-                let params = csrs
-                    .iter()
-                    .map(|csr| NewX509svidParams {
-                        entry_id: entry_id.clone(),
-                        csr: csr.clone(),
-                    })
-                    .collect();
-                let resp = client
-                    .batch_new_x509svid(BatchNewX509svidRequest { params })
-                    .await
-                    .context("BatchNewX509SVID")?
-                    .into_inner();
-                for r in resp.results {
-                    match r.result {
-                        Some(BatchResult::Svid(_)) => issued += 1,
-                        other => bail!("an SVID was refused: {other:?}"),
-                    }
-                }
-            }
-            Ok::<u64, anyhow::Error>(issued)
-        }
-    }))
-    .await?;
-    let end_to_end = Sample {
-        ops: sent.iter().sum(),
-        elapsed: started.elapsed(),
+    // Durable as in production (sled fsyncs too); stopped when dropped.
+    let cluster = if args.datastores.contains(&Datastore::Postgres) {
+        Some(lanyard_test_postgres::Cluster::start_durable().map_err(anyhow::Error::msg)?)
+    } else {
+        None
     };
-
+    let mut issued = Vec::new();
+    for datastore in &args.datastores {
+        let scratch = tempfile::tempdir().context("creating a config directory")?;
+        let extra = match datastore {
+            Datastore::Sled => Vec::new(),
+            Datastore::Postgres => {
+                let cluster = cluster.as_ref().context("no PostgreSQL cluster")?;
+                let config = postgres_config(scratch.path(), cluster)?;
+                vec!["--config".to_owned(), config.display().to_string()]
+            }
+        };
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let server = Server::start_with(&bins, &extra).await?;
+        issued.push((*datastore, issue_end_to_end(&server, &args, &csrs).await?));
+    }
     let ca = crate::sign::single_thread_rate(Duration::from_secs(args.seconds))?;
 
     let mut table = Table::new(format!(
         "lanyard-bench issue: {} agents x {} batches x {} CSRs, over TLS to a real lanyard-server",
         args.agents, args.batches, args.batch
     ));
-    table.rate(
-        "(a) SVIDs issued end to end (recorded, signed, audited)",
-        end_to_end,
-    );
+    for (datastore, sample) in &issued {
+        table.rate(
+            &format!(
+                "(a) SVIDs issued end to end (recorded, signed, audited), {}",
+                match datastore {
+                    Datastore::Sled => "sled",
+                    Datastore::Postgres => "PostgreSQL, one server",
+                }
+            ),
+            *sample,
+        );
+    }
     table.rate("(b) CertificateAuthority::sign_x509_svid on one thread", ca);
-    let ratio = if ca.rate() > 0.0 {
-        end_to_end.rate() / ca.rate()
-    } else {
-        0.0
-    };
-    table.derived("ratio a/b", format!("{ratio:.2}"));
+    for (datastore, sample) in &issued {
+        let ratio = if ca.rate() > 0.0 {
+            sample.rate() / ca.rate()
+        } else {
+            0.0
+        };
+        table.derived(
+            &format!("ratio a/b, {datastore:?}").to_lowercase(),
+            format!("{ratio:.2}"),
+        );
+    }
     table.note(
         "(a) includes TLS, gRPC, the standing checks and the store transaction, \
          signing on every core and the audit fsync, shared by concurrent batches.",
     );
-    drop(server);
     Ok(vec![table])
+}
+
+/// A config file in `dir` whose `[datastore]` is a new database of
+/// `cluster`.
+fn postgres_config(
+    dir: &std::path::Path,
+    cluster: &lanyard_test_postgres::Cluster,
+) -> anyhow::Result<std::path::PathBuf> {
+    let config = dir.join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[datastore]\nkind = \"postgres\"\nurl = {:?}\n",
+            cluster.create_database()
+        ),
+    )
+    .context("writing the server's config")?;
+    Ok(config)
+}
+
+/// Every simulated agent sends its batches at once; the SVIDs issued and
+/// the time they took.
+async fn issue_end_to_end(
+    server: &Server,
+    args: &IssueArgs,
+    csrs: &[Vec<u8>],
+) -> anyhow::Result<Sample> {
+    let trust = trust_of(server).await?;
+    let mut agents = Vec::new();
+    for n in 0..args.agents {
+        agents.push(simulated_agent(server, &trust, n).await?.0);
+    }
+    let started = Instant::now();
+    let sent = futures::future::try_join_all(agents.into_iter().map(|agent| async move {
+        let SimulatedAgent {
+            mut client,
+            entry_id,
+        } = agent;
+        let mut issued = 0u64;
+        for _ in 0..args.batches {
+            let params = csrs
+                .iter()
+                .map(|csr| NewX509svidParams {
+                    entry_id: entry_id.clone(),
+                    csr: csr.clone(),
+                })
+                .collect();
+            let resp = client
+                .batch_new_x509svid(BatchNewX509svidRequest { params })
+                .await
+                .context("BatchNewX509SVID")?
+                .into_inner();
+            for r in resp.results {
+                match r.result {
+                    Some(BatchResult::Svid(_)) => issued += 1,
+                    other => bail!("an SVID was refused: {other:?}"),
+                }
+            }
+        }
+        Ok::<u64, anyhow::Error>(issued)
+    }))
+    .await?;
+    Ok(Sample {
+        ops: sent.iter().sum(),
+        elapsed: started.elapsed(),
+    })
 }
 
 /// Attests one agent with a join token and registers an entry under it;

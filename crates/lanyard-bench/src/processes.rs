@@ -137,23 +137,18 @@ impl Server {
     /// Starts a server on free loopback ports with SVIDs that live an hour
     /// (no rotation during a run), and waits until its admin API is ready.
     pub async fn start(bins: &Binaries) -> anyhow::Result<Self> {
-        Self::start_with_config(bins, "").await
+        Self::start_with(bins, &[]).await
     }
 
-    /// [`start`](Self::start) with this TOML config file (flags still win).
-    pub async fn start_with_config(bins: &Binaries, config: &str) -> anyhow::Result<Self> {
+    /// [`start`](Server::start) with more `run` flags (e.g. `--config`).
+    pub async fn start_with(bins: &Binaries, extra: &[&str]) -> anyhow::Result<Self> {
         let dir = scratch_dir("server")?;
-        let config_path = dir.path().join("server.toml");
-        std::fs::write(&config_path, config)
-            .with_context(|| format!("writing {}", config_path.display()))?;
         let admin_socket = dir.path().join("admin.sock");
         let node_addr = free_port()?;
         let http_addr = free_port()?;
         let log = dir.path().join("server.log");
         let mut cmd = Command::new(&bins.server);
         cmd.arg("run")
-            .arg("--config")
-            .arg(&config_path)
             .args(["--trust-domain", TRUST_DOMAIN])
             .arg("--data-dir")
             .arg(dir.path().join("data"))
@@ -162,7 +157,8 @@ impl Server {
             .arg("--admin-socket")
             .arg(&admin_socket)
             .args(["--default-x509-svid-ttl", "1h"])
-            .args(["--log-level", "warn"]);
+            .args(["--log-level", "warn"])
+            .args(extra);
         let child = ChildGuard::spawn("lanyard-server", &mut cmd, &log)?;
         let mut server = Self {
             child,

@@ -109,17 +109,16 @@ pub async fn run(args: TaskPolicyArgs) -> anyhow::Result<Vec<Table>> {
 
     let bins = Binaries::locate()?;
     eprintln!("task-policy: timing task requests without a policy file");
-    let plain = requests(&bins, "", args.requests).await?;
+    let plain = requests(&bins, &[], args.requests).await?;
     let dir = tempfile::tempdir().context("creating a directory for the policy")?;
     let policy_path = dir.path().join("policy.rego");
     std::fs::write(&policy_path, REGO).context("writing the policy")?;
+    let config = dir.path().join("server.toml");
+    std::fs::write(&config, format!("[tasks]\npolicy_file = {policy_path:?}\n"))
+        .context("writing the server config")?;
+    let config = config.to_string_lossy().into_owned();
     eprintln!("task-policy: timing task requests with the Rego policy");
-    let with_rego = requests(
-        &bins,
-        &format!("[tasks]\npolicy_file = {policy_path:?}\n"),
-        args.requests,
-    )
-    .await?;
+    let with_rego = requests(&bins, &["--config", &config], args.requests).await?;
 
     let mut latency = Table::with_columns(
         format!(
@@ -159,10 +158,10 @@ pub async fn run(args: TaskPolicyArgs) -> anyhow::Result<Vec<Table>> {
     Ok(vec![evaluation, latency])
 }
 
-/// Starts a server with `config` and an agent, then times `count`
-/// RequestTask calls for distinct production IDs under that agent.
-async fn requests(bins: &Binaries, config: &str, count: u64) -> anyhow::Result<Summary> {
-    let server = Server::start_with_config(bins, config).await?;
+/// Starts a server with `extra` run flags and an agent, then times
+/// `count` RequestTask calls for distinct production IDs under that agent.
+async fn requests(bins: &Binaries, extra: &[&str], count: u64) -> anyhow::Result<Summary> {
+    let server = Server::start_with(bins, extra).await?;
     let agent = Agent::start(bins, &server).await?;
     let mut client = admin::connect(&server.admin_socket).await?;
     let mut samples = Vec::new();

@@ -84,7 +84,7 @@ pub use self::{
     fs::write_file_atomic,
     journal::CaJournal,
     keys::{SvidKey, random_serial_hex},
-    pem::certificates_to_pem,
+    pem::{certificates_to_pem, pem_block},
     rotation::Rotation,
     signing::{IssuedSvid, SvidRequest},
     slot::{CaSlotInfo, CaSlotState},

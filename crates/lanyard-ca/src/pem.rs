@@ -13,41 +13,12 @@ pub fn certificates_to_pem(certs: &[CertificateDer<'_>]) -> String {
     out
 }
 
-/// One PEM block with 64-column base64 lines.
-pub(crate) fn pem_block(label: &str, der: &[u8]) -> String {
-    let b64 = base64_encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        // base64 output is ASCII, so every chunk is valid UTF-8.
-        out.push_str(&String::from_utf8_lossy(line));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
-
-/// Standard base64 (RFC 4648 section 4) with padding. Small enough to keep
-/// here rather than add a dependency for encoding alone.
-fn base64_encode(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        let sextets = [(n >> 18) & 63, (n >> 12) & 63, (n >> 6) & 63, n & 63];
-        for (i, s) in sextets.iter().enumerate() {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[*s as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+/// One PEM block (RFC 7468): `-----BEGIN <label>-----`, base64 in
+/// 64-column lines, `-----END <label>-----`, LF line endings. The one PEM
+/// encoder of the project (the `pem` crate underneath).
+pub fn pem_block(label: &str, der: &[u8]) -> String {
+    let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    pem::encode_config(&pem::Pem::new(label, der), config)
 }
 
 #[cfg(test)]
@@ -69,17 +40,13 @@ mod tests {
     }
 
     #[test]
-    fn base64_matches_rfc4648_vectors() {
-        for (input, want) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64_encode(input.as_bytes()), want);
-        }
+    fn blocks_have_lf_lines_of_64_columns() {
+        let pem = pem_block("X509 CRL", &[0x30, 0x00]);
+        assert_eq!(
+            pem,
+            "-----BEGIN X509 CRL-----\nMAA=\n-----END X509 CRL-----\n"
+        );
+        let long = pem_block("CERTIFICATE", &[7u8; 100]);
+        assert!(long.lines().all(|l| l.len() <= 64) && !long.contains('\r'));
     }
 }

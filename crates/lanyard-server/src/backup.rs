@@ -10,10 +10,10 @@
 use std::{collections::BTreeMap, path::Path};
 
 use lanyard_identity::Entry;
-use lanyard_store::{AgentRecord, Datastore, Revocation, SledStore, SvidRecord, TaskRecord};
+use lanyard_store::{AgentRecord, Datastore, Revocation, SvidRecord, TaskRecord};
 use serde::{Deserialize, Serialize};
 
-use crate::ServerError;
+use crate::{DatastoreConfig, ServerError};
 
 /// The backup format this build writes and reads.
 pub const BACKUP_FORMAT: &str = "lanyard-backup/1";
@@ -106,10 +106,19 @@ impl Backup {
         })
     }
 
-    /// Writes the backup into `data_dir`, which must not hold a store yet.
-    pub fn restore(&self, data_dir: &Path) -> Result<String, ServerError> {
+    /// Writes the backup into `data_dir` (CA keys, audit log) and the
+    /// `datastore` (records, counters), neither of which may hold a store
+    /// yet: a sled store in `data_dir`, or a PostgreSQL database with
+    /// records, is refused.
+    pub fn restore(
+        &self,
+        data_dir: &Path,
+        datastore: &DatastoreConfig,
+    ) -> Result<String, ServerError> {
         let store_dir = data_dir.join("store");
-        if store_dir.read_dir().is_ok_and(|mut d| d.next().is_some()) {
+        if *datastore == DatastoreConfig::Sled
+            && store_dir.read_dir().is_ok_and(|mut d| d.next().is_some())
+        {
             return Err(ServerError::Backup(format!(
                 "{} already holds a store; import only into a fresh data dir",
                 store_dir.display()
@@ -128,7 +137,7 @@ impl Backup {
             }
             lanyard_ca::write_file_atomic(&ca_dir.join(name), pem.as_bytes(), 0o600)?;
         }
-        let store = SledStore::open(&store_dir)?;
+        let store = crate::datastore::open(datastore, data_dir)?;
         // One transaction: a restore of millions of records is one flush,
         // not one per record, and an interrupted one leaves nothing half done.
         store.import(&lanyard_store::Records {

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::{
     ServerError,
+    datastore::{DatastoreConfig, DatastoreFile},
     limits::{LimitsFile, ListenerLimits},
     policy::{Policy, PrincipalRule},
 };
@@ -70,6 +71,8 @@ pub struct ConfigFile {
     pub tasks: Option<TasksFile>,
     /// What clients may hold of the TCP listeners.
     pub limits: Option<LimitsFile>,
+    /// Where the records live: sled (default) or PostgreSQL.
+    pub datastore: Option<DatastoreFile>,
 }
 
 /// `[tasks]`: the policy task grants obey.
@@ -192,6 +195,8 @@ pub struct ServerConfig {
     pub notify_retries: u32,
     /// Connection cap and timeouts of the TCP listeners.
     pub limits: ListenerLimits,
+    /// The store backend.
+    pub datastore: DatastoreConfig,
 }
 
 /// Defaults, as documented in DESIGN.md and `deploy/server.toml`.
@@ -272,6 +277,7 @@ impl ConfigFile {
             admin_socket_group: other.admin_socket_group.or(self.admin_socket_group),
             tasks: other.tasks.or(self.tasks),
             limits: other.limits.or(self.limits),
+            datastore: other.datastore.or(self.datastore),
         }
     }
 
@@ -496,6 +502,7 @@ impl ConfigFile {
             notify,
             notify_retries,
             limits,
+            datastore: self.datastore.unwrap_or_default().validate()?,
         })
     }
 }

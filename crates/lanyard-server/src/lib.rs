@@ -24,6 +24,7 @@ mod backup;
 mod clock;
 mod config;
 mod convert;
+mod datastore;
 mod error;
 mod http;
 mod issuance;
@@ -53,6 +54,7 @@ mod ticket_check;
 pub use self::{
     backup::{BACKUP_FORMAT, Backup},
     config::{ConfigFile, ServerConfig, TasksFile, UpstreamFile, X509PopFile, defaults},
+    datastore::{DatastoreConfig, DatastoreFile, PostgresUrl},
     error::ServerError,
     limits::{LimitsFile, ListenerLimits},
     node::{X509POP_CHALLENGE_CONTEXT, authorized_entries, x509pop_challenge},

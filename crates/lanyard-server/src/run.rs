@@ -14,7 +14,7 @@ use lanyard_ca::{CaConfig, CaJournal, CertificateAuthority, UpstreamCa};
 use lanyard_grpc_unix::SocketPathAuthority;
 use lanyard_mtls::TrustMaterial;
 use lanyard_proto::{admin::v1::admin_server::AdminServer, node::v1::node_server::NodeServer};
-use lanyard_store::{Datastore, SledStore};
+use lanyard_store::Datastore;
 use tokio::{net::TcpListener, sync::mpsc, task::JoinSet};
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 use tokio_util::sync::CancellationToken;
@@ -51,8 +51,7 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         .map(crate::task_policy::TaskPolicy::load)
         .transpose()
         .map_err(|e| ServerError::Config(e.to_string()))?;
-    let store_dir = cfg.data_dir.join("store");
-    let store: Arc<dyn Datastore> = Arc::new(SledStore::open(&store_dir)?);
+    let store = crate::datastore::open(&cfg.datastore, &cfg.data_dir)?;
     let journal = match store.get_ca_journal()? {
         Some(bytes) => Some(serde_json::from_slice::<CaJournal>(&bytes).map_err(|e| {
             ServerError::Config(format!("CA journal in the store is unreadable: {e}"))
@@ -379,6 +378,7 @@ mod tests {
     use super::*;
     use crate::state::MAX_AUDIT_GROUP;
     use lanyard_audit::{Action, Event};
+    use lanyard_store::SledStore;
 
     /// A log whose head is anchored at its first record, then `extra`
     /// records appended in one group without anchoring (a crash).

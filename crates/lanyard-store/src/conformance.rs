@@ -66,6 +66,74 @@ pub const PROPERTIES: &[(&str, Property)] = &[
     ("import_round_trip", import_round_trip),
 ];
 
+/// Generates, in a backend's test file, one `#[test]` per property (so a
+/// failure names it), each calling `$run(property)` with the property to
+/// run on a fresh store, and a test that every property in [`PROPERTIES`]
+/// has one.
+///
+/// ```no_run
+/// use lanyard_store::{SledStore, conformance::Property};
+///
+/// fn run_property(property: Property) {
+///     let dir = tempfile::tempdir().unwrap();
+///     property(&SledStore::open(dir.path()).unwrap());
+/// }
+/// lanyard_store::conformance_tests!(run_property);
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! conformance_tests {
+    ($run:expr) => {
+        $crate::conformance_tests!(@each $run;
+            entry_crud,
+            entry_uniqueness,
+            not_found_errors,
+            update_keeps_id,
+            list_entries_order,
+            agents,
+            join_token_single_use,
+            join_token_expired,
+            join_token_not_found,
+            join_token_concurrent_consumers,
+            svid_records_and_prune,
+            revocations_and_prune,
+            crl_number_monotonic,
+            ca_journal_round_trip,
+            tasks,
+            crl_number_raised,
+            audit_head,
+            issue_checks_standing,
+            delete_entry_sweeps,
+            agent_standing_sweeps,
+            agent_renewal_cas,
+            entry_update_cas_and_sweep,
+            task_grants_atomic,
+            revoke_one_svid,
+            issuance_races_revocation,
+            batch_entry_create,
+            import_round_trip,
+        );
+    };
+    (@each $run:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                ($run)($crate::conformance::$name);
+            }
+        )*
+
+        /// Every property listed in `conformance::PROPERTIES` has a test here.
+        #[test]
+        fn every_property_has_a_test() {
+            let tested = [$(stringify!($name)),*];
+            for (name, _) in $crate::conformance::PROPERTIES {
+                assert!(tested.contains(name), "property {name} has no test in this file");
+            }
+            assert_eq!(tested.len(), $crate::conformance::PROPERTIES.len());
+        }
+    };
+}
+
 /// A fixed "now" for the properties; no property reads the clock.
 const NOW: i64 = 1_700_000_000;
 
@@ -121,7 +189,7 @@ fn entry(path: &str, selectors: &[&str], created_at: i64) -> Entry {
         parent_id: spiffe_id("spiffe://example.org/lanyard/agent/join_token/node1"),
         selectors: selectors.iter().map(|s| selector(s)).collect(),
         x509_svid_ttl_secs: Some(600),
-        jwt_svid_ttl_secs: None,
+        jwt_svid_ttl_secs: Some(120),
         dns_names: vec!["api.example.org".to_owned()],
         expires_at: None,
         hint: "conformance".to_owned(),

@@ -9,9 +9,10 @@ use crate::{
 
 /// Everything the server keeps durably.
 ///
-/// Methods are synchronous: backends are embedded and fast, and the server
-/// calls them from `spawn_blocking` where latency matters. Every method that
-/// writes makes the write durable (fsync) before it returns `Ok`. The trait
+/// Methods are synchronous: the server calls them from `spawn_blocking`
+/// where latency matters, and a few directly from async code (so a backend
+/// must not panic there). Every method that writes makes the write durable
+/// (fsync, or a PostgreSQL commit) before it returns `Ok`. The trait
 /// is object safe; the server holds an `Arc<dyn Datastore>`.
 ///
 /// Every backend must pass [`conformance::run_all`](crate::conformance::run_all).

@@ -106,6 +106,41 @@ pub enum StoreError {
         reason: String,
     },
 
+    /// A database server could not be reached, or refused the connection
+    /// (wrong address, credentials, database name, or TLS). Nothing was read
+    /// or written.
+    #[error("cannot reach the database at {target}: {reason}")]
+    Unreachable {
+        /// Where the database was looked for, without any password.
+        target: String,
+        /// What the connection attempt reported.
+        reason: String,
+    },
+
+    /// The database holds tables but no Lanyard schema version row, or a
+    /// damaged one. The store refuses to create its schema over it.
+    #[error("the database at {target} is not a usable Lanyard database: {reason}")]
+    NotADatabase {
+        /// The database, without any password.
+        target: String,
+        /// What was found instead.
+        reason: String,
+    },
+
+    /// The database's schema was written by a build this one does not know
+    /// (a newer lanyard-server).
+    #[error(
+        "the database at {target} has Lanyard schema version {found}, but this build knows versions up to {expected}; run the lanyard-server that wrote it, or restore a backup into a new database"
+    )]
+    UnsupportedSchema {
+        /// The database, without any password.
+        target: String,
+        /// The version recorded in the database.
+        found: i64,
+        /// The newest version this build migrates to.
+        expected: i64,
+    },
+
     /// A record could not be encoded for storage.
     #[error("cannot encode {what}: {source}")]
     Encode {

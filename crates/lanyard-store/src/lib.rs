@@ -1,6 +1,8 @@
 //! Lanyard's storage: the [`Datastore`] trait the server is written against,
-//! [`SledStore`], the embedded sled backend used by default, and the
-//! [`conformance`] suite every backend must pass.
+//! [`SledStore`], the embedded sled backend used by default, the [`rules`]
+//! every backend decides by, and the [`conformance`] suite every backend
+//! must pass (the PostgreSQL backend, for several servers, is the crate
+//! `lanyard-store-postgres`).
 //!
 //! Everything the server must not forget lives here: registration entries,
 //! attested agents, one-time join tokens, every issued SVID's serial,
@@ -39,6 +41,7 @@ mod datastore;
 mod error;
 mod issuance;
 mod records;
+pub mod rules;
 mod seal;
 mod sled_atomic;
 mod sled_store;

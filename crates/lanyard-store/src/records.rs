@@ -229,6 +229,65 @@ pub struct Records {
     pub tasks: Vec<TaskRecord>,
 }
 
+impl Records {
+    /// Logs, once an import committed, how many records of each kind it wrote.
+    pub fn log_imported(&self) {
+        tracing::info!(
+            entries = self.entries.len(),
+            agents = self.agents.len(),
+            svids = self.svids.len(),
+            revocations = self.revocations.len(),
+            tasks = self.tasks.len(),
+            "records imported"
+        );
+    }
+
+    /// Refuses a backup that repeats a key (an entry ID or identity, an
+    /// agent ID, a serial, a task ID): an import would collapse the repeats
+    /// silently into one record.
+    pub fn check_distinct(&self) -> Result<(), crate::StoreError> {
+        fn distinct(keys: impl Iterator<Item = String>) -> bool {
+            let mut seen = std::collections::HashSet::new();
+            keys.into_iter().all(|k| seen.insert(k))
+        }
+        let identities = self
+            .entries
+            .iter()
+            .map(crate::rules::identity_key)
+            .collect::<Result<Vec<_>, _>>()?;
+        let checks = [
+            (
+                "entry IDs",
+                distinct(self.entries.iter().map(|e| e.id.to_string())),
+            ),
+            ("entry identities", distinct(identities.into_iter())),
+            (
+                "agent IDs",
+                distinct(self.agents.iter().map(|a| a.spiffe_id.to_string())),
+            ),
+            (
+                "SVID serials",
+                distinct(self.svids.iter().map(|s| s.serial.clone())),
+            ),
+            (
+                "revoked serials",
+                distinct(self.revocations.iter().map(|r| r.serial.clone())),
+            ),
+            (
+                "task IDs",
+                distinct(self.tasks.iter().map(|t| t.id.clone())),
+            ),
+        ];
+        match checks.iter().find(|(_, ok)| !ok) {
+            Some((what, _)) => Err(crate::StoreError::AlreadyExists {
+                kind: "record",
+                key: format!("(the import repeats {what})"),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -13,18 +13,22 @@
 use std::collections::HashSet;
 use std::sync::MutexGuard;
 
-use lanyard_identity::{Entry, EntryId, SpiffeId, matches_all};
+use lanyard_identity::{Entry, EntryId, SpiffeId};
 use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 use tracing::{debug, info, warn};
 
+use crate::rules::{
+    attested, check_batch_agent, check_entry, check_task, claim_serial, entry_not_found,
+    is_alias_of, issued_record, reissues, renewed, updated_entry, with_standing,
+};
 use crate::sled_store::{
     FORMAT_KEY, FORMAT_VERSION, backend, decode_entry, decode_keyed, describe_unique, encode,
     entry_key, unique_key,
 };
 use crate::{
     AgentRecord, AgentStanding, Datastore, IssueBatch, IssueItem, Issued, Refusal, Revocation,
-    SledStore, StoreError, SvidRecord, Sweep, TaskRecord, TaskState,
+    SledStore, StoreError, SvidRecord, Sweep, TaskRecord,
 };
 
 /// The trees an operation may write, by position in [`SledStore::trees`].
@@ -76,29 +80,6 @@ fn by_id_prefix(id: &SpiffeId) -> Vec<u8> {
 fn joined(mut prefix: Vec<u8>, rest: &str) -> Vec<u8> {
     prefix.extend_from_slice(rest.as_bytes());
     prefix
-}
-
-/// Whether the agent may still receive SVIDs, and authenticated with its
-/// current one.
-fn check_standing(agent: &AgentRecord, presented: Option<&str>) -> Result<(), Refusal> {
-    if agent.banned {
-        return Err(Refusal::AgentBanned {
-            agent: agent.spiffe_id.clone(),
-        });
-    }
-    if agent.evicted {
-        return Err(Refusal::AgentEvicted {
-            agent: agent.spiffe_id.clone(),
-        });
-    }
-    match presented {
-        Some(serial) if serial != agent.serial => Err(Refusal::AgentSuperseded {
-            agent: agent.spiffe_id.clone(),
-            presented: serial.to_owned(),
-            current: agent.serial.clone(),
-        }),
-        _ => Ok(()),
-    }
 }
 
 // === impl SledStore ===
@@ -312,9 +293,7 @@ impl SledStore {
                 continue;
             };
             let alias = decode_entry(entry_key, &bytes)?;
-            if alias.expires_at.is_none_or(|t| t > now)
-                && matches_all(&alias.selectors, &agent.selectors)
-            {
+            if is_alias_of(&alias, agent, now) {
                 aliases.push(alias.spiffe_id);
             }
         }
@@ -375,21 +354,8 @@ impl SledStore {
         let _w = self.lock_writer()?;
         let stored = self
             .get_entry(&entry.id)?
-            .ok_or_else(|| StoreError::NotFound {
-                kind: "entry",
-                key: entry_key(&entry.id),
-            })?;
-        if stored.revision != entry.revision {
-            return Err(StoreError::Conflict {
-                kind: "entry",
-                key: entry_key(&entry.id),
-                expected: entry.revision,
-                found: stored.revision,
-            });
-        }
-        let mut updated = entry.clone();
-        updated.revision = stored.revision + 1;
-        updated.created_at = stored.created_at;
+            .ok_or_else(|| entry_not_found(&entry.id))?;
+        let updated = updated_entry(&stored, entry)?;
         self.check_unique(&updated)?;
         let mut ws = WriteSet::default();
         Self::remove_entry(&mut ws, &stored)?;
@@ -406,12 +372,8 @@ impl SledStore {
             );
         }
         Self::write_entry(&mut ws, &updated)?;
-        let reissued = stored.spiffe_id != updated.spiffe_id
-            || stored.parent_id != updated.parent_id
-            || !(matches_all(&stored.selectors, &updated.selectors)
-                && matches_all(&updated.selectors, &stored.selectors));
         let mut revoked = Vec::new();
-        if reissued {
+        if reissues(&stored, &updated) {
             self.sweep(
                 T::SvidsByEntry,
                 &by_entry_prefix(&entry.id),
@@ -474,15 +436,8 @@ impl SledStore {
     ) -> Result<AgentRecord, StoreError> {
         let _w = self.lock_writer()?;
         let previous = self.get_agent(&agent.spiffe_id)?;
-        if previous.as_ref().is_some_and(|a| a.banned) {
-            return Err(Refusal::AgentBanned {
-                agent: agent.spiffe_id.clone(),
-            }
-            .into());
-        }
+        let stored = attested(previous.as_ref(), agent)?;
         self.check_serial_free(&svid.serial)?;
-        let mut stored = agent.clone();
-        stored.revision = previous.map_or(1, |a| a.revision + 1);
         let mut ws = WriteSet::default();
         ws.put(
             T::Agents,
@@ -506,17 +461,8 @@ impl SledStore {
         svid: &SvidRecord,
     ) -> Result<AgentRecord, StoreError> {
         let _w = self.lock_writer()?;
-        let agent = self
-            .get_agent(agent_id)?
-            .ok_or_else(|| Refusal::AgentUnknown {
-                agent: agent_id.clone(),
-            })?;
-        check_standing(&agent, Some(presented))?;
+        let stored = renewed(self.get_agent(agent_id)?, agent_id, presented, svid)?;
         self.check_serial_free(&svid.serial)?;
-        let mut stored = agent;
-        stored.serial = svid.serial.clone();
-        stored.expires_at = svid.not_after;
-        stored.revision += 1;
         let mut ws = WriteSet::default();
         ws.put(
             T::Agents,
@@ -536,17 +482,7 @@ impl SledStore {
         sweep: &Sweep,
     ) -> Result<(AgentRecord, Vec<Revocation>), StoreError> {
         let _w = self.lock_writer()?;
-        let mut agent = self
-            .get_agent(agent_id)?
-            .ok_or_else(|| StoreError::NotFound {
-                kind: "agent",
-                key: agent_id.to_string(),
-            })?;
-        match standing {
-            AgentStanding::Banned => agent.banned = true,
-            AgentStanding::Evicted => agent.evicted = true,
-        }
-        agent.revision += 1;
+        let agent = with_standing(self.get_agent(agent_id)?, agent_id, standing)?;
         let mut ws = WriteSet::default();
         ws.put(
             T::Agents,
@@ -733,12 +669,7 @@ impl SledStore {
         let mut results = Vec::with_capacity(batches.len());
         for batch in batches {
             let agent = self.get_agent(&batch.agent_id)?;
-            let agent_ok = match &agent {
-                None => Err(Refusal::AgentUnknown {
-                    agent: batch.agent_id.clone(),
-                }),
-                Some(a) => check_standing(a, Some(&batch.agent_serial)),
-            };
+            let agent_ok = check_batch_agent(batch, agent.as_ref());
             let aliases = match (&agent, &agent_ok) {
                 (Some(a), Ok(())) => self.aliases_of(&batch.server_id, a, now)?,
                 _ => Vec::new(),
@@ -749,34 +680,17 @@ impl SledStore {
                     Err(refusal) => Err(refusal.clone()),
                     Ok(()) => self.check_item(batch, item, &aliases, now)?,
                 };
-                let decided = match decided {
-                    Ok(issued) if taken.insert(item.serial.as_str()) => {
-                        match self.check_serial_free(&item.serial) {
-                            Ok(()) => Ok(issued),
-                            Err(StoreError::Refused(refusal)) => Err(refusal),
-                            // A failing store fails the group, never passes
-                            // for a collision.
-                            Err(e) => return Err(e),
-                        }
-                    }
-                    Ok(_) => Err(Refusal::SerialTaken {
-                        serial: item.serial.clone(),
-                    }),
-                    Err(refusal) => Err(refusal),
-                };
+                // A failing store fails the group, never passes for a
+                // collision.
+                let recorded = decided.is_ok()
+                    && self
+                        .svids
+                        .contains_key(item.serial.as_bytes())
+                        .map_err(backend)?;
+                let decided = decided
+                    .and_then(|issued| claim_serial(issued, &item.serial, &mut taken, recorded));
                 if let Ok(issued) = &decided {
-                    Self::write_svid(
-                        &mut ws,
-                        &SvidRecord {
-                            serial: item.serial.clone(),
-                            spiffe_id: item.spiffe_id.clone(),
-                            entry_id: Some(item.entry_id),
-                            agent_id: Some(batch.agent_id.clone()),
-                            task_id: issued.task_id.clone(),
-                            issued_at: now,
-                            not_after: item.not_after,
-                        },
-                    )?;
+                    Self::write_svid(&mut ws, &issued_record(batch, item, issued, now))?;
                 }
                 out.push(decided);
             }
@@ -795,62 +709,20 @@ impl SledStore {
         aliases: &[SpiffeId],
         now: i64,
     ) -> Result<Result<Issued, Refusal>, StoreError> {
-        let Some(entry) = self.get_entry(&item.entry_id)? else {
-            return Ok(Err(Refusal::EntryNotFound {
-                entry: item.entry_id,
-            }));
-        };
-        if entry.revision != item.entry_revision || entry.spiffe_id != item.spiffe_id {
-            return Ok(Err(Refusal::EntryChanged {
-                entry: entry.id,
-                expected: item.entry_revision,
-                found: entry.revision,
-            }));
-        }
-        if let Some(expired_at) = entry.expires_at.filter(|t| *t <= now) {
-            return Ok(Err(Refusal::EntryExpired {
-                entry: entry.id,
-                expired_at,
-            }));
-        }
-        let authorized = entry.parent_id == batch.agent_id
-            || (entry.parent_id != batch.server_id && aliases.contains(&entry.parent_id));
-        if !authorized {
-            return Ok(Err(Refusal::NotAuthorized {
-                entry: entry.id,
-                agent: batch.agent_id.clone(),
-            }));
+        let entry = self.get_entry(&item.entry_id)?;
+        if let Err(refusal) = check_entry(batch, item, entry.as_ref(), aliases, now) {
+            return Ok(Err(refusal));
         }
         let Some(task_id) = self
             .task_entries
-            .get(entry_key(&entry.id))
+            .get(entry_key(&item.entry_id))
             .map_err(backend)?
         else {
             return Ok(Ok(Issued { task_id: None }));
         };
         let task_id = String::from_utf8_lossy(&task_id).into_owned();
-        let decided = match self.get_task(&task_id)? {
-            // A task entry whose task record is gone is served by no one.
-            None => Err(Refusal::TaskNotActive {
-                task: task_id,
-                state: TaskState::Completed,
-            }),
-            Some(task) if task.state != TaskState::Active => Err(Refusal::TaskNotActive {
-                task: task_id,
-                state: task.state,
-            }),
-            Some(task) if now >= task.ends_at || item.not_after > task.ends_at => {
-                Err(Refusal::OutsideTaskWindow {
-                    task: task_id,
-                    ends_at: task.ends_at,
-                    not_after: item.not_after,
-                })
-            }
-            Some(_) => Ok(Issued {
-                task_id: Some(task_id),
-            }),
-        };
-        Ok(decided)
+        let task = self.get_task(&task_id)?;
+        Ok(check_task(task_id, task.as_ref(), item, now))
     }
 
     /// Checks the indexes revocation relies on: every recorded SVID is under
@@ -948,72 +820,7 @@ impl SledStore {
                 ),
             });
         }
-        // Duplicates would collapse silently into one record: refuse them.
-        let distinct = |keys: Vec<Vec<u8>>| keys.iter().collect::<HashSet<_>>().len() == keys.len();
-        let unique_keys = records
-            .entries
-            .iter()
-            .map(unique_key)
-            .collect::<Result<Vec<_>, _>>()?;
-        let checks = [
-            (
-                "entry IDs",
-                distinct(
-                    records
-                        .entries
-                        .iter()
-                        .map(|e| entry_key(&e.id).into_bytes())
-                        .collect(),
-                ),
-            ),
-            ("entry identities", distinct(unique_keys)),
-            (
-                "agent IDs",
-                distinct(
-                    records
-                        .agents
-                        .iter()
-                        .map(|a| a.spiffe_id.as_str().as_bytes().to_vec())
-                        .collect(),
-                ),
-            ),
-            (
-                "SVID serials",
-                distinct(
-                    records
-                        .svids
-                        .iter()
-                        .map(|s| s.serial.as_bytes().to_vec())
-                        .collect(),
-                ),
-            ),
-            (
-                "revoked serials",
-                distinct(
-                    records
-                        .revocations
-                        .iter()
-                        .map(|r| r.serial.as_bytes().to_vec())
-                        .collect(),
-                ),
-            ),
-            (
-                "task IDs",
-                distinct(
-                    records
-                        .tasks
-                        .iter()
-                        .map(|t| t.id.as_bytes().to_vec())
-                        .collect(),
-                ),
-            ),
-        ];
-        if let Some((what, _)) = checks.iter().find(|(_, ok)| !ok) {
-            return Err(StoreError::AlreadyExists {
-                kind: "record",
-                key: format!("(the import repeats {what})"),
-            });
-        }
+        records.check_distinct()?;
         let mut ws = WriteSet::default();
         for entry in &records.entries {
             Self::write_entry(&mut ws, entry)?;
@@ -1046,14 +853,7 @@ impl SledStore {
             }
         }
         self.apply(ws)?;
-        info!(
-            entries = records.entries.len(),
-            agents = records.agents.len(),
-            svids = records.svids.len(),
-            revocations = records.revocations.len(),
-            tasks = records.tasks.len(),
-            "records imported"
-        );
+        records.log_imported();
         Ok(())
     }
 

@@ -18,7 +18,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use lanyard_identity::{Entry, EntryId, Selector, SpiffeId};
+use lanyard_identity::{Entry, EntryId, SpiffeId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sled::transaction::TransactionError;
@@ -636,9 +636,7 @@ pub(crate) fn decode_keyed<T: DeserializeOwned>(
     Ok(record)
 }
 
-pub(crate) fn entry_key(id: &EntryId) -> String {
-    id.0.hyphenated().to_string()
-}
+pub(crate) use crate::rules::entry_key;
 
 pub(crate) fn decode_entry(key: &[u8], bytes: &[u8]) -> Result<Entry, StoreError> {
     let entry: Entry = decode(ENTRIES, key, bytes)?;
@@ -654,35 +652,12 @@ pub(crate) fn decode_entry(key: &[u8], bytes: &[u8]) -> Result<Entry, StoreError
     Ok(entry)
 }
 
-fn sorted_selectors(entry: &Entry) -> Vec<&Selector> {
-    let mut selectors: Vec<&Selector> = entry.selectors.iter().collect();
-    selectors.sort();
-    selectors.dedup();
-    selectors
-}
-
-/// The uniqueness key of an entry: its SPIFFE ID, parent ID and selector set
-/// (sorted, without duplicates), as canonical JSON.
+/// The uniqueness key of an entry (see [`crate::rules::identity_key`]).
 pub(crate) fn unique_key(entry: &Entry) -> Result<Vec<u8>, StoreError> {
-    encode(
-        "entry uniqueness key",
-        &(&entry.spiffe_id, &entry.parent_id, sorted_selectors(entry)),
-    )
+    crate::rules::identity_key(entry).map(String::into_bytes)
 }
 
-/// The unique attributes of an entry, for error messages.
-pub(crate) fn describe_unique(entry: &Entry) -> String {
-    let selectors: Vec<String> = sorted_selectors(entry)
-        .iter()
-        .map(|s| format!("{}:{}:{}", s.kind, s.key, s.value))
-        .collect();
-    format!(
-        "with spiffe_id {} parent_id {} and selectors [{}]",
-        entry.spiffe_id.as_str(),
-        entry.parent_id.as_str(),
-        selectors.join(", ")
-    )
-}
+pub(crate) use crate::rules::describe_identity as describe_unique;
 
 // === impl Datastore for SledStore ===
 
@@ -1042,6 +1017,7 @@ fn private_subdirs(dir: &Path) -> Result<(), StoreError> {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use lanyard_identity::Selector;
 
     fn open() -> (tempfile::TempDir, SledStore) {
         let dir = tempfile::tempdir().unwrap();

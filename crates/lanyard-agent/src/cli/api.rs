@@ -6,9 +6,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use base64::Engine as _;
 use hyper_util::rt::TokioIo;
-use lanyard_ca::{SvidKey, certificates_to_pem, write_file_atomic};
+use lanyard_ca::{SvidKey, certificates_to_pem, pem_block, write_file_atomic};
 use lanyard_proto::workload::{
     X509svidRequest, X509svidResponse, spiffe_workload_api_client::SpiffeWorkloadApiClient,
 };
@@ -188,17 +187,6 @@ pub fn write_files(dir: &Path, resp: &X509svidResponse) -> Result<Vec<PathBuf>, 
         put("crl.pem", pem_block("X509 CRL", crl).as_bytes(), 0o644)?;
     }
     Ok(written)
-}
-
-fn pem_block(label: &str, der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(line));
-        out.push('\n');
-    }
-    let _ = writeln!(out, "-----END {label}-----");
-    out
 }
 
 #[cfg(test)]

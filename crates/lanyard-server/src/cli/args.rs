@@ -158,6 +158,7 @@ impl RunArgs {
             admin_socket_group: None,
             tasks: None,
             limits: None,
+            datastore: None,
         }
     }
 }
@@ -498,5 +499,10 @@ pub enum DatastoreCmd {
         /// The new server's data dir (must not hold a store yet).
         #[arg(long)]
         data_dir: PathBuf,
+        /// The new server's config: its `[datastore]` says where the records
+        /// go (default: sled in the data dir). A PostgreSQL database must be
+        /// empty.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }

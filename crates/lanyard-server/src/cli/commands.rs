@@ -66,10 +66,22 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
     {
         return super::task::verify_file(file, expect_head.as_deref(), json);
     }
-    if let Command::Datastore(DatastoreCmd::Import { file, data_dir }) = &cli.command {
+    if let Command::Datastore(DatastoreCmd::Import {
+        file,
+        data_dir,
+        config,
+    }) = &cli.command
+    {
         let bytes =
             std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-        let summary = lanyard_server::Backup::from_json(&bytes)?.restore(data_dir)?;
+        let datastore = match config {
+            Some(path) => lanyard_server::ConfigFile::load(path)?
+                .datastore
+                .unwrap_or_default()
+                .validate()?,
+            None => lanyard_server::DatastoreConfig::Sled,
+        };
+        let summary = lanyard_server::Backup::from_json(&bytes)?.restore(data_dir, &datastore)?;
         println!("{summary}");
         return Ok(());
     }
@@ -186,7 +198,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             match format {
                 BundleFormat::Pem => {
                     for der in &b.x509_authorities {
-                        print!("{}", pem("CERTIFICATE", der));
+                        print!("{}", lanyard_ca::pem_block("CERTIFICATE", der));
                     }
                     Ok(())
                 }
@@ -395,17 +407,6 @@ async fn entry(admin: &mut Admin, cmd: EntryCmd, json: bool) -> anyhow::Result<(
             }
         }
     }
-}
-
-pub(crate) fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(chunk));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
 }
 
 /// The SPIFFE bundle format: a JWK Set whose X.509 authorities have

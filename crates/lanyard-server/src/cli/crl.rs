@@ -9,14 +9,14 @@ use x509_parser::prelude::FromDer;
 
 use super::{
     args::CrlFormat,
-    commands::{pem, print_json},
+    commands::print_json,
     output::{table, time},
 };
 
 pub(crate) fn show(crl: &pb::Crl, format: CrlFormat, json: bool) -> anyhow::Result<()> {
     match format {
         CrlFormat::Pem => {
-            print!("{}", pem("X509 CRL", &crl.der));
+            print!("{}", lanyard_ca::pem_block("X509 CRL", &crl.der));
             Ok(())
         }
         CrlFormat::Der => {
