@@ -21,7 +21,7 @@ use std::fs::{self, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use common::{populate, refused};
+use common::{after_lock_release, populate, refused};
 use lanyard_store::{FORMAT_VERSION, StoreError};
 
 fn store_dir() -> (tempfile::TempDir, PathBuf) {
@@ -230,11 +230,8 @@ fn tamper(path: &Path, change: impl FnOnce(&sled::Db)) {
     // No background flusher: its thread holds the database (and its file
     // lock) for a moment after `db` is dropped, and the store opened next
     // would find the lock taken instead of the damage.
-    let db = sled::Config::new()
-        .path(path)
-        .flush_every_ms(None)
-        .open()
-        .unwrap();
+    let db =
+        after_lock_release(|| sled::Config::new().path(path).flush_every_ms(None).open()).unwrap();
     change(&db);
     db.flush().unwrap();
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{NOW, populate, snapshot};
+use common::{NOW, after_lock_release, populate, snapshot};
 use lanyard_store::{Datastore, SledStore, StoreError};
 
 #[test]
@@ -13,7 +13,7 @@ fn everything_survives_close_and_reopen() {
     let written = populate(&path, 5);
 
     for _ in 0..2 {
-        let store = SledStore::open(&path).unwrap();
+        let store = after_lock_release(|| SledStore::open(&path)).unwrap();
         assert_eq!(
             snapshot(&store),
             written,
@@ -39,7 +39,7 @@ fn everything_survives_close_and_reopen() {
         assert_eq!(counts.revocations, 5);
     }
 
-    let store = SledStore::open(&path).unwrap();
+    let store = after_lock_release(|| SledStore::open(&path)).unwrap();
     assert_eq!(
         store.next_crl_number().unwrap(),
         2,
@@ -47,7 +47,10 @@ fn everything_survives_close_and_reopen() {
     );
     drop(store);
     assert_eq!(
-        SledStore::open(&path).unwrap().next_crl_number().unwrap(),
+        after_lock_release(|| SledStore::open(&path))
+            .unwrap()
+            .next_crl_number()
+            .unwrap(),
         3
     );
 }
@@ -66,7 +69,10 @@ fn a_new_store_is_created_in_an_absent_or_empty_directory() {
     drop(store);
     // An untouched new store reopens as an existing one.
     assert_eq!(
-        SledStore::open(&nested).unwrap().next_crl_number().unwrap(),
+        after_lock_release(|| SledStore::open(&nested))
+            .unwrap()
+            .next_crl_number()
+            .unwrap(),
         2
     );
 }

@@ -55,7 +55,7 @@ pub fn entry(n: usize) -> Entry {
 /// Creates a store in `dir` holding `revocations` revocations and a few of
 /// every other record, closes it, and returns what it holds.
 pub fn populate(dir: &Path, revocations: usize) -> Snapshot {
-    let store = SledStore::open(dir).unwrap();
+    let store = after_lock_release(|| SledStore::open(dir)).unwrap();
     for n in 0..3 {
         store.create_entry(&entry(n)).unwrap();
     }
@@ -110,8 +110,29 @@ pub fn populate(dir: &Path, revocations: usize) -> Snapshot {
 }
 
 /// Opens the store in `dir` expecting it to be refused, and returns why.
+/// Retries `open` while the error is sled's file lock still held by a
+/// database this process just dropped (sled releases it from a background
+/// epoch a moment later, most visibly on a loaded machine); any other
+/// outcome is returned at once.
+pub fn after_lock_release<T, E: std::fmt::Debug>(
+    mut open: impl FnMut() -> Result<T, E>,
+) -> Result<T, E> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match open() {
+            Err(e)
+                if format!("{e:?}").contains("WouldBlock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 pub fn refused(dir: &Path) -> StoreError {
-    match SledStore::open(dir) {
+    match after_lock_release(|| SledStore::open(dir)) {
         Ok(store) => panic!(
             "a damaged store was opened; it holds {:?}",
             snapshot(&store)
