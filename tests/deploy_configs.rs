@@ -77,6 +77,7 @@ const SERVER_KEYS: &[&str] = &[
     "notify_url",
     "notify_secret_file",
     "notify_retries",
+    "https_ca_file",
     "[limits]",
     "max_connections",
     "connection_idle_timeout",

@@ -100,16 +100,16 @@ pub struct TasksFile {
     /// Where the groups of requesters and approvers given to the policy
     /// come from, in /etc/group format (default `/etc/group`).
     pub groups_file: Option<PathBuf>,
-    /// An HTTP endpoint on a loopback host asked about the ticket at
-    /// request and at activation (unset: no check).
+    /// An `https://` endpoint (or `http://` on a loopback host) asked
+    /// about the ticket at request and at activation (unset: no check).
     pub ticket_check_url: Option<String>,
     /// How long the ticket check may take (default 5s).
     #[serde(default, with = "humantime_serde")]
     pub ticket_check_timeout: Option<Duration>,
     /// Allow when the ticket check cannot answer (default false: refuse).
     pub ticket_check_fail_open: Option<bool>,
-    /// A webhook on a loopback host that task events are posted to
-    /// (unset: none).
+    /// A webhook (`https://`, or `http://` on a loopback host) that task
+    /// events are posted to (unset: none).
     pub notify_url: Option<String>,
     /// The file holding the webhook's HMAC-SHA256 secret (required with
     /// `notify_url`).
@@ -117,6 +117,9 @@ pub struct TasksFile {
     /// Retries of a failed notification, with exponential backoff from
     /// 200ms (default 5).
     pub notify_retries: Option<u32>,
+    /// The CAs (PEM) an https ticket check or webhook must chain to
+    /// (default: the system bundle, /etc/ssl/certs/ca-certificates.crt).
+    pub https_ca_file: Option<PathBuf>,
 }
 
 /// `[upstream]`: an existing CA whose certificate and key sign Lanyard's CA.
@@ -193,6 +196,8 @@ pub struct ServerConfig {
     pub notify: Option<(String, PathBuf)>,
     /// `[tasks] notify_retries`.
     pub notify_retries: u32,
+    /// `[tasks] https_ca_file`.
+    pub https_ca_file: PathBuf,
     /// Connection cap and timeouts of the TCP listeners.
     pub limits: ListenerLimits,
     /// The store backend.
@@ -230,6 +235,8 @@ pub mod defaults {
     pub const TICKET_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
     /// `[tasks] notify_retries`.
     pub const NOTIFY_RETRIES: u32 = 5;
+    /// `[tasks] https_ca_file`: the system CA bundle (Debian, Ubuntu).
+    pub const HTTPS_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
 }
 
 impl ConfigFile {
@@ -416,13 +423,18 @@ impl ConfigFile {
                 humantime::format_duration(ticket_check_timeout)
             )));
         }
+        let https_ca_file = tasks
+            .https_ca_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(defaults::HTTPS_CA_FILE));
         let ticket_check = tasks
             .ticket_check_url
             .as_deref()
             .map(|url| {
-                crate::ticket_check::check_url(url)
+                crate::outbound::endpoint(url)
                     .map(|_| crate::ticket_check::TicketCheck {
                         url: url.to_owned(),
+                        ca_file: https_ca_file.clone(),
                         timeout: ticket_check_timeout,
                         fail_open: tasks.ticket_check_fail_open.unwrap_or(false),
                     })
@@ -432,7 +444,7 @@ impl ConfigFile {
         let notify = match (tasks.notify_url.clone(), tasks.notify_secret_file.clone()) {
             (None, None) => None,
             (Some(url), Some(secret)) => {
-                crate::ticket_check::check_url(&url)
+                crate::outbound::endpoint(&url)
                     .map_err(|e| bad(format!("tasks.notify_url: {e}")))?;
                 Some((url, secret))
             }
@@ -501,6 +513,7 @@ impl ConfigFile {
             ticket_check,
             notify,
             notify_retries,
+            https_ca_file,
             limits,
             datastore: self.datastore.unwrap_or_default().validate()?,
         })

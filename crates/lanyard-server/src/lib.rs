@@ -38,6 +38,7 @@ mod metrics;
 mod node;
 mod notify;
 mod oidc;
+mod outbound;
 mod policy;
 mod registry;
 mod revocation;

@@ -23,8 +23,11 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// Where and how to post.
 #[derive(Clone)]
 pub struct NotifyConfig {
-    /// `http://` on a loopback host (see the ticket check).
+    /// `https://...`, or `http://` on a loopback host (see
+    /// [`crate::outbound`]).
     pub url: String,
+    /// The CAs an https endpoint's certificate must chain to.
+    pub ca_file: std::path::PathBuf,
     /// The HMAC-SHA256 key.
     pub secret: Vec<u8>,
     /// One attempt's timeout.
@@ -106,7 +109,7 @@ async fn deliver(cfg: &NotifyConfig, event: &serde_json::Value, stop: &Cancellat
     for attempt in 0..=cfg.retries {
         let result = tokio::time::timeout(
             cfg.timeout,
-            crate::ticket_check::post_json(&cfg.url, body.clone(), &headers),
+            crate::outbound::post_json(&cfg.url, &cfg.ca_file, body.clone(), &headers),
         )
         .await;
         let problem = match result {

@@ -106,6 +106,7 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         let notifier = crate::notify::Notifier::start(
             crate::notify::NotifyConfig {
                 url: url.clone(),
+                ca_file: cfg.https_ca_file.clone(),
                 secret: secret.as_bytes().to_vec(),
                 timeout: crate::config::defaults::TICKET_CHECK_TIMEOUT,
                 retries: cfg.notify_retries,
