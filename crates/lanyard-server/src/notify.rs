@@ -24,7 +24,7 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 #[derive(Clone)]
 pub struct NotifyConfig {
     /// `https://...`, or `http://` on a loopback host (see
-    /// [`crate::outbound`]).
+    /// `outbound`).
     pub url: String,
     /// The CAs an https endpoint's certificate must chain to.
     pub ca_file: std::path::PathBuf,

@@ -18,7 +18,7 @@ use serde::Deserialize;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TicketCheck {
     /// `https://...`, or `http://` on a loopback host (the answer grants
-    /// access; see [`crate::outbound`]).
+    /// access; see the `outbound` module).
     pub url: String,
     /// The CAs an https endpoint's certificate must chain to.
     pub ca_file: PathBuf,
