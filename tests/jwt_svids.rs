@@ -87,6 +87,30 @@ async fn until_revoked(agent: &Agent, audience: &str, token: &str, since: Instan
     }
 }
 
+/// What a third party does with only the server's discovery JWK Set:
+/// `jsonwebtoken` (an independent library) verifies `token` for `audience`
+/// and the configured issuer with the key its `kid` names, signed `alg`.
+fn third_party_verify(
+    server: &Server,
+    token: &str,
+    alg: jsonwebtoken::Algorithm,
+    audience: &str,
+) -> Result<jsonwebtoken::TokenData<serde_json::Value>, jsonwebtoken::errors::Error> {
+    let jwks: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_str(&common::agent::http_get(server.http_addr, "/keys")).unwrap();
+    let header = jsonwebtoken::decode_header(token)?;
+    assert_eq!(header.alg, alg, "the token's alg");
+    let jwk = jwks.find(header.kid.as_deref().unwrap()).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(alg);
+    validation.set_audience(&[audience]);
+    validation.set_issuer(&[ISSUER]);
+    jsonwebtoken::decode(
+        token,
+        &jsonwebtoken::DecodingKey::from_jwk(jwk)?,
+        &validation,
+    )
+}
+
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
@@ -137,32 +161,15 @@ async fn the_spiffe_client_fetches_and_validates_and_a_third_party_verifies() {
         discovery["id_token_signing_alg_values_supported"][0],
         "ES256"
     );
-    let jwks: jsonwebtoken::jwk::JwkSet =
-        serde_json::from_str(&common::agent::http_get(server.http_addr, "/keys")).unwrap();
-    let header = jsonwebtoken::decode_header(svid.token()).unwrap();
-    let jwk = jwks.find(header.kid.as_deref().unwrap()).unwrap();
-    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
-    validation.set_audience(&["db"]);
-    validation.set_issuer(&[ISSUER]);
-    let verified = jsonwebtoken::decode::<serde_json::Value>(
-        svid.token(),
-        &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(),
-        &validation,
-    )
-    .unwrap();
+    let verified = third_party_verify(&server, svid.token(), jsonwebtoken::Algorithm::ES256, "db")
+        .expect("verifies with only the discovery JWK Set");
     assert_eq!(verified.claims["sub"], id.as_str());
     assert!(
         verified.claims["exp"].as_i64().unwrap() - verified.claims["iat"].as_i64().unwrap() <= 300
     );
-    let mut wrong = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
-    wrong.set_audience(&["web"]);
     assert!(
-        jsonwebtoken::decode::<serde_json::Value>(
-            svid.token(),
-            &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(),
-            &wrong,
-        )
-        .is_err()
+        third_party_verify(&server, svid.token(), jsonwebtoken::Algorithm::ES256, "web").is_err(),
+        "not for another audience"
     );
 
     // The CLI, as an operator debugging a workload would use it.
@@ -220,20 +227,13 @@ async fn rs256_tokens_for_consumers_that_need_rsa() {
         discovery["id_token_signing_alg_values_supported"][0],
         "RS256"
     );
-    let jwks: jsonwebtoken::jwk::JwkSet =
-        serde_json::from_str(&common::agent::http_get(server.http_addr, "/keys")).unwrap();
-    let header = jsonwebtoken::decode_header(svid.token()).unwrap();
-    assert_eq!(header.alg, jsonwebtoken::Algorithm::RS256);
-    let jwk = jwks.find(header.kid.as_deref().unwrap()).unwrap();
-    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
-    validation.set_audience(&["vault"]);
-    validation.set_issuer(&[ISSUER]);
-    let verified = jsonwebtoken::decode::<serde_json::Value>(
+    let verified = third_party_verify(
+        &server,
         svid.token(),
-        &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(),
-        &validation,
+        jsonwebtoken::Algorithm::RS256,
+        "vault",
     )
-    .unwrap();
+    .expect("verifies with only the discovery JWK Set");
     assert_eq!(verified.claims["sub"], id.as_str());
     let client = WorkloadApiClient::connect_to(agent.endpoint())
         .await

@@ -20,8 +20,9 @@ use crate::{
 /// dropped, and if that is not enough new tokens are served uncached.
 const MAX_CACHED: usize = 10_000;
 
-/// A token the server signed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A token the server signed. `Debug` leaves the token out: it is a
+/// bearer credential.
+#[derive(Clone, PartialEq, Eq)]
 pub struct JwtSvid {
     /// The JWS compact token. Secret: handed only to the workload.
     pub token: String,
@@ -33,6 +34,16 @@ pub struct JwtSvid {
     pub expires_at: i64,
     /// `jti`: listed on the CRL when the token is revoked.
     pub id: String,
+}
+
+impl std::fmt::Debug for JwtSvid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtSvid")
+            .field("spiffe_id", &self.spiffe_id)
+            .field("id", &self.id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 impl JwtSvid {
@@ -192,5 +203,10 @@ mod tests {
         };
         assert!(t.fresh(100) && t.fresh(249));
         assert!(!t.fresh(250) && !t.fresh(400));
+        let secret = JwtSvid {
+            token: "eyJhbGciOiJFUzI1NiJ9.secret.sig".into(),
+            ..t
+        };
+        assert!(!format!("{secret:?}").contains("secret"), "{secret:?}");
     }
 }

@@ -311,22 +311,12 @@ fn plan(
         .ok_or(Refusal::EntryNotFound {
             entry: item.entry_id,
         })?;
-    let mut ttl = entry
-        .x509_svid_ttl_secs
-        .map(Duration::from_secs)
-        .unwrap_or(default_ttl);
-    // No SVID outlives its entry (a task entry expires with its window).
-    if let Some(expires_at) = entry.expires_at {
-        let left = expires_at - unix(now);
-        if left <= 0 {
-            return Err(Refusal::EntryExpired {
-                entry: entry.id,
-                expired_at: expires_at,
-            }
-            .into());
-        }
-        ttl = ttl.min(Duration::from_secs(left as u64));
-    }
+    let ttl = within_entry(
+        &entry,
+        entry.x509_svid_ttl_secs.map(Duration::from_secs),
+        default_ttl,
+        now,
+    )?;
     let prepared = ca.prepare_svid(
         &SvidRequest {
             csr_der: &item.csr,
@@ -337,6 +327,29 @@ fn plan(
         now,
     )?;
     Ok(Planned { entry, prepared })
+}
+
+/// The lifetime of an SVID (X.509 or JWT) for `entry` issued at `now`: the
+/// entry's own TTL or the default, cut so that no SVID outlives its entry
+/// (a task entry expires with its window). An expired entry is refused.
+pub(crate) fn within_entry(
+    entry: &Entry,
+    entry_ttl: Option<Duration>,
+    default_ttl: Duration,
+    now: SystemTime,
+) -> Result<Duration, Refusal> {
+    let ttl = entry_ttl.unwrap_or(default_ttl);
+    let Some(expires_at) = entry.expires_at else {
+        return Ok(ttl);
+    };
+    let left = expires_at - unix(now);
+    if left <= 0 {
+        return Err(Refusal::EntryExpired {
+            entry: entry.id,
+            expired_at: expires_at,
+        });
+    }
+    Ok(ttl.min(Duration::from_secs(left as u64)))
 }
 
 fn binding_of(task: &TaskRecord) -> TaskBinding {

@@ -15,7 +15,11 @@ use lanyard_identity::{EntryId, SpiffeId};
 use lanyard_jwt::{Claims, TaskClaim};
 use lanyard_store::{IssueBatch, IssueItem, Refusal, TaskRecord};
 
-use crate::{clock::unix, issuance::IssueError, state::ServerState};
+use crate::{
+    clock::unix,
+    issuance::{IssueError, within_entry},
+    state::ServerState,
+};
 
 /// Most audiences one token may carry.
 pub(crate) const MAX_AUDIENCES: usize = 16;
@@ -86,21 +90,13 @@ pub(crate) fn issue_jwt_svid(
         .ok_or(Refusal::EntryNotFound {
             entry: request.entry_id,
         })?;
-    let ttl = entry
-        .jwt_svid_ttl_secs
-        .map(Duration::from_secs)
-        .unwrap_or(state.cfg.default_jwt_svid_ttl);
-    let mut exp = iat.saturating_add(ttl.as_secs() as i64);
-    if let Some(expires_at) = entry.expires_at {
-        if expires_at <= iat {
-            return Err(Refusal::EntryExpired {
-                entry: entry.id,
-                expired_at: expires_at,
-            }
-            .into());
-        }
-        exp = exp.min(expires_at);
-    }
+    let ttl = within_entry(
+        &entry,
+        entry.jwt_svid_ttl_secs.map(Duration::from_secs),
+        state.cfg.default_jwt_svid_ttl,
+        now,
+    )?;
+    let exp = iat.saturating_add(ttl.as_secs() as i64);
     let jti = lanyard_ca::random_serial_hex()?;
 
     // 2. Record, checking the standing of agent, entry and task.
