@@ -7,9 +7,7 @@ mod common;
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::TcpListener,
-    os::unix::fs::PermissionsExt,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
 };
 
 use common::{operators::*, *};
@@ -77,28 +75,14 @@ fn webhook(fail_first: usize) -> (u16, Arc<Mutex<Hook>>) {
 }
 
 fn notifying_server(port: u16, retries: u32) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let run = dir.path().join("run");
-    std::fs::create_dir(&run).unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let secret = dir.path().join("webhook.secret");
-    std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
-    let config = dir.path().join("server.toml");
-    std::fs::write(
-        &config,
+    operator_server(|dir| {
+        let secret = dir.join("webhook.secret");
+        std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
         format!(
-            "admin_socket_mode = \"0666\"\n[tasks]\nrequesters = [\"uid:{ALICE}\"]\napprovers = [\"uid:{BOB}\"]\n\
+            "[tasks]\nrequesters = [\"uid:{ALICE}\"]\napprovers = [\"uid:{BOB}\"]\n\
              notify_url = \"http://127.0.0.1:{port}/hook\"\nnotify_secret_file = {secret:?}\nnotify_retries = {retries}\n"
-        ),
-    )
-    .unwrap();
-    let mut server = Server::start_with_socket(
-        &["--config", config.to_str().unwrap()],
-        Some(run.join("admin.sock")),
-    );
-    server.keep.push(dir);
-    server
+        )
+    })
 }
 
 fn request_args(parent: &str, id: &str) -> Vec<String> {
@@ -121,18 +105,6 @@ fn request_args(parent: &str, id: &str) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect()
-}
-
-fn wait_for(what: &str, server: &Server, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}\n{}",
-            server.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -161,7 +133,7 @@ async fn every_step_is_posted_signed_and_a_failure_is_retried() {
             })
             .collect()
     };
-    wait_for("four notifications", &server, || events().len() == 4);
+    wait_until("four notifications", &server, || events().len() == 4);
     assert_eq!(
         events(),
         ["requested", "approved", "activated", "completed"]
@@ -195,7 +167,7 @@ async fn a_webhook_that_is_down_changes_no_decision_and_is_counted() {
         json_as(&server, BOB, &["task", "approve", &id])["state"],
         "active"
     );
-    wait_for("the failures in /metrics", &server, || {
+    wait_until("the failures in /metrics", &server, || {
         let (_, body) = http_get(server.http_addr, "/metrics");
         String::from_utf8_lossy(&body)
             .lines()

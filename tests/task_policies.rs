@@ -6,10 +6,10 @@
 mod common;
 
 use std::{
-    os::unix::{fs::PermissionsExt, process::CommandExt},
+    os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Command, Output},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use common::{operators::*, *};
@@ -41,34 +41,24 @@ struct PolicyServer {
 /// A server whose task policy is `policy`; ALICE and CAROL request, BOB,
 /// DAVE and EVE approve.
 fn policy_server(policy: &str, time_zone: &str) -> PolicyServer {
-    let dir = tempfile::tempdir().unwrap();
-    let run = dir.path().join("run");
-    std::fs::create_dir(&run).unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let policy_path = dir.path().join("policy.rego");
-    std::fs::write(&policy_path, policy).unwrap();
-    let groups = dir.path().join("group");
-    std::fs::write(&groups, GROUPS).unwrap();
-    let config = dir.path().join("server.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "admin_socket_mode = \"0666\"\n[tasks]\nmax_ttl = \"12h\"\nbreak_glass_max_ttl = \"1h\"\n\
+    let mut policy_path = None;
+    let server = operator_server(|dir| {
+        let path = dir.join("policy.rego");
+        std::fs::write(&path, policy).unwrap();
+        let groups = dir.join("group");
+        std::fs::write(&groups, GROUPS).unwrap();
+        let config = format!(
+            "[tasks]\nmax_ttl = \"12h\"\nbreak_glass_max_ttl = \"1h\"\n\
              requesters = [\"uid:{ALICE}\", \"uid:{CAROL}\"]\n\
              approvers = [\"uid:{BOB}\", \"uid:{DAVE}\", \"uid:{EVE}\"]\n\
-             policy_file = {policy_path:?}\ngroups_file = {groups:?}\ntime_zone = \"{time_zone}\"\n"
-        ),
-    )
-    .unwrap();
-    let mut server = Server::start_with_socket(
-        &["--config", config.to_str().unwrap()],
-        Some(run.join("admin.sock")),
-    );
-    server.keep.push(dir);
+             policy_file = {path:?}\ngroups_file = {groups:?}\ntime_zone = \"{time_zone}\"\n"
+        );
+        policy_path = Some(path);
+        config
+    });
     PolicyServer {
         server,
-        policy: policy_path,
+        policy: policy_path.unwrap(),
     }
 }
 
@@ -153,18 +143,6 @@ fn audit(server: &Server, ticket: &str) -> Vec<serde_json::Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
-}
-
-fn wait_for(what: &str, server: &Server, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}\n{}",
-            server.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -488,7 +466,7 @@ async fn break_glass_only_for_on_call_and_sighup_reloads_the_policy() {
     let hup = || server.signal("HUP");
     std::fs::write(&policy, "package lanyard.tasks\n\ndecision := {\n").unwrap();
     hup();
-    wait_for("the failed reload", &server, || {
+    wait_until("the failed reload", &server, || {
         server.log().contains("task policy reload failed")
     });
     assert!(server.log().contains("policy.rego:"), "{}", server.log());
@@ -500,7 +478,7 @@ async fn break_glass_only_for_on_call_and_sighup_reloads_the_policy() {
     let next = example("production-two-approvers.rego");
     std::fs::write(&policy, &next).unwrap();
     hup();
-    wait_for("the reload", &server, || {
+    wait_until("the reload", &server, || {
         server.cli_json(&["policy", "show"])["sha256"] == sha256_hex(&next)
     });
     ok_member(&server, CAROL, CAROL, &bg("spiffe://e2e.test/bg/c", "10m"));

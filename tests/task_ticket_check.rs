@@ -9,7 +9,6 @@ use std::{
     collections::HashMap,
     io::{BufRead, BufReader, Read, Write},
     net::TcpListener,
-    os::unix::fs::PermissionsExt,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -85,26 +84,12 @@ fn ticket_server() -> (u16, Arc<Mutex<Tickets>>) {
 }
 
 fn checked_server(port: u16) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let run = dir.path().join("run");
-    std::fs::create_dir(&run).unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let config = dir.path().join("server.toml");
-    std::fs::write(
-        &config,
+    operator_server(|_| {
         format!(
-            "admin_socket_mode = \"0666\"\n[tasks]\nrequesters = [\"uid:{ALICE}\"]\napprovers = [\"uid:{BOB}\"]\n\
+            "[tasks]\nrequesters = [\"uid:{ALICE}\"]\napprovers = [\"uid:{BOB}\"]\n\
              ticket_check_url = \"http://127.0.0.1:{port}/check\"\nticket_check_timeout = \"1s\"\n"
-        ),
-    )
-    .unwrap();
-    let mut server = Server::start_with_socket(
-        &["--config", config.to_str().unwrap()],
-        Some(run.join("admin.sock")),
-    );
-    server.keep.push(dir);
-    server
+        )
+    })
 }
 
 fn request(server: &Server, ticket: &str, id: &str, parent: &str) -> std::process::Output {

@@ -4,6 +4,7 @@
 
 use std::{
     os::unix::{fs::PermissionsExt, process::CommandExt},
+    path::Path,
     process::{Command, Output},
 };
 
@@ -17,26 +18,46 @@ pub const MALLORY: u32 = 4005; // neither
 /// A server whose admin socket (in a 0755 directory, mode 0666) other users
 /// can reach, with a task policy: ALICE and CAROL request, BOB approves.
 pub fn task_server() -> Server {
+    operator_server(|_| {
+        format!(
+            "[tasks]\nmax_ttl = \"1h\"\nbreak_glass_max_ttl = \"5m\"\n\
+             requesters = [\"uid:{ALICE}\", \"uid:{CAROL}\"]\napprovers = [\"uid:{BOB}\"]\n"
+        )
+    })
+}
+
+/// A server whose admin socket (in a 0755 directory, mode 0666) other users
+/// can reach, configured with what `config` returns; `config` gets the
+/// server's own directory to write files the configuration names.
+pub fn operator_server(config: impl FnOnce(&Path) -> String) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     std::fs::create_dir(&run).unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let config = dir.path().join("server.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "admin_socket_mode = \"0666\"\n[tasks]\nmax_ttl = \"1h\"\nbreak_glass_max_ttl = \"5m\"\n\
-             requesters = [\"uid:{ALICE}\", \"uid:{CAROL}\"]\napprovers = [\"uid:{BOB}\"]\n"
-        ),
-    )
-    .unwrap();
+    let file = dir.path().join("server.toml");
+    let body = config(dir.path());
+    std::fs::write(&file, format!("admin_socket_mode = \"0666\"\n{body}")).unwrap();
     let mut server = Server::start_with_socket(
-        &["--config", config.to_str().unwrap()],
+        &["--config", file.to_str().unwrap()],
         Some(run.join("admin.sock")),
     );
     server.keep.push(dir);
     server
+}
+
+/// Polls `f` every 100 ms until it holds; fails after 20 s with the
+/// server's log.
+pub fn wait_until(what: &str, server: &Server, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            server.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 /// Runs an operator command as `uid`.
