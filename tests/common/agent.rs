@@ -11,7 +11,7 @@ use std::{
 
 use tempfile::TempDir;
 
-use super::{Server, TD, bin, free_port, write_pem};
+use super::{READY_WITHIN, Server, TD, bin, free_port, write_pem};
 
 /// A running `lanyard-agent`; killed on drop.
 pub struct Agent {
@@ -124,7 +124,7 @@ impl Agent {
     }
 
     pub fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + READY_WITHIN;
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("lanyard-agent exited early ({status}):\n{}", self.log());
@@ -134,7 +134,7 @@ impl Agent {
             }
             assert!(
                 Instant::now() < deadline,
-                "agent not ready in 30s:\n{}",
+                "agent not ready in {READY_WITHIN:?}:\n{}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(100));

@@ -8,6 +8,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use super::READY_WITHIN;
+
 /// A child process killed (and reaped) when the test ends, passing or not.
 pub struct Killed(pub Child);
 
@@ -50,9 +52,10 @@ pub fn spawn_logged(mut cmd: Command, log: &Path) -> Killed {
     )
 }
 
-/// Waits up to 30 s for `ready`; fails with the log if the child exits.
+/// Waits up to [`READY_WITHIN`] for `ready`; fails with the log if the child
+/// exits.
 pub fn wait_until(what: &str, child: &mut Killed, log: &Path, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + READY_WITHIN;
     while !ready() {
         if let Some(status) = child.0.try_wait().unwrap() {
             panic!(
@@ -60,7 +63,10 @@ pub fn wait_until(what: &str, child: &mut Killed, log: &Path, mut ready: impl Fn
                 std::fs::read_to_string(log).unwrap_or_default()
             );
         }
-        assert!(Instant::now() < deadline, "{what} not ready in 30s");
+        assert!(
+            Instant::now() < deadline,
+            "{what} not ready in {READY_WITHIN:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use lanyard_identity::{TaskBinding, TrustDomain};
+use lanyard_identity::{Serial, TaskBinding, TrustDomain};
 use lanyard_jwt::{Alg, Claims, Jwks};
 use rustls_pki_types::CertificateDer;
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -267,7 +267,7 @@ impl CertificateAuthority {
             spiffe_id: req.spiffe_id.clone(),
             dns_names,
             public_key,
-            serial_hex: hex_serial(&serial.to_bytes()),
+            serial_hex: Serial::from_bytes(&serial.to_bytes()).into_string(),
             serial,
             not_after,
         })
@@ -596,14 +596,4 @@ impl PreparedSvid {
     pub fn spiffe_id(&self) -> &lanyard_identity::SpiffeId {
         &self.spiffe_id
     }
-}
-
-/// A serial's bytes as the profile checker prints them: lower-case hex
-/// without leading zero bytes.
-fn hex_serial(bytes: &[u8]) -> String {
-    let significant = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
-    bytes[significant..]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }

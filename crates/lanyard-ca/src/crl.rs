@@ -7,6 +7,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use lanyard_identity::Serial;
 use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber};
 
 use crate::{
@@ -184,7 +185,7 @@ impl CertificateAuthority {
         let revoked_certs = revoked
             .iter()
             .map(|r| {
-                let bytes = hex_serial(&r.serial)?;
+                let bytes = Serial::parse(&r.serial)?.to_der_content();
                 Ok(RevokedCertParams {
                     serial_number: SerialNumber::from_slice(&bytes),
                     revocation_time: offset_date_time(r.revoked_at, "revocation time")?,
@@ -212,34 +213,6 @@ impl CertificateAuthority {
         );
         Ok(crl.der().to_vec())
     }
-}
-
-/// Hex serial (any case, optional colons) to its DER integer content bytes.
-fn hex_serial(serial: &str) -> Result<Vec<u8>, CaError> {
-    let clean: String = serial.chars().filter(|c| *c != ':').collect();
-    let padded = if clean.len() % 2 == 1 {
-        format!("0{clean}")
-    } else {
-        clean
-    };
-    let mut bytes = Vec::with_capacity(padded.len() / 2);
-    for pair in padded.as_bytes().chunks(2) {
-        let text = std::str::from_utf8(pair).unwrap_or("");
-        let byte = u8::from_str_radix(text, 16).map_err(|_| CaError::InvalidSerial {
-            serial: serial.to_owned(),
-        })?;
-        bytes.push(byte);
-    }
-    if bytes.is_empty() {
-        return Err(CaError::InvalidSerial {
-            serial: serial.to_owned(),
-        });
-    }
-    // A positive DER INTEGER: prefix 0x00 when the top bit is set.
-    if bytes[0] & 0x80 != 0 {
-        bytes.insert(0, 0);
-    }
-    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -344,14 +317,5 @@ mod tests {
             .map(|(r, _, _)| r.rcgen() as u8)
             .collect();
         assert_eq!(codes, [0, 1, 2, 3, 4, 5, 6, 9, 10]);
-    }
-
-    #[test]
-    fn hex_serials_become_positive_integers() {
-        assert_eq!(hex_serial("7f01").unwrap(), [0x7f, 0x01]);
-        assert_eq!(hex_serial("FF:01").unwrap(), [0x00, 0xff, 0x01]);
-        assert_eq!(hex_serial("abc").unwrap(), [0x0a, 0xbc]);
-        assert!(hex_serial("xyz").is_err());
-        assert!(hex_serial("").is_err());
     }
 }

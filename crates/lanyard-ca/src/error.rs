@@ -227,14 +227,9 @@ pub enum CaError {
         accepted: String,
     },
 
-    /// A serial that is not hexadecimal.
-    #[error(
-        "invalid serial {serial:?}: expected hexadecimal digits, optionally separated by colons"
-    )]
-    InvalidSerial {
-        /// What was given.
-        serial: String,
-    },
+    /// A revoked serial that is not a serial (see [`lanyard_identity::Serial`]).
+    #[error(transparent)]
+    InvalidSerial(#[from] lanyard_identity::SerialError),
 }
 
 impl CaError {

@@ -92,7 +92,7 @@ fn random_suffix() -> Result<String, CaError> {
             algorithm: "random file name",
             reason: "system random source failed".into(),
         })?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex::encode(bytes))
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::path::Path;
 
+use lanyard_identity::Serial;
 use rcgen::{
     CertificateParams, DistinguishedName, KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384,
     SignatureAlgorithm,
@@ -110,7 +111,7 @@ pub(crate) fn random_serial() -> Result<rcgen::SerialNumber, CaError> {
 /// use: the ID of a JWT-SVID (`jti`), drawn from the same space as X.509
 /// serials so that it is recorded and revoked like one.
 pub fn random_serial_hex() -> Result<String, CaError> {
-    Ok(crate::slot::hex(&random_serial()?.to_bytes()))
+    Ok(Serial::from_bytes(&random_serial()?.to_bytes()).into_string())
 }
 
 /// Whether a signature algorithm is one Lanyard accepts for SVID keys.

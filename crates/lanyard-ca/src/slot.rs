@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use lanyard_identity::TrustDomain;
+use lanyard_identity::{Serial, TrustDomain};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, PublicKeyData, SanType,
@@ -132,7 +132,7 @@ impl CaSlot {
             up.verify_issued(cert.as_ref())?;
         }
 
-        let key_file = format!("ca-{}.key", hex(&serial.to_bytes()[..8]));
+        let key_file = format!("ca-{}.key", hex::encode(&serial.to_bytes()[..8]));
         save_key(&key_dir.join(&key_file), &key)?;
         let jwt = mint_jwt_key(&key_dir.join(jwt_key_file(&key_file)), cfg.jwt_algorithm)?;
         let slot = Self::assemble(state, key_file, cert, key, jwt)?;
@@ -221,7 +221,7 @@ impl CaSlot {
                 CaError::encoding_reason("CA certificate", format!("does not parse ({e})"))
             })?;
             (
-                hex(x509.raw_serial()).trim_start_matches("00").to_owned(),
+                Serial::from_bytes(x509.raw_serial()).into_string(),
                 x509.validity().not_before.timestamp(),
                 x509.validity().not_after.timestamp(),
                 x509.subject().as_raw().to_vec(),
@@ -284,9 +284,4 @@ fn names_trust_domain(x509: &X509Certificate<'_>, trust_domain: &TrustDomain) ->
         }),
         _ => false,
     }
-}
-
-/// Lower-case hex without separators.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

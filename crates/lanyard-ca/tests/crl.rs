@@ -44,10 +44,7 @@ fn crl_lists_revoked_serials_and_openssl_enforces_it() {
     let entries: Vec<_> = parsed.iter_revoked_certificates().collect();
     assert_eq!(entries.len(), 1);
     assert_eq!(
-        entries[0]
-            .raw_serial_as_string()
-            .replace(':', "")
-            .trim_start_matches('0'),
+        lanyard_identity::Serial::from_bytes(entries[0].raw_serial()).as_str(),
         revoked.serial
     );
     let next = parsed.next_update().unwrap().timestamp();

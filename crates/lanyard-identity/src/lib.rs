@@ -19,6 +19,7 @@ mod entry;
 mod error;
 mod profile;
 mod selector;
+mod serial;
 mod spiffe_id;
 mod task;
 
@@ -28,6 +29,7 @@ pub use self::{
     error::{IdError, IdKind, ProfileError, SelectorError, TaskBindingError},
     profile::{SvidSummary, check_signing_certificate, check_x509_svid},
     selector::{Selector, matches_all},
+    serial::{MAX_SERIAL_BYTES, Serial, SerialError},
     spiffe_id::{SpiffeId, TrustDomain},
     task::{TASK_BINDING_OID, TASK_BINDING_OID_STR, TaskBinding},
 };

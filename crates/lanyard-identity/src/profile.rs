@@ -16,19 +16,22 @@ use x509_parser::{
     x509::X509Version,
 };
 
-use crate::{SpiffeId, error::ProfileError};
+use crate::{
+    SpiffeId,
+    error::ProfileError,
+    serial::{MAX_SERIAL_BYTES, Serial},
+};
 
 /// Fewest significant serial bytes accepted on a leaf (64 random bits).
 const MIN_LEAF_SERIAL_BYTES: usize = 8;
-/// RFC 5280 4.1.2.2: at most 20 octets.
-const MAX_SERIAL_BYTES: usize = 20;
 
 /// What a checked leaf SVID says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SvidSummary {
     /// The SPIFFE ID in the single URI SAN.
     pub spiffe_id: SpiffeId,
-    /// Lower-case hex serial without colons or leading zero bytes.
+    /// The serial in [`Serial`]'s canonical form (lower-case hex, whole
+    /// bytes, no leading zero bytes).
     pub serial: String,
     /// NotBefore, seconds since the Unix epoch.
     pub not_before: i64,
@@ -330,7 +333,7 @@ fn check_serial(raw: &[u8], min_significant: usize) -> Result<String, ProfileErr
             min: min_significant,
         });
     }
-    Ok(significant.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(Serial::from_bytes(significant).into_string())
 }
 
 fn check_validity(cert: &X509Certificate<'_>) -> Result<(i64, i64), ProfileError> {

@@ -14,6 +14,7 @@ use std::{
     sync::atomic::{AtomicBool, Ordering},
 };
 
+use lanyard_identity::Serial;
 use rustls_pki_types::{CertificateDer, UnixTime};
 use x509_parser::{
     certificate::X509Certificate, prelude::FromDer, revocation_list::CertificateRevocationList,
@@ -98,8 +99,7 @@ impl RevocationList {
         let number = crl.crl_number().map(|n| normalize_hex(&n.to_bytes_be()));
         let revoked = crl
             .iter_revoked_certificates()
-            .map(|r| normalize_hex(r.raw_serial()))
-            .filter(|s| !s.is_empty())
+            .map(|r| Serial::from_bytes(r.raw_serial()).into_string())
             .collect();
         let this_update = crl.last_update().timestamp();
         let next_update = crl.next_update().map(|t| t.timestamp());
@@ -150,7 +150,7 @@ impl RevocationList {
     /// Whether `serial` (hex, any case, colons and leading zeros allowed) is
     /// revoked.
     pub fn is_revoked(&self, serial: &str) -> bool {
-        self.revoked.contains(&normalize_serial_text(serial))
+        Serial::parse(serial).is_ok_and(|s| self.revoked.contains(s.as_str()))
     }
 
     /// How many serials are revoked.
@@ -245,26 +245,11 @@ fn issued_by_bundle(cert: &CertificateDer<'_>, bundle: &[CertificateDer<'_>]) ->
         })
 }
 
-/// Lower-case hex of a big-endian unsigned integer, without leading zeros.
+/// Lower-case hex of a big-endian unsigned integer (a CRL number), without
+/// leading zero bytes.
 pub(crate) fn normalize_hex(bytes: &[u8]) -> String {
     let start = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
-    bytes[start..].iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Accepts a serial as people write it (any case, colons, leading zeros).
-fn normalize_serial_text(serial: &str) -> String {
-    let hex: String = serial
-        .chars()
-        .filter(|c| *c != ':')
-        .map(|c| c.to_ascii_lowercase())
-        .collect();
-    let trimmed = hex.trim_start_matches('0');
-    // Leading zeros are stripped by whole bytes in the canonical form.
-    if trimmed.len() % 2 == 1 {
-        format!("0{trimmed}")
-    } else {
-        trimmed.to_owned()
-    }
+    hex::encode(&bytes[start..])
 }
 
 #[cfg(test)]
@@ -276,9 +261,6 @@ mod tests {
     fn hex_normalization_strips_whole_zero_bytes() {
         assert_eq!(normalize_hex(&[0x00, 0x0a, 0xbc]), "0abc");
         assert_eq!(normalize_hex(&[0x00]), "");
-        assert_eq!(normalize_serial_text("00:0A:BC"), "0abc");
-        assert_eq!(normalize_serial_text("abc"), "0abc");
-        assert_eq!(normalize_serial_text("7F01"), "7f01");
     }
 
     #[test]

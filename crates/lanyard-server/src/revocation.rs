@@ -15,6 +15,7 @@ use std::{
 
 use lanyard_audit::{Action, Event};
 use lanyard_ca::{RevocationReason, RevokedSerial};
+use lanyard_identity::Serial;
 use lanyard_store::{Revocation, Sweep};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
@@ -37,26 +38,12 @@ pub(crate) struct PublishedCrl {
     pub revoked: HashSet<String>,
 }
 
-/// Normalizes an operator-given serial: lower-case hex without colons or
-/// leading zeros, as serials are printed.
+/// Parses an operator-given serial into its canonical form, refusing what
+/// is not one with the forms that are accepted.
 pub(crate) fn normalize_serial(input: &str) -> Result<String, Status> {
-    let clean: String = input
-        .trim()
-        .chars()
-        .filter(|c| *c != ':')
-        .collect::<String>()
-        .to_ascii_lowercase();
-    if clean.is_empty() || !clean.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(Status::invalid_argument(format!(
-            "invalid serial {input:?}: expected hexadecimal digits, optionally separated by colons (as `svid list` prints them)"
-        )));
-    }
-    let trimmed = clean.trim_start_matches('0');
-    Ok(if trimmed.is_empty() {
-        "0".into()
-    } else {
-        trimmed.into()
-    })
+    Serial::parse(input)
+        .map(Serial::into_string)
+        .map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 /// How a revoking operation at this moment revokes, for the store.
@@ -230,8 +217,10 @@ mod tests {
     fn serials_are_normalized() {
         assert_eq!(normalize_serial("00:AB:cd").unwrap(), "abcd");
         assert_eq!(normalize_serial(" 7F01 ").unwrap(), "7f01");
-        assert_eq!(normalize_serial("000").unwrap(), "0");
+        // The store's form: whole bytes, as certificates carry them.
+        assert_eq!(normalize_serial("abc").unwrap(), "0abc");
         let err = normalize_serial("xyz").unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
         assert!(err.message().contains("hexadecimal"));
         assert!(normalize_serial("").is_err());
     }

@@ -129,7 +129,7 @@ impl Ca {
             id: id.to_owned(),
             chain: vec![cert.der().clone()],
             key_pkcs8: key.serialize_der(),
-            serial: hex(&serial_bytes),
+            serial: hex::encode(&serial_bytes),
             serial_bytes,
         }
     }
@@ -198,10 +198,6 @@ fn random_serial() -> Vec<u8> {
     }
     out[0] = (out[0] & 0x7f) | 0x10;
     out
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What each side of a handshake + one echo saw.

@@ -3,6 +3,7 @@
 use std::io::Write;
 
 use anyhow::Context;
+use lanyard_identity::Serial;
 use lanyard_proto::admin::v1 as pb;
 use serde_json::json;
 use x509_parser::prelude::FromDer;
@@ -32,8 +33,7 @@ pub(crate) fn show(crl: &pb::Crl, format: CrlFormat, json: bool) -> anyhow::Resu
             let revoked: Vec<(String, String, String)> = parsed
                 .iter_revoked_certificates()
                 .map(|r| {
-                    let serial = r.raw_serial_as_string().replace(':', "");
-                    let serial = serial.trim_start_matches('0').to_owned();
+                    let serial = Serial::from_bytes(r.raw_serial()).into_string();
                     let reason = r
                         .reason_code()
                         .map(|(_, code)| reason_name(code.0))
