@@ -98,9 +98,7 @@ pub async fn serve(
             "/health/ready",
             get(|State(app): State<AppState>| async move {
                 let snapshot = app.snapshots.borrow().clone();
-                let now = SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs() as i64);
+                let now = lanyard_time::now_unix();
                 ready_answer(&snapshot, now)
             }),
         )

@@ -2,7 +2,7 @@
 //! functions of the certificate lifetime (and a jitter value the caller
 //! draws), so they are tested without clocks.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 /// How far, as a fraction of the lifetime, jitter moves the refresh point
 /// away from half-life (either way).
@@ -42,49 +42,23 @@ pub fn refresh_at(valid_from: SystemTime, not_after: SystemTime, jitter: f64) ->
     valid_from + Duration::from_secs_f64(offset.clamp(earliest, latest))
 }
 
-/// Exponential backoff for retries: `base * 2^attempt`, capped at `max`,
-/// then spread by `jitter` (in `[0, 1]`) over the upper half so that many
-/// agents do not retry in lockstep.
+pub use lanyard_time::{from_unix, random_unit, unix as to_unix};
+
+/// Exponential backoff for retries (see [`lanyard_time::Backoff`]).
 pub fn backoff(attempt: u32, base: Duration, max: Duration, jitter: f64) -> Duration {
-    let exp = base.saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX));
-    let capped = exp.min(max);
-    let jitter = if jitter.is_finite() {
-        jitter.clamp(0.0, 1.0)
-    } else {
-        0.5
-    };
-    capped.mul_f64(0.5 + 0.5 * jitter)
-}
-
-/// A uniformly random value in `[0, 1)` for jitter.
-pub fn random_unit() -> f64 {
-    let mut bytes = [0u8; 8];
-    // A failing system RNG only makes the jitter deterministic, never unsafe.
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
-    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
-}
-
-/// Seconds since the Unix epoch as a `SystemTime` (negative clamps to the epoch).
-pub fn from_unix(secs: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0))
-}
-
-/// `SystemTime` as seconds since the Unix epoch.
-pub fn to_unix(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    lanyard_time::Backoff::new(base, max).delay(attempt, jitter)
 }
 
 /// How long from now until `t` (zero if it has passed).
 pub fn until(t: SystemTime) -> Duration {
-    t.duration_since(SystemTime::now())
-        .unwrap_or(Duration::ZERO)
+    lanyard_time::until(t, SystemTime::now())
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
+    use std::time::UNIX_EPOCH;
+
     use super::*;
 
     fn at(secs: u64) -> SystemTime {
@@ -131,24 +105,5 @@ mod tests {
     fn never_before_one_second() {
         let t = refresh_at(at(1000), at(1010), -1.0);
         assert!(offset(t) >= 1.0);
-    }
-
-    #[test]
-    fn backoff_grows_and_caps() {
-        let base = Duration::from_millis(100);
-        let max = Duration::from_secs(10);
-        assert_eq!(backoff(0, base, max, 1.0), Duration::from_millis(100));
-        assert_eq!(backoff(3, base, max, 1.0), Duration::from_millis(800));
-        assert_eq!(backoff(30, base, max, 1.0), max);
-        assert_eq!(backoff(30, base, max, 0.0), max / 2);
-        assert_eq!(backoff(u32::MAX, base, max, 0.5), max.mul_f64(0.75));
-    }
-
-    #[test]
-    fn random_unit_in_range() {
-        for _ in 0..100 {
-            let r = random_unit();
-            assert!((0.0..1.0).contains(&r));
-        }
     }
 }

@@ -19,7 +19,7 @@ use crate::rotation::{Rotation, Schedule, Step, Window};
 use crate::signing::{IssuedSvid, SvidRequest, checked_dns_names, csr_public_key, leaf_params};
 use crate::slot::{CaSlot, CaSlotInfo, CaSlotState};
 use crate::upstream::{Upstream, UpstreamCa};
-use crate::validity::{BACKDATE_SECS, duration_secs, system_time, unix_secs};
+use crate::validity::{BACKDATE_SECS, duration_secs, unix_secs};
 
 /// The shortest CA lifetime accepted. Shorter ones would make the rotation
 /// thresholds (computed from the backdated NotBefore) fall due at once.
@@ -446,7 +446,7 @@ impl CertificateAuthority {
     /// When the next rotation step is due: a pure function of the slots'
     /// validity. It may be in the past (a step is due now).
     pub fn next_rotation_at(&self) -> SystemTime {
-        system_time(self.schedule(|schedule| schedule.next_at()))
+        lanyard_time::from_unix(self.schedule(|schedule| schedule.next_at()))
     }
 
     /// Deletes CA key files in the key directory that the current slots no

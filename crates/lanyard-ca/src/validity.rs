@@ -26,11 +26,6 @@ pub(crate) fn duration_secs(d: Duration, what: &'static str) -> Result<i64, CaEr
     i64::try_from(d.as_secs()).map_err(|_| CaError::TimeOutOfRange { what })
 }
 
-/// The `SystemTime` of a Unix timestamp (times before 1970 clamp to the epoch).
-pub(crate) fn system_time(secs: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0))
-}
-
 /// The `OffsetDateTime` rcgen wants for a Unix timestamp.
 pub(crate) fn offset_date_time(secs: i64, what: &'static str) -> Result<OffsetDateTime, CaError> {
     OffsetDateTime::from_unix_timestamp(secs).map_err(|_| CaError::TimeOutOfRange { what })

@@ -3,9 +3,7 @@
 //! applied to the shared identity and trust material.
 
 use std::{
-    collections::hash_map::RandomState,
     fmt,
-    hash::{BuildHasher, Hasher},
     path::PathBuf,
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
@@ -16,6 +14,7 @@ use hyper_util::rt::TokioIo;
 use lanyard_proto::workload::{
     X509svidRequest, X509svidResponse, spiffe_workload_api_client::SpiffeWorkloadApiClient,
 };
+use lanyard_time::Backoff;
 use rustls_pki_types::UnixTime;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -27,10 +26,9 @@ use tonic::{
 
 use crate::{MtlsError, TrustMaterial, WorkloadSvid, svid::parse_response, trust::CrlUpdate};
 
-/// First retry delay after a failure.
-const BACKOFF_BASE: Duration = Duration::from_millis(50);
-/// Longest retry delay.
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Reconnect delays: from 50 ms up to 5 s, jittered so that many workloads
+/// do not reconnect in step.
+const RECONNECT: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
 /// A CRL with 100,000 serials is ~4 MiB: above tonic's default limit.
 const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
@@ -99,7 +97,7 @@ impl Watcher {
                 err = self.follow(&mut failures) => err,
             };
             self.shared.set_last_error(&err);
-            let delay = backoff(failures, jitter());
+            let delay = RECONNECT.random_delay(failures);
             failures = failures.saturating_add(1);
             tracing::warn!(
                 error = %err,
@@ -235,46 +233,4 @@ fn source_text(e: &dyn std::error::Error) -> String {
         cur = s.source();
     }
     out.join(": ")
-}
-
-/// The delay before retry number `failures + 1`: exponential from
-/// [`BACKOFF_BASE`] up to [`BACKOFF_MAX`], half of it fixed and half scaled
-/// by `jitter` in `[0, 1]` so that many workloads do not reconnect in step.
-pub(crate) fn backoff(failures: u32, jitter: f64) -> Duration {
-    let ceiling = BACKOFF_BASE
-        .saturating_mul(1u32 << failures.min(16))
-        .min(BACKOFF_MAX);
-    ceiling / 2 + (ceiling / 2).mul_f64(jitter.clamp(0.0, 1.0))
-}
-
-/// A number in `[0, 1)`; std's randomly keyed hasher is plenty for jitter.
-fn jitter() -> f64 {
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u64(0);
-    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_then_caps_and_jitter_stays_in_the_upper_half() {
-        assert_eq!(backoff(0, 0.0), Duration::from_millis(25));
-        assert_eq!(backoff(0, 1.0), Duration::from_millis(50));
-        assert_eq!(backoff(3, 1.0), Duration::from_millis(400));
-        assert_eq!(backoff(3, 0.5), Duration::from_millis(300));
-        assert_eq!(backoff(30, 1.0), BACKOFF_MAX);
-        assert_eq!(backoff(u32::MAX, 0.0), BACKOFF_MAX / 2);
-        assert_eq!(backoff(1, 7.0), backoff(1, 1.0));
-    }
-
-    #[test]
-    fn jitter_is_a_fraction() {
-        for _ in 0..100 {
-            let j = jitter();
-            assert!((0.0..1.0).contains(&j));
-        }
-    }
 }

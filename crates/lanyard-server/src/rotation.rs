@@ -3,11 +3,12 @@
 
 use std::{
     sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime},
 };
 
 use lanyard_ca::Rotation;
 use lanyard_mtls::TrustMaterial;
+use lanyard_time::unix;
 use tokio_util::sync::CancellationToken;
 
 use crate::{ServerError, node::ServerSvid, state::ServerState};
@@ -20,12 +21,6 @@ const MAX_SLEEP: Duration = Duration::from_secs(3600);
 /// Sleep until `at` (unix seconds), clamped to [MIN_SLEEP, MAX_SLEEP].
 pub(crate) fn sleep_for(at: i64, now: i64) -> Duration {
     Duration::from_secs(at.saturating_sub(now).max(0) as u64).clamp(MIN_SLEEP, MAX_SLEEP)
-}
-
-fn unix(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 pub(crate) async fn run(

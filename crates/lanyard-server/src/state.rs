@@ -299,7 +299,4 @@ pub(crate) fn server_id(cfg: &ServerConfig) -> SpiffeId {
     }
 }
 
-/// Seconds since the Unix epoch, by the system clock.
-pub(crate) fn now_unix() -> i64 {
-    crate::clock::unix(SystemTime::now())
-}
+pub(crate) use lanyard_time::now_unix;

@@ -17,12 +17,12 @@
 
 use std::fmt;
 use std::future::Future;
-use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Transaction};
 use futures::future::BoxFuture;
 use lanyard_store::StoreError;
+use lanyard_time::Backoff;
 use tokio::runtime::{Handle, Runtime};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{IsolationLevel, NoTls};
@@ -218,7 +218,7 @@ impl PostgresStore {
                     Err(e) if attempt < MAX_ATTEMPTS && is_retryable(&e) => {
                         debug!(operation = what, attempt, "serialization failure; retrying");
                         drop(client);
-                        backoff(attempt);
+                        std::thread::sleep(RETRY.random_delay(attempt));
                         attempt += 1;
                     }
                     other => return other,
@@ -228,13 +228,9 @@ impl PostgresStore {
     }
 }
 
-/// Sleeps up to 2^min(attempt, 6) ms, at random, so that transactions that
-/// collided do not collide again in step.
-fn backoff(attempt: u32) {
-    let ceiling = 1u64 << attempt.min(6);
-    let random = RandomState::new().hash_one(attempt);
-    std::thread::sleep(Duration::from_micros(random % (ceiling * 1000)));
-}
+/// Retries of transactions that collided: up to 64 ms apart, jittered so
+/// that they do not collide again in step.
+const RETRY: Backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(64));
 
 fn is_retryable(e: &StoreError) -> bool {
     let StoreError::Backend(source) = e else {

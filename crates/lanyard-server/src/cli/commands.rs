@@ -1,7 +1,5 @@
 //! Operator commands: each one RPC on the admin socket, then output.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use anyhow::{Context, anyhow};
 use base64::{
     Engine,
@@ -28,11 +26,7 @@ fn secs(d: std::time::Duration) -> i64 {
     d.as_secs().max(1) as i64
 }
 
-pub(crate) fn unix(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub(crate) use lanyard_time::unix;
 
 /// A list as one JSON array, or as a table.
 pub(crate) fn print_list<T>(
