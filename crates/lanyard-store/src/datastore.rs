@@ -15,7 +15,8 @@ use crate::{
 /// (fsync, or a PostgreSQL commit) before it returns `Ok`. The trait
 /// is object safe; the server holds an `Arc<dyn Datastore>`.
 ///
-/// Every backend must pass [`conformance::run_all`](crate::conformance::run_all).
+/// Every backend must pass `conformance::run_all` (the `conformance` feature
+/// of this crate, enabled by backends' tests).
 ///
 /// # Issuance against revocation
 ///

@@ -1,8 +1,8 @@
 //! Lanyard's storage: the [`Datastore`] trait the server is written against,
 //! [`SledStore`], the embedded sled backend used by default, the [`rules`]
-//! every backend decides by, and the [`conformance`] suite every backend
+//! every backend decides by, and the `conformance` suite every backend
 //! must pass (the PostgreSQL backend, for several servers, is the crate
-//! `lanyard-store-postgres`).
+//! `lanyard-store-postgres`). The suite is behind the `conformance` feature.
 //!
 //! Everything the server must not forget lives here: registration entries,
 //! attested agents, one-time join tokens, every issued SVID's serial,
@@ -36,6 +36,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "conformance")]
 pub mod conformance;
 mod datastore;
 mod error;
