@@ -5,7 +5,6 @@ use std::{fmt::Write as _, path::Path};
 
 use lanyard_proto::workload::{JwtBundlesRequest, JwtsvidRequest, ValidateJwtsvidRequest};
 use prost_types::{Struct, Value, value::Kind};
-use serde_json::json;
 use tonic::Request;
 
 use super::api::{connect, status_err};
@@ -99,9 +98,18 @@ pub async fn validate_jwt(
         .await
         .map_err(|s| status_err(&s))?
         .into_inner();
-    let claims = resp.claims.map(struct_json).unwrap_or_default();
-    serde_json::to_string_pretty(&json!({ "spiffe_id": resp.spiffe_id, "claims": claims }))
-        .map_err(|e| AgentError::Client(e.to_string()))
+    let validated = Validated {
+        spiffe_id: resp.spiffe_id,
+        claims: resp.claims.map(struct_json).unwrap_or_default(),
+    };
+    serde_json::to_string_pretty(&validated).map_err(|e| AgentError::Client(e.to_string()))
+}
+
+/// What `api validate jwt` prints: whose token it is and its claims.
+#[derive(serde::Serialize)]
+struct Validated {
+    spiffe_id: String,
+    claims: serde_json::Value,
 }
 
 fn struct_json(s: Struct) -> serde_json::Value {
@@ -129,6 +137,8 @@ fn value_json(v: Value) -> serde_json::Value {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]

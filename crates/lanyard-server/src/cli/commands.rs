@@ -6,7 +6,7 @@ use base64::{
     engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
 };
 use lanyard_proto::admin::v1 as pb;
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use super::{
     args::{
@@ -15,6 +15,10 @@ use super::{
     },
     client::connect,
     output::{self, table},
+    views::{
+        AgentView, BundleKey, EntryView, HealthView, RevokedView, SpiffeBundleView, SvidView,
+        TokenView, X509AuthorityJwk,
+    },
 };
 
 pub(crate) fn rpc(status: tonic::Status) -> anyhow::Error {
@@ -29,15 +33,15 @@ fn secs(d: std::time::Duration) -> i64 {
 pub(crate) use lanyard_time::unix;
 
 /// A list as one JSON array, or as a table.
-pub(crate) fn print_list<T>(
-    items: &[T],
+pub(crate) fn print_list<'a, T, V: Serialize + 'a>(
+    items: &'a [T],
     json: bool,
-    to_json: impl Fn(&T) -> Value,
+    to_json: impl Fn(&'a T) -> V,
     headers: &[&str],
     to_row: impl Fn(&T) -> Vec<String>,
 ) -> anyhow::Result<()> {
     if json {
-        print_json(&Value::Array(items.iter().map(to_json).collect()))
+        print_json(&items.iter().map(to_json).collect::<Vec<_>>())
     } else {
         let rows: Vec<_> = items.iter().map(to_row).collect();
         println!("{}", table(headers, &rows));
@@ -45,7 +49,7 @@ pub(crate) fn print_list<T>(
     }
 }
 
-pub(crate) fn print_json(v: &Value) -> anyhow::Result<()> {
+pub(crate) fn print_json(v: &impl Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
@@ -97,7 +101,10 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
                 .map_err(rpc)?
                 .into_inner();
             if json {
-                print_json(&json!({"ready": h.ready, "trust_domain": h.trust_domain}))?;
+                print_json(&HealthView {
+                    ready: h.ready,
+                    trust_domain: &h.trust_domain,
+                })?;
             } else {
                 println!(
                     "{} ({})",
@@ -122,9 +129,11 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
                 .map_err(rpc)?
                 .into_inner();
             if json {
-                print_json(
-                    &json!({"token": t.token, "expires_at": output::time(t.expires_at), "agent_id": t.agent_id}),
-                )
+                print_json(&TokenView {
+                    token: &t.token,
+                    expires_at: output::time(t.expires_at),
+                    agent_id: &t.agent_id,
+                })
             } else {
                 println!("{}", t.token);
                 eprintln!(
@@ -138,7 +147,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Agent(cmd) => {
             let one = |a: pb::Agent| -> anyhow::Result<()> {
                 if json {
-                    print_json(&output::agent_json(&a))
+                    print_json(&AgentView::from(&a))
                 } else {
                     println!(
                         "{}",
@@ -161,7 +170,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
                     print_list(
                         &agents,
                         json,
-                        output::agent_json,
+                        AgentView::from,
                         &["SPIFFE ID", "ATTESTATION", "STATUS", "SERIAL", "EXPIRES"],
                         output::agent_row,
                     )
@@ -211,7 +220,10 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
                 .map_err(rpc)?
                 .into_inner();
             if json {
-                print_json(&json!({"serials": r.serials, "crl_number": r.crl_number}))
+                print_json(&RevokedView {
+                    serials: &r.serials,
+                    crl_number: r.crl_number,
+                })
             } else {
                 if r.serials.is_empty() {
                     println!("{serial} was already revoked (CRL number {})", r.crl_number);
@@ -265,7 +277,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             print_list(
                 &svids,
                 json,
-                output::svid_json,
+                SvidView::from,
                 &[
                     "SERIAL",
                     "SPIFFE ID",
@@ -285,7 +297,7 @@ pub(crate) type Admin = pb::admin_client::AdminClient<tonic::transport::Channel>
 async fn entry(admin: &mut Admin, cmd: EntryCmd, json: bool) -> anyhow::Result<()> {
     let show = |e: pb::Entry| -> anyhow::Result<()> {
         if json {
-            print_json(&output::entry_json(&e))
+            print_json(&EntryView::from(&e))
         } else {
             println!("{}", output::entry_text(&e));
             Ok(())
@@ -320,7 +332,7 @@ async fn entry(admin: &mut Admin, cmd: EntryCmd, json: bool) -> anyhow::Result<(
                 .map_err(rpc)?
                 .into_inner();
             if json {
-                print_json(&output::entry_json(&e))
+                print_json(&EntryView::from(&e))
             } else {
                 println!("{}", e.id);
                 Ok(())
@@ -344,7 +356,7 @@ async fn entry(admin: &mut Admin, cmd: EntryCmd, json: bool) -> anyhow::Result<(
             print_list(
                 &entries,
                 json,
-                output::entry_json,
+                EntryView::from,
                 &["ID", "SPIFFE ID", "PARENT ID", "SELECTORS"],
                 output::entry_row,
             )
@@ -394,7 +406,7 @@ async fn entry(admin: &mut Admin, cmd: EntryCmd, json: bool) -> anyhow::Result<(
                 .map_err(rpc)?
                 .into_inner();
             if json {
-                print_json(&output::entry_json(&e))
+                print_json(&EntryView::from(&e))
             } else {
                 println!("deleted {}", e.id);
                 Ok(())
@@ -407,7 +419,10 @@ async fn entry(admin: &mut Admin, cmd: EntryCmd, json: bool) -> anyhow::Result<(
 /// `use: "x509-svid"` and carry the certificate in `x5c`, and whose JWT
 /// authorities (`jwt_authorities`, a JWK Set) have `use: "jwt-svid"` and a
 /// `kid`.
-fn spiffe_bundle(authorities: &[Vec<u8>], jwt_authorities: &[u8]) -> anyhow::Result<Value> {
+fn spiffe_bundle(
+    authorities: &[Vec<u8>],
+    jwt_authorities: &[u8],
+) -> anyhow::Result<SpiffeBundleView> {
     let mut keys = authorities
         .iter()
         .map(|der| {
@@ -415,26 +430,29 @@ fn spiffe_bundle(authorities: &[Vec<u8>], jwt_authorities: &[u8]) -> anyhow::Res
                 x509_parser::parse_x509_certificate(der).context("bundle certificate")?;
             let spki = cert.public_key();
             let point = spki.subject_public_key.data.as_ref();
-            let curve = match point.len() {
+            let crv = match point.len() {
                 65 => "P-256",
                 97 => "P-384",
                 n => return Err(anyhow!("unsupported CA key ({n}-byte point)")),
             };
             let half = (point.len() - 1) / 2;
-            Ok(json!({
-                "use": "x509-svid",
-                "kty": "EC",
-                "crv": curve,
-                "x": URL_SAFE_NO_PAD.encode(&point[1..1 + half]),
-                "y": URL_SAFE_NO_PAD.encode(&point[1 + half..]),
-                "x5c": [STANDARD.encode(der)],
+            Ok(BundleKey::X509(X509AuthorityJwk {
+                use_: "x509-svid",
+                kty: "EC",
+                crv,
+                x: URL_SAFE_NO_PAD.encode(&point[1..1 + half]),
+                y: URL_SAFE_NO_PAD.encode(&point[1 + half..]),
+                x5c: [STANDARD.encode(der)],
             }))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     if !jwt_authorities.is_empty() {
-        let jwt: Value =
-            serde_json::from_slice(jwt_authorities).context("the server's JWT authorities")?;
-        keys.extend(jwt["keys"].as_array().cloned().unwrap_or_default());
+        let jwt = lanyard_jwt::Jwks::from_json(jwt_authorities)
+            .context("the server's JWT authorities")?;
+        keys.extend(jwt.keys.into_iter().map(BundleKey::Jwt));
     }
-    Ok(json!({ "keys": keys, "spiffe_refresh_hint": 300 }))
+    Ok(SpiffeBundleView {
+        keys,
+        spiffe_refresh_hint: 300,
+    })
 }

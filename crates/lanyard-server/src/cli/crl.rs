@@ -5,13 +5,13 @@ use std::io::Write;
 use anyhow::Context;
 use lanyard_identity::Serial;
 use lanyard_proto::admin::v1 as pb;
-use serde_json::json;
 use x509_parser::prelude::FromDer;
 
 use super::{
     args::CrlFormat,
     commands::print_json,
     output::{table, time},
+    views::{CrlView, RevokedSerialView},
 };
 
 pub(crate) fn show(crl: &pb::Crl, format: CrlFormat, json: bool) -> anyhow::Result<()> {
@@ -30,40 +30,41 @@ pub(crate) fn show(crl: &pb::Crl, format: CrlFormat, json: bool) -> anyhow::Resu
             let (_, parsed) =
                 x509_parser::revocation_list::CertificateRevocationList::from_der(&crl.der)
                     .map_err(|e| anyhow::anyhow!("the server's CRL does not parse: {e}"))?;
-            let revoked: Vec<(String, String, String)> = parsed
-                .iter_revoked_certificates()
-                .map(|r| {
-                    let serial = Serial::from_bytes(r.raw_serial()).into_string();
-                    let reason = r
-                        .reason_code()
-                        .map(|(_, code)| reason_name(code.0))
-                        .unwrap_or("unspecified")
-                        .to_owned();
-                    (serial, time(r.revocation_date.timestamp()), reason)
-                })
-                .collect();
-            let this_update = time(parsed.last_update().timestamp());
-            let next_update = parsed
-                .next_update()
-                .map(|t| time(t.timestamp()))
-                .unwrap_or_default();
+            let view = CrlView {
+                crl_number: crl.crl_number,
+                issuer: parsed.issuer().to_string(),
+                this_update: time(parsed.last_update().timestamp()),
+                next_update: parsed
+                    .next_update()
+                    .map(|t| time(t.timestamp()))
+                    .unwrap_or_default(),
+                revoked: parsed
+                    .iter_revoked_certificates()
+                    .map(|r| RevokedSerialView {
+                        serial: Serial::from_bytes(r.raw_serial()).into_string(),
+                        revoked_at: time(r.revocation_date.timestamp()),
+                        reason: r
+                            .reason_code()
+                            .map(|(_, code)| reason_name(code.0))
+                            .unwrap_or("unspecified")
+                            .to_owned(),
+                    })
+                    .collect(),
+            };
             if json {
-                return print_json(&json!({
-                    "crl_number": crl.crl_number,
-                    "issuer": parsed.issuer().to_string(),
-                    "this_update": this_update,
-                    "next_update": next_update,
-                    "revoked": revoked.iter().map(|(s, t, r)| json!({"serial": s, "revoked_at": t, "reason": r})).collect::<Vec<_>>(),
-                }));
+                return print_json(&view);
             }
-            println!("CRL number   {}", crl.crl_number);
-            println!("Issuer       {}", parsed.issuer());
-            println!("This update  {this_update}");
-            println!("Next update  {next_update}");
-            println!("Revoked      {}", revoked.len());
-            if !revoked.is_empty() {
-                let rows: Vec<Vec<String>> =
-                    revoked.into_iter().map(|(s, t, r)| vec![s, t, r]).collect();
+            println!("CRL number   {}", view.crl_number);
+            println!("Issuer       {}", view.issuer);
+            println!("This update  {}", view.this_update);
+            println!("Next update  {}", view.next_update);
+            println!("Revoked      {}", view.revoked.len());
+            if !view.revoked.is_empty() {
+                let rows: Vec<Vec<String>> = view
+                    .revoked
+                    .into_iter()
+                    .map(|r| vec![r.serial, r.revoked_at, r.reason])
+                    .collect();
                 println!("{}", table(&["SERIAL", "REVOKED AT", "REASON"], &rows));
             }
             Ok(())

@@ -9,6 +9,7 @@ mod commands;
 mod crl;
 mod output;
 mod task;
+mod views;
 
 pub(crate) use self::{
     args::{Cli, Command, RunArgs},

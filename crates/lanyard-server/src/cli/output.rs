@@ -3,7 +3,6 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use lanyard_proto::admin::v1 as pb;
-use serde_json::{Value, json};
 
 /// RFC 3339 (UTC, seconds) for unix seconds; empty for 0 ("never").
 pub(crate) fn time(secs: i64) -> String {
@@ -11,14 +10,6 @@ pub(crate) fn time(secs: i64) -> String {
         return String::new();
     }
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs as u64)).to_string()
-}
-
-fn opt_time(secs: i64) -> Value {
-    if secs <= 0 {
-        Value::Null
-    } else {
-        Value::String(time(secs))
-    }
 }
 
 /// Left-aligned columns separated by two spaces.
@@ -45,22 +36,6 @@ pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
             .map(|r| line(r.iter().map(String::as_str).collect())),
     );
     out.join("\n")
-}
-
-pub(crate) fn entry_json(e: &pb::Entry) -> Value {
-    json!({
-        "id": e.id,
-        "spiffe_id": e.spiffe_id,
-        "parent_id": e.parent_id,
-        "selectors": e.selectors,
-        "x509_svid_ttl": (e.x509_svid_ttl_seconds > 0).then_some(e.x509_svid_ttl_seconds),
-        "jwt_svid_ttl": (e.jwt_svid_ttl_seconds > 0).then_some(e.jwt_svid_ttl_seconds),
-        "dns_names": e.dns_names,
-        "expires_at": opt_time(e.expires_at),
-        "hint": e.hint,
-        "revision": e.revision,
-        "created_at": opt_time(e.created_at),
-    })
 }
 
 pub(crate) fn entry_text(e: &pb::Entry) -> String {
@@ -99,19 +74,6 @@ pub(crate) fn entry_row(e: &pb::Entry) -> Vec<String> {
     ]
 }
 
-pub(crate) fn agent_json(a: &pb::Agent) -> Value {
-    json!({
-        "spiffe_id": a.spiffe_id,
-        "attestation_type": a.attestation_type,
-        "selectors": a.selectors,
-        "serial": a.serial,
-        "expires_at": opt_time(a.expires_at),
-        "attested_at": opt_time(a.attested_at),
-        "banned": a.banned,
-        "evicted": a.evicted,
-    })
-}
-
 pub(crate) fn agent_row(a: &pb::Agent) -> Vec<String> {
     let status = if a.banned {
         "banned"
@@ -127,18 +89,6 @@ pub(crate) fn agent_row(a: &pb::Agent) -> Vec<String> {
         a.serial.clone(),
         time(a.expires_at),
     ]
-}
-
-pub(crate) fn svid_json(s: &pb::Svid) -> Value {
-    json!({
-        "serial": s.serial,
-        "spiffe_id": s.spiffe_id,
-        "entry_id": (!s.entry_id.is_empty()).then_some(&s.entry_id),
-        "agent_id": (!s.agent_id.is_empty()).then_some(&s.agent_id),
-        "issued_at": opt_time(s.issued_at),
-        "not_after": opt_time(s.not_after),
-        "revoked": s.revoked,
-    })
 }
 
 pub(crate) fn svid_row(s: &pb::Svid) -> Vec<String> {

@@ -2,48 +2,14 @@
 
 use anyhow::{Context, anyhow};
 use lanyard_proto::admin::v1 as pb;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{
     args::{AuditCmd, PolicyCmd, TaskCmd},
     commands::{Admin, print_json, print_list, rpc, unix},
     output::time,
+    views::{AuditReportView, PolicyView, TaskView},
 };
-
-fn transition_json(t: &pb::TaskTransition) -> Value {
-    json!({
-        "state": t.state,
-        "at": time(t.at),
-        "principal": t.principal,
-        "note": (!t.note.is_empty()).then_some(&t.note),
-    })
-}
-
-pub(crate) fn task_json(t: &pb::Task) -> Value {
-    json!({
-        "id": t.id,
-        "ticket": t.ticket,
-        "purpose": t.purpose,
-        "spiffe_id": t.spiffe_id,
-        "parent_id": t.parent_id,
-        "selectors": t.selectors,
-        "dns_names": t.dns_names,
-        "audiences": t.audiences,
-        "starts_at": time(t.starts_at),
-        "ends_at": time(t.ends_at),
-        "state": t.state,
-        "entry_id": (!t.entry_id.is_empty()).then_some(&t.entry_id),
-        "break_glass": t.break_glass,
-        "awaiting_review": t.awaiting_review,
-        "reviewed": t.reviewed.as_ref().map(transition_json),
-        "approvals_required": t.approvals_required,
-        "approver_groups": t.approver_groups,
-        "approvals": t.approvals.iter().map(transition_json).collect::<Vec<_>>(),
-        "policy_sha256": (!t.policy_sha256.is_empty()).then_some(&t.policy_sha256),
-        "policy_rule": (!t.policy_rule.is_empty()).then_some(&t.policy_rule),
-        "history": t.history.iter().map(transition_json).collect::<Vec<_>>(),
-    })
-}
 
 fn state_label(t: &pb::Task) -> String {
     let mut s = t.state.clone();
@@ -123,7 +89,7 @@ fn task_text(t: &pb::Task) -> String {
 
 fn show(t: &pb::Task, json: bool) -> anyhow::Result<()> {
     if json {
-        print_json(&task_json(t))
+        print_json(&TaskView::from(t))
     } else {
         println!("{}", task_text(t));
         Ok(())
@@ -152,7 +118,7 @@ pub(crate) async fn task(admin: &mut Admin, cmd: TaskCmd, json: bool) -> anyhow:
                 .map_err(rpc)?
                 .into_inner();
             if json {
-                print_json(&task_json(&t))
+                print_json(&TaskView::from(&t))
             } else {
                 println!("{}", t.id);
                 eprintln!(
@@ -218,7 +184,7 @@ pub(crate) async fn task(admin: &mut Admin, cmd: TaskCmd, json: bool) -> anyhow:
             print_list(
                 &tasks,
                 json,
-                task_json,
+                TaskView::from,
                 &["ID", "TICKET", "STATE", "SPIFFE ID", "REQUESTED BY", "ENDS"],
                 |t| {
                     vec![
@@ -248,7 +214,11 @@ pub(crate) async fn policy(admin: &mut Admin, cmd: PolicyCmd, json: bool) -> any
                 .map_err(rpc)?
                 .into_inner();
             if json {
-                print_json(&json!({"origin": p.origin, "sha256": p.sha256, "source": p.source}))
+                print_json(&PolicyView {
+                    origin: &p.origin,
+                    sha256: &p.sha256,
+                    source: &p.source,
+                })
             } else {
                 println!(
                     "# task policy: {}\n# sha256: {}\n{}",
@@ -355,7 +325,11 @@ pub(crate) fn verify_file(
 
 fn print_report(records: u64, head: &str, json: bool) -> anyhow::Result<()> {
     if json {
-        print_json(&json!({"ok": true, "records": records, "head_hash": head}))
+        print_json(&AuditReportView {
+            ok: true,
+            records,
+            head_hash: head,
+        })
     } else {
         println!("audit log OK: {records} records, head {records}:{head}");
         Ok(())
