@@ -409,7 +409,7 @@ async fn x509pop_attestation_proves_possession() {
 
     let svid_key = SvidKey::generate().unwrap();
     let csr = svid_key.csr_der().unwrap();
-    let challenge = lanyard_server::x509pop_challenge(&csr);
+    let challenge = lanyard_identity::x509pop_challenge(&csr);
     let signer = ring::signature::EcdsaKeyPair::from_pkcs8(
         &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
         &node_key.serialize_der(),

@@ -14,7 +14,7 @@ use rustls_pki_types::{PrivateKeyDer, pem::PemObject};
 
 use crate::{AgentError, config::NodeAttestation, storage::read_certs};
 
-pub use lanyard_identity::{X509POP_CHALLENGE_CONTEXT, x509pop_challenge};
+use lanyard_identity::x509pop_challenge;
 
 /// Builds the Attest request for `method` with the agent key's CSR.
 pub fn attest_request(
@@ -97,6 +97,8 @@ fn rsa_sign(kp: &RsaKeyPair, msg: &[u8]) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
+    use lanyard_identity::X509POP_CHALLENGE_CONTEXT;
+
     use super::*;
     use x509_parser::prelude::FromDer;
 

@@ -46,7 +46,7 @@ mod attestation;
 pub mod attestor;
 mod cache;
 pub mod cli;
-pub mod config;
+mod config;
 mod error;
 mod health;
 mod identity;
@@ -56,7 +56,7 @@ mod node_client;
 mod revocation;
 #[cfg(test)]
 mod revocation_tests;
-pub mod schedule;
+mod schedule;
 mod storage;
 mod svid_manager;
 mod sync;
@@ -70,7 +70,6 @@ mod workload_response;
 pub use self::{
     agent::run,
     agent_svid::AgentSvidRotator,
-    attestation::{X509POP_CHALLENGE_CONTEXT, x509pop_challenge},
     cache::{
         CachedSvid, EntryInfo, IssuanceHealth, Readiness, Renewing, Snapshot, SyncState, select_for,
     },

@@ -58,7 +58,7 @@ pub use self::{
     datastore::{DatastoreConfig, DatastoreFile, PostgresUrl},
     error::ServerError,
     limits::{LimitsFile, ListenerLimits},
-    node::{X509POP_CHALLENGE_CONTEXT, authorized_entries, x509pop_challenge},
+    node::authorized_entries,
     notify::{NotifyConfig, signature as notification_signature},
     policy::{Policy, PrincipalRule},
     revocation::CRL_VALIDITY,

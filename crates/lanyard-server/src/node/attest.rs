@@ -9,7 +9,7 @@ use tonic::Status;
 
 use crate::{join_token, state::ServerState, status::store_status};
 
-pub use lanyard_identity::{X509POP_CHALLENGE_CONTEXT, x509pop_challenge};
+use lanyard_identity::x509pop_challenge;
 
 /// Who the node proved to be.
 pub(crate) struct AttestedNode {

@@ -12,7 +12,6 @@ mod sync;
 mod tls;
 mod x509pop_bundle;
 
-pub use self::attest::{X509POP_CHALLENGE_CONTEXT, x509pop_challenge};
 pub use self::authz::authorized_entries;
 pub(crate) use self::{
     service::NodeService,
