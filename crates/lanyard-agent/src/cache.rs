@@ -60,8 +60,9 @@ pub struct SyncState {
 /// An X.509-SVID cached for one entry.
 #[derive(Clone, PartialEq, Eq)]
 pub struct CachedSvid {
-    /// The entry it was issued for.
-    pub entry: EntryInfo,
+    /// The entry it was issued for, shared with the SVID manager's record
+    /// of it (one copy per entry, not one per holder).
+    pub entry: Arc<EntryInfo>,
     /// DER chain, leaf first.
     pub chain: Vec<CertificateDer<'static>>,
     /// PKCS#8 DER private key. Secret: `Debug` redacts it.
@@ -147,7 +148,7 @@ pub struct IssuanceHealth {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Renewing {
     /// The entry.
-    pub entry: EntryInfo,
+    pub entry: Arc<EntryInfo>,
     /// NotAfter of the revoked SVID (unix seconds): past it the caller would
     /// have had no SVID anyway, so waiting ends.
     pub until: i64,
@@ -225,7 +226,7 @@ pub(crate) mod tests {
         not_after: i64,
     ) -> Arc<CachedSvid> {
         Arc::new(CachedSvid {
-            entry: EntryInfo {
+            entry: Arc::new(EntryInfo {
                 id: id.into(),
                 spiffe_id: format!("spiffe://td.org/{id}").parse().unwrap(),
                 selectors: selectors.iter().map(|s| s.parse().unwrap()).collect(),
@@ -234,7 +235,7 @@ pub(crate) mod tests {
                 hint: format!("hint-{id}"),
                 revision: 1,
                 created_at,
-            },
+            }),
             chain: vec![CertificateDer::from(id.as_bytes().to_vec())],
             key_pkcs8: b"secret-key".to_vec(),
             serial: "01".into(),

@@ -66,6 +66,7 @@ mod trust_domain;
 mod workload_api;
 mod workload_jwt;
 mod workload_response;
+mod workload_views;
 
 pub use self::{
     agent::run,

@@ -52,7 +52,7 @@ const MAX_SLEEP: Duration = Duration::from_secs(60);
 /// One entry's state.
 #[derive(Debug)]
 struct Slot {
-    entry: EntryInfo,
+    entry: Arc<EntryInfo>,
     svid: Option<Issued>,
     /// Not before this time (after a failure).
     retry_at: Option<SystemTime>,
@@ -157,19 +157,20 @@ impl SvidManager {
         for entry in &sync.entries {
             seen.insert(entry.id.clone(), ());
             match self.slots.get_mut(&entry.id) {
-                Some(slot) if slot.entry == *entry => {}
+                Some(slot) if *slot.entry == *entry => {}
                 Some(slot) => {
                     if !slot.entry.same_svid_shape(entry) {
                         tracing::info!(entry = %entry.id, spiffe_id = %entry.spiffe_id, "entry changed: SVID will be re-issued");
                         slot.svid = None;
                         slot.retry_at = None;
                         slot.failures = 0;
-                    } else if let Some(issued) = &mut slot.svid {
+                    }
+                    slot.entry = Arc::new(entry.clone());
+                    if let Some(issued) = &mut slot.svid {
                         let mut svid = (*issued.svid).clone();
-                        svid.entry = entry.clone();
+                        svid.entry = Arc::clone(&slot.entry);
                         issued.svid = Arc::new(svid);
                     }
-                    slot.entry = entry.clone();
                 }
                 None => {
                     self.slots
@@ -489,7 +490,7 @@ impl Slot {
     /// A new entry's slot: no SVID yet, due at once.
     fn new(entry: EntryInfo) -> Self {
         Self {
-            entry,
+            entry: Arc::new(entry),
             svid: None,
             retry_at: None,
             failures: 0,
@@ -567,11 +568,7 @@ mod tests {
     use super::*;
 
     fn slot(id: &str) -> Slot {
-        Slot::new(
-            crate::cache::tests::svid(id, 1, &["unix:uid:1"], 100)
-                .entry
-                .clone(),
-        )
+        Slot::new((*crate::cache::tests::svid(id, 1, &["unix:uid:1"], 100).entry).clone())
     }
 
     #[test]

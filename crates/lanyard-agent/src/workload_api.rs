@@ -27,7 +27,8 @@ use crate::{
     metrics::Metrics,
     schedule::{from_unix, to_unix, until},
     workload_jwt::{fetch_jwt_svids, jwt_bundles_response, validate},
-    workload_response::{next_expiry, serving, x509_bundles_response, x509_svid_response},
+    workload_response::{serving, x509_bundles_response, x509_svid_response},
+    workload_views::{Built, View, Views},
 };
 
 /// The JWT-SVID cache, set once the agent has its identity and a channel
@@ -50,7 +51,17 @@ pub struct WorkloadApi {
     metrics: Arc<Metrics>,
     /// Binary digests already computed (unix:sha256), by file state.
     hashes: Arc<HashCache>,
+    /// Answers shared by the calls and streams of one selector set.
+    views: Arc<SharedViews>,
     jwt: JwtHandle,
+}
+
+/// The shared answers of each streaming call.
+#[derive(Debug, Default)]
+struct SharedViews {
+    x509_svids: Views<X509svidResponse>,
+    x509_bundles: Views<X509BundlesResponse>,
+    jwt_bundles: Views<JwtBundlesResponse>,
 }
 
 impl WorkloadApi {
@@ -67,6 +78,7 @@ impl WorkloadApi {
             shutdown,
             metrics,
             hashes: Arc::new(HashCache::default()),
+            views: Arc::default(),
             jwt,
         }
     }
@@ -89,7 +101,7 @@ impl WorkloadApi {
     }
 
     /// Checks the header and readiness, then attests the caller.
-    async fn caller<T>(&self, req: &Request<T>) -> Result<Vec<Selector>, Status> {
+    async fn caller<T>(&self, req: &Request<T>) -> Result<Arc<[Selector]>, Status> {
         check_header(req.metadata())?;
         // Fail fast before the (costly) attestation when nothing can be served.
         serving(&self.snapshots.borrow())?;
@@ -118,32 +130,54 @@ impl WorkloadApi {
         Ok(selectors)
     }
 
-    /// Streams `build(snapshot)` to the caller: at once, then whenever it
-    /// changes (new snapshot, or an SVID reaching NotAfter). `Ok(None)`
-    /// sends nothing and keeps the stream open (an SVID being re-issued
-    /// after a revocation). An error (no identity any more, agent stopped)
-    /// is sent and ends the stream.
-    fn stream<T, F>(&self, selectors: Vec<Selector>, first: Option<T>, build: F) -> BoxStream<T>
+    /// The first answer of a streaming call for `selectors`, from the
+    /// views of `pick`.
+    async fn first<T: PartialEq>(
+        &self,
+        selectors: &Arc<[Selector]>,
+        pick: fn(&SharedViews) -> &Views<T>,
+        build: fn(&Snapshot, &[Selector], i64) -> Built<T>,
+    ) -> View<T> {
+        let snapshot = self.snapshots.borrow().clone();
+        let now = to_unix(std::time::SystemTime::now());
+        pick(&self.views)
+            .get(&snapshot, selectors, now, build)
+            .await
+    }
+
+    /// Streams the shared answer of `selectors` to the caller: `first` at
+    /// once, then whenever it changes (new snapshot, or an SVID reaching
+    /// NotAfter). `Ok(None)` sends nothing and keeps the stream open (an
+    /// SVID being re-issued after a revocation). An error (no identity any
+    /// more, agent stopped) is sent and ends the stream. Each change costs
+    /// the stream a pointer comparison, unless its answer changed.
+    fn stream<T>(
+        &self,
+        selectors: Arc<[Selector]>,
+        first: View<T>,
+        pick: fn(&SharedViews) -> &Views<T>,
+        build: fn(&Snapshot, &[Selector], i64) -> Built<T>,
+    ) -> BoxStream<T>
     where
-        T: PartialEq + Clone + Send + 'static,
-        F: Fn(&Snapshot, &[Selector], i64) -> Result<Option<T>, Status> + Send + 'static,
+        T: PartialEq + Clone + Send + Sync + 'static,
     {
         let (tx, rx) = mpsc::channel(2);
         let mut snapshots = self.snapshots.clone();
         let shutdown = self.shutdown.clone();
         let open = self.metrics.stream_opened();
+        let views = Arc::clone(&self.views);
         tokio::spawn(async move {
             // Counted as open for as long as this task runs.
             let _open = open;
-            let mut last = first.clone();
-            if let Some(first) = first
-                && tx.send(Ok(first)).await.is_err()
+            if let Ok(Some(message)) = &first.answer
+                && tx.send(Ok(T::clone(message))).await.is_err()
             {
                 return;
             }
+            let mut last = first;
             loop {
-                let now = to_unix(std::time::SystemTime::now());
-                let wake = next_expiry(&snapshots.borrow(), &selectors, now)
+                let wake = last
+                    .until
                     .map(|t| until(from_unix(t)))
                     .unwrap_or(MAX_IDLE)
                     .min(MAX_IDLE);
@@ -153,27 +187,55 @@ impl WorkloadApi {
                     changed = snapshots.changed() => if changed.is_err() { return },
                     () = tokio::time::sleep(wake) => {}
                 }
+                let snapshot = snapshots.borrow_and_update().clone();
                 let now = to_unix(std::time::SystemTime::now());
-                let next = build(&snapshots.borrow_and_update(), &selectors, now);
-                match next {
+                let next = pick(&views).get(&snapshot, &selectors, now, build).await;
+                if next.same_answer(&last) {
+                    last = next;
+                    continue;
+                }
+                match &next.answer {
                     Ok(None) => {}
-                    Ok(Some(msg)) if last.as_ref() == Some(&msg) => {}
-                    Ok(Some(msg)) => {
-                        last = Some(msg.clone());
-                        if tx.send(Ok(msg)).await.is_err() {
+                    Ok(Some(message)) => {
+                        if tx.send(Ok(T::clone(message))).await.is_err() {
                             return;
                         }
                     }
                     Err(status) => {
                         tracing::debug!(code = ?status.code(), message = status.message(), "ending Workload API stream");
-                        let _ = tx.send(Err(status)).await;
+                        let _ = tx.send(Err(status.clone())).await;
                         return;
                     }
                 }
+                last = next;
             }
         });
         Box::pin(ReceiverStream::new(rx))
     }
+}
+
+fn x509_svids(views: &SharedViews) -> &Views<X509svidResponse> {
+    &views.x509_svids
+}
+
+fn x509_bundles(views: &SharedViews) -> &Views<X509BundlesResponse> {
+    &views.x509_bundles
+}
+
+fn jwt_bundles(views: &SharedViews) -> &Views<JwtBundlesResponse> {
+    &views.jwt_bundles
+}
+
+fn build_x509_bundles(
+    s: &Snapshot,
+    selectors: &[Selector],
+    now: i64,
+) -> Built<X509BundlesResponse> {
+    x509_bundles_response(s, selectors, now).map(Some)
+}
+
+fn build_jwt_bundles(s: &Snapshot, selectors: &[Selector], now: i64) -> Built<JwtBundlesResponse> {
+    jwt_bundles_response(s, selectors, now).map(Some)
 }
 
 /// InvalidArgument unless the `workload.spiffe.io: true` metadata is present.
@@ -194,15 +256,18 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         req: Request<X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
-        let result = self.caller(&req).await.and_then(|selectors| {
-            let now = to_unix(std::time::SystemTime::now());
-            let first = x509_svid_response(&self.snapshots.borrow(), &selectors, now)?;
-            Ok((selectors, first))
-        });
+        let result = match self.caller(&req).await {
+            Ok(selectors) => {
+                let first = self.first(&selectors, x509_svids, x509_svid_response).await;
+                first.answer.clone().map(|_| (selectors, first))
+            }
+            Err(status) => Err(status),
+        };
         let (selectors, first) = self.counted("fetch_x509_svid", result)?;
         Ok(Response::new(self.stream(
             selectors,
             first,
+            x509_svids,
             x509_svid_response,
         )))
     }
@@ -213,18 +278,21 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         req: Request<X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
-        let result = self.caller(&req).await.and_then(|selectors| {
-            let now = to_unix(std::time::SystemTime::now());
-            let first = x509_bundles_response(&self.snapshots.borrow(), &selectors, now)?;
-            Ok((selectors, first))
-        });
+        let result = match self.caller(&req).await {
+            Ok(selectors) => {
+                let first = self
+                    .first(&selectors, x509_bundles, build_x509_bundles)
+                    .await;
+                first.answer.clone().map(|_| (selectors, first))
+            }
+            Err(status) => Err(status),
+        };
         let (selectors, first) = self.counted("fetch_x509_bundles", result)?;
         Ok(Response::new(self.stream(
             selectors,
-            Some(first),
-            |snapshot: &Snapshot, selectors: &[Selector], now| {
-                x509_bundles_response(snapshot, selectors, now).map(Some)
-            },
+            first,
+            x509_bundles,
+            build_x509_bundles,
         )))
     }
 
@@ -265,18 +333,19 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         req: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
-        let result = self.caller(&req).await.and_then(|selectors| {
-            let now = to_unix(std::time::SystemTime::now());
-            let first = jwt_bundles_response(&self.snapshots.borrow(), &selectors, now)?;
-            Ok((selectors, first))
-        });
+        let result = match self.caller(&req).await {
+            Ok(selectors) => {
+                let first = self.first(&selectors, jwt_bundles, build_jwt_bundles).await;
+                first.answer.clone().map(|_| (selectors, first))
+            }
+            Err(status) => Err(status),
+        };
         let (selectors, first) = self.counted("fetch_jwt_bundles", result)?;
         Ok(Response::new(self.stream(
             selectors,
-            Some(first),
-            |snapshot: &Snapshot, selectors: &[Selector], now| {
-                jwt_bundles_response(snapshot, selectors, now).map(Some)
-            },
+            first,
+            jwt_bundles,
+            build_jwt_bundles,
         )))
     }
 

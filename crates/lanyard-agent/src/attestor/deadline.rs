@@ -89,8 +89,8 @@ impl Deadline {
 }
 
 impl PeerProcess {
-    /// [`attest_cached`](Self::attest_cached) on a blocking thread, within
-    /// the deadline the connection was accepted with.
+    /// [`attest_reusing`](Self::attest_reusing) on a blocking thread,
+    /// within the deadline the connection was accepted with.
     ///
     /// # Errors
     ///
@@ -99,10 +99,10 @@ impl PeerProcess {
     pub async fn attest_within(
         self: &Arc<Self>,
         cache: &Arc<HashCache>,
-    ) -> Result<Vec<Selector>, AttestError> {
+    ) -> Result<Arc<[Selector]>, AttestError> {
         let (peer, cache) = (Arc::clone(self), Arc::clone(cache));
         self.deadline()
-            .run(self.pid, self.uid, move || peer.attest_cached(&cache))
+            .run(self.pid, self.uid, move || peer.attest_reusing(&cache))
             .await
     }
 }

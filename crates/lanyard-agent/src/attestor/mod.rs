@@ -13,7 +13,10 @@
 //!    calls [`PeerProcess::attest_within`] (a blocking thread, the same
 //!    deadline) to get the caller's selectors: `unix:uid`, `unix:gid`,
 //!    `unix:user`, `unix:group`, `unix:path`, `unix:sha256` and
-//!    `cgroup:path`.
+//!    `cgroup:path`. Later calls on the same connection reuse them only
+//!    while every input they were made of is unchanged and the process is
+//!    still alive ([`PeerProcess::attest_reusing`]); an exec, exit or change
+//!    of credentials sends the call through the full attestation again.
 //!
 //! Attestation ends by checking that the pinned process is still the one
 //! that connected: alive, same start time, same credentials, same binary,
@@ -51,6 +54,7 @@ mod hash_cache;
 mod peer;
 mod peer_socket;
 mod procfs;
+mod reuse;
 mod socket;
 mod users;
 

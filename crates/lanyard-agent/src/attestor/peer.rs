@@ -12,6 +12,7 @@ use std::{
     fs::File,
     io::{self, Read},
     os::fd::{AsFd, BorrowedFd, OwnedFd},
+    sync::Mutex,
 };
 
 use lanyard_identity::Selector;
@@ -29,6 +30,7 @@ use super::{
     hash_cache::{BinaryState, HashCache},
     peer_socket::{self, SocketInode},
     procfs::{self, FileId},
+    reuse::Attested,
     users,
 };
 
@@ -53,11 +55,14 @@ pub struct PeerProcess {
     pub uid: u32,
     /// Effective group id when it connected.
     pub gid: u32,
-    pidfd: OwnedFd,
-    start_time: u64,
+    pub(super) pidfd: OwnedFd,
+    pub(super) start_time: u64,
     exe: FileId,
     /// The caller's end of the connection.
-    socket: SocketInode,
+    pub(super) socket: SocketInode,
+    /// The last full attestation on this connection, for
+    /// [`attest_reusing`](Self::attest_reusing).
+    pub(super) attested: Mutex<Option<Attested>>,
     /// How long attesting it for one request may take, and its uid's
     /// share of the blocking threads.
     deadline: Deadline,
@@ -146,6 +151,7 @@ impl PeerProcess {
             start_time,
             exe,
             socket,
+            attested: Mutex::new(None),
             deadline: Deadline::new(DEFAULT_ATTESTATION_TIMEOUT),
         })
     }
@@ -192,7 +198,8 @@ impl PeerProcess {
     ///
     /// As for [`attest`](Self::attest).
     pub fn attest_cached(&self, cache: &HashCache) -> Result<Vec<Selector>, AttestError> {
-        self.attest_inner(DEFAULT_MAX_BINARY_SIZE, Some(cache))
+        self.attest_full(DEFAULT_MAX_BINARY_SIZE, Some(cache))
+            .map(|a| a.selectors.to_vec())
     }
 
     /// [`attest`](Self::attest), hashing the binary only if it is at most
@@ -202,14 +209,17 @@ impl PeerProcess {
     ///
     /// As for [`attest`](Self::attest).
     pub fn attest_with_limit(&self, max_binary_size: u64) -> Result<Vec<Selector>, AttestError> {
-        self.attest_inner(max_binary_size, None)
+        self.attest_full(max_binary_size, None)
+            .map(|a| a.selectors.to_vec())
     }
 
-    fn attest_inner(
+    /// Every read and check of [`attest`](Self::attest), recording what the
+    /// selectors were made of.
+    pub(super) fn attest_full(
         &self,
         max_binary_size: u64,
         cache: Option<&HashCache>,
-    ) -> Result<Vec<Selector>, AttestError> {
+    ) -> Result<Attested, AttestError> {
         let pid = self.pid;
         self.check_credentials()?;
 
@@ -257,8 +267,10 @@ impl PeerProcess {
 
         let cgroup = procfs::read(pid, "cgroup").map_err(|e| self.proc_error("cgroup", e))?;
         let cgroups = procfs::parse_cgroup_paths(&cgroup);
+        // Before the names are read: a later edit shows as a new state.
+        let names = users::db_state();
 
-        self.check_same_process()?;
+        let socket_fd = self.check_same_process()?;
 
         // uid and gid always make valid selectors; a failure here is a bug.
         let id_selector = |key: &str, id: u32| {
@@ -309,7 +321,14 @@ impl PeerProcess {
             selectors = selectors.len(),
             "Workload API caller attested"
         );
-        Ok(selectors)
+        Ok(Attested {
+            selectors: selectors.into(),
+            binary: state,
+            exe_target: target,
+            cgroup,
+            socket_fd,
+            names,
+        })
     }
 
     // === checks ===
@@ -348,20 +367,21 @@ impl PeerProcess {
     /// Whether the pid still names the pinned process, running with the
     /// same credentials and binary, and holding the caller's end of the
     /// connection. Run after every other read: its final liveness check is
-    /// what vouches for them.
-    fn check_same_process(&self) -> Result<(), AttestError> {
+    /// what vouches for them. Returns the descriptor that holds the
+    /// connection.
+    fn check_same_process(&self) -> Result<u32, AttestError> {
         let start_time = read_start_time(self.pid, self.pidfd.as_fd())?;
         self.check_credentials()?;
         let exe = procfs::exe_id(self.pid).map_err(|e| self.proc_error("exe", e))?;
         let holds =
-            peer_socket::held_by(self.pid, self.socket).map_err(|e| self.proc_error("fd", e))?;
+            peer_socket::held_at(self.pid, self.socket).map_err(|e| self.proc_error("fd", e))?;
         ensure_alive(self.pid, self.pidfd.as_fd())?;
-        if !holds {
+        let Some(fd) = holds else {
             return Err(AttestError::ConnectionNotHeld {
                 pid: self.pid,
                 socket: self.socket.to_string(),
             });
-        }
+        };
         if start_time != self.start_time {
             return Err(AttestError::PidReused {
                 pid: self.pid,
@@ -369,7 +389,8 @@ impl PeerProcess {
                 found: start_time,
             });
         }
-        self.check_binary(exe)
+        self.check_binary(exe)?;
+        Ok(fd)
     }
 
     fn proc_error(&self, file: &str, error: io::Error) -> AttestError {
@@ -378,7 +399,7 @@ impl PeerProcess {
 }
 
 /// Start time of `pid` from `/proc/<pid>/stat`.
-fn read_start_time(pid: i32, pidfd: BorrowedFd<'_>) -> Result<u64, AttestError> {
+pub(super) fn read_start_time(pid: i32, pidfd: BorrowedFd<'_>) -> Result<u64, AttestError> {
     let stat = procfs::read(pid, "stat").map_err(|e| proc_error(pid, pidfd, "stat", e))?;
     procfs::parse_stat_start_time(&stat).map_err(|reason| AttestError::ProcFormat {
         pid,
@@ -414,7 +435,7 @@ fn ensure_alive(pid: i32, pidfd: BorrowedFd<'_>) -> Result<(), AttestError> {
 }
 
 /// A pidfd becomes readable when its process exits; poll it without waiting.
-fn has_exited(pidfd: BorrowedFd<'_>) -> io::Result<bool> {
+pub(super) fn has_exited(pidfd: BorrowedFd<'_>) -> io::Result<bool> {
     let now = Timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -92,8 +92,10 @@ pub(crate) fn peer_of(ours: impl AsFd) -> io::Result<SocketInode> {
     }
 }
 
-/// Whether process `pid` holds `socket` in its file descriptor table.
-pub(crate) fn held_by(pid: i32, socket: SocketInode) -> io::Result<bool> {
+/// The descriptor number under which process `pid` holds `socket`, if it
+/// does: a later check can look there first ([`holds_at`]) instead of
+/// listing every descriptor again.
+pub(crate) fn held_at(pid: i32, socket: SocketInode) -> io::Result<Option<u32>> {
     let wanted = socket.to_string();
     for entry in fs::read_dir(procfs::proc_path(pid, "fd"))? {
         let Ok(entry) = entry else { continue };
@@ -101,10 +103,20 @@ pub(crate) fn held_by(pid: i32, socket: SocketInode) -> io::Result<bool> {
         if let Ok(target) = fs::read_link(entry.path())
             && target.as_os_str() == wanted.as_str()
         {
-            return Ok(true);
+            // Names there are always decimal; were one not, the hint would
+            // simply miss and the next check list the descriptors again.
+            let fd = entry.file_name().to_str().and_then(|n| n.parse().ok());
+            return Ok(Some(fd.unwrap_or(u32::MAX)));
         }
     }
-    Ok(false)
+    Ok(None)
+}
+
+/// Whether descriptor `fd` of process `pid` is `socket` (one `readlink`).
+/// `false` when it is closed or is anything else.
+pub(crate) fn holds_at(pid: i32, fd: u32, socket: SocketInode) -> bool {
+    fs::read_link(procfs::proc_path(pid, &format!("fd/{fd}")))
+        .is_ok_and(|target| target.as_os_str() == socket.to_string().as_str())
 }
 
 #[cfg(test)]
@@ -128,8 +140,14 @@ mod tests {
         let pid = i32::try_from(std::process::id()).unwrap();
         let (a, b) = UnixStream::pair().unwrap();
         let peer = peer_of(&a).unwrap();
-        assert!(held_by(pid, peer).unwrap());
+        let fd = held_at(pid, peer).unwrap().unwrap();
+        assert_eq!(
+            i32::try_from(fd).unwrap(),
+            std::os::fd::AsRawFd::as_raw_fd(&b)
+        );
+        assert!(holds_at(pid, fd, peer));
         drop(b);
-        assert!(!held_by(pid, peer).unwrap());
+        assert_eq!(held_at(pid, peer).unwrap(), None);
+        assert!(!holds_at(pid, fd, peer));
     }
 }

@@ -264,6 +264,56 @@ async fn caller_that_execs_another_binary_is_refused() {
     caller.close_stdin();
 }
 
+/// Two calls on one connection with an exec in between: the second is
+/// never answered from the first one's selectors, whether exec closed the
+/// connection or the new binary kept it: it is refused (the pinned binary
+/// changed) or, at most, given the new binary's own selectors.
+#[tokio::test]
+async fn an_exec_between_two_calls_is_never_served_the_old_selectors() {
+    for mode in [Caller::WaitThenExecCat, Caller::WaitThenExecCatKeeping] {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, listener) = socket_in(&dir);
+        let mut caller = Helper::connect(&path, mode).unwrap();
+        let (_server, pinned) = accept_and_pin(&listener).await;
+        let peer = std::sync::Arc::new(pinned.unwrap());
+        let cache = std::sync::Arc::new(HashCache::new(8));
+
+        let first = peer.attest_within(&cache).await.unwrap();
+        let ours = std::env::current_exe().unwrap();
+        assert_eq!(values(&first, "unix", "path"), [ours.to_str().unwrap()]);
+        // Reused while nothing changed.
+        let again = peer.attest_within(&cache).await.unwrap();
+        assert!(std::sync::Arc::ptr_eq(&first, &again), "{mode:?}");
+
+        caller.release().unwrap();
+        let pid = caller.pid();
+        let before = peer.exe;
+        wait_until(|| procfs::exe_id(pid).is_ok_and(|exe| exe != before)).unwrap();
+        match peer.attest_within(&cache).await {
+            Ok(second) => {
+                let cat = fs::canonicalize(find_cat()).unwrap();
+                assert_eq!(values(&second, "unix", "path"), [cat.to_str().unwrap()]);
+                assert_ne!(
+                    values(&second, "unix", "sha256"),
+                    values(&first, "unix", "sha256")
+                );
+            }
+            Err(error) => {
+                assert!(
+                    matches!(
+                        error,
+                        AttestError::BinaryChanged { .. } | AttestError::ConnectionNotHeld { .. }
+                    ),
+                    "{error:?}"
+                );
+                // And stays refused: the record is gone.
+                assert!(peer.attest_within(&cache).await.is_err());
+            }
+        }
+        caller.close_stdin();
+    }
+}
+
 #[test]
 fn deleted_binary_is_refused() {
     let dir = tempfile::tempdir().unwrap();

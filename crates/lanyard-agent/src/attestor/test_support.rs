@@ -36,6 +36,10 @@ pub(crate) enum Caller {
     /// Waits for [`Helper::release`], then replaces itself with `cat`
     /// (which exits when the test closes its stdin).
     WaitThenExecCat,
+    /// As [`WaitThenExecCat`](Self::WaitThenExecCat), but `cat` keeps the
+    /// connection (as its stdout): the same process, holding the same
+    /// socket, now running another binary.
+    WaitThenExecCatKeeping,
 }
 
 impl Caller {
@@ -45,6 +49,7 @@ impl Caller {
             Self::WaitThenExit => "wait",
             Self::HandOffThenExit => "handoff",
             Self::WaitThenExecCat => "exec",
+            Self::WaitThenExecCatKeeping => "exec-keep",
         }
     }
 }
@@ -187,6 +192,14 @@ fn helper_process() {
             announce();
             wait_for_release();
             let error = Command::new("cat").stdout(Stdio::null()).exec();
+            panic!("exec cat: {error}");
+        }
+        "exec-keep" => {
+            announce();
+            wait_for_release();
+            let error = Command::new("cat")
+                .stdout(Stdio::from(OwnedFd::from(stream)))
+                .exec();
             panic!("exec cat: {error}");
         }
         other => panic!("unknown caller mode {other}"),

@@ -8,6 +8,8 @@
 
 use std::{fs, io};
 
+use super::hash_cache::BinaryState;
+
 /// Where the host's users are listed.
 pub(crate) const PASSWD: &str = "/etc/passwd";
 /// Where the host's groups are listed.
@@ -39,6 +41,14 @@ pub(crate) fn user_name(uid: u32) -> io::Result<Option<String>> {
 /// file is missing).
 pub(crate) fn group_name(gid: u32) -> io::Result<Option<String>> {
     lookup(GROUP, gid)
+}
+
+/// The state (identity, size, mtime, ctime) of `/etc/passwd` and
+/// `/etc/group`, `None` for one that is missing or unreadable: names read
+/// after this are still current while it is unchanged.
+pub(crate) fn db_state() -> (Option<BinaryState>, Option<BinaryState>) {
+    let state = |path| fs::metadata(path).ok().map(|m| BinaryState::of(&m));
+    (state(PASSWD), state(GROUP))
 }
 
 fn lookup(path: &str, id: u32) -> io::Result<Option<String>> {
