@@ -4,6 +4,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
     let files = [
         "spiffe/workload/workload.proto",
+        "lanyard/types/v1/entry.proto",
         "lanyard/node/v1/node.proto",
         "lanyard/admin/v1/admin.proto",
     ];

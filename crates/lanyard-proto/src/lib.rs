@@ -16,11 +16,21 @@ pub mod workload {
     tonic::include_proto!("_");
 }
 
+/// Messages both Lanyard APIs use, defined once.
+pub mod types {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("lanyard.types.v1");
+    }
+}
+
 /// Server <-> agent API.
 pub mod node {
     /// Version 1.
     pub mod v1 {
         tonic::include_proto!("lanyard.node.v1");
+        /// The registration entry, shared with the Admin API.
+        pub use crate::types::v1::Entry;
     }
 }
 
@@ -29,5 +39,7 @@ pub mod admin {
     /// Version 1.
     pub mod v1 {
         tonic::include_proto!("lanyard.admin.v1");
+        /// The registration entry, shared with the Node API.
+        pub use crate::types::v1::Entry;
     }
 }

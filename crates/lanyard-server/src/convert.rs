@@ -2,27 +2,12 @@
 //! input validation that says what was wrong.
 
 use lanyard_identity::{Entry, EntryId, Selector, SpiffeId};
-use lanyard_proto::{admin::v1 as admin, node::v1 as node};
+use lanyard_proto::{admin::v1 as admin, types::v1 as pb};
 use tonic::Status;
 
-pub(crate) fn node_entry(e: &Entry) -> node::Entry {
-    node::Entry {
-        id: e.id.to_string(),
-        spiffe_id: e.spiffe_id.to_string(),
-        parent_id: e.parent_id.to_string(),
-        selectors: e.selectors.iter().map(ToString::to_string).collect(),
-        x509_svid_ttl_seconds: e.x509_svid_ttl_secs.unwrap_or(0) as i64,
-        dns_names: e.dns_names.clone(),
-        expires_at: e.expires_at.unwrap_or(0),
-        hint: e.hint.clone(),
-        revision: e.revision,
-        created_at: e.created_at,
-        jwt_svid_ttl_seconds: e.jwt_svid_ttl_secs.unwrap_or(0) as i64,
-    }
-}
-
-pub(crate) fn admin_entry(e: &Entry) -> admin::Entry {
-    admin::Entry {
+/// An entry as both the Node and the Admin API carry it.
+pub(crate) fn entry_proto(e: &Entry) -> pb::Entry {
+    pb::Entry {
         id: e.id.to_string(),
         spiffe_id: e.spiffe_id.to_string(),
         parent_id: e.parent_id.to_string(),

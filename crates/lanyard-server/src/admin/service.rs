@@ -182,7 +182,7 @@ impl Admin for AdminService {
         let entry = registry::create_entry(&self.state, &who, entry)
             .await
             .map_err(registry_status)?;
-        Ok(Response::new(convert::admin_entry(&entry)))
+        Ok(Response::new(convert::entry_proto(&entry)))
     }
 
     async fn batch_create_entries(
@@ -208,7 +208,7 @@ impl Admin for AdminService {
             .map(|r| {
                 let result = match r {
                     Ok(entry) => {
-                        pb::batch_create_entry_result::Result::Entry(convert::admin_entry(&entry))
+                        pb::batch_create_entry_result::Result::Entry(convert::entry_proto(&entry))
                     }
                     Err(e) => {
                         let status = registry_status(e);
@@ -252,7 +252,7 @@ impl Admin for AdminService {
             .filter(|e| spiffe_id.as_ref().is_none_or(|id| &e.spiffe_id == id))
             .filter(|e| parent_id.as_ref().is_none_or(|id| &e.parent_id == id))
             .filter(|e| selector.as_ref().is_none_or(|s| e.selectors.contains(s)))
-            .map(convert::admin_entry)
+            .map(convert::entry_proto)
             .collect();
         Ok(Response::new(pb::ListEntriesResponse { entries }))
     }
@@ -269,7 +269,7 @@ impl Admin for AdminService {
             .await
             .map_err(store_status)?
             .ok_or_else(|| Status::not_found(format!("no entry {id}")))?;
-        Ok(Response::new(convert::admin_entry(&entry)))
+        Ok(Response::new(convert::entry_proto(&entry)))
     }
 
     async fn update_entry(
@@ -308,7 +308,7 @@ impl Admin for AdminService {
         let entry = registry::update_entry(&self.state, &who, id, update)
             .await
             .map_err(registry_status)?;
-        Ok(Response::new(convert::admin_entry(&entry)))
+        Ok(Response::new(convert::entry_proto(&entry)))
     }
 
     async fn delete_entry(
@@ -320,7 +320,7 @@ impl Admin for AdminService {
         let entry = registry::delete_entry(&self.state, &who, id)
             .await
             .map_err(registry_status)?;
-        Ok(Response::new(convert::admin_entry(&entry)))
+        Ok(Response::new(convert::entry_proto(&entry)))
     }
 
     async fn generate_join_token(

@@ -37,7 +37,7 @@ impl Group {
     /// The group of `entries` (already in order).
     fn of<'a>(entries: impl Iterator<Item = &'a Entry>) -> Self {
         let entries: Vec<(NodeEntry, Option<i64>)> = entries
-            .map(|e| (convert::node_entry(e), e.expires_at))
+            .map(|e| (convert::entry_proto(e), e.expires_at))
             .collect();
         let mut hasher = DefaultHasher::new();
         for (entry, _) in &entries {
