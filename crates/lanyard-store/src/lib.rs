@@ -45,6 +45,8 @@ mod records;
 pub mod rules;
 mod seal;
 mod sled_atomic;
+mod sled_codec;
+mod sled_open;
 mod sled_store;
 
 pub use self::{
@@ -55,5 +57,6 @@ pub use self::{
         AgentRecord, JoinTokenRecord, Records, Revocation, SvidRecord, TaskRecord, TaskState,
         TaskTransition,
     },
-    sled_store::{FORMAT_VERSION, SledStore, VerifyCounts},
+    sled_open::VerifyCounts,
+    sled_store::{FORMAT_VERSION, SledStore},
 };

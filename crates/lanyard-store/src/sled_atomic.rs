@@ -22,10 +22,10 @@ use crate::rules::{
     attested, check_batch_agent, check_entry, check_task, claim_serial, entry_not_found,
     is_alias_of, issued_record, reissues, renewed, updated_entry, with_standing,
 };
-use crate::sled_store::{
-    FORMAT_KEY, FORMAT_VERSION, backend, decode_entry, decode_keyed, describe_unique, encode,
-    entry_key, unique_key,
+use crate::sled_codec::{
+    backend, decode_record, describe_unique, encode, entry_key, transaction_error, unique_key,
 };
+use crate::sled_store::{FORMAT_KEY, FORMAT_VERSION};
 use crate::{
     AgentRecord, AgentStanding, Datastore, IssueBatch, IssueItem, Issued, Refusal, Revocation,
     SledStore, StoreError, SvidRecord, Sweep, TaskRecord,
@@ -125,7 +125,7 @@ impl SledStore {
                 }
                 Ok::<(), ConflictableTransactionError<StoreError>>(())
             })
-            .map_err(crate::sled_store::transaction_error)?;
+            .map_err(transaction_error)?;
         self.commit()
     }
 
@@ -292,7 +292,7 @@ impl SledStore {
             let Some(bytes) = self.entries.get(entry_key).map_err(backend)? else {
                 continue;
             };
-            let alias = decode_entry(entry_key, &bytes)?;
+            let alias = decode_record::<Entry>(entry_key, &bytes)?;
             if is_alias_of(&alias, agent, now) {
                 aliases.push(alias.spiffe_id);
             }
@@ -532,10 +532,7 @@ impl SledStore {
         let mut removed = 0;
         for item in self.svids.iter() {
             let (key, value) = item.map_err(backend)?;
-            let svid: SvidRecord =
-                decode_keyed(crate::sled_store::SVIDS, &key, &value, |s: &SvidRecord| {
-                    s.serial.as_str()
-                })?;
+            let svid: SvidRecord = decode_record::<SvidRecord>(&key, &value)?;
             if svid.not_after < expired_before {
                 Self::remove_svid(&mut ws, &svid);
                 removed += 1;
@@ -786,7 +783,7 @@ impl SledStore {
         }
         for item in self.entries.iter() {
             let (key, value) = item.map_err(backend)?;
-            let entry = decode_entry(&key, &value)?;
+            let entry = decode_record::<Entry>(&key, &value)?;
             let indexed = joined(by_id_prefix(&entry.parent_id), &entry_key(&entry.id));
             if !self
                 .entries_by_parent
@@ -864,23 +861,17 @@ impl SledStore {
         let mut ws = WriteSet::default();
         for item in self.svids.iter() {
             let (key, value) = item.map_err(backend)?;
-            let svid: SvidRecord =
-                decode_keyed(crate::sled_store::SVIDS, &key, &value, |s: &SvidRecord| {
-                    s.serial.as_str()
-                })?;
+            let svid: SvidRecord = decode_record::<SvidRecord>(&key, &value)?;
             Self::write_svid(&mut ws, &svid)?;
         }
         for item in self.entries.iter() {
             let (key, value) = item.map_err(backend)?;
-            let entry = decode_entry(&key, &value)?;
+            let entry = decode_record::<Entry>(&key, &value)?;
             Self::write_entry(&mut ws, &entry)?;
         }
         for item in self.tasks.iter() {
             let (key, value) = item.map_err(backend)?;
-            let task: TaskRecord =
-                decode_keyed(crate::sled_store::TASKS, &key, &value, |t: &TaskRecord| {
-                    t.id.as_str()
-                })?;
+            let task: TaskRecord = decode_record::<TaskRecord>(&key, &value)?;
             if let Some(entry) = task.entry_id.filter(|_| !task.state.is_final()) {
                 ws.put(
                     T::TaskEntries,
