@@ -6,8 +6,8 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use lanyard_ca::SvidKey;
 use lanyard_identity::TrustDomain;
+use lanyard_keys::SvidKey;
 use lanyard_mtls::TrustMaterial;
 use lanyard_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
 use rustls_pki_types::{CertificateDer, UnixTime};

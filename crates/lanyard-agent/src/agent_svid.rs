@@ -6,7 +6,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use lanyard_ca::SvidKey;
+use lanyard_keys::SvidKey;
 use lanyard_proto::node::v1::RenewAgentRequest;
 use rustls_pki_types::CertificateDer;
 use tokio::sync::watch;

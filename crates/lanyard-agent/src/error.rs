@@ -106,9 +106,9 @@ pub enum AgentError {
         /// What was wrong with the answer.
         problem: String,
     },
-    /// A key or CSR operation of the CA library failed.
+    /// Generating, loading or writing a key (or its CSR) failed.
     #[error("key: {0}")]
-    Key(#[from] lanyard_ca::CaError),
+    Key(#[from] lanyard_keys::KeyError),
     /// Building the TLS configuration failed.
     #[error("TLS: {0}")]
     Tls(#[from] rustls::Error),

@@ -2,8 +2,8 @@
 
 use std::{fmt, sync::Arc, time::SystemTime};
 
-use lanyard_ca::SvidKey;
 use lanyard_identity::{SpiffeId, TrustDomain, check_x509_svid};
+use lanyard_keys::SvidKey;
 use rustls_pki_types::CertificateDer;
 
 use crate::schedule;

@@ -9,7 +9,7 @@ use std::{
     time::SystemTime,
 };
 
-use lanyard_ca::{SvidKey, certificates_to_pem, write_file_atomic};
+use lanyard_keys::{SvidKey, certificates_to_pem, write_file_atomic};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 
 use crate::{AgentError, identity::AgentIdentity};

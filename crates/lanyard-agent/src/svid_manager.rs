@@ -14,8 +14,8 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use lanyard_ca::SvidKey;
 use lanyard_identity::{TrustDomain, check_x509_svid};
+use lanyard_keys::SvidKey;
 use lanyard_proto::node::v1::{
     BatchNewX509svidRequest, NewX509svidParams, batch_new_x509svid_result::Result as BatchResult,
 };

@@ -11,7 +11,6 @@ use rustls_pki_types::CertificateDer;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::error::CaError;
-use crate::fs::ensure_private_dir;
 use crate::journal::CaJournal;
 use crate::jwt_key::jwt_key_file;
 use crate::keys::random_serial;
@@ -20,6 +19,7 @@ use crate::signing::{IssuedSvid, SvidRequest, checked_dns_names, csr_public_key,
 use crate::slot::{CaSlot, CaSlotInfo, CaSlotState};
 use crate::upstream::{Upstream, UpstreamCa};
 use crate::validity::{BACKDATE_SECS, duration_secs, unix_secs};
+use lanyard_keys::ensure_private_dir;
 
 /// The shortest CA lifetime accepted. Shorter ones would make the rotation
 /// thresholds (computed from the backdated NotBefore) fall due at once.

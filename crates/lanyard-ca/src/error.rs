@@ -63,13 +63,6 @@ pub enum CaError {
         reason: String,
     },
 
-    /// A private key given in memory (PKCS#8 DER) was rejected.
-    #[error("bad private key: {problem}")]
-    BadKey {
-        /// What is wrong with it, and what is accepted.
-        problem: String,
-    },
-
     /// Building or signing a certificate or CSR failed inside the X.509 encoder.
     #[error("cannot build {what}: {reason}")]
     Encoding {
@@ -226,6 +219,10 @@ pub enum CaError {
         /// The accepted names.
         accepted: String,
     },
+
+    /// An SVID key or a key file write failed (see [`lanyard_keys::KeyError`]).
+    #[error(transparent)]
+    Key(#[from] lanyard_keys::KeyError),
 
     /// A revoked serial that is not a serial (see [`lanyard_identity::Serial`]).
     #[error(transparent)]

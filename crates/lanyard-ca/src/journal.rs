@@ -7,8 +7,8 @@ use rustls_pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
 
 use crate::error::CaError;
-use crate::pem::pem_block;
 use crate::slot::{CaSlot, CaSlotState};
+use lanyard_keys::pem_block;
 
 /// The journal format written by this version.
 const JOURNAL_VERSION: u32 = 1;

@@ -9,9 +9,9 @@ use std::path::Path;
 use lanyard_jwt::{Alg, SigningKey};
 
 use crate::error::CaError;
-use crate::fs::write_file_atomic;
 use crate::keys::KEY_FILE_MODE;
-use crate::pem::pem_block;
+use lanyard_keys::pem_block;
+use lanyard_keys::write_file_atomic;
 
 /// The file name of the JWT key of the CA generation whose key file is
 /// `ca_key_file` (`ca-<id>.key` → `jwt-<id>.key`).

@@ -1,33 +1,30 @@
-//! Key pairs: the CA's signing keys (on disk, 0600) and SVID keys for the
-//! agent and the server's own TLS identity.
+//! The CA's signing keys (on disk, 0600) and certificate serials. SVID keys,
+//! which hold no CA power, are `lanyard_keys::SvidKey`.
 
-use std::fmt;
 use std::path::Path;
 
 use lanyard_identity::Serial;
-use rcgen::{
-    CertificateParams, DistinguishedName, KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384,
-    SignatureAlgorithm,
-};
+use lanyard_keys::write_file_atomic;
+use rcgen::KeyPair;
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::error::CaError;
-use crate::fs::write_file_atomic;
 
 /// Permission bits of every private key file the CA writes.
 pub(crate) const KEY_FILE_MODE: u32 = 0o600;
 
 /// Generates a fresh ECDSA P-256 key pair with ring's system random source.
 pub(crate) fn generate_p256() -> Result<KeyPair, CaError> {
-    KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| CaError::KeyGeneration {
-        algorithm: "ECDSA P-256",
-        reason: e.to_string(),
-    })
+    Ok(lanyard_keys::generate_p256()?)
 }
 
 /// Writes a key pair as a PEM PKCS#8 file, 0600, atomically.
 pub(crate) fn save_key(path: &Path, key: &KeyPair) -> Result<(), CaError> {
-    write_file_atomic(path, key.serialize_pem().as_bytes(), KEY_FILE_MODE)
+    Ok(write_file_atomic(
+        path,
+        key.serialize_pem().as_bytes(),
+        KEY_FILE_MODE,
+    )?)
 }
 
 /// Reads a PEM PKCS#8 key file written by [`save_key`] (or by an operator, for
@@ -114,113 +111,10 @@ pub fn random_serial_hex() -> Result<String, CaError> {
     Ok(Serial::from_bytes(&random_serial()?.to_bytes()).into_string())
 }
 
-/// Whether a signature algorithm is one Lanyard accepts for SVID keys.
-pub(crate) fn accepted_svid_algorithm(alg: &SignatureAlgorithm) -> bool {
-    alg == &PKCS_ECDSA_P256_SHA256 || alg == &PKCS_ECDSA_P384_SHA384
-}
-
-// === impl SvidKey ===
-
-/// A private key for an X.509-SVID (a workload's, the agent's, or the
-/// server's own TLS identity): ECDSA P-256 when generated here, P-256 or
-/// P-384 when loaded.
-///
-/// Its `Debug` output is `SvidKey(<redacted>)`; the key bytes are only
-/// reachable through [`SvidKey::pkcs8_der`] and [`SvidKey::pkcs8_pem`].
-pub struct SvidKey {
-    key: KeyPair,
-}
-
-impl SvidKey {
-    /// Generates a fresh ECDSA P-256 key with ring's system random source.
-    pub fn generate() -> Result<Self, CaError> {
-        Ok(Self {
-            key: generate_p256()?,
-        })
-    }
-
-    /// Loads a PKCS#8 DER private key (ECDSA P-256 or P-384).
-    pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, CaError> {
-        let key = KeyPair::try_from(der).map_err(|e| CaError::BadKey {
-            problem: format!("not a usable PKCS#8 private key ({e})"),
-        })?;
-        if !accepted_svid_algorithm(key.algorithm()) {
-            return Err(CaError::BadKey {
-                problem: "SVID keys must be ECDSA P-256 or P-384".into(),
-            });
-        }
-        Ok(Self { key })
-    }
-
-    /// The private key as PKCS#8 DER. Secret: never log it.
-    pub fn pkcs8_der(&self) -> Vec<u8> {
-        self.key.serialize_der()
-    }
-
-    /// The private key as PEM PKCS#8 (`BEGIN PRIVATE KEY`). Secret: never log it.
-    pub fn pkcs8_pem(&self) -> String {
-        self.key.serialize_pem()
-    }
-
-    /// The public key as DER SubjectPublicKeyInfo (safe to share).
-    pub fn public_key_der(&self) -> Vec<u8> {
-        use rcgen::PublicKeyData;
-        self.key.subject_public_key_info()
-    }
-
-    /// A PKCS#10 CSR signed by this key, with an empty subject and no
-    /// extensions: the CA takes only the public key from it.
-    pub fn csr_der(&self) -> Result<Vec<u8>, CaError> {
-        let mut params = CertificateParams::default();
-        params.distinguished_name = DistinguishedName::new();
-        let csr = params
-            .serialize_request(&self.key)
-            .map_err(|e| CaError::encoding("CSR", e))?;
-        Ok(csr.der().to_vec())
-    }
-}
-
-impl fmt::Debug for SvidKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SvidKey(<redacted>)")
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn svid_key_round_trips_and_redacts() {
-        let key = SvidKey::generate().unwrap();
-        let again = SvidKey::from_pkcs8_der(&key.pkcs8_der()).unwrap();
-        assert_eq!(key.public_key_der(), again.public_key_der());
-        assert!(key.pkcs8_pem().starts_with("-----BEGIN PRIVATE KEY-----"));
-        let debug = format!("{key:?}");
-        assert_eq!(debug, "SvidKey(<redacted>)");
-    }
-
-    #[test]
-    fn svid_key_rejects_garbage_and_ed25519() {
-        assert!(matches!(
-            SvidKey::from_pkcs8_der(b"not a key"),
-            Err(CaError::BadKey { .. })
-        ));
-        let ed = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
-        let err = SvidKey::from_pkcs8_der(&ed.serialize_der()).unwrap_err();
-        assert!(err.to_string().contains("P-256"), "{err}");
-    }
-
-    #[test]
-    fn csr_has_empty_subject_and_verifies() {
-        let key = SvidKey::generate().unwrap();
-        let der = key.csr_der().unwrap();
-        let parsed =
-            rcgen::CertificateSigningRequestParams::from_der(&der.as_slice().into()).unwrap();
-        assert!(parsed.params.distinguished_name.iter().next().is_none());
-        assert!(parsed.params.subject_alt_names.is_empty());
-    }
 
     #[test]
     fn serials_are_positive_full_length_and_distinct() {

@@ -66,11 +66,9 @@
 mod authority;
 mod crl;
 mod error;
-mod fs;
 mod journal;
 mod jwt_key;
 mod keys;
-mod pem;
 mod rotation;
 mod signing;
 mod slot;
@@ -81,12 +79,13 @@ pub use self::{
     authority::{CaConfig, CertificateAuthority, MIN_CA_TTL, PreparedSvid},
     crl::{RevocationReason, RevokedSerial},
     error::CaError,
-    fs::write_file_atomic,
     journal::CaJournal,
-    keys::{SvidKey, random_serial_hex},
-    pem::{certificates_to_pem, pem_block},
+    keys::random_serial_hex,
     rotation::Rotation,
     signing::{IssuedSvid, SvidRequest},
     slot::{CaSlotInfo, CaSlotState},
     upstream::UpstreamCa,
 };
+/// Key material the CA shares with key holders that are not CAs (the
+/// agent, the server's TLS identity): re-exported for the CA's users.
+pub use lanyard_keys::{SvidKey, certificates_to_pem, pem_block, write_file_atomic};

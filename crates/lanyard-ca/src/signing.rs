@@ -13,8 +13,8 @@ use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::prelude::FromDer;
 
 use crate::error::CaError;
-use crate::keys::accepted_svid_algorithm;
 use crate::validity::offset_date_time;
+use lanyard_keys::accepted_svid_algorithm;
 
 /// What to certify. Everything in the certificate comes from here; from the
 /// CSR only the public key is taken.

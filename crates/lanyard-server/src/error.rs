@@ -23,6 +23,9 @@ pub enum ServerError {
     /// The certificate authority failed.
     #[error("certificate authority: {0}")]
     Ca(#[from] lanyard_ca::CaError),
+    /// A key could not be generated, or a key or state file not written.
+    #[error("{0}")]
+    Key(#[from] lanyard_keys::KeyError),
     /// A listener or file could not be set up.
     #[error("{what} {path}: {source}")]
     Io {

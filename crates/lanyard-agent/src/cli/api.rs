@@ -7,7 +7,7 @@ use std::{
 };
 
 use hyper_util::rt::TokioIo;
-use lanyard_ca::{SvidKey, certificates_to_pem, pem_block, write_file_atomic};
+use lanyard_keys::{SvidKey, certificates_to_pem, pem_block, write_file_atomic};
 use lanyard_proto::workload::{
     X509svidRequest, X509svidResponse, spiffe_workload_api_client::SpiffeWorkloadApiClient,
 };

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use ring::rand::{SecureRandom, SystemRandom};
 
-use crate::error::CaError;
+use crate::error::KeyError;
 
 /// Writes `bytes` to `path` atomically and durably, with permission bits
 /// `mode` whatever the process umask.
@@ -18,12 +18,12 @@ use crate::error::CaError;
 /// `path`; finally the directory itself is synced so the rename survives a
 /// crash. Readers see either the old file or the new one, never a partial
 /// write, and the file is never readable with wider permissions than `mode`.
-pub fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CaError> {
+pub fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> {
     let dir = parent_dir(path);
     let file_name = path
         .file_name()
         .ok_or_else(|| {
-            CaError::io(
+            KeyError::io(
                 "write",
                 path,
                 std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name"),
@@ -34,7 +34,7 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CaE
     let tmp = dir.join(format!(".{file_name}.{}.tmp", random_suffix()?));
 
     let result = write_temp(&tmp, bytes, mode).and_then(|()| {
-        fs::rename(&tmp, path).map_err(|e| CaError::io("rename into place", path, e))
+        fs::rename(&tmp, path).map_err(|e| KeyError::io("rename into place", path, e))
     });
     if result.is_err() {
         // Best effort: the temp file holds a copy of the data, don't leave it behind.
@@ -45,7 +45,7 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CaE
 }
 
 /// Creates `dir` (and its parents) if missing; a directory created here gets mode 0700.
-pub(crate) fn ensure_private_dir(dir: &Path) -> Result<(), CaError> {
+pub fn ensure_private_dir(dir: &Path) -> Result<(), KeyError> {
     if dir.is_dir() {
         return Ok(());
     }
@@ -53,28 +53,28 @@ pub(crate) fn ensure_private_dir(dir: &Path) -> Result<(), CaError> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| CaError::io("create directory", dir, e))
+        .map_err(|e| KeyError::io("create directory", dir, e))
 }
 
-fn write_temp(tmp: &Path, bytes: &[u8], mode: u32) -> Result<(), CaError> {
+fn write_temp(tmp: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> {
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode)
         .open(tmp)
-        .map_err(|e| CaError::io("create", tmp, e))?;
+        .map_err(|e| KeyError::io("create", tmp, e))?;
     // The umask may have narrowed `mode` but never widened it; set it exactly.
     file.set_permissions(Permissions::from_mode(mode))
-        .map_err(|e| CaError::io("set permissions of", tmp, e))?;
+        .map_err(|e| KeyError::io("set permissions of", tmp, e))?;
     file.write_all(bytes)
-        .map_err(|e| CaError::io("write", tmp, e))?;
-    file.sync_all().map_err(|e| CaError::io("fsync", tmp, e))
+        .map_err(|e| KeyError::io("write", tmp, e))?;
+    file.sync_all().map_err(|e| KeyError::io("fsync", tmp, e))
 }
 
-fn sync_dir(dir: &Path) -> Result<(), CaError> {
+fn sync_dir(dir: &Path) -> Result<(), KeyError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| CaError::io("fsync directory", dir, e))
+        .map_err(|e| KeyError::io("fsync directory", dir, e))
 }
 
 fn parent_dir(path: &Path) -> PathBuf {
@@ -84,11 +84,11 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
-fn random_suffix() -> Result<String, CaError> {
+fn random_suffix() -> Result<String, KeyError> {
     let mut bytes = [0u8; 8];
     SystemRandom::new()
         .fill(&mut bytes)
-        .map_err(|_| CaError::KeyGeneration {
+        .map_err(|_| KeyError::Generation {
             algorithm: "random file name",
             reason: "system random source failed".into(),
         })?;
