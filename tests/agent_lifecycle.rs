@@ -3,7 +3,7 @@
 //! server does not stop serving, refused and banned agents exit non-zero.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use lanyard_test_support as common;
 
 use std::time::Duration;
 

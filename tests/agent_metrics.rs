@@ -2,7 +2,7 @@
 //! revocation, scraped over plain HTTP like Prometheus would.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use lanyard_test_support as common;
 
 use std::{collections::HashMap, time::Duration};
 

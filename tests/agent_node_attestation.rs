@@ -2,7 +2,7 @@
 //! and the agent's config and usage errors.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use lanyard_test_support as common;
 
 use std::{process::Command, time::Duration};
 

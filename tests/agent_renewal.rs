@@ -3,7 +3,7 @@
 //! on), so entries registered after renewals are still served.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use lanyard_test_support as common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! SVID valid when it arrives and before the previous one expires.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use lanyard_test_support as common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

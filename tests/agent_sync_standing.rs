@@ -2,7 +2,7 @@
 //! opened with is the agent's current, unrevoked one.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use lanyard_test_support as common;
 
 use std::time::Duration;
 

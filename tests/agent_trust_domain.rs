@@ -4,7 +4,7 @@
 //! both trust domains.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use lanyard_test_support as common;
 
 use std::time::Duration;
 

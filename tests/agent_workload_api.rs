@@ -2,7 +2,7 @@
 //! Workload API client (unmodified) fetching this test's own SVID.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use lanyard_test_support as common;
 
 use std::{os::unix::process::CommandExt, time::Duration};
 

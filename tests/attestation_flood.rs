@@ -3,7 +3,7 @@
 //! is recorded at once and the counts add up.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use lanyard_test_support as common;
 
 use std::time::{Duration, Instant};
 

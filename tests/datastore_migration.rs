@@ -5,7 +5,7 @@
 //! backup's. The way back (PostgreSQL to sled) works the same.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use lanyard_test_support as common;
 
 use std::collections::BTreeSet;
 

@@ -2,7 +2,7 @@
 //! registered, naming the limit, instead of making agents retry forever.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use lanyard_test_support as common;
 
 use common::*;
 

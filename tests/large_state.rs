@@ -5,7 +5,7 @@
 //! `datastore export` answer in full.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use lanyard_test_support as common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -3,7 +3,7 @@
 //! binary's `--help` opens with what the command does.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use lanyard_test_support as common;
 
 use std::process::Command;
 

@@ -5,7 +5,7 @@
 //! handshake. Times are printed, never asserted.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use lanyard_test_support as common;
 
 use std::{
     net::SocketAddr,

@@ -4,7 +4,7 @@
 //! As root the tests run both as `nobody`, so that the difference shows.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use lanyard_test_support as common;
 
 use common::{agent::Agent, other_user::*, spawned::*, *};
 

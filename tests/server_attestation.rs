@@ -2,7 +2,7 @@
 //! real `lanyard-server` process over real TLS.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use lanyard_test_support as common;
 
 use std::time::Duration;
 

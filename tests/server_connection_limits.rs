@@ -6,7 +6,7 @@
 //! server's descriptors limited.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use lanyard_test_support as common;
 
 use std::{
     io::{ErrorKind, Read, Write},

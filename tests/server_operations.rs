@@ -2,7 +2,7 @@
 //! shutdown, health endpoints, and refusing bad config or a damaged store.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use lanyard_test_support as common;
 
 use std::{
     io::{Read, Write},

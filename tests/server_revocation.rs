@@ -2,7 +2,7 @@
 //! `GET /crl` checked with openssl, the push on Sync, and durability.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use lanyard_test_support as common;
 
 use std::{
     io::{Read, Write},

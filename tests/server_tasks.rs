@@ -2,7 +2,7 @@
 //! users on the admin socket) and the tamper-evident audit log.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use lanyard_test_support as common;
 
 use std::{
     process::Command,

@@ -2,7 +2,7 @@
 //! HMAC-signed, retried after a failure, and never hold up a decision.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use lanyard_test_support as common;
 
 use std::{
     io::{BufRead, BufReader, Read, Write},

@@ -3,7 +3,7 @@
 //! gid), their groups in the server's `[tasks] groups_file`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use lanyard_test_support as common;
 
 use std::{
     os::unix::process::CommandExt,

@@ -3,7 +3,7 @@
 //! ticket at request and again at activation, and fails closed.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use lanyard_test_support as common;
 
 use std::{
     collections::HashMap,

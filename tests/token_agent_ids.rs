@@ -2,7 +2,7 @@
 //! (`/lanyard/agent/...`) that no agent in good standing holds.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use lanyard_test_support as common;
 
 use common::*;
 

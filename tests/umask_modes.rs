@@ -3,7 +3,7 @@
 //! writable by group or others; the admin socket is 0600.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use lanyard_test_support as common;
 
 use std::os::unix::fs::PermissionsExt;
 

@@ -8,7 +8,7 @@
 //! The only timing assert is the deadline: refused within 1 s.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use lanyard_test_support as common;
 
 use std::{
     net::SocketAddr,

@@ -4,7 +4,7 @@
 //! `--attestation-timeout` has passed (issue 11, item 2).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use lanyard_test_support as common;
 
 use std::{
     io::{BufRead, BufReader, Write},

@@ -6,7 +6,7 @@
 //! must never answer it with that entry's SVID.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use lanyard_test_support as common;
 
 use std::{
     os::unix::{fs::PermissionsExt, process::CommandExt},

@@ -9,12 +9,18 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// The workspace this crate sits in (`crates/lanyard-test-support`): the
+/// scripts and Python clients live at its root.
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
 /// The venv `scripts/python-venv.sh` creates. A fresh clone has none, so
 /// the first test to need it runs the script (once per test binary), and
 /// `cargo test` works on a new machine as the README promises.
 fn python() -> PathBuf {
     static SETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = workspace_root();
     let python = root.join("target/pyenv/bin/python");
     let usable = || {
         python.exists()
@@ -45,7 +51,7 @@ fn python() -> PathBuf {
 /// `target` by `tests/python/grpc_call.py`, with its extra `args`; returns
 /// its JSON answer (`code`, `details`, `responses`, `grpc_version`).
 pub fn grpcio_call(target: &str, method: &str, kind: &str, args: &[&str]) -> serde_json::Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/grpc_call.py");
+    let script = workspace_root().join("tests/python/grpc_call.py");
     let out = Command::new(python())
         .arg(script)
         .args([target, method, kind])
@@ -69,7 +75,7 @@ pub fn grpcio_call(target: &str, method: &str, kind: &str, args: &[&str]) -> ser
 pub fn grpcio_first_bytes(socket: &Path, target: &str, method: &str) -> Vec<u8> {
     let listener = UnixListener::bind(socket).unwrap();
     let mut client = Command::new(python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/grpc_call.py"))
+        .arg(workspace_root().join("tests/python/grpc_call.py"))
         .args([target, method, "unary", "--timeout", "3"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

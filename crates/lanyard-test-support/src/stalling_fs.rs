@@ -108,7 +108,7 @@ impl Filesystem for OneFile {
     }
 }
 
-/// A mounted [`OneFile`]; unmounted on drop (after releasing any stall).
+/// A mounted `OneFile`; unmounted on drop (after releasing any stall).
 pub struct StallingFs {
     switch: Arc<Switch>,
     session: Option<fuser::BackgroundSession>,

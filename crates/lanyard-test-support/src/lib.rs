@@ -1,7 +1,12 @@
-//! Shared harness for end-to-end tests: starts the real `lanyard-server`
-//! binary on loopback and temporary sockets, and talks to it with the
-//! operator CLI and a real TLS Node API client.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, missing_docs)]
+//! The end-to-end harness: starts the real `lanyard-server` and
+//! `lanyard-agent` binaries (built by `cargo test --workspace`, found beside
+//! the test executable) on loopback and temporary sockets, and talks to
+//! them with the operator CLI, the Workload API and real TLS clients.
+//!
+//! A test panics with what went wrong (and the process's log) rather than
+//! returning errors; every process and directory it starts is cleaned up on
+//! drop. The tests in `tests/` use it as `common`.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 pub use lanyard_ca::pem_block;
 use std::{
