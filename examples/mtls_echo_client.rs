@@ -21,65 +21,30 @@ use std::{
     sync::Arc,
 };
 
+use clap::Parser;
 use lanyard_mtls::{Authorizer, WorkloadSource, peer_spiffe_id};
 use rustls_pki_types::ServerName;
 
-const USAGE: &str = "usage: mtls_echo_client [--socket PATH|unix:URI] [--connect ADDR] --server-id SPIFFE_ID [--message TEXT ...]";
-
+/// An mTLS echo client whose identity comes from the Lanyard agent.
+#[derive(Parser)]
 struct Args {
+    /// The Workload API socket (a path or a unix: URI).
+    #[arg(long, env = "SPIFFE_ENDPOINT_SOCKET")]
     socket: Option<String>,
+    /// The echo server to connect to.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8443")]
     connect: SocketAddr,
+    /// The SPIFFE ID the server must present.
+    #[arg(long, value_name = "SPIFFE_ID")]
     server_id: lanyard_identity::SpiffeId,
+    /// A message to send (repeatable); without any, each line of stdin.
+    #[arg(long = "message", value_name = "TEXT")]
     messages: Vec<String>,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut socket = None;
-    let mut connect = SocketAddr::from(([127, 0, 0, 1], 8443));
-    let mut server_id = None;
-    let mut messages = Vec::new();
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--socket" => socket = Some(value()?),
-            "--connect" => {
-                let v = value()?;
-                connect = v
-                    .parse()
-                    .map_err(|e| format!("--connect {v:?}: {e}; expected HOST:PORT"))?;
-            }
-            "--server-id" => {
-                let v = value()?;
-                server_id = Some(v.parse().map_err(|e| format!("--server-id {v:?}: {e}"))?);
-            }
-            "--message" => messages.push(value()?),
-            "-h" | "--help" => return Err(String::new()),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    let server_id = server_id.ok_or("--server-id is required: which server may answer")?;
-    Ok(Args {
-        socket,
-        connect,
-        server_id,
-        messages,
-    })
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(reason) => {
-            if !reason.is_empty() {
-                eprintln!("mtls_echo_client: {reason}");
-            }
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(args).await {
+    match run(Args::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mtls_echo_client: {e}");

@@ -21,62 +21,26 @@ use std::{
     sync::Arc,
 };
 
+use clap::Parser;
 use lanyard_mtls::{Authorizer, WorkloadSource, peer_spiffe_id};
 
-const USAGE: &str = "usage: mtls_echo_server [--socket PATH|unix:URI] [--listen ADDR] --allow SPIFFE_ID [--allow SPIFFE_ID ...]";
-
+/// An mTLS echo server whose identity comes from the Lanyard agent.
+#[derive(Parser)]
 struct Args {
+    /// The Workload API socket (a path or a unix: URI).
+    #[arg(long, env = "SPIFFE_ENDPOINT_SOCKET")]
     socket: Option<String>,
+    /// Where to listen.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8443")]
     listen: SocketAddr,
+    /// A client SPIFFE ID that may connect (repeatable, at least one).
+    #[arg(long, value_name = "SPIFFE_ID", required = true)]
     allow: Vec<lanyard_identity::SpiffeId>,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut socket = None;
-    let mut listen = SocketAddr::from(([127, 0, 0, 1], 8443));
-    let mut allow = Vec::new();
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--socket" => socket = Some(value()?),
-            "--listen" => {
-                let v = value()?;
-                listen = v
-                    .parse()
-                    .map_err(|e| format!("--listen {v:?}: {e}; expected HOST:PORT"))?;
-            }
-            "--allow" => {
-                let v = value()?;
-                allow.push(v.parse().map_err(|e| format!("--allow {v:?}: {e}"))?);
-            }
-            "-h" | "--help" => return Err(String::new()),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    if allow.is_empty() {
-        return Err("--allow is required: which client SPIFFE IDs may connect".into());
-    }
-    Ok(Args {
-        socket,
-        listen,
-        allow,
-    })
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(reason) => {
-            if !reason.is_empty() {
-                eprintln!("mtls_echo_server: {reason}");
-            }
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(args).await {
+    match run(Args::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mtls_echo_server: {e}");
