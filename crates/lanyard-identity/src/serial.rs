@@ -13,7 +13,9 @@ use std::{fmt, str::FromStr};
 /// a JWT-SVID `jti` is drawn from the same space).
 pub const MAX_SERIAL_BYTES: usize = 20;
 
-/// A serial number in canonical form; see the [module docs](self).
+/// A serial number in canonical form: parsed from any way of writing it
+/// (any case, colons, leading zeros), printed as lower-case hex of whole
+/// bytes without leading zero bytes.
 ///
 /// ```
 /// use lanyard_identity::Serial;
