@@ -72,6 +72,7 @@ mod jwt_key;
 mod keys;
 mod pem;
 mod rotation;
+mod sealed;
 mod signing;
 mod slot;
 mod upstream;
@@ -86,6 +87,7 @@ pub use self::{
     keys::{SvidKey, random_serial_hex},
     pem::{certificates_to_pem, pem_block},
     rotation::Rotation,
+    sealed::{KeyEncryptionKey, SealedKey, seal_key_files, unseal_key_files},
     signing::{IssuedSvid, SvidRequest},
     slot::{CaSlotInfo, CaSlotState},
     upstream::UpstreamCa,
