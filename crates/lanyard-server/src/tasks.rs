@@ -963,10 +963,32 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
     loop {
-        let next = match reconcile(&state).await {
+        // On a shared database one server at a time opens and closes
+        // windows; the others look again a second later.
+        let guard = {
+            let state = state.clone();
+            tokio::task::spawn_blocking(move || {
+                state
+                    .cluster
+                    .try_lock(lanyard_store_postgres::ClusterJob::Tasks)
+            })
+            .await
+            .map_err(|e| ServerError::Task {
+                task: "task scheduler",
+                reason: e.to_string(),
+            })?
+        };
+        let next = match guard {
+            Ok(Some(_guard)) => match reconcile(&state).await {
             Ok(next) => next,
+                Err(e) => {
+                    tracing::error!(error = %e, "task scheduler step failed; retrying");
+                    Some(unix(state.now()) + 1)
+                }
+            },
+            Ok(None) => Some(unix(state.now()) + 1),
             Err(e) => {
-                tracing::error!(error = %e, "task scheduler step failed; retrying");
+                tracing::error!(error = %e, "task scheduler cannot take the cluster lock; retrying");
                 Some(unix(state.now()) + 1)
             }
         };
