@@ -45,12 +45,15 @@ fn kek_file(dir: &tempfile::TempDir) -> PathBuf {
 
 /// Two servers on one new database, sharing one KEK.
 fn two_servers() -> (Server, Server) {
-    let url = lanyard_test_postgres::shared().create_database();
+    two_servers_on(&lanyard_test_postgres::shared().create_database())
+}
+
+fn two_servers_on(url: &str) -> (Server, Server) {
     let secrets = tempfile::tempdir().unwrap();
     let kek = kek_file(&secrets);
     let start = || {
         let dir = tempfile::tempdir().unwrap();
-        let config = postgres_config_for(&dir, &url);
+        let config = postgres_config_for(&dir, url);
         let mut text = std::fs::read_to_string(&config).unwrap();
         text.push_str(&format!("kek_file = {:?}\n", kek.display().to_string()));
         std::fs::write(&config, text).unwrap();
@@ -219,5 +222,53 @@ async fn one_join_token_raced_across_two_servers_gives_one_agent() {
             1,
             "one agent, whichever server is asked"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn both_servers_decide_into_one_verifiable_audit_chain() {
+    let url = lanyard_test_postgres::shared().create_database();
+    let db = url
+        .trim_start_matches("postgresql:///")
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let (a, b) = two_servers_on(&url);
+    // Decisions on both servers, interleaved.
+    for n in 0..3 {
+        a.token();
+        b.cli_ok(&["token", "generate", "--ttl", &format!("{}m", n + 1)]);
+    }
+    let verified = |server: &Server| server.cli_json(&["audit", "verify"]);
+    let (on_a, on_b) = (verified(&a), verified(&b));
+    assert_eq!(on_a, on_b, "one chain, whichever server is asked");
+
+    let export = a.cli_ok(&["audit", "export"]);
+    let records: Vec<serde_json::Value> = export
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let servers: BTreeSet<&str> = records
+        .iter()
+        .filter_map(|r| r["details"]["server"].as_str())
+        .collect();
+    assert_eq!(servers.len(), 2, "records of both servers: {servers:?}");
+    let times: Vec<&str> = records.iter().map(|r| r["time"].as_str().unwrap()).collect();
+    let mut sorted = times.clone();
+    sorted.sort();
+    assert_eq!(times, sorted, "export merges in time order");
+    assert_eq!(export, b.cli_ok(&["audit", "export"]));
+
+    // Editing one record in the database is detected by both servers.
+    lanyard_test_postgres::shared().psql(
+        &db,
+        "UPDATE audit_records SET record = replace(record, '\"principal\":\"', '\"principal\":\"x') WHERE seq = 2",
+    );
+    for server in [&a, &b] {
+        let out = server.cli(&["audit", "verify"]);
+        assert_eq!(common::exit_code(&out), 1, "{}", String::from_utf8_lossy(&out.stdout));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("record was edited"), "{err}");
     }
 }

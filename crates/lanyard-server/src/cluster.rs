@@ -64,7 +64,7 @@ impl Cluster {
     }
 
     /// Waits for the cluster-wide lock of `job` (blocking).
-    pub fn lock(&self, job: ClusterJob) -> Result<Guard, ServerError> {
+    pub fn lock(&self, job: ClusterJob) -> Result<Guard, lanyard_store::StoreError> {
         Ok(Guard(match &self.postgres {
             Some(pg) => Some(pg.lock(job)?),
             None => None,
@@ -72,7 +72,7 @@ impl Cluster {
     }
 
     /// The lock of `job` if no other server holds it (blocking).
-    pub fn try_lock(&self, job: ClusterJob) -> Result<Option<Guard>, ServerError> {
+    pub fn try_lock(&self, job: ClusterJob) -> Result<Option<Guard>, lanyard_store::StoreError> {
         Ok(match &self.postgres {
             Some(pg) => pg.try_lock(job)?.map(|l| Guard(Some(l))),
             None => Some(Guard(None)),

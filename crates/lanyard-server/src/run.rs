@@ -74,7 +74,7 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     // On PostgreSQL the chain lives in the database, shared by every
     // server (checked by `audit verify`, as the file is).
     let audit = match cluster.postgres() {
-        Some(pg) => crate::state::AuditSink::Database(pg.clone()),
+        Some(pg) => crate::state::AuditSink::Database(pg.clone(), server_name(&cfg)),
         None => {
             let audit_path = cfg.data_dir.join("audit.log");
             let head = store.get_audit_head()?;
@@ -338,6 +338,19 @@ fn tasks_reload_on_sighup(
         }
     });
     Ok(())
+}
+
+/// How this server names itself in the shared audit chain: its host name
+/// and Node API address.
+fn server_name(cfg: &ServerConfig) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    if host.is_empty() {
+        cfg.bind_address.to_string()
+    } else {
+        format!("{host}/{}", cfg.bind_address)
+    }
 }
 
 fn first_result(

@@ -270,8 +270,9 @@ impl ServerState {
 pub(crate) enum AuditSink {
     /// The file log of one server.
     File(Arc<std::sync::Mutex<AuditLog>>),
-    /// The chain in the shared database.
-    Database(Arc<lanyard_store_postgres::PostgresStore>),
+    /// The chain in the shared database, and the name this server's
+    /// records carry (detail `server`), so that one can tell who decided.
+    Database(Arc<lanyard_store_postgres::PostgresStore>, String),
 }
 
 impl AuditSink {
@@ -284,10 +285,14 @@ impl AuditSink {
     ) -> Result<(), String> {
         match self {
             Self::File(log) => append_and_anchor(log, store, events, now),
-            Self::Database(pg) => {
+            Self::Database(pg, server) => {
                 if events.is_empty() {
                     return Ok(());
                 }
+                let events: Vec<Event> = events
+                    .into_iter()
+                    .map(|e| e.detail("server", server.clone()))
+                    .collect();
                 pg.append_audit(|seq, hash| {
                     let head = (seq, hash.unwrap_or(lanyard_audit::GENESIS));
                     let chained = lanyard_audit::chain(head, events, now)
@@ -323,7 +328,7 @@ impl AuditSink {
                 let head = store.get_audit_head().map_err(store_status)?;
                 Ok((text, head, log.path().display().to_string()))
             }
-            Self::Database(pg) => {
+            Self::Database(pg, _) => {
                 let (lines, head) = pg.audit_chain().map_err(store_status)?;
                 let mut text = String::new();
                 for line in lines {
