@@ -21,9 +21,7 @@ use common::{
     fetch_crl, node_channel,
     postgres::postgres_config_for,
 };
-use lanyard_proto::node::v1::{
-    AttestRequest, JoinTokenAttestation, attest_request::Method,
-};
+use lanyard_proto::node::v1::{AttestRequest, JoinTokenAttestation, attest_request::Method};
 
 /// Generous: a deadline for polling, not a measurement.
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -69,9 +67,13 @@ fn two_servers_on(url: &str) -> (Server, Server) {
 
 fn crl_number(der: &[u8]) -> u64 {
     use x509_parser::prelude::FromDer;
-    let (_, crl) =
-        x509_parser::revocation_list::CertificateRevocationList::from_der(der).unwrap();
-    crl.crl_number().unwrap().to_u64_digits().first().copied().unwrap_or(0)
+    let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(der).unwrap();
+    crl.crl_number()
+        .unwrap()
+        .to_u64_digits()
+        .first()
+        .copied()
+        .unwrap_or(0)
 }
 
 fn serials(server: &Server) -> BTreeSet<String> {
@@ -93,7 +95,11 @@ async fn next_where(
 ) -> lanyard_proto::workload::X509svidResponse {
     tokio::time::timeout(DEADLINE, async {
         loop {
-            let msg = stream.message().await.unwrap().expect("the stream stays open");
+            let msg = stream
+                .message()
+                .await
+                .unwrap()
+                .expect("the stream stays open");
             if want(&msg) {
                 return msg;
             }
@@ -107,7 +113,11 @@ async fn next_where(
 async fn two_servers_serve_one_trust_domain_and_agents_fail_over() {
     let (mut a, b) = two_servers();
     assert_eq!(a.bundle(), b.bundle(), "one CA: the same trust bundle");
-    assert!(b.log().contains("CA keys opened from the database"), "{}", b.log());
+    assert!(
+        b.log().contains("CA keys opened from the database"),
+        "{}",
+        b.log()
+    );
 
     // Agent A knows both servers, A first; agent B only server B.
     let mut agent_a = Agent::prepare(&a);
@@ -129,9 +139,12 @@ async fn two_servers_serve_one_trust_domain_and_agents_fail_over() {
     let serial = leaf_serial(&first.svids[0].x509_svid);
     let revoked_at = Instant::now();
     b.cli_ok(&["svid", "revoke", "--serial", &serial]);
-    let pushed = next_where(&mut stream_a, &agent_a, "the revoked serial on the CRL", |m| {
-        m.crl.iter().any(|crl| crl_serials(crl).contains(&serial))
-    })
+    let pushed = next_where(
+        &mut stream_a,
+        &agent_a,
+        "the revoked serial on the CRL",
+        |m| m.crl.iter().any(|crl| crl_serials(crl).contains(&serial)),
+    )
     .await;
     // A figure for the log, not an assertion (lanyard-bench measures).
     eprintln!(
@@ -139,7 +152,10 @@ async fn two_servers_serve_one_trust_domain_and_agents_fail_over() {
         revoked_at.elapsed()
     );
     assert!(
-        pushed.svids.iter().all(|s| leaf_serial(&s.x509_svid) != serial),
+        pushed
+            .svids
+            .iter()
+            .all(|s| leaf_serial(&s.x509_svid) != serial),
         "the revoked SVID was served again"
     );
     // Both servers publish the same CRL.
@@ -215,10 +231,17 @@ async fn one_join_token_raced_across_two_servers_gives_one_agent() {
         .filter_map(|r| r.as_ref().unwrap().as_ref().err())
         .map(|s| format!("{:?}: {}", s.code(), s.message()))
         .collect();
-    assert_eq!(won, 1, "exactly one attestation wins; refusals: {refusals:?}");
+    assert_eq!(
+        won, 1,
+        "exactly one attestation wins; refusals: {refusals:?}"
+    );
     for server in [&a, &b] {
         assert_eq!(
-            server.cli_json(&["agent", "list"]).as_array().unwrap().len(),
+            server
+                .cli_json(&["agent", "list"])
+                .as_array()
+                .unwrap()
+                .len(),
             1,
             "one agent, whichever server is asked"
         );
@@ -254,7 +277,10 @@ async fn both_servers_decide_into_one_verifiable_audit_chain() {
         .filter_map(|r| r["details"]["server"].as_str())
         .collect();
     assert_eq!(servers.len(), 2, "records of both servers: {servers:?}");
-    let times: Vec<&str> = records.iter().map(|r| r["time"].as_str().unwrap()).collect();
+    let times: Vec<&str> = records
+        .iter()
+        .map(|r| r["time"].as_str().unwrap())
+        .collect();
     let mut sorted = times.clone();
     sorted.sort();
     assert_eq!(times, sorted, "export merges in time order");
@@ -267,7 +293,12 @@ async fn both_servers_decide_into_one_verifiable_audit_chain() {
     );
     for server in [&a, &b] {
         let out = server.cli(&["audit", "verify"]);
-        assert_eq!(common::exit_code(&out), 1, "{}", String::from_utf8_lossy(&out.stdout));
+        assert_eq!(
+            common::exit_code(&out),
+            1,
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("record was edited"), "{err}");
     }

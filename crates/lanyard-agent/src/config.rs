@@ -146,7 +146,9 @@ impl ServerAddresses {
                         }
                     }
                 }
-                Err(e) => tracing::warn!(server = %server, error = %e, "cannot resolve server address"),
+                Err(e) => {
+                    tracing::warn!(server = %server, error = %e, "cannot resolve server address")
+                }
             }
         }
         out
@@ -641,10 +643,11 @@ mod tests {
 
     #[test]
     fn server_address_takes_a_list_a_comma_list_and_names() {
-        let cfg = ConfigFile::parse("server_address = [\"10.0.0.1:8081\", \"lanyard.internal:8081\"]")
-            .unwrap()
-            .validate()
-            .unwrap();
+        let cfg =
+            ConfigFile::parse("server_address = [\"10.0.0.1:8081\", \"lanyard.internal:8081\"]")
+                .unwrap()
+                .validate()
+                .unwrap();
         assert_eq!(
             cfg.server_address.to_string(),
             "10.0.0.1:8081,lanyard.internal:8081"
@@ -671,9 +674,15 @@ mod tests {
         )))
         .unwrap();
         let addrs = servers.resolve().await;
-        assert!(addrs.contains(&"127.0.0.1:8081".parse().unwrap()), "{addrs:?}");
+        assert!(
+            addrs.contains(&"127.0.0.1:8081".parse().unwrap()),
+            "{addrs:?}"
+        );
         assert_eq!(
-            addrs.iter().filter(|a| a.to_string() == "127.0.0.1:8081").count(),
+            addrs
+                .iter()
+                .filter(|a| a.to_string() == "127.0.0.1:8081")
+                .count(),
             1,
             "duplicates are dropped: {addrs:?}"
         );

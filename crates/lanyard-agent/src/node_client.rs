@@ -27,9 +27,7 @@ use rustls::{
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use tonic::transport::Channel;
 
-use crate::{
-    AgentError, config::ServerAddresses, identity::AgentIdentity, trust_domain::Expected,
-};
+use crate::{AgentError, config::ServerAddresses, identity::AgentIdentity, trust_domain::Expected};
 
 /// The server's SPIFFE ID in a trust domain.
 pub fn server_id(td: &TrustDomain) -> Result<SpiffeId, AgentError> {

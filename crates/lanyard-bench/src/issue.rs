@@ -112,7 +112,11 @@ pub async fn run(args: IssueArgs) -> anyhow::Result<Vec<Table>> {
             Datastore::Postgres | Datastore::Postgres2 => {
                 let cluster = cluster.as_ref().context("no PostgreSQL cluster")?;
                 let config = postgres_config(scratch.path(), cluster)?;
-                let count = if *datastore == Datastore::Postgres2 { 2 } else { 1 };
+                let count = if *datastore == Datastore::Postgres2 {
+                    2
+                } else {
+                    1
+                };
                 (Some(config), count)
             }
         };

@@ -262,10 +262,20 @@ mod tests {
         let path = dir.path().join("kek");
         std::fs::write(&path, format!("{}\n", "ab".repeat(32))).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(KeyEncryptionKey::load(&path).unwrap_err().to_string().contains("600"));
+        assert!(
+            KeyEncryptionKey::load(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("600")
+        );
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         KeyEncryptionKey::load(&path).unwrap();
         std::fs::write(&path, "abcd").unwrap();
-        assert!(KeyEncryptionKey::load(&path).unwrap_err().to_string().contains("256-bit"));
+        assert!(
+            KeyEncryptionKey::load(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("256-bit")
+        );
     }
 }

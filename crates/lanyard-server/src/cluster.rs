@@ -41,7 +41,9 @@ pub(crate) struct Cluster {
 
 /// A cluster-wide lock held (or, for one server, nothing to hold).
 #[must_use = "the lock is released when dropped"]
-pub(crate) struct Guard(#[allow(dead_code, reason = "held until dropped")] Option<ClusterLock>);
+pub(crate) struct Guard {
+    _lock: Option<ClusterLock>,
+}
 
 /// The CA as stored when its keys are shared: the journal and every key
 /// file it names, sealed.
@@ -65,22 +67,28 @@ impl Cluster {
 
     /// Waits for the cluster-wide lock of `job` (blocking).
     pub fn lock(&self, job: ClusterJob) -> Result<Guard, lanyard_store::StoreError> {
-        Ok(Guard(match &self.postgres {
-            Some(pg) => Some(pg.lock(job)?),
-            None => None,
-        }))
+        Ok(Guard {
+            _lock: match &self.postgres {
+                Some(pg) => Some(pg.lock(job)?),
+                None => None,
+            },
+        })
     }
 
     /// The lock of `job` if no other server holds it (blocking).
     pub fn try_lock(&self, job: ClusterJob) -> Result<Option<Guard>, lanyard_store::StoreError> {
         Ok(match &self.postgres {
-            Some(pg) => pg.try_lock(job)?.map(|l| Guard(Some(l))),
-            None => Some(Guard(None)),
+            Some(pg) => pg.try_lock(job)?.map(|l| Guard { _lock: Some(l) }),
+            None => Some(Guard { _lock: None }),
         })
     }
 
     /// Opens sealed CA keys into the key directory.
-    fn unseal(&self, sealed: Option<&[SealedKey]>, key_dir: &std::path::Path) -> Result<(), ServerError> {
+    fn unseal(
+        &self,
+        sealed: Option<&[SealedKey]>,
+        key_dir: &std::path::Path,
+    ) -> Result<(), ServerError> {
         let Some(sealed) = sealed else { return Ok(()) };
         let Some(kek) = &self.kek else {
             if sealed.iter().all(|k| key_dir.join(&k.name).is_file()) {
@@ -95,7 +103,11 @@ impl Cluster {
         };
         let written = lanyard_ca::unseal_key_files(kek, key_dir, sealed)?;
         if written > 0 {
-            tracing::info!(written, kek = kek.fingerprint(), "CA keys opened from the database");
+            tracing::info!(
+                written,
+                kek = kek.fingerprint(),
+                "CA keys opened from the database"
+            );
         }
         Ok(())
     }
@@ -231,7 +243,9 @@ pub(crate) fn ca_step(state: &ServerState, now: SystemTime) -> Result<CaStep, Se
     if let Some(journal) = &stored.journal
         && *journal != ca.journal()
     {
-        state.cluster.unseal(stored.sealed.as_deref(), &ca_cfg.key_dir)?;
+        state
+            .cluster
+            .unseal(stored.sealed.as_deref(), &ca_cfg.key_dir)?;
         *ca = CertificateAuthority::load_or_create(ca_cfg.clone(), Some(journal.clone()), now)?;
         tracing::info!("CA reloaded: another server changed it");
         changed = true;
@@ -244,7 +258,9 @@ pub(crate) fn ca_step(state: &ServerState, now: SystemTime) -> Result<CaStep, Se
             // sled: this server is the only writer; store what it holds.
             Stored::default()
         };
-        state.cluster.persist(store, &ca, &ca_cfg.key_dir, &stored)?;
+        state
+            .cluster
+            .persist(store, &ca, &ca_cfg.key_dir, &stored)?;
         if let Err(e) = ca.remove_unused_key_files() {
             tracing::warn!(error = %e, "cannot remove retired CA key files");
         }
@@ -312,7 +328,9 @@ pub(crate) async fn adopt_crl(state: &Arc<ServerState>) {
         Ok(Ok(Some((number, der)))) if number > state.crl.load().number => {
             match crate::revocation::PublishedCrl::from_der(der) {
                 Ok(crl) => crate::revocation::install(state, crl),
-                Err(e) => tracing::error!(error = %e, crl_number = number, "cannot read the CRL another server published"),
+                Err(e) => {
+                    tracing::error!(error = %e, crl_number = number, "cannot read the CRL another server published")
+                }
             }
         }
         Ok(Ok(_)) => {}

@@ -163,14 +163,12 @@ pub(crate) async fn publish(state: &Arc<ServerState>) -> Result<(), ServerError>
     let now = now_unix();
     let shared = state.cluster.postgres().cloned();
     let (revocations, number) = match shared.clone() {
-        Some(pg) => {
-            tokio::task::spawn_blocking(move || pg.next_crl(now))
-                .await
-                .map_err(|e| ServerError::Task {
-                    task: "CRL",
-                    reason: e.to_string(),
-                })??
-        }
+        Some(pg) => tokio::task::spawn_blocking(move || pg.next_crl(now))
+            .await
+            .map_err(|e| ServerError::Task {
+                task: "CRL",
+                reason: e.to_string(),
+            })??,
         None => {
             state
                 .db(move |s| {
@@ -203,12 +201,13 @@ pub(crate) async fn publish(state: &Arc<ServerState>) -> Result<(), ServerError>
     };
     if let Some(pg) = shared {
         let der = published.der.clone();
-        let (current, current_der) = tokio::task::spawn_blocking(move || pg.publish_crl(number, &der))
-            .await
-            .map_err(|e| ServerError::Task {
-                task: "CRL",
-                reason: e.to_string(),
-            })??;
+        let (current, current_der) =
+            tokio::task::spawn_blocking(move || pg.publish_crl(number, &der))
+                .await
+                .map_err(|e| ServerError::Task {
+                    task: "CRL",
+                    reason: e.to_string(),
+                })??;
         if current != number {
             tracing::info!(
                 crl_number = number,
@@ -270,7 +269,11 @@ impl PublishedCrl {
             .map(|r| {
                 let hex = hex::encode(r.raw_serial());
                 let trimmed = hex.trim_start_matches('0');
-                if trimmed.is_empty() { "0".to_owned() } else { trimmed.to_owned() }
+                if trimmed.is_empty() {
+                    "0".to_owned()
+                } else {
+                    trimmed.to_owned()
+                }
             })
             .collect();
         Ok(Self {

@@ -58,7 +58,10 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         } => {
             let kek = lanyard_ca::KeyEncryptionKey::load(path)
                 .map_err(|e| ServerError::Config(format!("datastore.kek_file: {e}")))?;
-            tracing::info!(kek = kek.fingerprint(), "CA keys are sealed in the database");
+            tracing::info!(
+                kek = kek.fingerprint(),
+                "CA keys are sealed in the database"
+            );
             Some(kek)
         }
         _ => None,
@@ -83,8 +86,15 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         }
     };
     let stop = shutdown.child_token();
-    let (state, issue_queue) =
-        ServerState::new(cfg.clone(), store, cluster, ca, audit, x509pop, stop.clone());
+    let (state, issue_queue) = ServerState::new(
+        cfg.clone(),
+        store,
+        cluster,
+        ca,
+        audit,
+        x509pop,
+        stop.clone(),
+    );
     if let Some(policy) = task_policy {
         tracing::info!(policy = %policy.origin(), sha256 = %policy.sha256(), "task policy loaded");
         state.task_policy.store(Arc::new(policy));

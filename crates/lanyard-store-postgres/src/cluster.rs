@@ -319,7 +319,10 @@ mod tests {
     #[test]
     fn payloads_parse() {
         let id = EntryId::new_random();
-        assert_eq!(Change::parse(&format!("entry:{id}")), Some(Change::Entry(id)));
+        assert_eq!(
+            Change::parse(&format!("entry:{id}")),
+            Some(Change::Entry(id))
+        );
         assert_eq!(Change::parse("crl:42"), Some(Change::Crl(42)));
         assert_eq!(Change::parse("ca"), Some(Change::Ca));
         assert_eq!(

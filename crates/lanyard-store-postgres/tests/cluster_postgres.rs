@@ -91,9 +91,15 @@ fn the_published_crl_never_goes_backwards() {
     let (_, low) = one.next_crl(0).unwrap();
     let (_, high) = two.next_crl(0).unwrap();
     assert!(high > low);
-    assert_eq!(two.publish_crl(high, b"high").unwrap(), (high, b"high".to_vec()));
+    assert_eq!(
+        two.publish_crl(high, b"high").unwrap(),
+        (high, b"high".to_vec())
+    );
     // The lower number, signed earlier but published later, loses.
-    assert_eq!(one.publish_crl(low, b"low").unwrap(), (high, b"high".to_vec()));
+    assert_eq!(
+        one.publish_crl(low, b"low").unwrap(),
+        (high, b"high".to_vec())
+    );
     assert_eq!(one.published_crl().unwrap(), Some((high, b"high".to_vec())));
 }
 
