@@ -223,7 +223,6 @@ impl Sink for &File {
     }
 }
 
-/// The body of [`AuditLog::append_all`], over any [`Sink`].
 /// Numbers, times, chains and hashes `events` as the records that follow
 /// the record `head` (`(0, GENESIS)` for an empty chain), and returns each
 /// with its line (without the end of line), as [`AuditLog`] appends them.
@@ -273,6 +272,7 @@ pub fn chain(
     Ok(out)
 }
 
+/// The body of [`AuditLog::append_all`], over any [`Sink`].
 fn append_to(
     state: &mut State,
     sink: &mut impl Sink,

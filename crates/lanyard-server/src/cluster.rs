@@ -294,25 +294,19 @@ pub(crate) async fn follow(
         };
         tracing::debug!(?change, "change from the database");
         match change {
-            Change::Listening { reconnected } => {
-                if reconnected {
-                    tracing::warn!("change listener reconnected: reloading entries, CA and CRL");
-                    state.resync_entries.store(true, Ordering::Release);
-                    state.notify();
-                    state.ca_changed.notify_one();
-                    state.tasks_changed.notify_one();
-                    adopt_crl(&state).await;
-                }
+            Change::Listening { reconnected: true } => {
+                tracing::warn!("change listener reconnected: reloading entries, CA and CRL");
+                state.resync_entries.store(true, Ordering::Release);
+                state.notify();
+                state.ca_changed.notify_one();
+                state.tasks_changed.notify_one();
+                adopt_crl(&state).await;
             }
             Change::Entry(id) => state.entries_changed([id]),
             Change::Agent(_) => state.notify(),
             Change::Task(_) => state.tasks_changed.notify_one(),
             Change::Ca => state.ca_changed.notify_one(),
-            Change::Crl(number) => {
-                if number > state.crl.load().number {
-                    adopt_crl(&state).await;
-                }
-            }
+            Change::Crl(number) if number > state.crl.load().number => adopt_crl(&state).await,
             _ => {}
         }
     }

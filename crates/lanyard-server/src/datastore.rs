@@ -165,6 +165,9 @@ fn postgres_config(
     })
 }
 
+/// An opened store, and the PostgreSQL store itself when it is one.
+pub(crate) type Opened = (Arc<dyn Datastore>, Option<Arc<PostgresStore>>);
+
 /// Opens the configured store: sled in `<data_dir>/store`, or PostgreSQL
 /// (migrated to this build's schema), and for PostgreSQL the store itself
 /// as well (for what several servers on one database need beyond the
@@ -172,7 +175,7 @@ fn postgres_config(
 pub(crate) fn open_shared(
     config: &DatastoreConfig,
     data_dir: &Path,
-) -> Result<(Arc<dyn Datastore>, Option<Arc<PostgresStore>>), ServerError> {
+) -> Result<Opened, ServerError> {
     Ok(match config {
         DatastoreConfig::Sled => (Arc::new(SledStore::open(&data_dir.join("store"))?), None),
         DatastoreConfig::Postgres {

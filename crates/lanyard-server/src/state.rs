@@ -263,6 +263,9 @@ impl ServerState {
     }
 }
 
+/// The audit chain as text, its recorded head, and where it is kept.
+type Snapshot = (String, Option<(u64, String)>, String);
+
 /// Where the audit chain is kept: a file with its head anchored in the
 /// store (sled, one server), or a table of the PostgreSQL database that
 /// every server sharing it appends to (one chain, ordered by the database).
@@ -314,10 +317,7 @@ impl AuditSink {
 
     /// The whole chain as text, its recorded head, and where it is kept
     /// (for messages), read together.
-    fn snapshot(
-        &self,
-        store: &dyn Datastore,
-    ) -> Result<(String, Option<(u64, String)>, String), Status> {
+    fn snapshot(&self, store: &dyn Datastore) -> Result<Snapshot, Status> {
         match self {
             Self::File(log) => {
                 let log = log

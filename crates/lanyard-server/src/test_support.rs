@@ -50,7 +50,7 @@ pub(crate) fn state(extra: &str) -> TestState {
         store,
         crate::cluster::Cluster::default(),
         ca,
-        crate::state::AuditSink::File(std::sync::Arc::new(std::sync::Mutex::new(audit))),
+        crate::state::AuditSink::File(Arc::new(std::sync::Mutex::new(audit))),
         None,
         shutdown.clone(),
     );

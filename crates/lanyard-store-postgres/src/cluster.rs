@@ -312,31 +312,13 @@ async fn listen_loop(config: tokio_postgres::Config, target: String, tx: mpsc::S
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn payloads_parse() {
-        let id = EntryId::new_random();
-        assert_eq!(
-            Change::parse(&format!("entry:{id}")),
-            Some(Change::Entry(id))
-        );
-        assert_eq!(Change::parse("crl:42"), Some(Change::Crl(42)));
-        assert_eq!(Change::parse("ca"), Some(Change::Ca));
-        assert_eq!(
-            Change::parse("agent:spiffe://td/a"),
-            Some(Change::Agent("spiffe://td/a".into()))
-        );
-        assert_eq!(Change::parse("entry:nope"), None);
-        assert_eq!(Change::parse("what"), None);
-    }
-}
-
 /// The records one append adds to the shared audit chain: each record's
 /// sequence number and line, and the new head.
 pub type AuditAppend = (Vec<(u64, String)>, (u64, String));
+
+/// The whole shared audit chain: its lines in order, and its recorded head
+/// (`None` while it is empty).
+pub type AuditChain = (Vec<String>, Option<(u64, String)>);
 
 // === impl PostgresStore: the shared audit chain ===
 
@@ -390,7 +372,7 @@ impl PostgresStore {
 
     /// The whole shared audit chain (its lines, in order) and its recorded
     /// head, read in one snapshot.
-    pub fn audit_chain(&self) -> Result<(Vec<String>, Option<(u64, String)>), StoreError> {
+    pub fn audit_chain(&self) -> Result<AuditChain, StoreError> {
         self.block_on(async {
             let mut client = self.client().await?;
             let tx = client
@@ -423,5 +405,27 @@ impl PostgresStore {
             };
             Ok((lines, head))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_parse() {
+        let id = EntryId::new_random();
+        assert_eq!(
+            Change::parse(&format!("entry:{id}")),
+            Some(Change::Entry(id))
+        );
+        assert_eq!(Change::parse("crl:42"), Some(Change::Crl(42)));
+        assert_eq!(Change::parse("ca"), Some(Change::Ca));
+        assert_eq!(
+            Change::parse("agent:spiffe://td/a"),
+            Some(Change::Agent("spiffe://td/a".into()))
+        );
+        assert_eq!(Change::parse("entry:nope"), None);
+        assert_eq!(Change::parse("what"), None);
     }
 }

@@ -74,7 +74,7 @@ mod svids;
 mod tasks;
 
 pub use self::{
-    cluster::{AuditAppend, Change, ClusterJob, ClusterLock},
+    cluster::{AuditAppend, AuditChain, Change, ClusterJob, ClusterLock},
     config::{DEFAULT_POOL_SIZE, DEFAULT_STATEMENT_TIMEOUT, PostgresConfig, redact},
     schema::SCHEMA_VERSION,
     store::PostgresStore,
