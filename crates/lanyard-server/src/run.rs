@@ -128,7 +128,7 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         );
         let _ = state.notifier.set(notifier);
     }
-    if let Some(mut changes) = changes {
+    let changes = if let Some(mut changes) = changes {
         // Listening before the CRL and the entries are read.
         match changes.recv().await {
             Some(lanyard_store_postgres::Change::Listening { .. }) => {}
@@ -139,14 +139,10 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
                 });
             }
         }
-        let (state, stop) = (state.clone(), stop.clone());
-        tokio::spawn(async move {
-            if let Err(e) = crate::cluster::follow(state, changes, stop.clone()).await {
-                tracing::error!(error = %e, "following other servers' changes failed; stopping");
-                stop.cancel();
-            }
-        });
-    }
+        Some(changes)
+    } else {
+        None
+    };
     // A fresh CRL (new number, signed by the active key) and the agents'
     // registry before anyone connects.
     crate::revocation::publish(&state).await?;
@@ -181,6 +177,16 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
             )
         }
     });
+    if let Some(changes) = changes {
+        // Other servers' changes, buffered since start-up, from now on.
+        let (state, stop) = (state.clone(), stop.clone());
+        tasks.spawn(async move {
+            (
+                "change follower",
+                crate::cluster::follow(state, changes, stop).await,
+            )
+        });
+    }
     tasks.spawn({
         let (state, stop) = (state.clone(), stop.clone());
         async move {
