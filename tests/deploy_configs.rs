@@ -88,6 +88,7 @@ const SERVER_KEYS: &[&str] = &[
     "url_file",
     "pool_size",
     "statement_timeout",
+    "kek_file",
 ];
 
 /// Every key the agent's config file accepts.

@@ -211,8 +211,8 @@ async fn establish(
                 })?,
             };
             tracing::info!(agent = %stored.spiffe_id, serial = %stored.serial, "re-using the stored agent SVID");
-            let connector = NodeConnector::new(
-                cfg.server_address,
+            let connector = NodeConnector::with_servers(
+                cfg.server_address.clone(),
                 Arc::new(TrustMaterial::new(bundle)),
                 &stored.trust_domain(),
             )?;
@@ -275,7 +275,7 @@ async fn attest_once(
                 "insecure bootstrap: the server is NOT verified for this first attestation; its bundle is trusted afterwards"
             );
             let configured = Expected::configured(cfg.trust_domain.as_ref());
-            (insecure_client(cfg.server_address).await?, configured)
+            (insecure_client(&cfg.server_address).await?, configured)
         }
         (_, Some(bundle), _) | (_, None, Some(bundle)) => {
             let bundle_path = match &cfg.bootstrap {
@@ -285,8 +285,8 @@ async fn attest_once(
             let named =
                 bundle_trust_domain(&bundle).map_err(|p| AgentError::bad_file(&bundle_path, p))?;
             let expected = trust_domain::expected(cfg.trust_domain.as_ref(), named, &bundle_path)?;
-            let connector = NodeConnector::new(
-                cfg.server_address,
+            let connector = NodeConnector::with_servers(
+                cfg.server_address.clone(),
                 Arc::new(TrustMaterial::new(bundle)),
                 &expected.td,
             )?;
@@ -353,8 +353,8 @@ async fn attest_once(
     data_dir.save_identity(&identity)?;
     data_dir.save_bundle(&bundle)?;
     tracing::info!(agent = %identity.spiffe_id, trust_domain = %td, "node attested");
-    let connector = NodeConnector::new(
-        cfg.server_address,
+    let connector = NodeConnector::with_servers(
+        cfg.server_address.clone(),
         Arc::new(TrustMaterial::new(bundle)),
         &td,
     )?;

@@ -37,8 +37,10 @@ pub struct ConfigFile {
     /// Required when the trust bundle names none (an upstream root without
     /// a SPIFFE URI SAN); otherwise checked against it.
     pub trust_domain: Option<String>,
-    /// `server_address`: the server's Node API, `host:port`.
-    pub server_address: Option<String>,
+    /// `server_address`: the servers' Node API, `host:port`: one string
+    /// (several separated by commas) or a list. A DNS name stands for every
+    /// address it resolves to.
+    pub server_address: Option<ServerAddressValue>,
     /// `trust_bundle_path`: PEM CA certificates to trust for the first contact.
     pub trust_bundle_path: Option<PathBuf>,
     /// `insecure_bootstrap`: attest without verifying the server (testing only).
@@ -67,6 +69,115 @@ pub struct ConfigFile {
 }
 
 pub use lanyard_logging::LogFormat;
+
+/// `server_address` as written: one string or a list of strings.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum ServerAddressValue {
+    /// `"host:port"`, or several separated by commas.
+    One(String),
+    /// `["host:port", ...]`.
+    Many(Vec<String>),
+}
+
+/// One server's Node API address: an IP address or DNS name, and a port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerAddress {
+    host: String,
+    port: u16,
+}
+
+impl ServerAddress {
+    /// Parses `IP:PORT`, `[IPv6]:PORT` or `NAME:PORT`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (host, port) = text.trim().rsplit_once(':')?;
+        let port: u16 = port.parse().ok()?;
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let valid_name = !bare.is_empty()
+            && (bare.parse::<std::net::IpAddr>().is_ok()
+                || bare
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'));
+        (valid_name && port != 0).then(|| Self {
+            host: host.to_owned(),
+            port,
+        })
+    }
+
+    /// Every socket address it stands for now (a DNS name is resolved).
+    pub async fn resolve(&self) -> std::io::Result<Vec<SocketAddr>> {
+        Ok(tokio::net::lookup_host((
+            self.host.trim_start_matches('[').trim_end_matches(']'),
+            self.port,
+        ))
+        .await?
+        .collect())
+    }
+}
+
+impl std::fmt::Display for ServerAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// The servers an agent may talk to, in order of preference; any of them
+/// serves it (they share one database), so the agent fails over between
+/// them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerAddresses(Vec<ServerAddress>);
+
+impl ServerAddresses {
+    /// The addresses as configured.
+    pub fn as_slice(&self) -> &[ServerAddress] {
+        &self.0
+    }
+
+    /// Every socket address the list stands for now, in order, without
+    /// duplicates; names that do not resolve are skipped (and logged).
+    pub async fn resolve(&self) -> Vec<SocketAddr> {
+        let mut out: Vec<SocketAddr> = Vec::new();
+        for server in &self.0 {
+            match server.resolve().await {
+                Ok(addrs) => {
+                    for addr in addrs {
+                        if !out.contains(&addr) {
+                            out.push(addr);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(server = %server, error = %e, "cannot resolve server address")
+                }
+            }
+        }
+        out
+    }
+}
+
+impl From<SocketAddr> for ServerAddresses {
+    fn from(addr: SocketAddr) -> Self {
+        Self(vec![ServerAddress {
+            host: match addr.ip() {
+                std::net::IpAddr::V4(ip) => ip.to_string(),
+                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            },
+            port: addr.port(),
+        }])
+    }
+}
+
+impl std::fmt::Display for ServerAddresses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, server) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{server}")?;
+        }
+        Ok(())
+    }
+}
 
 impl std::fmt::Debug for ConfigFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -137,8 +248,8 @@ pub struct AgentConfig {
     /// bootstrap bundle's URI SAN (or, with an insecure bootstrap, from the
     /// server's answer).
     pub trust_domain: Option<TrustDomain>,
-    /// The server's Node API.
-    pub server_address: SocketAddr,
+    /// The servers' Node API addresses (at least one).
+    pub server_address: ServerAddresses,
     /// First-contact trust; `None` when a stored bundle in the data dir
     /// must be used (no bootstrap option given).
     pub bootstrap: Option<Bootstrap>,
@@ -201,11 +312,7 @@ impl ConfigFile {
                     ))
                 })
             };
-        let server_address = addr(
-            "server_address",
-            self.server_address,
-            defaults::SERVER_ADDRESS,
-        )?;
+        let server_address = server_addresses(self.server_address)?;
         let http_address = addr("http_address", self.http_address, defaults::HTTP_ADDRESS)?;
         let trust_domain = self
             .trust_domain
@@ -305,6 +412,39 @@ impl ConfigFile {
     }
 }
 
+/// Validates `server_address`: every item `HOST:PORT`, at least one.
+fn server_addresses(value: Option<ServerAddressValue>) -> Result<ServerAddresses, AgentError> {
+    let items: Vec<String> = match value {
+        None => vec![defaults::SERVER_ADDRESS.to_owned()],
+        Some(ServerAddressValue::One(text)) => vec![text],
+        Some(ServerAddressValue::Many(list)) => list,
+    };
+    let parts: Vec<&str> = items
+        .iter()
+        .flat_map(|i| i.split(','))
+        .map(str::trim)
+        .collect();
+    let mut out = Vec::new();
+    for part in parts {
+        let server = ServerAddress::parse(part).ok_or_else(|| {
+            AgentError::Config(format!(
+                "server_address: {part:?} is not a server address; expected IP:PORT or \
+                 NAME:PORT such as {}, several separated by commas or as a list",
+                defaults::SERVER_ADDRESS
+            ))
+        })?;
+        if !out.contains(&server) {
+            out.push(server);
+        }
+    }
+    if out.is_empty() {
+        return Err(AgentError::Config(
+            "server_address is empty; expected IP:PORT or NAME:PORT".into(),
+        ));
+    }
+    Ok(ServerAddresses(out))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -374,16 +514,19 @@ mod tests {
     #[test]
     fn flags_win() {
         let file = ConfigFile {
-            server_address: Some("10.0.0.1:1".into()),
+            server_address: Some(ServerAddressValue::One("10.0.0.1:1".into())),
             data_dir: Some("/a".into()),
             ..Default::default()
         };
         let flags = ConfigFile {
-            server_address: Some("10.0.0.2:2".into()),
+            server_address: Some(ServerAddressValue::One("10.0.0.2:2".into())),
             ..Default::default()
         };
         let merged = file.overlay(flags);
-        assert_eq!(merged.server_address.as_deref(), Some("10.0.0.2:2"));
+        assert_eq!(
+            merged.server_address,
+            Some(ServerAddressValue::One("10.0.0.2:2".into()))
+        );
         assert_eq!(merged.data_dir, Some("/a".into()));
     }
 
@@ -423,7 +566,7 @@ mod tests {
             ),
             (
                 ConfigFile {
-                    server_address: Some("nowhere".into()),
+                    server_address: Some(ServerAddressValue::One("nowhere".into())),
                     ..Default::default()
                 },
                 "server_address",
@@ -495,6 +638,53 @@ mod tests {
                 cert: "/c".into(),
                 key: "/k".into()
             })
+        );
+    }
+
+    #[test]
+    fn server_address_takes_a_list_a_comma_list_and_names() {
+        let cfg =
+            ConfigFile::parse("server_address = [\"10.0.0.1:8081\", \"lanyard.internal:8081\"]")
+                .unwrap()
+                .validate()
+                .unwrap();
+        assert_eq!(
+            cfg.server_address.to_string(),
+            "10.0.0.1:8081,lanyard.internal:8081"
+        );
+        let cfg = ConfigFile::parse("server_address = \"10.0.0.1:1, [::1]:2,10.0.0.1:1\"")
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(cfg.server_address.to_string(), "10.0.0.1:1,[::1]:2");
+        for bad in ["\"\"", "\"a\"", "\"a:b\"", "[]", "\"x y:1\"", "\"h:0\""] {
+            let err = ConfigFile::parse(&format!("server_address = {bad}"))
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("server_address"), "{bad}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_name_stands_for_every_address_it_resolves_to() {
+        let servers = server_addresses(Some(ServerAddressValue::One(
+            "localhost:8081,127.0.0.1:8081".into(),
+        )))
+        .unwrap();
+        let addrs = servers.resolve().await;
+        assert!(
+            addrs.contains(&"127.0.0.1:8081".parse().unwrap()),
+            "{addrs:?}"
+        );
+        assert_eq!(
+            addrs
+                .iter()
+                .filter(|a| a.to_string() == "127.0.0.1:8081")
+                .count(),
+            1,
+            "duplicates are dropped: {addrs:?}"
         );
     }
 }

@@ -1,9 +1,19 @@
 //! TLS channels to the server's Node API: server authenticated by its SPIFFE
 //! ID against the live trust bundle, the agent by its own SVID.
+//!
+//! Several servers sharing one database serve an agent alike, so the
+//! connector holds a list of them: it connects to the one that last worked,
+//! and when that fails (or after a broken call, see
+//! [`NodeConnector::reset`]) tries the others in turn. The agent keeps
+//! serving its cached SVIDs meanwhile, and needs no new token: its agent
+//! SVID is good on every server.
 
 use std::{
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
 };
 
 use lanyard_identity::{SpiffeId, TrustDomain};
@@ -17,7 +27,7 @@ use rustls::{
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use tonic::transport::Channel;
 
-use crate::{AgentError, identity::AgentIdentity, trust_domain::Expected};
+use crate::{AgentError, config::ServerAddresses, identity::AgentIdentity, trust_domain::Expected};
 
 /// The server's SPIFFE ID in a trust domain.
 pub fn server_id(td: &TrustDomain) -> Result<SpiffeId, AgentError> {
@@ -28,7 +38,11 @@ pub fn server_id(td: &TrustDomain) -> Result<SpiffeId, AgentError> {
 /// Opens Node API channels; caches the one built for the current agent SVID.
 #[derive(Debug)]
 pub struct NodeConnector {
-    addr: SocketAddr,
+    servers: ServerAddresses,
+    /// Which of the resolved addresses to try first.
+    preferred: AtomicUsize,
+    /// The server of the last channel opened.
+    connected: Mutex<Option<SocketAddr>>,
     trust: Arc<TrustMaterial>,
     server_id: SpiffeId,
     cached: Mutex<Option<(String, NodeClient<Channel>)>>,
@@ -42,8 +56,20 @@ impl NodeConnector {
         trust: Arc<TrustMaterial>,
         td: &TrustDomain,
     ) -> Result<Self, AgentError> {
+        Self::with_servers(addr.into(), trust, td)
+    }
+
+    /// A connector to any of `servers` (failing over between them) that
+    /// accepts only `spiffe://<td>/lanyard/server` with a chain to `trust`.
+    pub fn with_servers(
+        servers: ServerAddresses,
+        trust: Arc<TrustMaterial>,
+        td: &TrustDomain,
+    ) -> Result<Self, AgentError> {
         Ok(Self {
-            addr,
+            servers,
+            preferred: AtomicUsize::new(0),
+            connected: Mutex::new(None),
             trust,
             server_id: server_id(td)?,
             cached: Mutex::new(None),
@@ -77,11 +103,63 @@ impl NodeConnector {
         Ok(client)
     }
 
-    /// Forgets the cached channel (after a transport error).
+    /// Forgets the cached channel (after a transport error), and prefers
+    /// the next server for the next connection: the one that failed may be
+    /// gone, and any other serves this agent alike.
     pub fn reset(&self) {
-        if let Ok(mut guard) = self.cached.lock() {
-            *guard = None;
+        // Several loops may report the same broken channel: move on once.
+        let dropped = match self.cached.lock() {
+            Ok(mut guard) => guard.take().is_some(),
+            Err(_) => false,
+        };
+        if dropped {
+            self.preferred.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Opens a channel to the first server that answers, starting with the
+    /// preferred one.
+    async fn open_any(&self, cfg: rustls::ClientConfig) -> Result<NodeClient<Channel>, AgentError> {
+        let addrs = self.servers.resolve().await;
+        if addrs.is_empty() {
+            return Err(AgentError::Server {
+                call: "connect",
+                reason: format!("no address for {}", self.servers),
+            });
+        }
+        let first = self.preferred.load(Ordering::Relaxed) % addrs.len();
+        let mut failed = None;
+        for i in 0..addrs.len() {
+            let at = (first + i) % addrs.len();
+            let addr = addrs[at];
+            match open(addr, cfg.clone()).await {
+                Ok(client) => {
+                    self.preferred.store(at, Ordering::Relaxed);
+                    if let Ok(mut last) = self.connected.lock() {
+                        match last.replace(addr) {
+                            Some(previous) if previous != addr => tracing::info!(
+                                server = %addr,
+                                previous = %previous,
+                                "failed over to another server"
+                            ),
+                            Some(_) => {}
+                            None => tracing::info!(server = %addr, "connected to the server"),
+                        }
+                    }
+                    return Ok(client);
+                }
+                Err(e) => {
+                    if addrs.len() > 1 {
+                        tracing::warn!(server = %addr, error = %e, "server unreachable; trying the next");
+                    }
+                    failed = Some(e);
+                }
+            }
+        }
+        Err(failed.unwrap_or_else(|| AgentError::Server {
+            call: "connect",
+            reason: format!("no server of {} answered", self.servers),
+        }))
     }
 
     /// A fresh client, with the agent SVID when given (Attest goes without).
@@ -94,7 +172,7 @@ impl NodeConnector {
             Authorizer::exact([self.server_id.clone()]),
         );
         let cfg = client_config(Arc::new(verifier), identity)?;
-        open(self.addr, cfg).await
+        self.open_any(cfg).await
     }
 
     /// A client for the first Attest (no client certificate). A server whose
@@ -117,7 +195,7 @@ impl NodeConnector {
         });
         let verifier = SpiffeServerVerifier::new(self.trust.clone(), authorizer);
         let cfg = client_config(Arc::new(verifier), None)?;
-        let failed = match open(self.addr, cfg).await {
+        let failed = match self.open_any(cfg).await {
             Ok(client) => return Ok(client),
             Err(e) => e,
         };
@@ -127,7 +205,7 @@ impl NodeConnector {
                 expected: expected.td.clone(),
                 expected_from: expected.named_by.clone(),
                 found: id.trust_domain(),
-                found_in: format!("the server at {} (its SVID is {id})", self.addr),
+                found_in: format!("the server at {} (its SVID is {id})", self.servers),
             }),
             None => Err(failed),
         }
@@ -135,10 +213,21 @@ impl NodeConnector {
 }
 
 /// A client that does not verify the server at all: only for the first
-/// Attest with `--insecure-bootstrap`.
-pub async fn insecure_client(addr: SocketAddr) -> Result<NodeClient<Channel>, AgentError> {
+/// Attest with `--insecure-bootstrap` (to the first of `servers` that
+/// answers).
+pub async fn insecure_client(servers: &ServerAddresses) -> Result<NodeClient<Channel>, AgentError> {
     let cfg = client_config(Arc::new(InsecureBootstrap(algorithms())), None)?;
-    open(addr, cfg).await
+    let mut failed = None;
+    for addr in servers.resolve().await {
+        match open(addr, cfg.clone()).await {
+            Ok(client) => return Ok(client),
+            Err(e) => failed = Some(e),
+        }
+    }
+    Err(failed.unwrap_or_else(|| AgentError::Server {
+        call: "connect",
+        reason: format!("no address for {servers}"),
+    }))
 }
 
 async fn open(

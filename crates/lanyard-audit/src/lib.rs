@@ -72,7 +72,7 @@ pub use self::{
     action::Action,
     error::{AuditError, Problem},
     event::Event,
-    log::AuditLog,
+    log::{AuditLog, chain},
     record::{GENESIS, HASH_DOMAIN, MAX_LINE, Record},
     verify::{Filter, VerifyReport, read, verify},
 };

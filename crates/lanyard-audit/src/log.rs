@@ -223,6 +223,55 @@ impl Sink for &File {
     }
 }
 
+/// Numbers, times, chains and hashes `events` as the records that follow
+/// the record `head` (`(0, GENESIS)` for an empty chain), and returns each
+/// with its line (without the end of line), as [`AuditLog`] appends them.
+/// For a chain kept elsewhere than in a file (a database shared by several
+/// servers), checked later with [`verify`](crate::verify) like a file.
+///
+/// # Errors
+///
+/// [`AuditError::InvalidEvent`] for an empty principal or subject or an
+/// oversized record, [`AuditError::ClockOutOfRange`] for an unwritable
+/// `now`.
+pub fn chain(
+    head: (u64, &str),
+    events: Vec<Event>,
+    now: SystemTime,
+) -> Result<Vec<(Record, String)>, AuditError> {
+    let invalid = |reason: &str| AuditError::InvalidEvent {
+        reason: reason.to_owned(),
+    };
+    let (mut seq, mut hash) = (head.0, head.1.to_owned());
+    let mut out = Vec::with_capacity(events.len());
+    for event in events {
+        if event.principal.trim().is_empty() {
+            return Err(invalid("the principal is empty"));
+        }
+        if event.subject.trim().is_empty() {
+            return Err(invalid("the subject is empty"));
+        }
+        seq = seq
+            .checked_add(1)
+            .ok_or_else(|| invalid("the log is full"))?;
+        let record = Record::seal(seq, now, event, hash)?;
+        let mut line = record.to_line()?;
+        if line.len() > MAX_LINE {
+            return Err(AuditError::InvalidEvent {
+                reason: format!(
+                    "the record takes {} bytes, more than the {MAX_LINE} allowed",
+                    line.len()
+                ),
+            });
+        }
+        line.pop();
+        hash = record.hash.clone();
+        let line = String::from_utf8(line).map_err(|_| invalid("the record is not UTF-8"))?;
+        out.push((record, line));
+    }
+    Ok(out)
+}
+
 /// The body of [`AuditLog::append_all`], over any [`Sink`].
 fn append_to(
     state: &mut State,
@@ -236,34 +285,12 @@ fn append_to(
             path: path.to_owned(),
         });
     }
-    let invalid = |reason: &str| AuditError::InvalidEvent {
-        reason: reason.to_owned(),
-    };
-    let (mut seq, mut hash) = (state.seq, state.hash.clone());
-    let mut records = Vec::with_capacity(events.len());
+    let chained = chain((state.seq, &state.hash), events, now)?;
+    let mut records = Vec::with_capacity(chained.len());
     let mut lines = Vec::new();
-    for event in events {
-        if event.principal.trim().is_empty() {
-            return Err(invalid("the principal is empty"));
-        }
-        if event.subject.trim().is_empty() {
-            return Err(invalid("the subject is empty"));
-        }
-        seq = seq
-            .checked_add(1)
-            .ok_or_else(|| invalid("the log is full"))?;
-        let record = Record::seal(seq, now, event, hash)?;
-        let line = record.to_line()?;
-        if line.len() > MAX_LINE {
-            return Err(AuditError::InvalidEvent {
-                reason: format!(
-                    "the record takes {} bytes, more than the {MAX_LINE} allowed",
-                    line.len()
-                ),
-            });
-        }
-        hash = record.hash.clone();
-        lines.extend_from_slice(&line);
+    for (record, line) in chained {
+        lines.extend_from_slice(line.as_bytes());
+        lines.push(b'\n');
         records.push(record);
     }
     if records.is_empty() {
@@ -287,8 +314,10 @@ fn append_to(
             source,
         });
     }
-    state.seq = seq;
-    state.hash = hash;
+    if let Some(last) = records.last() {
+        state.seq = last.seq;
+        state.hash = last.hash.clone();
+    }
     state.len += lines.len() as u64;
     Ok(records)
 }

@@ -47,8 +47,10 @@ pub struct IssueArgs {
     /// Sync stream of an agent holding 10,000 entries.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     burst: Option<u64>,
-    /// The stores to measure, one server on each, side by side.
-    #[arg(long, value_enum, value_delimiter = ',', default_values = ["sled", "postgres"])]
+    /// The stores to measure, side by side: `sled` and `postgres` with one
+    /// server each, `postgres-2` with two servers sharing one PostgreSQL
+    /// database (the simulated agents split between them).
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["sled", "postgres", "postgres-2"])]
     datastores: Vec<Datastore>,
 }
 
@@ -77,6 +79,9 @@ pub enum Datastore {
     /// bench (initdb and pg_ctl from the machine's PostgreSQL), over its
     /// Unix socket.
     Postgres,
+    /// Two servers on one such database, sharing one CA sealed in it.
+    #[value(name = "postgres-2")]
+    Postgres2,
 }
 
 /// Runs the measurements and returns the table.
@@ -90,7 +95,11 @@ pub async fn run(args: IssueArgs) -> anyhow::Result<Vec<Table>> {
         .collect::<Result<_, _>>()
         .context("generating CSRs")?;
     // Durable as in production (sled fsyncs too); stopped when dropped.
-    let cluster = if args.datastores.contains(&Datastore::Postgres) {
+    let cluster = if args
+        .datastores
+        .iter()
+        .any(|d| matches!(d, Datastore::Postgres | Datastore::Postgres2))
+    {
         Some(lanyard_test_postgres::Cluster::start_durable().map_err(anyhow::Error::msg)?)
     } else {
         None
@@ -98,17 +107,29 @@ pub async fn run(args: IssueArgs) -> anyhow::Result<Vec<Table>> {
     let mut issued = Vec::new();
     for datastore in &args.datastores {
         let scratch = tempfile::tempdir().context("creating a config directory")?;
-        let extra = match datastore {
-            Datastore::Sled => Vec::new(),
-            Datastore::Postgres => {
+        let (configs, count) = match datastore {
+            Datastore::Sled => (None, 1),
+            Datastore::Postgres | Datastore::Postgres2 => {
                 let cluster = cluster.as_ref().context("no PostgreSQL cluster")?;
                 let config = postgres_config(scratch.path(), cluster)?;
-                vec!["--config".to_owned(), config.display().to_string()]
+                let count = if *datastore == Datastore::Postgres2 {
+                    2
+                } else {
+                    1
+                };
+                (Some(config), count)
             }
         };
-        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-        let server = Server::start_with(&bins, &extra).await?;
-        issued.push((*datastore, issue_end_to_end(&server, &args, &csrs).await?));
+        let mut servers = Vec::new();
+        for _ in 0..count {
+            let extra: Vec<String> = match &configs {
+                Some(config) => vec!["--config".to_owned(), config.display().to_string()],
+                None => Vec::new(),
+            };
+            let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+            servers.push(Server::start_with(&bins, &extra).await?);
+        }
+        issued.push((*datastore, issue_end_to_end(&servers, &args, &csrs).await?));
     }
     let ca = crate::sign::single_thread_rate(Duration::from_secs(args.seconds))?;
 
@@ -123,6 +144,7 @@ pub async fn run(args: IssueArgs) -> anyhow::Result<Vec<Table>> {
                 match datastore {
                     Datastore::Sled => "sled",
                     Datastore::Postgres => "PostgreSQL, one server",
+                    Datastore::Postgres2 => "PostgreSQL, two servers",
                 }
             ),
             *sample,
@@ -136,7 +158,9 @@ pub async fn run(args: IssueArgs) -> anyhow::Result<Vec<Table>> {
             0.0
         };
         table.derived(
-            &format!("ratio a/b, {datastore:?}").to_lowercase(),
+            &format!("ratio a/b, {datastore:?}")
+                .to_lowercase()
+                .replace("postgres2", "postgres, two servers"),
             format!("{ratio:.2}"),
         );
     }
@@ -148,33 +172,48 @@ pub async fn run(args: IssueArgs) -> anyhow::Result<Vec<Table>> {
 }
 
 /// A config file in `dir` whose `[datastore]` is a new database of
-/// `cluster`.
+/// `cluster`, with a key-encryption key (so that several servers may use
+/// it, sharing one CA).
 fn postgres_config(
     dir: &std::path::Path,
     cluster: &lanyard_test_postgres::Cluster,
 ) -> anyhow::Result<std::path::PathBuf> {
+    use std::io::Read as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut key))
+        .context("reading /dev/urandom")?;
+    let kek = dir.join("kek");
+    std::fs::write(&kek, hex::encode(key)).context("writing the KEK")?;
+    std::fs::set_permissions(&kek, std::fs::Permissions::from_mode(0o600))
+        .context("chmod the KEK")?;
     let config = dir.join("server.toml");
     std::fs::write(
         &config,
         format!(
-            "[datastore]\nkind = \"postgres\"\nurl = {:?}\n",
-            cluster.create_database()
+            "[datastore]\nkind = \"postgres\"\nurl = {:?}\nkek_file = {:?}\n",
+            cluster.create_database(),
+            kek.display().to_string()
         ),
     )
     .context("writing the server's config")?;
     Ok(config)
 }
 
-/// Every simulated agent sends its batches at once; the SVIDs issued and
-/// the time they took.
+/// Every simulated agent sends its batches at once, agent `n` to server
+/// `n % servers.len()`; the SVIDs issued and the time they took.
 async fn issue_end_to_end(
-    server: &Server,
+    servers: &[Server],
     args: &IssueArgs,
     csrs: &[Vec<u8>],
 ) -> anyhow::Result<Sample> {
-    let trust = trust_of(server).await?;
+    let first = servers.first().context("no server")?;
+    // One CA: every server's bundle is the same.
+    let trust = trust_of(first).await?;
     let mut agents = Vec::new();
     for n in 0..args.agents {
+        let server = &servers[(n as usize) % servers.len()];
         agents.push(simulated_agent(server, &trust, n).await?.0);
     }
     let started = Instant::now();

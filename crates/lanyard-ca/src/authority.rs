@@ -449,6 +449,15 @@ impl CertificateAuthority {
         lanyard_time::from_unix(self.schedule(|schedule| schedule.next_at()))
     }
 
+    /// The names of the key files in the key directory that the current
+    /// slots use (each generation's CA key and JWT key), for sealing them
+    /// into a shared store.
+    pub fn key_files(&self) -> Vec<String> {
+        self.all_slots()
+            .flat_map(|s| [s.key_file.clone(), jwt_key_file(&s.key_file)])
+            .collect()
+    }
+
     /// Deletes CA key files in the key directory that the current slots no
     /// longer use (those of dropped CAs, or of a CA prepared before a crash
     /// and never journaled). Call it only after the current

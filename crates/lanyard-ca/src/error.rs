@@ -63,6 +63,17 @@ pub enum CaError {
         reason: String,
     },
 
+    /// A CA key sealed for the shared store does not open (another
+    /// key-encryption key, another name, or altered), or names no plain
+    /// key file.
+    #[error("sealed CA key {name}: {problem}")]
+    SealedKey {
+        /// The key file's name.
+        name: String,
+        /// What is wrong.
+        problem: String,
+    },
+
     /// Building or signing a certificate or CSR failed inside the X.509 encoder.
     #[error("cannot build {what}: {reason}")]
     Encoding {

@@ -70,6 +70,7 @@ mod journal;
 mod jwt_key;
 mod keys;
 mod rotation;
+mod sealed;
 mod signing;
 mod slot;
 mod upstream;
@@ -82,6 +83,7 @@ pub use self::{
     journal::CaJournal,
     keys::random_serial_hex,
     rotation::Rotation,
+    sealed::{KeyEncryptionKey, SealedKey, seal_key_files, unseal_key_files},
     signing::{IssuedSvid, SvidRequest},
     slot::{CaSlotInfo, CaSlotState},
     upstream::UpstreamCa,

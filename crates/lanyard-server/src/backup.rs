@@ -137,7 +137,7 @@ impl Backup {
             }
             lanyard_ca::write_file_atomic(&ca_dir.join(name), pem.as_bytes(), 0o600)?;
         }
-        let store = crate::datastore::open(datastore, data_dir)?;
+        let (store, postgres) = crate::datastore::open_shared(datastore, data_dir)?;
         // One transaction: a restore of millions of records is one flush,
         // not one per record, and an interrupted one leaves nothing half done.
         store.import(&lanyard_store::Records {
@@ -151,13 +151,19 @@ impl Backup {
         if let Some(journal) = &self.ca_journal {
             store.put_ca_journal(journal.as_bytes())?;
         }
-        lanyard_ca::write_file_atomic(
-            &data_dir.join("audit.log"),
-            self.audit_log.as_bytes(),
-            0o600,
-        )?;
-        if let Some((seq, hash)) = &self.audit_head {
-            store.put_audit_head(*seq, hash)?;
+        match &postgres {
+            // On PostgreSQL the audit chain lives in the database.
+            Some(pg) => self.restore_audit_chain(pg)?,
+            None => {
+                lanyard_ca::write_file_atomic(
+                    &data_dir.join("audit.log"),
+                    self.audit_log.as_bytes(),
+                    0o600,
+                )?;
+                if let Some((seq, hash)) = &self.audit_head {
+                    store.put_audit_head(*seq, hash)?;
+                }
+            }
         }
         Ok(format!(
             "restored {} entries, {} agents, {} SVID records, {} revocations, {} tasks, {} CA files into {} (trust domain {}; start the server with it)",
@@ -170,5 +176,39 @@ impl Backup {
             data_dir.display(),
             self.trust_domain
         ))
+    }
+
+    /// Writes the backup's audit records, as they are, into the empty
+    /// audit chain of a PostgreSQL database, with the backup's head.
+    fn restore_audit_chain(
+        &self,
+        pg: &lanyard_store_postgres::PostgresStore,
+    ) -> Result<(), ServerError> {
+        let lines: Vec<(u64, String)> = self
+            .audit_log
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .enumerate()
+            .map(|(i, l)| (i as u64 + 1, l.to_owned()))
+            .collect();
+        let head = match (&self.audit_head, lines.last()) {
+            (Some(head), _) => head.clone(),
+            (None, None) => return Ok(()),
+            (None, Some(_)) => {
+                return Err(ServerError::Backup(
+                    "the backup holds audit records but no audit head".into(),
+                ));
+            }
+        };
+        pg.append_audit(|seq, _| {
+            if seq != 0 {
+                return Err(lanyard_store::StoreError::AlreadyExists {
+                    kind: "audit chain",
+                    key: format!("up to record {seq}"),
+                });
+            }
+            Ok((lines, head))
+        })?;
+        Ok(())
     }
 }

@@ -35,6 +35,10 @@ pub struct DatastoreFile {
     /// Longest a statement may run.
     #[serde(default, with = "humantime_serde")]
     pub statement_timeout: Option<Duration>,
+    /// A file holding the key-encryption key (64 hex digits, 0600) that
+    /// seals the CA keys in the database, so that every server sharing it
+    /// signs with the same CA.
+    pub kek_file: Option<PathBuf>,
 }
 
 /// The validated `[datastore]`.
@@ -50,6 +54,10 @@ pub enum DatastoreConfig {
         pool_size: usize,
         /// Longest a statement may run.
         statement_timeout: Duration,
+        /// The key-encryption key file that seals the CA keys in the
+        /// database (needed by every server of a cluster); without it the
+        /// CA keys stay on this server's disk only.
+        kek_file: Option<PathBuf>,
     },
 }
 
@@ -75,6 +83,7 @@ impl DatastoreFile {
                     ("url_file", self.url_file.is_some()),
                     ("pool_size", self.pool_size.is_some()),
                     ("statement_timeout", self.statement_timeout.is_some()),
+                    ("kek_file", self.kek_file.is_some()),
                 ];
                 match set.iter().find(|(_, is_set)| *is_set) {
                     Some((key, _)) => Err(bad(format!(
@@ -123,6 +132,7 @@ impl DatastoreFile {
                     url,
                     pool_size,
                     statement_timeout,
+                    kek_file: self.kek_file,
                 })
             }
             other => Err(bad(format!(
@@ -155,23 +165,32 @@ fn postgres_config(
     })
 }
 
+/// An opened store, and the PostgreSQL store itself when it is one.
+pub(crate) type Opened = (Arc<dyn Datastore>, Option<Arc<PostgresStore>>);
+
 /// Opens the configured store: sled in `<data_dir>/store`, or PostgreSQL
-/// (migrated to this build's schema). Blocks while it connects and migrates.
-pub(crate) fn open(
+/// (migrated to this build's schema), and for PostgreSQL the store itself
+/// as well (for what several servers on one database need beyond the
+/// `Datastore` trait). Blocks while it connects and migrates.
+pub(crate) fn open_shared(
     config: &DatastoreConfig,
     data_dir: &Path,
-) -> Result<Arc<dyn Datastore>, ServerError> {
+) -> Result<Opened, ServerError> {
     Ok(match config {
-        DatastoreConfig::Sled => Arc::new(SledStore::open(&data_dir.join("store"))?),
+        DatastoreConfig::Sled => (Arc::new(SledStore::open(&data_dir.join("store"))?), None),
         DatastoreConfig::Postgres {
             url,
             pool_size,
             statement_timeout,
+            ..
         } => {
-            let store =
-                PostgresStore::open(&postgres_config(url, *pool_size, *statement_timeout)?)?;
+            let store = Arc::new(PostgresStore::open(&postgres_config(
+                url,
+                *pool_size,
+                *statement_timeout,
+            )?)?);
             info!(database = store.target(), "datastore: PostgreSQL");
-            Arc::new(store)
+            (store.clone(), Some(store))
         }
     })
 }
@@ -207,6 +226,7 @@ mod tests {
                 url: PostgresUrl::Inline("postgres://lanyard@db/ca".into()),
                 pool_size: 4,
                 statement_timeout: Duration::from_secs(5),
+                kek_file: None,
             }
         );
 

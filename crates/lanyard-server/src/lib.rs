@@ -22,6 +22,7 @@ mod admin;
 mod admin_socket;
 mod backup;
 mod clock;
+mod cluster;
 mod config;
 mod convert;
 mod datastore;

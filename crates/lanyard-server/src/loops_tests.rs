@@ -155,3 +155,34 @@ async fn a_change_between_registry_start_and_run_is_not_missed() {
     t.shutdown.cancel();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn following_other_servers_ends_on_shutdown() {
+    let t = test_support::state("");
+    let (changes, rx) = tokio::sync::mpsc::channel(8);
+    let task = crate::cluster::follow(t.state.clone(), rx, t.shutdown.clone());
+    ends_on_shutdown("change follower", t.shutdown.clone(), task).await;
+    drop(changes);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_followed_entry_change_reaches_the_registry() {
+    let t = test_support::state("");
+    let (changes, rx) = tokio::sync::mpsc::channel(8);
+    let mut agents = t.state.subscribe();
+    let follower = tokio::spawn(crate::cluster::follow(
+        t.state.clone(),
+        rx,
+        t.shutdown.clone(),
+    ));
+    let id = lanyard_identity::EntryId::new_random();
+    changes
+        .send(lanyard_store_postgres::Change::Entry(id))
+        .await
+        .unwrap();
+    agents.changed().await.unwrap();
+    assert_eq!(t.state.take_changed_entries(), vec![id]);
+    // A follower whose listener is gone stops the server with an error.
+    drop(changes);
+    assert!(follower.await.unwrap().is_err());
+}

@@ -139,15 +139,32 @@ pub(crate) async fn announce(
 /// Rebuilds the CRL from the store (pruning expired serials), signs it
 /// with the active CA key under a new CRL number, publishes it and wakes
 /// every Sync stream.
+///
+/// On a shared database the number is taken in the same transaction that
+/// reads the revocations (so a higher number never lists less), and the
+/// CRL is published there too unless another server already published a
+/// higher number, in which case that one is published here instead: CRL
+/// numbers never go backwards, whichever server signs.
 pub(crate) async fn publish(state: &Arc<ServerState>) -> Result<(), ServerError> {
     let _guard = state.crl_lock.lock().await;
     let now = now_unix();
-    let (revocations, number) = state
-        .db(move |s| {
-            s.prune_revocations(now)?;
-            Ok((s.list_revocations()?, s.next_crl_number()?))
-        })
-        .await?;
+    let shared = state.cluster.postgres().cloned();
+    let (revocations, number) = match shared.clone() {
+        Some(pg) => tokio::task::spawn_blocking(move || pg.next_crl(now))
+            .await
+            .map_err(|e| ServerError::Task {
+                task: "CRL",
+                reason: e.to_string(),
+            })??,
+        None => {
+            state
+                .db(move |s| {
+                    s.prune_revocations(now)?;
+                    Ok((s.list_revocations()?, s.next_crl_number()?))
+                })
+                .await?
+        }
+    };
     let entries: Vec<RevokedSerial> = revocations
         .iter()
         .map(|r| RevokedSerial {
@@ -163,26 +180,96 @@ pub(crate) async fn publish(state: &Arc<ServerState>) -> Result<(), ServerError>
         })?;
         ca.sign_crl(&entries, number, SystemTime::now(), CRL_VALIDITY)?
     };
-    let published = PublishedCrl {
+    let mut published = PublishedCrl {
         der,
         number,
         next_update: now + CRL_VALIDITY.as_secs() as i64,
         revoked: revocations.into_iter().map(|r| r.serial).collect(),
     };
+    if let Some(pg) = shared {
+        let der = published.der.clone();
+        let (current, current_der) =
+            tokio::task::spawn_blocking(move || pg.publish_crl(number, &der))
+                .await
+                .map_err(|e| ServerError::Task {
+                    task: "CRL",
+                    reason: e.to_string(),
+                })??;
+        if current != number {
+            tracing::info!(
+                crl_number = number,
+                published = current,
+                "another server published a newer CRL; publishing that one"
+            );
+            published = PublishedCrl::from_der(current_der).map_err(|e| ServerError::Task {
+                task: "CRL",
+                reason: e,
+            })?;
+        }
+    }
+    install(state, published);
+    Ok(())
+}
+
+/// Makes `crl` the one this server publishes, unless it already publishes
+/// one with a higher number, and wakes every Sync stream.
+pub(crate) fn install(state: &ServerState, published: PublishedCrl) {
+    if published.number <= state.crl.load().number {
+        return;
+    }
+    let now = now_unix();
     tracing::info!(
-        crl_number = number,
+        crl_number = published.number,
         revoked = published.revoked.len(),
         bytes = published.der.len(),
         "CRL published"
     );
     let m = &state.metrics;
-    m.crl_number.set(number as i64);
+    m.crl_number.set(published.number as i64);
     m.crl_revoked_serials.set(published.revoked.len() as i64);
     m.crl_bytes.set(published.der.len() as i64);
     m.crl_published_at.set(now);
     state.crl.store(Arc::new(published));
     state.notify();
-    Ok(())
+}
+
+impl PublishedCrl {
+    /// Reads a CRL this trust domain published (another server signed it).
+    pub(crate) fn from_der(der: Vec<u8>) -> Result<Self, String> {
+        use x509_parser::prelude::FromDer;
+        let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(&der)
+            .map_err(|e| format!("not a DER CRL: {e}"))?;
+        let number = crl
+            .crl_number()
+            .and_then(|n| match n.to_u64_digits().as_slice() {
+                [] => Some(0),
+                [n] => Some(*n),
+                _ => None,
+            })
+            .ok_or_else(|| "the CRL has no CRL number that fits 64 bits".to_owned())?;
+        let next_update = crl
+            .next_update()
+            .map(|t| t.timestamp())
+            .ok_or_else(|| "the CRL has no nextUpdate".to_owned())?;
+        let revoked = crl
+            .iter_revoked_certificates()
+            .map(|r| {
+                let hex = hex::encode(r.raw_serial());
+                let trimmed = hex.trim_start_matches('0');
+                if trimmed.is_empty() {
+                    "0".to_owned()
+                } else {
+                    trimmed.to_owned()
+                }
+            })
+            .collect();
+        Ok(Self {
+            number,
+            next_update,
+            revoked,
+            der,
+        })
+    }
 }
 
 /// Republishes the CRL at half its validity so it never lapses, until
@@ -198,7 +285,7 @@ pub(crate) async fn run(
             () = shutdown.cancelled() => return Ok(()),
             () = tokio::time::sleep(wait) => {}
         }
-        if let Err(e) = publish(&state).await {
+        if let Err(e) = refresh(&state).await {
             tracing::error!(error = %e, "CRL refresh failed; retrying");
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
@@ -206,6 +293,38 @@ pub(crate) async fn run(
             }
         }
     }
+}
+
+/// A refresh that falls due: on a shared database one server signs it,
+/// under the cluster's CRL lock, and only if no other server already
+/// refreshed (the others publish the new CRL when they are notified).
+async fn refresh(state: &Arc<ServerState>) -> Result<(), ServerError> {
+    if state.cluster.postgres().is_none() {
+        return publish(state).await;
+    }
+    let guard = {
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || {
+            state
+                .cluster
+                .try_lock(lanyard_store_postgres::ClusterJob::CrlRefresh)
+        })
+        .await
+        .map_err(|e| ServerError::Task {
+            task: "CRL refresh",
+            reason: e.to_string(),
+        })??
+    };
+    let Some(_guard) = guard else {
+        tracing::debug!("another server is refreshing the CRL");
+        return Ok(());
+    };
+    crate::cluster::adopt_crl(state).await;
+    let due = state.crl.load().next_update - CRL_VALIDITY.as_secs() as i64 / 2;
+    if now_unix() < due {
+        return Ok(());
+    }
+    publish(state).await
 }
 
 #[cfg(test)]

@@ -32,39 +32,31 @@ pub(crate) async fn run(
     loop {
         let now = SystemTime::now();
         let step = {
-            let mut ca = state.ca.write().map_err(|_| ServerError::Task {
-                task: "rotation",
-                reason: "CA lock poisoned".into(),
-            })?;
-            ca.rotate(now)
-                .map(|r| (r, ca.journal(), ca.next_rotation_at()))
+            let state = state.clone();
+            tokio::task::spawn_blocking(move || crate::cluster::ca_step(&state, now))
+                .await
+                .map_err(|e| ServerError::Task {
+                    task: "rotation",
+                    reason: e.to_string(),
+                })?
         };
         let next_ca = match step {
-            Ok((rotation, journal, next)) => {
-                if rotation != Rotation::Unchanged {
-                    let bytes = serde_json::to_vec(&journal).map_err(|e| ServerError::Task {
-                        task: "rotation",
-                        reason: e.to_string(),
-                    })?;
-                    state.db(move |s| s.put_ca_journal(&bytes)).await?;
-                    // Only now that the journal no longer names them.
-                    let removed = match state.ca.read() {
-                        Ok(ca) => ca.remove_unused_key_files(),
-                        Err(_) => Ok(0),
-                    };
-                    if let Err(e) = removed {
-                        tracing::warn!(error = %e, "cannot remove retired CA key files");
-                    }
+            Ok(step) => {
+                if step.changed {
                     trust.set_bundle(state.bundle());
                     state.notify();
-                    tracing::info!(?rotation, "CA rotation step");
-                    if rotation == Rotation::Activated {
-                        // The server's SVID and the CRL come from the active CA.
+                    tracing::info!(rotation = ?step.rotation, activated = step.activated, "CA changed");
+                    if step.activated {
+                        // The server's SVID comes from the active CA; the
+                        // server that activated it signs the CRL with it
+                        // (the others publish that CRL when notified).
                         svid.renew(&state).await?;
-                        crate::revocation::publish(&state).await?;
+                        if step.rotation == Rotation::Activated {
+                            crate::revocation::publish(&state).await?;
+                        }
                     }
                 }
-                unix(next)
+                unix(step.next_at)
             }
             Err(e) => {
                 tracing::error!(error = %e, "CA rotation step failed; retrying");
@@ -84,6 +76,7 @@ pub(crate) async fn run(
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             () = tokio::time::sleep(wake) => {},
+            () = state.ca_changed.notified() => {},
         }
     }
 }

@@ -10,7 +10,6 @@ use std::{
 };
 
 use lanyard_audit::{AuditError, AuditLog, Problem};
-use lanyard_ca::{CaConfig, CaJournal, CertificateAuthority, UpstreamCa};
 use lanyard_grpc_unix::SocketPathAuthority;
 use lanyard_mtls::TrustMaterial;
 use lanyard_proto::{admin::v1::admin_server::AdminServer, node::v1::node_server::NodeServer};
@@ -51,39 +50,51 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         .map(crate::task_policy::TaskPolicy::load)
         .transpose()
         .map_err(|e| ServerError::Config(e.to_string()))?;
-    let store = crate::datastore::open(&cfg.datastore, &cfg.data_dir)?;
-    let journal = match store.get_ca_journal()? {
-        Some(bytes) => Some(serde_json::from_slice::<CaJournal>(&bytes).map_err(|e| {
-            ServerError::Config(format!("CA journal in the store is unreadable: {e}"))
-        })?),
-        None => None,
+    let (store, postgres) = crate::datastore::open_shared(&cfg.datastore, &cfg.data_dir)?;
+    let kek = match &cfg.datastore {
+        crate::DatastoreConfig::Postgres {
+            kek_file: Some(path),
+            ..
+        } => {
+            let kek = lanyard_ca::KeyEncryptionKey::load(path)
+                .map_err(|e| ServerError::Config(format!("datastore.kek_file: {e}")))?;
+            tracing::info!(
+                kek = kek.fingerprint(),
+                "CA keys are sealed in the database"
+            );
+            Some(kek)
+        }
+        _ => None,
     };
-    let ca = CertificateAuthority::load_or_create(
-        CaConfig {
-            trust_domain: cfg.trust_domain.clone(),
-            ca_ttl: cfg.ca_ttl,
-            key_dir: cfg.data_dir.join("ca"),
-            upstream: cfg.upstream.as_ref().map(|u| UpstreamCa {
-                cert_path: u.cert_path.clone(),
-                key_path: u.key_path.clone(),
-            }),
-            jwt_algorithm: cfg.jwt_algorithm,
-        },
-        journal,
-        SystemTime::now(),
-    )?;
-    let journal = serde_json::to_vec(&ca.journal())
-        .map_err(|e| ServerError::Config(format!("CA journal: {e}")))?;
-    store.put_ca_journal(&journal)?;
+    // Other servers' changes, from before anything is read (a change made
+    // while this server loads is then heard, not missed).
+    let changes = postgres.as_ref().map(|pg| pg.listen()).transpose()?;
+    let cluster = crate::cluster::Cluster::new(postgres, kek);
+    let ca = crate::cluster::load_ca(&cfg, store.as_ref(), &cluster, SystemTime::now())?;
 
     // The audit log must verify up to the head the store recorded: a log
     // that was edited or lost its tail stops the server (fail closed).
-    let audit_path = cfg.data_dir.join("audit.log");
-    let head = store.get_audit_head()?;
-    let audit = open_audit_log(&audit_path, head, store.as_ref())?;
+    // On PostgreSQL the chain lives in the database, shared by every
+    // server (checked by `audit verify`, as the file is).
+    let audit = match cluster.postgres() {
+        Some(pg) => crate::state::AuditSink::Database(pg.clone(), server_name(&cfg)),
+        None => {
+            let audit_path = cfg.data_dir.join("audit.log");
+            let head = store.get_audit_head()?;
+            let log = open_audit_log(&audit_path, head, store.as_ref())?;
+            crate::state::AuditSink::File(Arc::new(std::sync::Mutex::new(log)))
+        }
+    };
     let stop = shutdown.child_token();
-    let (state, issue_queue) =
-        ServerState::new(cfg.clone(), store, ca, audit, x509pop, stop.clone());
+    let (state, issue_queue) = ServerState::new(
+        cfg.clone(),
+        store,
+        cluster,
+        ca,
+        audit,
+        x509pop,
+        stop.clone(),
+    );
     if let Some(policy) = task_policy {
         tracing::info!(policy = %policy.origin(), sha256 = %policy.sha256(), "task policy loaded");
         state.task_policy.store(Arc::new(policy));
@@ -117,6 +128,21 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         );
         let _ = state.notifier.set(notifier);
     }
+    let changes = if let Some(mut changes) = changes {
+        // Listening before the CRL and the entries are read.
+        match changes.recv().await {
+            Some(lanyard_store_postgres::Change::Listening { .. }) => {}
+            other => {
+                return Err(ServerError::Task {
+                    task: "change listener",
+                    reason: format!("did not start listening: {other:?}"),
+                });
+            }
+        }
+        Some(changes)
+    } else {
+        None
+    };
     // A fresh CRL (new number, signed by the active key) and the agents'
     // registry before anyone connects.
     crate::revocation::publish(&state).await?;
@@ -151,6 +177,16 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
             )
         }
     });
+    if let Some(changes) = changes {
+        // Other servers' changes, buffered since start-up, from now on.
+        let (state, stop) = (state.clone(), stop.clone());
+        tasks.spawn(async move {
+            (
+                "change follower",
+                crate::cluster::follow(state, changes, stop).await,
+            )
+        });
+    }
     tasks.spawn({
         let (state, stop) = (state.clone(), stop.clone());
         async move {
@@ -318,6 +354,19 @@ fn tasks_reload_on_sighup(
         }
     });
     Ok(())
+}
+
+/// How this server names itself in the shared audit chain: its host name
+/// and Node API address.
+fn server_name(cfg: &ServerConfig) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    if host.is_empty() {
+        cfg.bind_address.to_string()
+    } else {
+        format!("{host}/{}", cfg.bind_address)
+    }
 }
 
 fn first_result(

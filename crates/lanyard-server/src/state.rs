@@ -25,7 +25,14 @@ use crate::{
 pub(crate) struct ServerState {
     pub cfg: ServerConfig,
     pub store: Arc<dyn Datastore>,
+    /// How this server coordinates with others on the same database.
+    pub cluster: crate::cluster::Cluster,
     pub ca: RwLock<CertificateAuthority>,
+    /// Wakes the rotation task when another server changed the CA.
+    pub ca_changed: tokio::sync::Notify,
+    /// Set when notifications may have been lost: the registry reloads
+    /// every entry at its next change.
+    pub resync_entries: std::sync::atomic::AtomicBool,
     pub server_id: SpiffeId,
     /// CAs that may vouch for nodes (x509pop), loaded at start-up and
     /// again on SIGHUP.
@@ -45,7 +52,7 @@ pub(crate) struct ServerState {
     /// Prometheus metrics.
     pub metrics: crate::metrics::Metrics,
     /// The append-only audit log (appends fsync, so they run off the runtime).
-    audit_log: Arc<std::sync::Mutex<AuditLog>>,
+    audit_log: AuditSink,
     /// Bumped on every change agents must hear about (entries, bundle,
     /// agents' standing); Sync streams wait on it. Pushed, never polled.
     changes: watch::Sender<u64>,
@@ -65,8 +72,9 @@ impl ServerState {
     pub fn new(
         cfg: ServerConfig,
         store: Arc<dyn Datastore>,
+        cluster: crate::cluster::Cluster,
         ca: CertificateAuthority,
-        audit_log: AuditLog,
+        audit_log: AuditSink,
         x509pop: Option<crate::node::X509PopBundle>,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> (
@@ -88,7 +96,10 @@ impl ServerState {
             shutdown,
             cfg,
             store,
+            cluster,
             ca: RwLock::new(ca),
+            ca_changed: tokio::sync::Notify::new(),
+            resync_entries: std::sync::atomic::AtomicBool::new(false),
             crl: arc_swap::ArcSwap::from_pointee(PublishedCrl::default()),
             crl_lock: tokio::sync::Mutex::new(()),
             tasks_lock: tokio::sync::Mutex::new(()),
@@ -96,7 +107,7 @@ impl ServerState {
             task_policy,
             notifier: std::sync::OnceLock::new(),
             metrics: crate::metrics::Metrics::new(),
-            audit_log: Arc::new(std::sync::Mutex::new(audit_log)),
+            audit_log,
             server_id,
             x509pop,
             changes,
@@ -177,15 +188,13 @@ impl ServerState {
 
     /// Appends several decisions with one fsync, then anchors the head.
     pub async fn audit_all(&self, events: Vec<Event>) -> Result<(), AuditFailed> {
-        let log = self.audit_log.clone();
+        let sink = self.audit_log.clone();
         let store = self.store.clone();
         let now = self.now();
-        let done = tokio::task::spawn_blocking(move || {
-            append_and_anchor(&log, store.as_ref(), events, now)
-        })
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r);
+        let done = tokio::task::spawn_blocking(move || sink.append(store.as_ref(), events, now))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r);
         done.map_err(|e| {
             tracing::error!(error = %e, "audit append failed; refusing the action");
             AuditFailed(e)
@@ -194,30 +203,26 @@ impl ServerState {
 
     /// [`audit_all`](Self::audit_all) for code already off the runtime.
     pub fn audit_blocking(&self, events: Vec<Event>) -> Result<(), String> {
-        append_and_anchor(&self.audit_log, self.store.as_ref(), events, self.now()).map_err(|e| {
-            tracing::error!(error = %e, "audit append failed; refusing the action");
-            e
-        })
+        self.audit_log
+            .append(self.store.as_ref(), events, self.now())
+            .map_err(|e| {
+                tracing::error!(error = %e, "audit append failed; refusing the action");
+                e
+            })
     }
 
     /// Verifies the whole audit log against the head anchored in the store,
     /// holding the log so no append lands between the two reads.
     pub async fn verify_audit(&self) -> Result<lanyard_audit::VerifyReport, Status> {
-        let log = self.audit_log.clone();
+        let sink = self.audit_log.clone();
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || -> Result<lanyard_audit::VerifyReport, Status> {
-            let log = log
-                .lock()
-                .map_err(|_| Status::internal("audit log lock poisoned"))?;
-            let head = store.get_audit_head().map_err(store_status)?;
-            let path = log.path().to_path_buf();
-            let file = std::fs::File::open(&path)
-                .map_err(|e| Status::internal(format!("{}: {e}", path.display())))?;
+            let (text, head, origin) = sink.snapshot(store.as_ref())?;
             lanyard_audit::verify(
-                std::io::BufReader::new(file),
+                std::io::Cursor::new(text),
                 head.as_ref().map(|(seq, hash)| (*seq, hash.as_str())),
             )
-            .map_err(|e| Status::data_loss(format!("{}: {e}", path.display())))
+            .map_err(|e| Status::data_loss(format!("{origin}: {e}")))
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?
@@ -226,26 +231,112 @@ impl ServerState {
     /// The audit log's content and the anchored head, read together under
     /// the log's lock (for backups).
     pub async fn audit_snapshot(&self) -> Result<(String, Option<(u64, String)>), Status> {
-        let log = self.audit_log.clone();
+        let sink = self.audit_log.clone();
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
-            let log = log
-                .lock()
-                .map_err(|_| Status::internal("audit log lock poisoned"))?;
-            let text = std::fs::read_to_string(log.path())
-                .map_err(|e| Status::internal(format!("{}: {e}", log.path().display())))?;
-            let head = store.get_audit_head().map_err(store_status)?;
+            let (text, head, _) = sink.snapshot(store.as_ref())?;
             Ok((text, head))
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?
     }
 
-    /// The audit log file.
-    pub fn audit_path(&self) -> std::path::PathBuf {
-        match self.audit_log.lock() {
-            Ok(log) => log.path().to_path_buf(),
-            Err(poisoned) => poisoned.into_inner().path().to_path_buf(),
+    /// The audit records `filter` selects, in time order (the records of
+    /// every server sharing the database, merged).
+    pub async fn audit_records(
+        &self,
+        filter: lanyard_audit::Filter,
+    ) -> Result<Vec<lanyard_audit::Record>, Status> {
+        let sink = self.audit_log.clone();
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let (text, _, origin) = sink.snapshot(store.as_ref())?;
+            let mut records = lanyard_audit::read(std::io::Cursor::new(text), &filter)
+                .map_err(|e| Status::data_loss(format!("{origin}: {e}")))?;
+            // RFC 3339 UTC with milliseconds sorts as text; the chain order
+            // breaks ties.
+            records.sort_by(|a, b| a.time.cmp(&b.time).then(a.seq.cmp(&b.seq)));
+            Ok(records)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+    }
+}
+
+/// The audit chain as text, its recorded head, and where it is kept.
+type Snapshot = (String, Option<(u64, String)>, String);
+
+/// Where the audit chain is kept: a file with its head anchored in the
+/// store (sled, one server), or a table of the PostgreSQL database that
+/// every server sharing it appends to (one chain, ordered by the database).
+#[derive(Clone)]
+pub(crate) enum AuditSink {
+    /// The file log of one server.
+    File(Arc<std::sync::Mutex<AuditLog>>),
+    /// The chain in the shared database, and the name this server's
+    /// records carry (detail `server`), so that one can tell who decided.
+    Database(Arc<lanyard_store_postgres::PostgresStore>, String),
+}
+
+impl AuditSink {
+    /// Appends `events`, durably, and records the new head.
+    fn append(
+        &self,
+        store: &dyn Datastore,
+        events: Vec<Event>,
+        now: SystemTime,
+    ) -> Result<(), String> {
+        match self {
+            Self::File(log) => append_and_anchor(log, store, events, now),
+            Self::Database(pg, server) => {
+                if events.is_empty() {
+                    return Ok(());
+                }
+                let events: Vec<Event> = events
+                    .into_iter()
+                    .map(|e| e.detail("server", server.clone()))
+                    .collect();
+                pg.append_audit(|seq, hash| {
+                    let head = (seq, hash.unwrap_or(lanyard_audit::GENESIS));
+                    let chained = lanyard_audit::chain(head, events, now)
+                        .map_err(|e| StoreError::Backend(Box::new(e)))?;
+                    let last = chained
+                        .last()
+                        .map(|(r, _)| (r.seq, r.hash.clone()))
+                        .unwrap_or((seq, head.1.to_owned()));
+                    Ok((
+                        chained.into_iter().map(|(r, line)| (r.seq, line)).collect(),
+                        last,
+                    ))
+                })
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// The whole chain as text, its recorded head, and where it is kept
+    /// (for messages), read together.
+    fn snapshot(&self, store: &dyn Datastore) -> Result<Snapshot, Status> {
+        match self {
+            Self::File(log) => {
+                let log = log
+                    .lock()
+                    .map_err(|_| Status::internal("audit log lock poisoned"))?;
+                let text = std::fs::read_to_string(log.path())
+                    .map_err(|e| Status::internal(format!("{}: {e}", log.path().display())))?;
+                let head = store.get_audit_head().map_err(store_status)?;
+                Ok((text, head, log.path().display().to_string()))
+            }
+            Self::Database(pg, _) => {
+                let (lines, head) = pg.audit_chain().map_err(store_status)?;
+                let mut text = String::new();
+                for line in lines {
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+                Ok((text, head, format!("audit chain in {}", pg.target())))
+            }
         }
     }
 }

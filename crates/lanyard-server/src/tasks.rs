@@ -371,7 +371,7 @@ pub(crate) async fn request(
         created_at: now,
     };
     crate::admin::check_entry_ids(state, &probe).map_err(TaskError::Invalid)?;
-    let _guard = state.tasks_lock.lock().await;
+    let _guard = lock_tasks(state).await?;
     let (entries, existing) = state
         .db(|s| Ok((s.list_entries()?, s.list_tasks()?)))
         .await?;
@@ -562,7 +562,7 @@ pub(crate) async fn decide(
 ) -> Result<TaskRecord, TaskError> {
     let principal = who.to_string();
     let note = (!note.trim().is_empty()).then(|| note.trim().to_owned());
-    let guard = state.tasks_lock.lock().await;
+    let guard = lock_tasks(state).await?;
     let mut task = load(state, id).await?;
     let requester_uid = task.requester().to_owned();
     let same_person = same_principal(&requester_uid, who);
@@ -837,11 +837,38 @@ async fn end(
     Ok(())
 }
 
+/// Task changes, held: this server's lock and, on a shared database, the
+/// cluster's, so that task changes (and the scheduler's openings and
+/// expiries, which re-read the tasks under it) happen one at a time across
+/// every server, and each once.
+pub(crate) struct TasksGuard<'a> {
+    _local: tokio::sync::MutexGuard<'a, ()>,
+    _cluster: crate::cluster::Guard,
+}
+
+pub(crate) async fn lock_tasks(state: &Arc<ServerState>) -> Result<TasksGuard<'_>, TaskError> {
+    let local = state.tasks_lock.lock().await;
+    let cluster = {
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || {
+            state
+                .cluster
+                .lock(lanyard_store_postgres::ClusterJob::Tasks)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("task lock: {e}").into()))??
+    };
+    Ok(TasksGuard {
+        _local: local,
+        _cluster: cluster,
+    })
+}
+
 /// Moves every task whose time has come: approved tasks whose window has
 /// opened become active (their entry is created), tasks whose window has
 /// closed expire. Returns when the next such moment is.
 pub(crate) async fn reconcile(state: &Arc<ServerState>) -> Result<Option<i64>, TaskError> {
-    let _guard = state.tasks_lock.lock().await;
+    let _guard = lock_tasks(state).await?;
     let now = unix(state.now());
     let tasks = state.db(|s| s.list_tasks()).await?;
     let mut next: Option<i64> = None;

@@ -45,7 +45,15 @@ pub(crate) fn state(extra: &str) -> TestState {
     .unwrap();
     let audit = AuditLog::open(&cfg.data_dir.join("audit.log"), None).unwrap();
     let shutdown = CancellationToken::new();
-    let (state, queue) = ServerState::new(cfg, store, ca, audit, None, shutdown.clone());
+    let (state, queue) = ServerState::new(
+        cfg,
+        store,
+        crate::cluster::Cluster::default(),
+        ca,
+        crate::state::AuditSink::File(Arc::new(std::sync::Mutex::new(audit))),
+        None,
+        shutdown.clone(),
+    );
     TestState {
         state,
         queue: Some(queue),

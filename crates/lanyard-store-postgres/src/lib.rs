@@ -29,6 +29,19 @@
 //!   `put_audit_head`, `put_revocation` and the prunes.
 //! - Reads are single statements.
 //!
+//! # Several servers
+//!
+//! Triggers send a `NOTIFY lanyard_changes` for every committed change to
+//! entries, agents, tasks, the CA journal and the published CRL;
+//! [`PostgresStore::listen`] turns them into [`Change`]s. Jobs that must run
+//! once in a cluster take [`PostgresStore::lock`] or
+//! [`PostgresStore::try_lock`] (session advisory locks, released if the
+//! server dies). [`PostgresStore::next_crl`] takes the CRL counter's row
+//! lock before it reads the revocations (`READ COMMITTED`, so it sees every
+//! one committed before), and [`PostgresStore::publish_crl`] never replaces
+//! a published CRL by one with a lower number: CRL numbers never go
+//! backwards, whichever server signs.
+//!
 //! Every committed transaction is durable as PostgreSQL's `synchronous_commit`
 //! makes it (on by default: flushed to the WAL before the commit returns).
 //!
@@ -46,6 +59,7 @@
 #![warn(missing_docs)]
 
 mod agents;
+mod cluster;
 mod config;
 mod datastore;
 mod entries;
@@ -60,6 +74,7 @@ mod svids;
 mod tasks;
 
 pub use self::{
+    cluster::{AuditAppend, AuditChain, Change, ClusterJob, ClusterLock},
     config::{DEFAULT_POOL_SIZE, DEFAULT_STATEMENT_TIMEOUT, PostgresConfig, redact},
     schema::SCHEMA_VERSION,
     store::PostgresStore,

@@ -15,7 +15,10 @@ use crate::store::db_error;
 
 /// The migrations, in order; migration `n` (from 1) brings a database to
 /// version `n`. Append only: a released migration never changes.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_initial.sql"),
+    include_str!("../migrations/0002_cluster.sql"),
+];
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

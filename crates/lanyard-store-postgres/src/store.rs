@@ -39,6 +39,8 @@ const MAX_ATTEMPTS: u32 = 64;
 pub struct PostgresStore {
     pub(crate) target: String,
     pool: Pool,
+    /// How to connect (the change listener opens a connection of its own).
+    pub(crate) driver_config: tokio_postgres::Config,
     /// Drives the connections; shut down in the background on drop, so the
     /// store may be dropped anywhere (a runtime dropped on an async thread
     /// panics).
@@ -123,7 +125,7 @@ impl PostgresStore {
             .build()
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
         let manager = Manager::from_connect(
-            driver,
+            driver.clone(),
             OnRuntime {
                 handle: runtime.handle().clone(),
             },
@@ -138,6 +140,7 @@ impl PostgresStore {
         let store = Self {
             target,
             pool,
+            driver_config: driver,
             runtime: Some(runtime),
         };
         let from = store.block_on(async {
@@ -157,6 +160,15 @@ impl PostgresStore {
     /// The database this store uses, without its password.
     pub fn target(&self) -> &str {
         &self.target
+    }
+
+    /// The store's own runtime, which drives its connections.
+    pub(crate) fn runtime_handle(&self) -> Handle {
+        match &self.runtime {
+            Some(runtime) => runtime.handle().clone(),
+            // Only `drop` takes the runtime.
+            None => Handle::current(),
+        }
     }
 
     pub(crate) fn block_on<F: Future>(&self, future: F) -> F::Output {

@@ -46,9 +46,11 @@ pub struct RunArgs {
     /// otherwise it must match the bundle and the server.
     #[arg(long, value_name = "NAME")]
     pub trust_domain: Option<String>,
-    /// The server's Node API address [default: 127.0.0.1:8081].
-    #[arg(long, value_name = "IP:PORT")]
-    pub server_address: Option<String>,
+    /// The servers' Node API addresses, comma-separated or repeated; a DNS
+    /// name stands for every address it resolves to; the agent fails over
+    /// between them [default: 127.0.0.1:8081].
+    #[arg(long, value_name = "IP:PORT", value_delimiter = ',')]
+    pub server_address: Vec<String>,
     /// PEM CA certificates to trust the server with on first contact.
     #[arg(long, value_name = "PATH", conflicts_with = "insecure_bootstrap")]
     pub trust_bundle: Option<PathBuf>,
@@ -90,7 +92,8 @@ impl RunArgs {
     pub fn overlay(&self) -> ConfigFile {
         ConfigFile {
             trust_domain: self.trust_domain.clone(),
-            server_address: self.server_address.clone(),
+            server_address: (!self.server_address.is_empty())
+                .then(|| crate::config::ServerAddressValue::Many(self.server_address.clone())),
             trust_bundle_path: self.trust_bundle.clone(),
             insecure_bootstrap: self.insecure_bootstrap.then_some(true),
             join_token: self.join_token.clone(),

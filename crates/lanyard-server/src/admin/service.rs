@@ -615,20 +615,13 @@ impl Admin for AdminService {
                 .then(|| std::time::UNIX_EPOCH + std::time::Duration::from_secs(f.since as u64)),
             ticket: (!f.ticket.is_empty()).then_some(f.ticket),
         };
-        let path = self.state.audit_path();
-        let records = tokio::task::spawn_blocking(move || -> Result<Vec<String>, String> {
-            let file =
-                std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let records = lanyard_audit::read(std::io::BufReader::new(file), &filter)
-                .map_err(|e| e.to_string())?;
-            records
-                .iter()
-                .map(|r| serde_json::to_string(r).map_err(|e| e.to_string()))
-                .collect()
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(Status::data_loss)?;
+        let records = self
+            .state
+            .audit_records(filter)
+            .await?
+            .iter()
+            .map(|r| serde_json::to_string(r).map_err(|e| Status::internal(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Response::new(pb::ExportAuditResponse { records }))
     }
 

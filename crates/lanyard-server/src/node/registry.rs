@@ -313,6 +313,28 @@ pub(crate) async fn run(
             changed = changes.changed() => if changed.is_err() { return Ok(()) },
         }
         let revision = *changes.borrow_and_update();
+        if state
+            .resync_entries
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            // Changes of other servers may have been missed: start over.
+            let store = state.store.clone();
+            match tokio::task::spawn_blocking(move || store.list_entries()).await {
+                Ok(Ok(entries)) => {
+                    state.take_changed_entries();
+                    builder = Builder::new(state.server_id.clone(), entries);
+                    publish(&state, &builder, revision);
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot reload the entries for agents");
+                    state
+                        .resync_entries
+                        .store(true, std::sync::atomic::Ordering::Release);
+                }
+                Err(e) => tracing::error!(error = %e, "cannot reload the entries for agents"),
+            }
+        }
         let ids = state.take_changed_entries();
         if !ids.is_empty() {
             let store = state.store.clone();
