@@ -13,7 +13,7 @@ use lanyard_identity::Entry;
 use lanyard_store::{AgentRecord, Datastore, Revocation, SvidRecord, TaskRecord};
 use serde::{Deserialize, Serialize};
 
-use crate::{DatastoreConfig, ServerError};
+use crate::{BackupError, DatastoreConfig, ServerError};
 
 /// The backup format this build writes and reads.
 pub const BACKUP_FORMAT: &str = "lanyard-backup/1";
@@ -53,13 +53,13 @@ pub struct Backup {
 impl Backup {
     /// Parses and checks the format.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ServerError> {
-        let backup: Backup = serde_json::from_slice(bytes)
-            .map_err(|e| ServerError::Backup(format!("not a Lanyard backup: {e}")))?;
+        let backup: Backup = serde_json::from_slice(bytes).map_err(BackupError::NotJson)?;
         if backup.format != BACKUP_FORMAT {
-            return Err(ServerError::Backup(format!(
-                "backup format {:?} is not supported; this build reads {BACKUP_FORMAT:?}",
-                backup.format
-            )));
+            return Err(BackupError::Format {
+                found: backup.format,
+                supported: BACKUP_FORMAT,
+            }
+            .into());
         }
         Ok(backup)
     }
@@ -119,10 +119,7 @@ impl Backup {
         if *datastore == DatastoreConfig::Sled
             && store_dir.read_dir().is_ok_and(|mut d| d.next().is_some())
         {
-            return Err(ServerError::Backup(format!(
-                "{} already holds a store; import only into a fresh data dir",
-                store_dir.display()
-            )));
+            return Err(BackupError::TargetNotEmpty { store_dir }.into());
         }
         let ca_dir = data_dir.join("ca");
         for dir in [data_dir, ca_dir.as_path()] {
@@ -131,9 +128,7 @@ impl Backup {
         }
         for (name, pem) in &self.ca_keys {
             if name.contains('/') || name.starts_with('.') {
-                return Err(ServerError::Backup(format!(
-                    "bad CA file name {name:?} in backup"
-                )));
+                return Err(BackupError::CaFileName { name: name.clone() }.into());
             }
             lanyard_ca::write_file_atomic(&ca_dir.join(name), pem.as_bytes(), 0o600)?;
         }
@@ -195,9 +190,7 @@ impl Backup {
             (Some(head), _) => head.clone(),
             (None, None) => return Ok(()),
             (None, Some(_)) => {
-                return Err(ServerError::Backup(
-                    "the backup holds audit records but no audit head".into(),
-                ));
+                return Err(BackupError::NoAuditHead.into());
             }
         };
         pg.append_audit(|seq, _| {

@@ -39,10 +39,16 @@ pub enum ServerError {
     },
     /// A backup cannot be read or restored.
     #[error("backup: {0}")]
-    Backup(String),
-    /// The audit log is damaged or cannot be written.
-    #[error("audit log: {0}")]
-    Audit(String),
+    Backup(#[from] BackupError),
+    /// The audit log file is damaged or cannot be opened.
+    #[error("audit log {}: {source}", path.display())]
+    Audit {
+        /// The log file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: lanyard_audit::AuditError,
+    },
     /// TLS configuration failed.
     #[error("TLS: {0}")]
     Tls(#[from] rustls::Error),
@@ -54,6 +60,38 @@ pub enum ServerError {
         /// Why it ended.
         reason: String,
     },
+}
+
+/// Why a backup cannot be read or restored.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackupError {
+    /// The file is not a backup's JSON.
+    #[error("not a Lanyard backup: {0}")]
+    NotJson(#[source] serde_json::Error),
+    /// A backup of another format version.
+    #[error("backup format {found:?} is not supported; this build reads {supported:?}")]
+    Format {
+        /// The backup's format.
+        found: String,
+        /// The one this build reads.
+        supported: &'static str,
+    },
+    /// The target data dir already holds a store.
+    #[error("{} already holds a store; import only into a fresh data dir", store_dir.display())]
+    TargetNotEmpty {
+        /// The store directory found.
+        store_dir: PathBuf,
+    },
+    /// A CA file name that could escape the CA directory.
+    #[error("bad CA file name {name:?} in backup: a plain file name is expected")]
+    CaFileName {
+        /// The name given.
+        name: String,
+    },
+    /// Audit records without the head that anchors them.
+    #[error("the backup holds audit records but no audit head")]
+    NoAuditHead,
 }
 
 impl ServerError {

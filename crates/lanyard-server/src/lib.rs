@@ -57,7 +57,7 @@ pub use self::{
     backup::{BACKUP_FORMAT, Backup},
     config::{ConfigFile, ServerConfig, TasksFile, UpstreamFile, X509PopFile, defaults},
     datastore::{DatastoreConfig, DatastoreFile, PostgresUrl},
-    error::ServerError,
+    error::{BackupError, ServerError},
     limits::{LimitsFile, ListenerLimits},
     node::authorized_entries,
     notify::{NotifyConfig, signature as notification_signature},

@@ -413,12 +413,18 @@ fn open_audit_log(
                 last_seq,
                 "audit log has one group of records past the stored head (a crash between append and anchor); re-anchoring"
             );
-            let log = AuditLog::open(path, None).map_err(|e| ServerError::Audit(e.to_string()))?;
+            let log = AuditLog::open(path, None).map_err(|source| ServerError::Audit {
+                path: path.to_path_buf(),
+                source,
+            })?;
             let (seq, hash) = log.head();
             store.put_audit_head(seq, &hash)?;
             Ok(log)
         }
-        Err(e) => Err(ServerError::Audit(format!("{}: {e}", path.display()))),
+        Err(source) => Err(ServerError::Audit {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
