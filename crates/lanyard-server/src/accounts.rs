@@ -2,6 +2,8 @@
 //! audit record, group rules for the policy, the admin socket's group.
 //! Names are for matching and the record only; the uid decides who calls.
 
+use lanyard_identity::accounts;
+
 const PASSWD: &str = "/etc/passwd";
 const GROUP: &str = "/etc/group";
 
@@ -16,15 +18,19 @@ pub(crate) struct Group {
 
 /// The user name of `uid`, if /etc/passwd has one.
 pub(crate) fn user_name(uid: u32) -> Option<String> {
-    parse_user_name(&std::fs::read_to_string(PASSWD).ok()?, uid)
+    accounts::name_for_id(&std::fs::read_to_string(PASSWD).ok()?, uid).map(str::to_owned)
 }
 
 /// The group named `name`, or with gid `name` when it is a number.
 pub(crate) fn group(name: &str) -> Option<Group> {
     let text = std::fs::read_to_string(GROUP).ok();
-    let found = text
-        .as_deref()
-        .and_then(|t| parse_groups(t).find(|g| g.name == name));
+    let found = text.as_deref().and_then(|t| {
+        accounts::groups(t).find(|g| g.name == name).map(|g| Group {
+            name: g.name.to_owned(),
+            gid: g.gid,
+            members: g.members.iter().map(|m| (*m).to_owned()).collect(),
+        })
+    });
     found.or_else(|| {
         name.parse().ok().map(|gid| Group {
             name: name.to_owned(),
@@ -48,43 +54,16 @@ pub(crate) fn groups_of(file: &std::path::Path, user: Option<&str>, gid: u32) ->
 }
 
 fn member_of(text: &str, user: Option<&str>, gid: u32) -> Vec<String> {
-    parse_groups(text)
-        .filter(|g| g.gid == gid || user.is_some_and(|u| g.members.iter().any(|m| m == u)))
-        .map(|g| g.name)
+    accounts::groups(text)
+        .filter(|g| g.gid == gid || user.is_some_and(|u| g.members.contains(&u)))
+        .map(|g| g.name.to_owned())
         .collect()
-}
-
-fn parse_user_name(passwd: &str, uid: u32) -> Option<String> {
-    passwd.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        let name = fields.next()?;
-        let entry_uid: u32 = fields.nth(1)?.parse().ok()?;
-        (entry_uid == uid).then(|| name.to_owned())
-    })
-}
-
-fn parse_groups(text: &str) -> impl Iterator<Item = Group> + '_ {
-    text.lines().filter_map(|line| {
-        let mut f = line.split(':');
-        let (name, _, gid, members) = (f.next()?, f.next()?, f.next()?, f.next().unwrap_or(""));
-        Some(Group {
-            name: name.to_owned(),
-            gid: gid.parse().ok()?,
-            members: members
-                .split(',')
-                .filter(|m| !m.is_empty())
-                .map(str::to_owned)
-                .collect(),
-        })
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const PASSWD_TEXT: &str =
-        "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/sh\nbroken line\n";
     const GROUP_TEXT: &str = "root:x:0:\nops:x:2000:alice,bob\nbad:x:notanumber:\n";
 
     #[test]
@@ -92,23 +71,6 @@ mod tests {
         assert_eq!(member_of(GROUP_TEXT, Some("bob"), 0), ["root", "ops"]);
         assert_eq!(member_of(GROUP_TEXT, None, 2000), ["ops"]);
         assert!(member_of(GROUP_TEXT, Some("eve"), 7).is_empty());
-    }
-
-    #[test]
-    fn users_and_groups_parse() {
-        assert_eq!(parse_user_name(PASSWD_TEXT, 1000).as_deref(), Some("alice"));
-        assert_eq!(parse_user_name(PASSWD_TEXT, 7), None);
-        let groups: Vec<Group> = parse_groups(GROUP_TEXT).collect();
-        assert_eq!(groups.len(), 2, "a line with a bad gid is skipped");
-        assert_eq!(
-            groups[1],
-            Group {
-                name: "ops".into(),
-                gid: 2000,
-                members: vec!["alice".into(), "bob".into()]
-            }
-        );
-        assert!(groups[0].members.is_empty());
     }
 
     #[test]
