@@ -105,7 +105,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let socket = args.resolve().map_err(anyhow::Error::msg)?;
             tokio::select! {
                 r = api::watch(&socket) => r?,
-                () = signal() => {}
+                () = lanyard_hardening::shutdown_signal() => {}
             }
             Ok(())
         }
@@ -123,30 +123,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();
     tokio::spawn(async move {
-        signal().await;
+        lanyard_hardening::shutdown_signal().await;
         tracing::info!("signal received: shutting down");
         on_signal.cancel();
     });
     lanyard_agent::run(cfg, shutdown).await?;
     tracing::info!("agent stopped");
     Ok(())
-}
-
-/// SIGTERM or SIGINT.
-async fn signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

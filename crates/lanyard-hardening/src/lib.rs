@@ -8,6 +8,8 @@
 //! ([`create_dir_exact`]), so that nothing they write is ever reachable with
 //! the mode the umask they were started with would give.
 //!
+//! With the `signals` feature, `shutdown_signal` is what stops them.
+//!
 //! ```no_run
 //! lanyard_hardening::make_non_dumpable().expect("hardening");
 //! lanyard_hardening::restrict_umask();
@@ -16,6 +18,10 @@
 
 mod dumpable;
 mod files;
+#[cfg(feature = "signals")]
+mod signals;
 
 pub use dumpable::{HardeningError, make_non_dumpable};
 pub use files::{create_dir_exact, restrict_umask};
+#[cfg(feature = "signals")]
+pub use signals::shutdown_signal;
