@@ -7,7 +7,7 @@ use lanyard_identity::{Selector, SpiffeId, TrustDomain, matches_all};
 use lanyard_jwt::Jwks;
 use rustls_pki_types::CertificateDer;
 
-use crate::revocation::VerifiedCrl;
+use crate::{revocation::VerifiedCrl, svid_key::SvidKeyDer};
 
 /// One authorized entry, as the Sync stream delivered it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -16,8 +16,9 @@ pub struct EntryInfo {
     pub id: String,
     /// The SPIFFE ID issued for it.
     pub spiffe_id: SpiffeId,
-    /// All must be among a caller's selectors.
-    pub selectors: Vec<Selector>,
+    /// All must be among a caller's selectors. Entries with the same
+    /// selectors share one set (interned as each Sync message is parsed).
+    pub selectors: Arc<[Selector]>,
     /// SVID TTL in seconds; 0 for the server default.
     pub ttl_secs: i64,
     /// DNS SANs of the SVID.
@@ -44,8 +45,10 @@ impl EntryInfo {
 /// The latest Sync message, parsed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SyncState {
-    /// Authorized entries.
-    pub entries: Vec<EntryInfo>,
+    /// Authorized entries. Each is one allocation shared by every holder
+    /// (the SVID manager's slot, the cached SVID, the next Sync state when
+    /// the entry did not change).
+    pub entries: Vec<Arc<EntryInfo>>,
     /// DER CA certificates of the trust bundle.
     pub bundle: Vec<CertificateDer<'static>>,
     /// The trust domain's CRL in force: the latest one the server sent that
@@ -57,20 +60,36 @@ pub struct SyncState {
     pub jwt_bundle: Arc<Jwks>,
 }
 
-/// An X.509-SVID cached for one entry.
+/// An X.509-SVID cached for one entry: only what is its own (leaf, key,
+/// serial) is held per SVID; the entry and the intermediates are shared.
 #[derive(Clone, PartialEq, Eq)]
 pub struct CachedSvid {
     /// The entry it was issued for, shared with the SVID manager's record
     /// of it (one copy per entry, not one per holder).
     pub entry: Arc<EntryInfo>,
-    /// DER chain, leaf first.
-    pub chain: Vec<CertificateDer<'static>>,
-    /// PKCS#8 DER private key. Secret: `Debug` redacts it.
-    pub key_pkcs8: Vec<u8>,
+    /// DER leaf certificate.
+    pub leaf: Arc<[u8]>,
+    /// DER intermediates after the leaf, one allocation shared by every
+    /// SVID issued through the same ones.
+    pub intermediates: Arc<[CertificateDer<'static>]>,
+    /// The private key, in compact form. Secret: `Debug` redacts it.
+    pub key: SvidKeyDer,
     /// Lower-case hex serial of the leaf.
-    pub serial: String,
+    pub serial: Box<str>,
     /// NotAfter, seconds since the Unix epoch.
     pub not_after: i64,
+}
+
+impl CachedSvid {
+    /// The DER chain, leaf first.
+    pub fn chain(&self) -> impl Iterator<Item = &[u8]> {
+        std::iter::once(&*self.leaf).chain(self.intermediates.iter().map(|c| c.as_ref()))
+    }
+
+    /// The private key as PKCS#8 DER, as the Workload API sends it.
+    pub fn key_pkcs8(&self) -> Vec<u8> {
+        self.key.pkcs8(&self.leaf)
+    }
 }
 
 impl fmt::Debug for CachedSvid {
@@ -236,8 +255,9 @@ pub(crate) mod tests {
                 revision: 1,
                 created_at,
             }),
-            chain: vec![CertificateDer::from(id.as_bytes().to_vec())],
-            key_pkcs8: b"secret-key".to_vec(),
+            leaf: id.as_bytes().into(),
+            intermediates: Arc::from([]),
+            key: SvidKeyDer::from_pkcs8(b"secret-key".to_vec(), &[]),
             serial: "01".into(),
             not_after,
         })

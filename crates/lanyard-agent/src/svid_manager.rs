@@ -35,6 +35,7 @@ use crate::{
     node_client::NodeConnector,
     revocation::{Cached, plan_eviction},
     schedule::{self, backoff, random_unit, to_unix, until},
+    svid_key::SvidKeyDer,
 };
 
 /// CSRs per BatchNewX509SVID call (the server accepts up to 1000).
@@ -81,6 +82,9 @@ pub struct SvidManager {
     trust_domain: TrustDomain,
     metrics: Arc<Metrics>,
     slots: HashMap<String, Slot>,
+    /// The intermediates of the last SVID issued: the next ones, issued
+    /// through the same CA, share this allocation.
+    intermediates: Arc<[CertificateDer<'static>]>,
     ready: bool,
     attempt: u32,
 }
@@ -103,6 +107,7 @@ impl SvidManager {
             trust_domain,
             metrics,
             slots: HashMap::new(),
+            intermediates: Arc::from([]),
             ready: false,
             attempt: 0,
         }
@@ -153,11 +158,14 @@ impl SvidManager {
     /// ones dropped (with their SVIDs), changed ones updated (and re-issued
     /// when the SVID itself would differ).
     fn reconcile(&mut self, sync: &SyncState) {
-        let mut seen = HashMap::with_capacity(sync.entries.len());
+        let seen: HashSet<&str> = sync.entries.iter().map(|e| e.id.as_str()).collect();
         for entry in &sync.entries {
-            seen.insert(entry.id.clone(), ());
             match self.slots.get_mut(&entry.id) {
-                Some(slot) if *slot.entry == *entry => {}
+                Some(slot) if Arc::ptr_eq(&slot.entry, entry) => {}
+                Some(slot) if slot.entry == *entry => {
+                    // Equal but parsed apart: hold the Sync state's copy.
+                    slot.share_entry(entry);
+                }
                 Some(slot) => {
                     if !slot.entry.same_svid_shape(entry) {
                         tracing::info!(entry = %entry.id, spiffe_id = %entry.spiffe_id, "entry changed: SVID will be re-issued");
@@ -165,21 +173,16 @@ impl SvidManager {
                         slot.retry_at = None;
                         slot.failures = 0;
                     }
-                    slot.entry = Arc::new(entry.clone());
-                    if let Some(issued) = &mut slot.svid {
-                        let mut svid = (*issued.svid).clone();
-                        svid.entry = Arc::clone(&slot.entry);
-                        issued.svid = Arc::new(svid);
-                    }
+                    slot.share_entry(entry);
                 }
                 None => {
                     self.slots
-                        .insert(entry.id.clone(), Slot::new(entry.clone()));
+                        .insert(entry.id.clone(), Slot::new(Arc::clone(entry)));
                 }
             }
         }
         self.slots.retain(|id, slot| {
-            let keep = seen.contains_key(id);
+            let keep = seen.contains(id.as_str());
             if !keep {
                 tracing::info!(entry = %id, spiffe_id = %slot.entry.spiffe_id, "entry removed: SVID dropped");
             }
@@ -347,6 +350,11 @@ impl SvidManager {
                     .map(CertificateDer::from)
                     .collect();
                 let trust = self.connector.trust();
+                let intermediates = chain.get(1..).unwrap_or_default();
+                if *self.intermediates != *intermediates {
+                    self.intermediates = intermediates.into();
+                }
+                let intermediates = Arc::clone(&self.intermediates);
                 check_issued(&slot.entry, &chain, &trust.bundle())
                     .and_then(|issued| match trust.crl() {
                         Some(crl) if crl.is_revoked(&issued.0) => {
@@ -362,11 +370,17 @@ impl SvidManager {
                             schedule::from_unix(not_after),
                             random_unit() * 2.0 - 1.0,
                         );
+                        let leaf: Arc<[u8]> = chain
+                            .into_iter()
+                            .next()
+                            .map(|leaf| leaf.as_ref().into())
+                            .unwrap_or_else(|| Arc::from([]));
                         let svid = CachedSvid {
                             entry: slot.entry.clone(),
-                            chain,
-                            key_pkcs8: key.pkcs8_der(),
-                            serial,
+                            key: SvidKeyDer::from_pkcs8(key.pkcs8_der(), &leaf),
+                            leaf,
+                            intermediates,
+                            serial: serial.into_boxed_str(),
                             not_after,
                         };
                         Issued {
@@ -488,15 +502,26 @@ impl SvidManager {
 
 impl Slot {
     /// A new entry's slot: no SVID yet, due at once.
-    fn new(entry: EntryInfo) -> Self {
+    fn new(entry: Arc<EntryInfo>) -> Self {
         Self {
-            entry: Arc::new(entry),
+            entry,
             svid: None,
             retry_at: None,
             failures: 0,
             backoff: Duration::ZERO,
             last_error: None,
             revoked_until: None,
+        }
+    }
+
+    /// Holds `entry` (the Sync state's) from now on, in the slot and in
+    /// its cached SVID, so that no older copy stays alive.
+    fn share_entry(&mut self, entry: &Arc<EntryInfo>) {
+        self.entry = Arc::clone(entry);
+        if let Some(issued) = &mut self.svid {
+            let mut svid = (*issued.svid).clone();
+            svid.entry = Arc::clone(entry);
+            issued.svid = Arc::new(svid);
         }
     }
 
@@ -568,7 +593,11 @@ mod tests {
     use super::*;
 
     fn slot(id: &str) -> Slot {
-        Slot::new((*crate::cache::tests::svid(id, 1, &["unix:uid:1"], 100).entry).clone())
+        Slot::new(
+            crate::cache::tests::svid(id, 1, &["unix:uid:1"], 100)
+                .entry
+                .clone(),
+        )
     }
 
     #[test]
