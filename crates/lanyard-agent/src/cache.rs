@@ -12,8 +12,8 @@ use crate::{revocation::VerifiedCrl, svid_key::SvidKeyDer};
 /// One authorized entry, as the Sync stream delivered it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EntryInfo {
-    /// Entry ID (a UUID string).
-    pub id: String,
+    /// Entry ID (a UUID string), shared with the SVID manager's index.
+    pub id: Arc<str>,
     /// The SPIFFE ID issued for it.
     pub spiffe_id: SpiffeId,
     /// All must be among a caller's selectors. Entries with the same
@@ -281,7 +281,7 @@ pub(crate) mod tests {
             &sel(&["unix:uid:1", "unix:gid:2", "unix:user:x"]),
             100,
         );
-        let ids: Vec<_> = got.iter().map(|s| s.entry.id.as_str()).collect();
+        let ids: Vec<_> = got.iter().map(|s| &*s.entry.id).collect();
         assert_eq!(ids, ["a", "b", "c"]);
         assert!(select_for(&svids, &sel(&["unix:uid:7"]), 100).is_empty());
         assert!(select_for(&svids, &[], 100).is_empty());

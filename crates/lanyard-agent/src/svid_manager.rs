@@ -57,13 +57,20 @@ struct Slot {
     svid: Option<Issued>,
     /// Not before this time (after a failure).
     retry_at: Option<SystemTime>,
-    /// Consecutive failed attempts, the wait chosen after the last one,
-    /// and its error.
-    failures: u32,
-    backoff: Duration,
-    last_error: Option<String>,
+    /// Failed attempts since the last success (boxed: most entries never
+    /// fail, and every entry has a slot).
+    trouble: Option<Box<Trouble>>,
     /// NotAfter of an SVID the CRL took away, until its replacement arrives.
     revoked_until: Option<i64>,
+}
+
+/// An entry's consecutive failed attempts, the wait chosen after the last
+/// one, and its error.
+#[derive(Debug)]
+struct Trouble {
+    failures: u32,
+    backoff: Duration,
+    last_error: String,
 }
 
 #[derive(Debug)]
@@ -81,7 +88,8 @@ pub struct SvidManager {
     out: Arc<watch::Sender<Arc<Snapshot>>>,
     trust_domain: TrustDomain,
     metrics: Arc<Metrics>,
-    slots: HashMap<String, Slot>,
+    /// By entry ID (the entry's own `Arc<str>`).
+    slots: HashMap<Arc<str>, Slot>,
     /// The intermediates of the last SVID issued: the next ones, issued
     /// through the same CA, share this allocation.
     intermediates: Arc<[CertificateDer<'static>]>,
@@ -158,7 +166,7 @@ impl SvidManager {
     /// ones dropped (with their SVIDs), changed ones updated (and re-issued
     /// when the SVID itself would differ).
     fn reconcile(&mut self, sync: &SyncState) {
-        let seen: HashSet<&str> = sync.entries.iter().map(|e| e.id.as_str()).collect();
+        let seen: HashSet<&str> = sync.entries.iter().map(|e| &*e.id).collect();
         for entry in &sync.entries {
             match self.slots.get_mut(&entry.id) {
                 Some(slot) if Arc::ptr_eq(&slot.entry, entry) => {}
@@ -171,18 +179,18 @@ impl SvidManager {
                         tracing::info!(entry = %entry.id, spiffe_id = %entry.spiffe_id, "entry changed: SVID will be re-issued");
                         slot.svid = None;
                         slot.retry_at = None;
-                        slot.failures = 0;
+                        slot.trouble = None;
                     }
                     slot.share_entry(entry);
                 }
                 None => {
                     self.slots
-                        .insert(entry.id.clone(), Slot::new(Arc::clone(entry)));
+                        .insert(Arc::clone(&entry.id), Slot::new(Arc::clone(entry)));
                 }
             }
         }
         self.slots.retain(|id, slot| {
-            let keep = seen.contains(id.as_str());
+            let keep = seen.contains(&**id);
             if !keep {
                 tracing::info!(entry = %id, spiffe_id = %slot.entry.spiffe_id, "entry removed: SVID dropped");
             }
@@ -196,7 +204,7 @@ impl SvidManager {
         let Some(crl) = &sync.crl else {
             return false;
         };
-        let entries: HashSet<&str> = sync.entries.iter().map(|e| e.id.as_str()).collect();
+        let entries: HashSet<&str> = sync.entries.iter().map(|e| &*e.id).collect();
         let cached = self.slots.iter().filter_map(|(id, slot)| {
             slot.svid.as_ref().map(|i| Cached {
                 entry_id: id,
@@ -221,7 +229,7 @@ impl SvidManager {
                     // SVID would have expired anyway.
                     slot.revoked_until = slot.svid.take().map(|i| i.svid.not_after);
                     slot.retry_at = None;
-                    slot.failures = 0;
+                    slot.trouble = None;
                 }
                 _ => {
                     self.slots.remove(entry_id.as_str());
@@ -249,7 +257,7 @@ impl SvidManager {
             .iter()
             .filter(|(_, s)| s.retry_at.is_none_or(|t| t <= now))
             .filter(|(_, s)| s.svid.as_ref().is_none_or(|i| i.refresh_at <= now))
-            .map(|(id, _)| id.clone())
+            .map(|(id, _)| id.to_string())
             .collect()
     }
 
@@ -313,7 +321,7 @@ impl SvidManager {
                     let at = SystemTime::now() + wait;
                     let error = e.to_string();
                     for id in keys.keys() {
-                        if let Some(slot) = self.slots.get_mut(id) {
+                        if let Some(slot) = self.slots.get_mut(id.as_str()) {
                             slot.retry_at = Some(at);
                             slot.failed(wait, &error);
                         }
@@ -408,8 +416,7 @@ impl SvidManager {
                 if let Some(slot) = self.slots.get_mut(entry_id) {
                     slot.svid = Some(issued);
                     slot.retry_at = None;
-                    slot.failures = 0;
-                    slot.last_error = None;
+                    slot.trouble = None;
                     slot.revoked_until = None;
                 }
             }
@@ -425,14 +432,14 @@ impl SvidManager {
             return;
         };
         let wait = backoff(
-            slot.failures,
+            slot.failures(),
             BACKOFF_BASE,
             REFUSED_BACKOFF_MAX,
             random_unit(),
         );
         slot.retry_at = Some(SystemTime::now() + wait);
         slot.failed(wait, why);
-        tracing::warn!(entry = %entry_id, spiffe_id = %slot.entry.spiffe_id, reason = %why, failures = slot.failures, retry_in = ?wait, "SVID not issued");
+        tracing::warn!(entry = %entry_id, spiffe_id = %slot.entry.spiffe_id, reason = %why, failures = slot.failures(), retry_in = ?wait, "SVID not issued");
     }
 
     fn publish(&self, sync: &SyncState) {
@@ -507,9 +514,7 @@ impl Slot {
             entry,
             svid: None,
             retry_at: None,
-            failures: 0,
-            backoff: Duration::ZERO,
-            last_error: None,
+            trouble: None,
             revoked_until: None,
         }
     }
@@ -527,9 +532,17 @@ impl Slot {
 
     /// One more failed attempt, retried after `wait`.
     fn failed(&mut self, wait: Duration, why: &str) {
-        self.failures = self.failures.saturating_add(1);
-        self.backoff = wait;
-        self.last_error = Some(why.to_owned());
+        let failures = self.failures().saturating_add(1);
+        self.trouble = Some(Box::new(Trouble {
+            failures,
+            backoff: wait,
+            last_error: why.to_owned(),
+        }));
+    }
+
+    /// Consecutive failed attempts.
+    fn failures(&self) -> u32 {
+        self.trouble.as_ref().map_or(0, |t| t.failures)
     }
 }
 
@@ -554,16 +567,26 @@ fn next_wake<'a>(slots: impl Iterator<Item = &'a Slot>) -> Option<SystemTime> {
 
 /// What `/health/ready` says of the entries whose last issuance failed.
 fn issuance_health<'a>(slots: impl Iterator<Item = &'a Slot>) -> IssuanceHealth {
-    let failing: Vec<&Slot> = slots.filter(|s| s.failures > 0).collect();
-    let worst = failing.iter().max_by_key(|s| (s.failures, s.backoff));
+    let failing: Vec<(&Slot, &Trouble)> = slots
+        .filter_map(|s| s.trouble.as_deref().map(|t| (s, t)))
+        .filter(|(_, t)| t.failures > 0)
+        .collect();
+    let worst = failing
+        .iter()
+        .map(|(_, t)| t)
+        .max_by_key(|t| (t.failures, t.backoff));
     IssuanceHealth {
         failing_entries: failing.len(),
-        consecutive_failures: worst.map_or(0, |s| s.failures),
-        backoff_ms: worst.map_or(0, |s| {
-            u64::try_from(s.backoff.as_millis()).unwrap_or(u64::MAX)
+        consecutive_failures: worst.map_or(0, |t| t.failures),
+        backoff_ms: worst.map_or(0, |t| {
+            u64::try_from(t.backoff.as_millis()).unwrap_or(u64::MAX)
         }),
-        next_retry_at: failing.iter().filter_map(|s| s.retry_at).min().map(to_unix),
-        last_error: worst.and_then(|s| s.last_error.clone()),
+        next_retry_at: failing
+            .iter()
+            .filter_map(|(s, _)| s.retry_at)
+            .min()
+            .map(to_unix),
+        last_error: worst.map(|t| t.last_error.clone()),
     }
 }
 

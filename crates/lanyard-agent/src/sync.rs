@@ -217,7 +217,7 @@ pub fn parse_sync(
     previous: Option<&SyncState>,
 ) -> (SyncState, Vec<u8>, Vec<CertificateDer<'static>>) {
     let known: HashMap<&str, &Arc<EntryInfo>> = previous
-        .map(|p| p.entries.iter().map(|e| (e.id.as_str(), e)).collect())
+        .map(|p| p.entries.iter().map(|e| (&*e.id, e)).collect())
         .unwrap_or_default();
     let mut sets: HashSet<Arc<[Selector]>> = HashSet::new();
     let mut entries = Vec::with_capacity(resp.entries.len());
@@ -300,7 +300,7 @@ fn parse_entry(e: &Entry, sets: &mut HashSet<Arc<[Selector]>>) -> Result<EntryIn
         }
     };
     Ok(EntryInfo {
-        id: e.id.clone(),
+        id: e.id.as_str().into(),
         spiffe_id,
         selectors,
         ttl_secs: e.x509_svid_ttl_seconds,
