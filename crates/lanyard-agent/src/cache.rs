@@ -190,6 +190,28 @@ impl Snapshot {
         }
     }
 
+    /// Whether `self` and `other` serve the same: equal fields, and the
+    /// very same SVIDs (a cached SVID is never changed in place, only
+    /// replaced, so comparing pointers is enough and costs no byte
+    /// comparison of every certificate and entry).
+    pub fn same_as(&self, other: &Snapshot) -> bool {
+        self.svids.len() == other.svids.len()
+            && self
+                .svids
+                .iter()
+                .zip(&other.svids)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+            && self.readiness == other.readiness
+            && self.trust_domain == other.trust_domain
+            && self.bundle == other.bundle
+            && self.crl == other.crl
+            && self.crl_issuer == other.crl_issuer
+            && self.crl_next_update == other.crl_next_update
+            && self.renewing == other.renewing
+            && self.jwt_bundle == other.jwt_bundle
+            && self.issuance == other.issuance
+    }
+
     /// Nothing served any more, for `reason`.
     pub fn stopped(reason: impl Into<String>) -> Self {
         Self {

@@ -33,7 +33,7 @@ use crate::{
     identity::AgentIdentity,
     metrics::{Metrics, RenewalOutcome},
     node_client::NodeConnector,
-    revocation::{Cached, plan_eviction},
+    revocation::{Cached, VerifiedCrl, plan_eviction},
     schedule::{self, backoff, random_unit, to_unix, until},
     svid_key::SvidKeyDer,
 };
@@ -93,6 +93,9 @@ pub struct SvidManager {
     /// The intermediates of the last SVID issued: the next ones, issued
     /// through the same CA, share this allocation.
     intermediates: Arc<[CertificateDer<'static>]>,
+    /// The CRL every cached SVID was last checked against: a new SVID is
+    /// checked when it arrives, so the whole cache only when this changes.
+    crl_checked: Option<VerifiedCrl>,
     ready: bool,
     attempt: u32,
 }
@@ -116,6 +119,7 @@ impl SvidManager {
             metrics,
             slots: HashMap::new(),
             intermediates: Arc::from([]),
+            crl_checked: None,
             ready: false,
             attempt: 0,
         }
@@ -204,6 +208,10 @@ impl SvidManager {
         let Some(crl) = &sync.crl else {
             return false;
         };
+        if self.crl_checked.as_ref() == Some(crl) {
+            return false;
+        }
+        self.crl_checked = Some(crl.clone());
         let entries: HashSet<&str> = sync.entries.iter().map(|e| &*e.id).collect();
         let cached = self.slots.iter().filter_map(|(id, slot)| {
             slot.svid.as_ref().map(|i| Cached {
@@ -496,7 +504,7 @@ impl SvidManager {
         };
         self.out.send_if_modified(|current| {
             // A stopped agent stays stopped; an unchanged snapshot wakes nobody.
-            if matches!(current.readiness, Readiness::Stopped(_)) || **current == snapshot {
+            if matches!(current.readiness, Readiness::Stopped(_)) || current.same_as(&snapshot) {
                 return false;
             }
             *current = Arc::new(snapshot);
