@@ -68,7 +68,7 @@ pub struct CachedSvid {
     /// of it (one copy per entry, not one per holder).
     pub entry: Arc<EntryInfo>,
     /// DER leaf certificate.
-    pub leaf: Arc<[u8]>,
+    pub leaf: Box<[u8]>,
     /// DER intermediates after the leaf, one allocation shared by every
     /// SVID issued through the same ones.
     pub intermediates: Arc<[CertificateDer<'static>]>,

@@ -360,18 +360,17 @@ impl SvidManager {
         };
         let outcome = match result {
             Some(BatchResult::Svid(svid)) => {
-                let chain: Vec<CertificateDer<'static>> = svid
-                    .cert_chain
-                    .into_iter()
-                    .map(CertificateDer::from)
-                    .collect();
-                let trust = self.connector.trust();
-                let intermediates = chain.get(1..).unwrap_or_default();
-                if *self.intermediates != *intermediates {
-                    self.intermediates = intermediates.into();
+                // The leaf is kept in the allocation it was decoded into:
+                // a copy would leave a hole of its size per SVID.
+                let mut certs = svid.cert_chain.into_iter();
+                let leaf = certs.next().unwrap_or_default().into_boxed_slice();
+                let rest: Vec<CertificateDer<'static>> = certs.map(CertificateDer::from).collect();
+                if *self.intermediates != *rest {
+                    self.intermediates = rest.into();
                 }
                 let intermediates = Arc::clone(&self.intermediates);
-                check_issued(&slot.entry, &chain, &trust.bundle())
+                let trust = self.connector.trust();
+                check_issued(&slot.entry, &leaf, &intermediates, &trust.bundle())
                     .and_then(|issued| match trust.crl() {
                         Some(crl) if crl.is_revoked(&issued.0) => {
                             Err(format!("the new SVID {} is already revoked", issued.0))
@@ -386,11 +385,6 @@ impl SvidManager {
                             schedule::from_unix(not_after),
                             random_unit() * 2.0 - 1.0,
                         );
-                        let leaf: Arc<[u8]> = chain
-                            .into_iter()
-                            .next()
-                            .map(|leaf| leaf.as_ref().into())
-                            .unwrap_or_else(|| Arc::from([]));
                         let svid = CachedSvid {
                             entry: slot.entry.clone(),
                             key: SvidKeyDer::from_pkcs8(key.pkcs8_der(), &leaf),
@@ -602,18 +596,22 @@ fn issuance_health<'a>(slots: impl Iterator<Item = &'a Slot>) -> IssuanceHealth 
 /// chain to the bundle. Returns serial, NotBefore and NotAfter.
 fn check_issued(
     entry: &EntryInfo,
-    chain: &[CertificateDer<'static>],
+    leaf: &[u8],
+    intermediates: &[CertificateDer<'static>],
     bundle: &[CertificateDer<'static>],
 ) -> Result<(String, i64, i64), String> {
-    let (leaf, intermediates) = chain.split_first().ok_or("empty certificate chain")?;
-    let summary = check_x509_svid(leaf).map_err(|e| format!("not an X.509-SVID: {e}"))?;
+    if leaf.is_empty() {
+        return Err("empty certificate chain".into());
+    }
+    let leaf = CertificateDer::from(leaf);
+    let summary = check_x509_svid(&leaf).map_err(|e| format!("not an X.509-SVID: {e}"))?;
     if summary.spiffe_id != entry.spiffe_id {
         return Err(format!(
             "SVID is for {}, entry is {}",
             summary.spiffe_id, entry.spiffe_id
         ));
     }
-    lanyard_mtls::verify_svid_chain(leaf, intermediates, bundle, UnixTime::now())
+    lanyard_mtls::verify_svid_chain(&leaf, intermediates, bundle, UnixTime::now())
         .map_err(|e| format!("SVID does not verify: {e}"))?;
     Ok((summary.serial, summary.not_before, summary.not_after))
 }
