@@ -7,17 +7,18 @@ use lanyard_identity::{Selector, SpiffeId, TrustDomain, matches_all};
 use lanyard_jwt::Jwks;
 use rustls_pki_types::CertificateDer;
 
-use crate::revocation::VerifiedCrl;
+use crate::{revocation::VerifiedCrl, svid_key::SvidKeyDer};
 
 /// One authorized entry, as the Sync stream delivered it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EntryInfo {
-    /// Entry ID (a UUID string).
-    pub id: String,
+    /// Entry ID (a UUID string), shared with the SVID manager's index.
+    pub id: Arc<str>,
     /// The SPIFFE ID issued for it.
     pub spiffe_id: SpiffeId,
-    /// All must be among a caller's selectors.
-    pub selectors: Vec<Selector>,
+    /// All must be among a caller's selectors. Entries with the same
+    /// selectors share one set (interned as each Sync message is parsed).
+    pub selectors: Arc<[Selector]>,
     /// SVID TTL in seconds; 0 for the server default.
     pub ttl_secs: i64,
     /// DNS SANs of the SVID.
@@ -44,8 +45,10 @@ impl EntryInfo {
 /// The latest Sync message, parsed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SyncState {
-    /// Authorized entries.
-    pub entries: Vec<EntryInfo>,
+    /// Authorized entries. Each is one allocation shared by every holder
+    /// (the SVID manager's slot, the cached SVID, the next Sync state when
+    /// the entry did not change).
+    pub entries: Vec<Arc<EntryInfo>>,
     /// DER CA certificates of the trust bundle.
     pub bundle: Vec<CertificateDer<'static>>,
     /// The trust domain's CRL in force: the latest one the server sent that
@@ -57,20 +60,36 @@ pub struct SyncState {
     pub jwt_bundle: Arc<Jwks>,
 }
 
-/// An X.509-SVID cached for one entry.
+/// An X.509-SVID cached for one entry: only what is its own (leaf, key,
+/// serial) is held per SVID; the entry and the intermediates are shared.
 #[derive(Clone, PartialEq, Eq)]
 pub struct CachedSvid {
     /// The entry it was issued for, shared with the SVID manager's record
     /// of it (one copy per entry, not one per holder).
     pub entry: Arc<EntryInfo>,
-    /// DER chain, leaf first.
-    pub chain: Vec<CertificateDer<'static>>,
-    /// PKCS#8 DER private key. Secret: `Debug` redacts it.
-    pub key_pkcs8: Vec<u8>,
+    /// DER leaf certificate.
+    pub leaf: Box<[u8]>,
+    /// DER intermediates after the leaf, one allocation shared by every
+    /// SVID issued through the same ones.
+    pub intermediates: Arc<[CertificateDer<'static>]>,
+    /// The private key, in compact form. Secret: `Debug` redacts it.
+    pub key: SvidKeyDer,
     /// Lower-case hex serial of the leaf.
-    pub serial: String,
+    pub serial: Box<str>,
     /// NotAfter, seconds since the Unix epoch.
     pub not_after: i64,
+}
+
+impl CachedSvid {
+    /// The DER chain, leaf first.
+    pub fn chain(&self) -> impl Iterator<Item = &[u8]> {
+        std::iter::once(&*self.leaf).chain(self.intermediates.iter().map(|c| c.as_ref()))
+    }
+
+    /// The private key as PKCS#8 DER, as the Workload API sends it.
+    pub fn key_pkcs8(&self) -> Vec<u8> {
+        self.key.pkcs8(&self.leaf)
+    }
 }
 
 impl fmt::Debug for CachedSvid {
@@ -171,6 +190,28 @@ impl Snapshot {
         }
     }
 
+    /// Whether `self` and `other` serve the same: equal fields, and the
+    /// very same SVIDs (a cached SVID is never changed in place, only
+    /// replaced, so comparing pointers is enough and costs no byte
+    /// comparison of every certificate and entry).
+    pub fn same_as(&self, other: &Snapshot) -> bool {
+        self.svids.len() == other.svids.len()
+            && self
+                .svids
+                .iter()
+                .zip(&other.svids)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+            && self.readiness == other.readiness
+            && self.trust_domain == other.trust_domain
+            && self.bundle == other.bundle
+            && self.crl == other.crl
+            && self.crl_issuer == other.crl_issuer
+            && self.crl_next_update == other.crl_next_update
+            && self.renewing == other.renewing
+            && self.jwt_bundle == other.jwt_bundle
+            && self.issuance == other.issuance
+    }
+
     /// Nothing served any more, for `reason`.
     pub fn stopped(reason: impl Into<String>) -> Self {
         Self {
@@ -236,8 +277,9 @@ pub(crate) mod tests {
                 revision: 1,
                 created_at,
             }),
-            chain: vec![CertificateDer::from(id.as_bytes().to_vec())],
-            key_pkcs8: b"secret-key".to_vec(),
+            leaf: id.as_bytes().into(),
+            intermediates: Arc::from([]),
+            key: SvidKeyDer::from_pkcs8(b"secret-key".to_vec(), &[]),
             serial: "01".into(),
             not_after,
         })
@@ -261,7 +303,7 @@ pub(crate) mod tests {
             &sel(&["unix:uid:1", "unix:gid:2", "unix:user:x"]),
             100,
         );
-        let ids: Vec<_> = got.iter().map(|s| s.entry.id.as_str()).collect();
+        let ids: Vec<_> = got.iter().map(|s| &*s.entry.id).collect();
         assert_eq!(ids, ["a", "b", "c"]);
         assert!(select_for(&svids, &sel(&["unix:uid:7"]), 100).is_empty());
         assert!(select_for(&svids, &[], 100).is_empty());

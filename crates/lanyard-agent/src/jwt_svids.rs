@@ -96,7 +96,7 @@ impl JwtSvids {
         let mut audiences = audiences.to_vec();
         audiences.sort();
         audiences.dedup();
-        let slot = self.slot((entry.id.clone(), audiences.clone()));
+        let slot = self.slot((entry.id.to_string(), audiences.clone()));
         let mut cached = slot.lock().await;
         let now = to_unix(SystemTime::now());
         let usable = |t: &JwtSvid| {

@@ -58,6 +58,7 @@ mod revocation;
 mod revocation_tests;
 mod schedule;
 mod storage;
+mod svid_key;
 mod svid_manager;
 mod sync;
 #[cfg(test)]

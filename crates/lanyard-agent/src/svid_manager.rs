@@ -33,8 +33,9 @@ use crate::{
     identity::AgentIdentity,
     metrics::{Metrics, RenewalOutcome},
     node_client::NodeConnector,
-    revocation::{Cached, plan_eviction},
+    revocation::{Cached, VerifiedCrl, plan_eviction},
     schedule::{self, backoff, random_unit, to_unix, until},
+    svid_key::SvidKeyDer,
 };
 
 /// CSRs per BatchNewX509SVID call (the server accepts up to 1000).
@@ -56,13 +57,20 @@ struct Slot {
     svid: Option<Issued>,
     /// Not before this time (after a failure).
     retry_at: Option<SystemTime>,
-    /// Consecutive failed attempts, the wait chosen after the last one,
-    /// and its error.
-    failures: u32,
-    backoff: Duration,
-    last_error: Option<String>,
+    /// Failed attempts since the last success (boxed: most entries never
+    /// fail, and every entry has a slot).
+    trouble: Option<Box<Trouble>>,
     /// NotAfter of an SVID the CRL took away, until its replacement arrives.
     revoked_until: Option<i64>,
+}
+
+/// An entry's consecutive failed attempts, the wait chosen after the last
+/// one, and its error.
+#[derive(Debug)]
+struct Trouble {
+    failures: u32,
+    backoff: Duration,
+    last_error: String,
 }
 
 #[derive(Debug)]
@@ -80,7 +88,14 @@ pub struct SvidManager {
     out: Arc<watch::Sender<Arc<Snapshot>>>,
     trust_domain: TrustDomain,
     metrics: Arc<Metrics>,
-    slots: HashMap<String, Slot>,
+    /// By entry ID (the entry's own `Arc<str>`).
+    slots: HashMap<Arc<str>, Slot>,
+    /// The intermediates of the last SVID issued: the next ones, issued
+    /// through the same CA, share this allocation.
+    intermediates: Arc<[CertificateDer<'static>]>,
+    /// The CRL every cached SVID was last checked against: a new SVID is
+    /// checked when it arrives, so the whole cache only when this changes.
+    crl_checked: Option<VerifiedCrl>,
     ready: bool,
     attempt: u32,
 }
@@ -103,6 +118,8 @@ impl SvidManager {
             trust_domain,
             metrics,
             slots: HashMap::new(),
+            intermediates: Arc::from([]),
+            crl_checked: None,
             ready: false,
             attempt: 0,
         }
@@ -153,33 +170,31 @@ impl SvidManager {
     /// ones dropped (with their SVIDs), changed ones updated (and re-issued
     /// when the SVID itself would differ).
     fn reconcile(&mut self, sync: &SyncState) {
-        let mut seen = HashMap::with_capacity(sync.entries.len());
+        let seen: HashSet<&str> = sync.entries.iter().map(|e| &*e.id).collect();
         for entry in &sync.entries {
-            seen.insert(entry.id.clone(), ());
             match self.slots.get_mut(&entry.id) {
-                Some(slot) if *slot.entry == *entry => {}
+                Some(slot) if Arc::ptr_eq(&slot.entry, entry) => {}
+                Some(slot) if slot.entry == *entry => {
+                    // Equal but parsed apart: hold the Sync state's copy.
+                    slot.share_entry(entry);
+                }
                 Some(slot) => {
                     if !slot.entry.same_svid_shape(entry) {
                         tracing::info!(entry = %entry.id, spiffe_id = %entry.spiffe_id, "entry changed: SVID will be re-issued");
                         slot.svid = None;
                         slot.retry_at = None;
-                        slot.failures = 0;
+                        slot.trouble = None;
                     }
-                    slot.entry = Arc::new(entry.clone());
-                    if let Some(issued) = &mut slot.svid {
-                        let mut svid = (*issued.svid).clone();
-                        svid.entry = Arc::clone(&slot.entry);
-                        issued.svid = Arc::new(svid);
-                    }
+                    slot.share_entry(entry);
                 }
                 None => {
                     self.slots
-                        .insert(entry.id.clone(), Slot::new(entry.clone()));
+                        .insert(Arc::clone(&entry.id), Slot::new(Arc::clone(entry)));
                 }
             }
         }
         self.slots.retain(|id, slot| {
-            let keep = seen.contains_key(id);
+            let keep = seen.contains(&**id);
             if !keep {
                 tracing::info!(entry = %id, spiffe_id = %slot.entry.spiffe_id, "entry removed: SVID dropped");
             }
@@ -193,7 +208,11 @@ impl SvidManager {
         let Some(crl) = &sync.crl else {
             return false;
         };
-        let entries: HashSet<&str> = sync.entries.iter().map(|e| e.id.as_str()).collect();
+        if self.crl_checked.as_ref() == Some(crl) {
+            return false;
+        }
+        self.crl_checked = Some(crl.clone());
+        let entries: HashSet<&str> = sync.entries.iter().map(|e| &*e.id).collect();
         let cached = self.slots.iter().filter_map(|(id, slot)| {
             slot.svid.as_ref().map(|i| Cached {
                 entry_id: id,
@@ -218,7 +237,7 @@ impl SvidManager {
                     // SVID would have expired anyway.
                     slot.revoked_until = slot.svid.take().map(|i| i.svid.not_after);
                     slot.retry_at = None;
-                    slot.failures = 0;
+                    slot.trouble = None;
                 }
                 _ => {
                     self.slots.remove(entry_id.as_str());
@@ -246,7 +265,7 @@ impl SvidManager {
             .iter()
             .filter(|(_, s)| s.retry_at.is_none_or(|t| t <= now))
             .filter(|(_, s)| s.svid.as_ref().is_none_or(|i| i.refresh_at <= now))
-            .map(|(id, _)| id.clone())
+            .map(|(id, _)| id.to_string())
             .collect()
     }
 
@@ -310,7 +329,7 @@ impl SvidManager {
                     let at = SystemTime::now() + wait;
                     let error = e.to_string();
                     for id in keys.keys() {
-                        if let Some(slot) = self.slots.get_mut(id) {
+                        if let Some(slot) = self.slots.get_mut(id.as_str()) {
                             slot.retry_at = Some(at);
                             slot.failed(wait, &error);
                         }
@@ -341,13 +360,17 @@ impl SvidManager {
         };
         let outcome = match result {
             Some(BatchResult::Svid(svid)) => {
-                let chain: Vec<CertificateDer<'static>> = svid
-                    .cert_chain
-                    .into_iter()
-                    .map(CertificateDer::from)
-                    .collect();
+                // The leaf is kept in the allocation it was decoded into:
+                // a copy would leave a hole of its size per SVID.
+                let mut certs = svid.cert_chain.into_iter();
+                let leaf = certs.next().unwrap_or_default().into_boxed_slice();
+                let rest: Vec<CertificateDer<'static>> = certs.map(CertificateDer::from).collect();
+                if *self.intermediates != *rest {
+                    self.intermediates = rest.into();
+                }
+                let intermediates = Arc::clone(&self.intermediates);
                 let trust = self.connector.trust();
-                check_issued(&slot.entry, &chain, &trust.bundle())
+                check_issued(&slot.entry, &leaf, &intermediates, &trust.bundle())
                     .and_then(|issued| match trust.crl() {
                         Some(crl) if crl.is_revoked(&issued.0) => {
                             Err(format!("the new SVID {} is already revoked", issued.0))
@@ -364,9 +387,10 @@ impl SvidManager {
                         );
                         let svid = CachedSvid {
                             entry: slot.entry.clone(),
-                            chain,
-                            key_pkcs8: key.pkcs8_der(),
-                            serial,
+                            key: SvidKeyDer::from_pkcs8(key.pkcs8_der(), &leaf),
+                            leaf,
+                            intermediates,
+                            serial: serial.into_boxed_str(),
                             not_after,
                         };
                         Issued {
@@ -394,8 +418,7 @@ impl SvidManager {
                 if let Some(slot) = self.slots.get_mut(entry_id) {
                     slot.svid = Some(issued);
                     slot.retry_at = None;
-                    slot.failures = 0;
-                    slot.last_error = None;
+                    slot.trouble = None;
                     slot.revoked_until = None;
                 }
             }
@@ -411,14 +434,14 @@ impl SvidManager {
             return;
         };
         let wait = backoff(
-            slot.failures,
+            slot.failures(),
             BACKOFF_BASE,
             REFUSED_BACKOFF_MAX,
             random_unit(),
         );
         slot.retry_at = Some(SystemTime::now() + wait);
         slot.failed(wait, why);
-        tracing::warn!(entry = %entry_id, spiffe_id = %slot.entry.spiffe_id, reason = %why, failures = slot.failures, retry_in = ?wait, "SVID not issued");
+        tracing::warn!(entry = %entry_id, spiffe_id = %slot.entry.spiffe_id, reason = %why, failures = slot.failures(), retry_in = ?wait, "SVID not issued");
     }
 
     fn publish(&self, sync: &SyncState) {
@@ -475,7 +498,7 @@ impl SvidManager {
         };
         self.out.send_if_modified(|current| {
             // A stopped agent stays stopped; an unchanged snapshot wakes nobody.
-            if matches!(current.readiness, Readiness::Stopped(_)) || **current == snapshot {
+            if matches!(current.readiness, Readiness::Stopped(_)) || current.same_as(&snapshot) {
                 return false;
             }
             *current = Arc::new(snapshot);
@@ -488,23 +511,40 @@ impl SvidManager {
 
 impl Slot {
     /// A new entry's slot: no SVID yet, due at once.
-    fn new(entry: EntryInfo) -> Self {
+    fn new(entry: Arc<EntryInfo>) -> Self {
         Self {
-            entry: Arc::new(entry),
+            entry,
             svid: None,
             retry_at: None,
-            failures: 0,
-            backoff: Duration::ZERO,
-            last_error: None,
+            trouble: None,
             revoked_until: None,
+        }
+    }
+
+    /// Holds `entry` (the Sync state's) from now on, in the slot and in
+    /// its cached SVID, so that no older copy stays alive.
+    fn share_entry(&mut self, entry: &Arc<EntryInfo>) {
+        self.entry = Arc::clone(entry);
+        if let Some(issued) = &mut self.svid {
+            let mut svid = (*issued.svid).clone();
+            svid.entry = Arc::clone(entry);
+            issued.svid = Arc::new(svid);
         }
     }
 
     /// One more failed attempt, retried after `wait`.
     fn failed(&mut self, wait: Duration, why: &str) {
-        self.failures = self.failures.saturating_add(1);
-        self.backoff = wait;
-        self.last_error = Some(why.to_owned());
+        let failures = self.failures().saturating_add(1);
+        self.trouble = Some(Box::new(Trouble {
+            failures,
+            backoff: wait,
+            last_error: why.to_owned(),
+        }));
+    }
+
+    /// Consecutive failed attempts.
+    fn failures(&self) -> u32 {
+        self.trouble.as_ref().map_or(0, |t| t.failures)
     }
 }
 
@@ -529,16 +569,26 @@ fn next_wake<'a>(slots: impl Iterator<Item = &'a Slot>) -> Option<SystemTime> {
 
 /// What `/health/ready` says of the entries whose last issuance failed.
 fn issuance_health<'a>(slots: impl Iterator<Item = &'a Slot>) -> IssuanceHealth {
-    let failing: Vec<&Slot> = slots.filter(|s| s.failures > 0).collect();
-    let worst = failing.iter().max_by_key(|s| (s.failures, s.backoff));
+    let failing: Vec<(&Slot, &Trouble)> = slots
+        .filter_map(|s| s.trouble.as_deref().map(|t| (s, t)))
+        .filter(|(_, t)| t.failures > 0)
+        .collect();
+    let worst = failing
+        .iter()
+        .map(|(_, t)| t)
+        .max_by_key(|t| (t.failures, t.backoff));
     IssuanceHealth {
         failing_entries: failing.len(),
-        consecutive_failures: worst.map_or(0, |s| s.failures),
-        backoff_ms: worst.map_or(0, |s| {
-            u64::try_from(s.backoff.as_millis()).unwrap_or(u64::MAX)
+        consecutive_failures: worst.map_or(0, |t| t.failures),
+        backoff_ms: worst.map_or(0, |t| {
+            u64::try_from(t.backoff.as_millis()).unwrap_or(u64::MAX)
         }),
-        next_retry_at: failing.iter().filter_map(|s| s.retry_at).min().map(to_unix),
-        last_error: worst.and_then(|s| s.last_error.clone()),
+        next_retry_at: failing
+            .iter()
+            .filter_map(|(s, _)| s.retry_at)
+            .min()
+            .map(to_unix),
+        last_error: worst.map(|t| t.last_error.clone()),
     }
 }
 
@@ -546,18 +596,22 @@ fn issuance_health<'a>(slots: impl Iterator<Item = &'a Slot>) -> IssuanceHealth 
 /// chain to the bundle. Returns serial, NotBefore and NotAfter.
 fn check_issued(
     entry: &EntryInfo,
-    chain: &[CertificateDer<'static>],
+    leaf: &[u8],
+    intermediates: &[CertificateDer<'static>],
     bundle: &[CertificateDer<'static>],
 ) -> Result<(String, i64, i64), String> {
-    let (leaf, intermediates) = chain.split_first().ok_or("empty certificate chain")?;
-    let summary = check_x509_svid(leaf).map_err(|e| format!("not an X.509-SVID: {e}"))?;
+    if leaf.is_empty() {
+        return Err("empty certificate chain".into());
+    }
+    let leaf = CertificateDer::from(leaf);
+    let summary = check_x509_svid(&leaf).map_err(|e| format!("not an X.509-SVID: {e}"))?;
     if summary.spiffe_id != entry.spiffe_id {
         return Err(format!(
             "SVID is for {}, entry is {}",
             summary.spiffe_id, entry.spiffe_id
         ));
     }
-    lanyard_mtls::verify_svid_chain(leaf, intermediates, bundle, UnixTime::now())
+    lanyard_mtls::verify_svid_chain(&leaf, intermediates, bundle, UnixTime::now())
         .map_err(|e| format!("SVID does not verify: {e}"))?;
     Ok((summary.serial, summary.not_before, summary.not_after))
 }
@@ -568,7 +622,11 @@ mod tests {
     use super::*;
 
     fn slot(id: &str) -> Slot {
-        Slot::new((*crate::cache::tests::svid(id, 1, &["unix:uid:1"], 100).entry).clone())
+        Slot::new(
+            crate::cache::tests::svid(id, 1, &["unix:uid:1"], 100)
+                .entry
+                .clone(),
+        )
     }
 
     #[test]

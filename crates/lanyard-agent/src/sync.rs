@@ -7,8 +7,13 @@
 //! the previous one stays in force. A CRL that lists the agent's own SVID
 //! ends the loop with [`AgentError::AgentSvidRevoked`].
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
+use lanyard_identity::Selector;
 use lanyard_jwt::Jwks;
 use lanyard_proto::node::v1::{Entry, SyncRequest, SyncResponse};
 use rustls_pki_types::CertificateDer;
@@ -127,7 +132,8 @@ impl SyncClient {
 
     pub(crate) fn apply(&self, resp: SyncResponse) -> Result<(), AgentError> {
         self.metrics.sync_update();
-        let (mut state, crl_der, crl_issuers) = parse_sync(resp);
+        let previous = self.out.borrow().clone();
+        let (mut state, crl_der, crl_issuers) = parse_sync(resp, previous.as_deref());
         let trust = self.connector.trust();
         let bundle_changed = self
             .out
@@ -201,19 +207,38 @@ impl SyncClient {
 /// `crl` is `None`), the CRL's DER bytes and the CA certificates that may
 /// have signed it besides the bundle's. Entries with a bad SPIFFE ID or
 /// selector are skipped (and logged) rather than failing the whole update.
-pub fn parse_sync(resp: SyncResponse) -> (SyncState, Vec<u8>, Vec<CertificateDer<'static>>) {
-    let entries = resp
-        .entries
-        .into_iter()
-        .filter_map(|e| match parse_entry(&e) {
-            Ok(info) => Some(info),
+///
+/// Every message carries all entries; those unchanged since `previous`
+/// are taken from it (the same `Arc`), so a change costs allocations only
+/// for what changed, and every holder keeps sharing one copy of each entry.
+/// Selector sets are interned: entries with the same selectors share one.
+pub fn parse_sync(
+    resp: SyncResponse,
+    previous: Option<&SyncState>,
+) -> (SyncState, Vec<u8>, Vec<CertificateDer<'static>>) {
+    let known: HashMap<&str, &Arc<EntryInfo>> = previous
+        .map(|p| p.entries.iter().map(|e| (&*e.id, e)).collect())
+        .unwrap_or_default();
+    let mut sets: HashSet<Arc<[Selector]>> = HashSet::new();
+    let mut entries = Vec::with_capacity(resp.entries.len());
+    for e in &resp.entries {
+        if let Some(same) = known.get(e.id.as_str()).filter(|k| unchanged(k, e)) {
+            entries.push(Arc::clone(same));
+            continue;
+        }
+        if sets.is_empty() {
+            // Seeded once, on the first new entry: it joins an existing set.
+            sets.extend(known.values().map(|k| Arc::clone(&k.selectors)));
+        }
+        match parse_entry(e, &mut sets) {
+            Ok(info) => entries.push(Arc::new(info)),
             Err(why) => {
                 tracing::warn!(entry = %e.id, reason = %why, "ignoring unusable entry from Sync");
-                None
             }
-        });
+        }
+    }
     let state = SyncState {
-        entries: entries.collect(),
+        entries,
         bundle: resp.bundle.into_iter().map(CertificateDer::from).collect(),
         crl: None,
         revision: resp.revision,
@@ -227,7 +252,33 @@ pub fn parse_sync(resp: SyncResponse) -> (SyncState, Vec<u8>, Vec<CertificateDer
     (state, resp.crl, crl_issuers)
 }
 
-fn parse_entry(e: &Entry) -> Result<EntryInfo, String> {
+/// Whether `known` is `e` as parsed, compared field by field without
+/// parsing `e` again. A selector written differently from its parsed form
+/// counts as changed (and is parsed), never the other way round.
+fn unchanged(known: &EntryInfo, e: &Entry) -> bool {
+    known.revision == e.revision
+        && known.created_at == e.created_at
+        && known.ttl_secs == e.x509_svid_ttl_seconds
+        && known.spiffe_id.as_str() == e.spiffe_id
+        && known.hint == e.hint
+        && known.dns_names == e.dns_names
+        && known.selectors.len() == e.selectors.len()
+        && known
+            .selectors
+            .iter()
+            .zip(&e.selectors)
+            .all(|(s, text)| written_as(s, text))
+}
+
+/// Whether `text` is `selector` written `kind:key:value`.
+fn written_as(selector: &Selector, text: &str) -> bool {
+    let mut parts = text.splitn(3, ':');
+    parts.next() == Some(selector.kind.as_str())
+        && parts.next() == Some(selector.key.as_str())
+        && parts.next() == Some(selector.value.as_str())
+}
+
+fn parse_entry(e: &Entry, sets: &mut HashSet<Arc<[Selector]>>) -> Result<EntryInfo, String> {
     let spiffe_id = e
         .spiffe_id
         .parse()
@@ -236,12 +287,20 @@ fn parse_entry(e: &Entry) -> Result<EntryInfo, String> {
         .selectors
         .iter()
         .map(|s| s.parse().map_err(|err| format!("selector {s:?}: {err}")))
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect::<Result<Vec<Selector>, String>>()?;
     if selectors.is_empty() {
         return Err("no selectors".into());
     }
+    let selectors = match sets.get(selectors.as_slice()) {
+        Some(set) => Arc::clone(set),
+        None => {
+            let set: Arc<[Selector]> = selectors.into();
+            sets.insert(Arc::clone(&set));
+            set
+        }
+    };
     Ok(EntryInfo {
-        id: e.id.clone(),
+        id: e.id.as_str().into(),
         spiffe_id,
         selectors,
         ttl_secs: e.x509_svid_ttl_seconds,
@@ -295,14 +354,17 @@ mod tests {
             selectors: vec!["nocolon".into()],
             ..good.clone()
         };
-        let (state, crl, issuers) = parse_sync(SyncResponse {
-            entries: vec![good, bad_id, bad_sel],
-            bundle: vec![vec![1, 2, 3]],
-            crl: vec![9],
-            revision: 7,
-            crl_issuers: vec![vec![4, 5]],
-            jwt_bundle: br#"{"keys":[{"kty":"EC","kid":"k1"}]}"#.to_vec(),
-        });
+        let (state, crl, issuers) = parse_sync(
+            SyncResponse {
+                entries: vec![good.clone(), bad_id, bad_sel],
+                bundle: vec![vec![1, 2, 3]],
+                crl: vec![9],
+                revision: 7,
+                crl_issuers: vec![vec![4, 5]],
+                jwt_bundle: br#"{"keys":[{"kty":"EC","kid":"k1"}]}"#.to_vec(),
+            },
+            None,
+        );
         assert_eq!(state.jwt_bundle.keys[0].kid.as_deref(), Some("k1"));
         assert_eq!(issuers, [CertificateDer::from(vec![4u8, 5])]);
         assert_eq!(state.entries.len(), 1);
@@ -315,5 +377,40 @@ mod tests {
         assert_eq!(crl, vec![9]);
         assert!(state.crl.is_none(), "not verified yet");
         assert_eq!(state.revision, 7);
+
+        // The next message: the unchanged entry is the same allocation, a
+        // changed one is parsed again, a new one with the same selectors
+        // shares their set.
+        let next = |entries: Vec<Entry>| SyncResponse {
+            entries,
+            revision: 8,
+            ..SyncResponse::default()
+        };
+        let other = Entry {
+            id: "e4".into(),
+            spiffe_id: "spiffe://td.org/other".into(),
+            ..good.clone()
+        };
+        let (again, _, _) = parse_sync(next(vec![good.clone(), other]), Some(&state));
+        assert!(Arc::ptr_eq(&again.entries[0], &state.entries[0]));
+        assert!(Arc::ptr_eq(
+            &again.entries[1].selectors,
+            &state.entries[0].selectors
+        ));
+        let changed = Entry {
+            hint: "external".into(),
+            revision: 4,
+            ..good.clone()
+        };
+        let (after, _, _) = parse_sync(next(vec![changed]), Some(&again));
+        assert!(!Arc::ptr_eq(&after.entries[0], &again.entries[0]));
+        assert_eq!(after.entries[0].hint, "external");
+        // Rewritten selectors are never taken for the old ones.
+        let moved = Entry {
+            selectors: vec!["unix:uid:1001".into()],
+            ..good
+        };
+        let (moved, _, _) = parse_sync(next(vec![moved]), Some(&again));
+        assert_eq!(moved.entries[0].selectors[0].value, "1001");
     }
 }

@@ -142,7 +142,7 @@ fn entry(id: &str) -> EntryInfo {
     EntryInfo {
         id: id.into(),
         spiffe_id: format!("spiffe://loops.test/{id}").parse().unwrap(),
-        selectors: vec!["unix:uid:1".parse().unwrap()],
+        selectors: vec!["unix:uid:1".parse().unwrap()].into(),
         ttl_secs: 0,
         dns_names: vec![],
         hint: String::new(),
@@ -156,7 +156,7 @@ async fn svid_manager_stays_unready_while_the_server_is_unreachable() {
     let f = fixture();
     let (_id_tx, id_rx) = watch::channel(Arc::new(f.identity.clone()));
     let state = SyncState {
-        entries: vec![entry("a")],
+        entries: vec![Arc::new(entry("a"))],
         ..Default::default()
     };
     let (_sync_tx, sync_rx) = watch::channel(Some(Arc::new(state)));

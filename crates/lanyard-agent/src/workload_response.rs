@@ -8,7 +8,7 @@ use lanyard_proto::workload::{X509BundlesResponse, X509svid, X509svidResponse};
 use rustls_pki_types::CertificateDer;
 use tonic::Status;
 
-use crate::cache::{Readiness, Snapshot, renewing_for, select_for};
+use crate::cache::{CachedSvid, Readiness, Snapshot, renewing_for, select_for};
 
 /// The message sent to a caller entitled to nothing.
 pub const NO_IDENTITY: &str = "no identity issued";
@@ -29,12 +29,11 @@ fn concat<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
 /// unaffected. TLS 1.3 peers tolerate the extra certificate in a chain
 /// (RFC 8446, 4.4.2), and it is gone once the SVID is renewed by the new
 /// intermediate.
-fn svid_chain(
-    chain: &[CertificateDer<'static>],
-    crl_issuer: Option<&CertificateDer<'static>>,
-) -> Vec<u8> {
-    let missing = crl_issuer.filter(|issuer| !chain.contains(issuer));
-    concat(chain.iter().chain(missing).map(|c| c.as_ref()))
+fn svid_chain(svid: &CachedSvid, crl_issuer: Option<&CertificateDer<'static>>) -> Vec<u8> {
+    let missing = crl_issuer
+        .map(|issuer| issuer.as_ref())
+        .filter(|issuer| !svid.chain().any(|c| c == *issuer));
+    concat(svid.chain().chain(missing))
 }
 
 /// Unavailable unless the agent is ready.
@@ -73,8 +72,8 @@ pub fn x509_svid_response(
         .iter()
         .map(|s| X509svid {
             spiffe_id: s.entry.spiffe_id.to_string(),
-            x509_svid: svid_chain(&s.chain, snapshot.crl_issuer.as_ref()),
-            x509_svid_key: s.key_pkcs8.clone(),
+            x509_svid: svid_chain(s, snapshot.crl_issuer.as_ref()),
+            x509_svid_key: s.key_pkcs8(),
             bundle: bundle.clone(),
             hint: s.entry.hint.clone(),
         })
@@ -242,7 +241,7 @@ mod tests {
         assert_eq!(r.svids[1].x509_svid, b"bI".to_vec());
         // A chain that already carries it (renewed by that CA) is unchanged.
         let mut renewed = (*s.svids[1]).clone();
-        renewed.chain.push(CertificateDer::from(b"I".to_vec()));
+        renewed.intermediates = vec![CertificateDer::from(b"I".to_vec())].into();
         s.svids[1] = std::sync::Arc::new(renewed);
         let r = x509_svid_response(&s, &sel("unix:uid:1"), 100)
             .unwrap()

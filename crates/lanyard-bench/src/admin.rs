@@ -63,6 +63,27 @@ pub async fn create_entries(
         .await
 }
 
+/// Registers one entry for `selector` under `parent`.
+pub async fn create_entry(
+    client: &AdminClient<Channel>,
+    spiffe_id: &str,
+    parent: &str,
+    selector: &str,
+) -> anyhow::Result<()> {
+    let entry = Entry {
+        spiffe_id: spiffe_id.to_owned(),
+        parent_id: parent.to_owned(),
+        selectors: vec![selector.to_owned()],
+        ..Entry::default()
+    };
+    client
+        .clone()
+        .create_entry(CreateEntryRequest { entry: Some(entry) })
+        .await
+        .with_context(|| format!("creating entry {spiffe_id}"))?;
+    Ok(())
+}
+
 /// Registers `count` entries like [`create_entries`], `chunk` at a time
 /// through BatchCreateEntries (one store transaction per call).
 pub async fn batch_create_entries(

@@ -229,14 +229,7 @@ impl Server {
     /// A counter from `GET /metrics` (0 when it has no sample yet): cheap to
     /// poll, unlike listing every SVID.
     pub async fn metric(&self, sample: &str) -> anyhow::Result<f64> {
-        let response = http_get(self.http_addr, "/metrics").await?;
-        let text = String::from_utf8_lossy(&response);
-        Ok(text
-            .lines()
-            .find(|l| l.starts_with(sample))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0))
+        metric(self.http_addr, sample).await
     }
 
     /// The trust bundle as PEM.
@@ -313,6 +306,11 @@ impl Agent {
         }
     }
 
+    /// A sample from the agent's `GET /metrics` (0 when it has none yet).
+    pub async fn metric(&self, sample: &str) -> anyhow::Result<f64> {
+        metric(self.http_addr, sample).await
+    }
+
     /// The agent's process ID.
     pub fn pid(&self) -> u32 {
         self.child.child.id()
@@ -323,6 +321,18 @@ impl Agent {
         let log = self.dir.path().join("agent.log");
         self.child.check_running(&log)
     }
+}
+
+/// The value of `sample` in `GET /metrics` on `addr` (0 when absent).
+async fn metric(addr: SocketAddr, sample: &str) -> anyhow::Result<f64> {
+    let response = http_get(addr, "/metrics").await?;
+    let text = String::from_utf8_lossy(&response);
+    Ok(text
+        .lines()
+        .find(|l| l.starts_with(sample))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0))
 }
 
 /// The HTTP status of `GET path` on `addr` (HTTP/1.1, one request).

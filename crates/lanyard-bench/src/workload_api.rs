@@ -13,8 +13,11 @@
 //! the socket.
 //!
 //! Memory: the agent's VmRSS at ready with no entries (the baseline), then
-//! with N entries for the bench's uid once it holds all N SVIDs; a fresh
-//! server and agent for each N.
+//! with N entries (for a uid that is not running) once it serves all N
+//! SVIDs; a fresh server and agent for each N. Then, with the N entries
+//! there, entries created one at a time for another workload (the
+//! watcher, with its FetchX509SVID stream open) are timed until its
+//! stream delivers each.
 
 use std::{
     sync::Arc,
@@ -52,9 +55,18 @@ pub struct WorkloadApiArgs {
     /// Cached SVID counts for the memory measurement, comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = [1_000, 10_000])]
     svids: Vec<usize>,
-    /// Admin API requests in flight while registering entries.
+    /// Register the entries one CreateEntry call at a time (the server
+    /// rebuilds and sends the agent's whole Sync view on each), instead of
+    /// in BatchCreateEntries calls.
+    #[arg(long)]
+    one_by_one: bool,
+    /// Admin API requests in flight with `--one-by-one`.
     #[arg(long, default_value_t = 16)]
     parallelism: usize,
+    /// Entries created for the watcher, one at a time, once the bulk
+    /// entries are served: each is timed until its stream delivers it.
+    #[arg(long, default_value_t = 50)]
+    changes: usize,
     /// Measure memory only.
     #[arg(long, conflicts_with = "skip_memory")]
     skip_latency: bool,
@@ -320,15 +332,26 @@ async fn wait_served(agent: &Agent, count: usize, timeout: Duration) -> anyhow::
 
 // === memory ===
 
+/// A uid no process of the bench runs as: the bulk entries' workload. The
+/// agent issues and holds their SVIDs all the same (it serves whoever
+/// comes with that uid), and they stay out of the watcher's answer.
+fn bulk_uid(uid: u32) -> u32 {
+    uid.wrapping_add(1_000_003)
+}
+
 async fn memory(bins: &Binaries, args: &WorkloadApiArgs, uid: u32) -> anyhow::Result<Table> {
     let mut table = Table::with_columns(
-        "lanyard-bench workload-api: agent resident memory (VmRSS) by cached X.509-SVIDs",
+        "lanyard-bench workload-api: agent resident memory (VmRSS) by cached X.509-SVIDs, \
+         and an unrelated change reaching a stream",
         &[
             "SVIDs",
             "VmRSS",
             "bytes/SVID",
             "registered in",
-            "all issued",
+            "all served",
+            "change p50",
+            "change p99",
+            "change max",
         ],
     );
     let mut counts = args.svids.clone();
@@ -341,73 +364,161 @@ async fn memory(bins: &Binaries, args: &WorkloadApiArgs, uid: u32) -> anyhow::Re
         let admin = admin::connect(&server.admin_socket).await?;
         let rss0 = settled_rss(agent.pid()).await?;
 
-        eprintln!(
-            "workload-api: registering {n} entries ({} in flight)",
-            args.parallelism
-        );
-        let start = Instant::now();
-        let prefix = "bench/mem";
-        admin::create_entries(
+        // The watcher: a workload of its own, whose stream is open while
+        // the bulk entries arrive and while its own entries change.
+        let own = format!("unix:uid:{uid}");
+        admin::create_entry(
             &admin,
-            TRUST_DOMAIN,
-            prefix,
-            0..n,
+            &format!("spiffe://{TRUST_DOMAIN}/bench/watcher"),
             &agent.spiffe_id,
-            &format!("unix:uid:{uid}"),
-            args.parallelism,
+            &own,
         )
         .await?;
+        wait_served(&agent, 1, Duration::from_secs(60)).await?;
+        let mut watcher = Watcher::open(&agent).await?;
+
+        let bulk = format!("unix:uid:{}", bulk_uid(uid));
+        let prefix = "bench/mem";
+        let start = Instant::now();
+        if args.one_by_one {
+            eprintln!(
+                "workload-api: registering {n} entries one by one ({} in flight)",
+                args.parallelism
+            );
+            admin::create_entries(
+                &admin,
+                TRUST_DOMAIN,
+                prefix,
+                0..n,
+                &agent.spiffe_id,
+                &bulk,
+                args.parallelism,
+            )
+            .await?;
+        } else {
+            eprintln!("workload-api: registering {n} entries in batches");
+            admin::batch_create_entries(
+                &admin,
+                TRUST_DOMAIN,
+                prefix,
+                0..n,
+                &agent.spiffe_id,
+                &bulk,
+            )
+            .await?;
+        }
         let registered = start.elapsed();
         // Generous: the agent signs in batches as the entries arrive.
         let deadline = Instant::now()
             + Duration::from_secs(120)
             + Duration::from_millis(50) * u32::try_from(n).unwrap_or(u32::MAX);
+        let all = n + 1;
         loop {
             agent.check_running()?;
-            let issued = admin::count_issued(&admin, TRUST_DOMAIN, prefix).await?;
-            if issued >= n {
+            let served = agent.metric("lanyard_agent_cached_svids ").await? as usize;
+            if served >= all {
                 break;
             }
             if Instant::now() > deadline {
-                bail!("only {issued} of {n} SVIDs issued to the agent in time");
+                bail!("the agent serves only {served} of {all} SVIDs in time");
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let issued = start.elapsed();
-        eprintln!("workload-api: {n} SVIDs issued; waiting for the agent's memory to settle");
+        let served = start.elapsed();
+        eprintln!("workload-api: {n} SVIDs served; waiting for the agent's memory to settle");
         let rss = settled_rss(agent.pid()).await?;
-        // After the reading (a 10,000-SVID response is itself megabytes):
-        // the agent really serves all of them.
-        let served = wait_served(&agent, n, Duration::from_secs(60)).await?;
-        if served != n {
-            bail!("the agent serves {served} SVIDs, expected {n}");
+
+        eprintln!(
+            "workload-api: {} changes to the watcher's entries",
+            args.changes
+        );
+        let mut delays = Vec::with_capacity(args.changes);
+        for i in 0..args.changes {
+            let start = Instant::now();
+            admin::create_entry(
+                &admin,
+                &format!("spiffe://{TRUST_DOMAIN}/bench/watched-{i}"),
+                &agent.spiffe_id,
+                &own,
+            )
+            .await?;
+            watcher.until_svids(i + 2).await?;
+            delays.push(start.elapsed());
         }
+        agent.check_running()?;
+        let change = Summary::of(&delays);
 
         table.row(
             "(b) baseline: agent ready, no entries",
             vec!["0".into(), bytes(rss0)],
         );
         let per_svid = (rss as f64 - rss0 as f64) / n as f64;
-        table.row(
-            &format!("(a) agent holding {n} SVIDs"),
-            vec![
-                n.to_string(),
-                bytes(rss),
-                format!("{per_svid:.0}"),
-                duration(registered),
-                duration(issued),
-            ],
-        );
+        let mut row = vec![
+            n.to_string(),
+            bytes(rss),
+            format!("{per_svid:.0}"),
+            duration(registered),
+            duration(served),
+        ];
+        if let Some(c) = change {
+            row.extend([duration(c.p50), duration(c.p99), duration(c.max)]);
+        }
+        table.row(&format!("(a) agent holding {n} SVIDs"), row);
     }
     table.note(
         "bytes/SVID = (VmRSS(a) - VmRSS(b)) / SVIDs; each size on a fresh server and agent, \
-         read once the server has issued every SVID and the agent's VmRSS is steady.",
+         read once the agent serves every SVID and its VmRSS is steady.",
     );
-    table.note(
-        "Each SVID is one entry for this uid: its P-256 key, certificate chain and entry \
-         as the agent holds them; entries registered through the Admin API.",
-    );
+    table.note(format!(
+        "Each SVID is one entry, for a workload uid that is not running: its P-256 key, \
+         certificate chain and entry as the agent holds them. Entries registered through the \
+         Admin API, {}; 'all served' is from the start of registration until the agent's \
+         lanyard_agent_cached_svids gauge counts them all.",
+        if args.one_by_one {
+            "one CreateEntry call each"
+        } else {
+            "in BatchCreateEntries calls of 5,000"
+        }
+    ));
+    table.note(format!(
+        "change: {} times, an entry created for the watcher (another uid's workload, whose \
+         FetchX509SVID stream is open) while the bulk entries exist: from the CreateEntry call \
+         until the stream delivers the answer with the new SVID (server Sync, issuance, \
+         publication).",
+        args.changes
+    ));
     Ok(table)
+}
+
+/// An open `FetchX509SVID` stream.
+struct Watcher {
+    stream: tonic::Streaming<lanyard_proto::workload::X509svidResponse>,
+}
+
+impl Watcher {
+    async fn open(agent: &Agent) -> anyhow::Result<Self> {
+        let mut client = workload_client::connect(&agent.socket).await?;
+        let stream = client
+            .fetch_x509svid(request(lanyard_proto::workload::X509svidRequest {}))
+            .await
+            .context("FetchX509SVID")?
+            .into_inner();
+        Ok(Self { stream })
+    }
+
+    /// Waits for a message with at least `count` SVIDs.
+    async fn until_svids(&mut self, count: usize) -> anyhow::Result<()> {
+        loop {
+            let message = tokio::time::timeout(CALL_TIMEOUT, self.stream.message())
+                .await
+                .with_context(|| format!("no answer with {count} SVIDs within {CALL_TIMEOUT:?}"))?
+                .context("FetchX509SVID stream")?
+                .context("FetchX509SVID stream ended")?;
+            if message.svids.len() >= count {
+                return Ok(());
+            }
+        }
+    }
 }
 
 /// VmRSS once two readings 500 ms apart differ by under 1 % (at most 15 s).
