@@ -90,7 +90,7 @@ fn rebuild(scalar: &[u8; SCALAR_LEN], leaf: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
-    use lanyard_ca::SvidKey;
+    use lanyard_keys::SvidKey;
 
     use super::*;
 
