@@ -43,8 +43,14 @@
 mod agent;
 mod agent_svid;
 mod attestation;
+// Public: workload attestation on a Unix socket is usable on its own by a
+// service that serves its own API to local processes.
 pub mod attestor;
 mod cache;
+// The `lanyard-agent` binary's commands. They call the agent's own
+// internals (message limits, config defaults), so they live in the library,
+// but they are not part of its API.
+#[doc(hidden)]
 pub mod cli;
 mod config;
 mod error;
