@@ -12,7 +12,6 @@
 mod admin;
 mod burst;
 mod crl;
-mod der;
 mod issue;
 mod limits;
 mod measure;

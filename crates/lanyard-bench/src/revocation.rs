@@ -20,6 +20,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use lanyard_identity::{TrustDomain, check_x509_svid};
+use lanyard_mtls::split_certificates;
 use lanyard_mtls::{Authorizer, SpiffeServerVerifier, TrustMaterial, WorkloadSource};
 use lanyard_proto::workload::{X509svidRequest, X509svidResponse};
 use rustls::{AlertDescription, ClientConfig, client::Resumption};
@@ -32,7 +33,6 @@ use tokio::{
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::{
-    der::split_certificates,
     processes::{Agent, Binaries, Server, TRUST_DOMAIN},
     procfs,
     report::{Table, duration},

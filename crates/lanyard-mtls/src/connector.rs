@@ -32,15 +32,5 @@ pub async fn tls_channel(
             }
         }))
         .await
-        .map_err(|e| MtlsError::Channel(format!("{e}: {}", source_chain(&e))))
-}
-
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut out = Vec::new();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push(s.to_string());
-        cur = s.source();
-    }
-    out.join(": ")
+        .map_err(|e| MtlsError::Channel(format!("{e}: {}", crate::error::source_chain(&e))))
 }

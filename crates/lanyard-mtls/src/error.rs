@@ -202,3 +202,16 @@ fn last_error_suffix(last: &Option<String>) -> String {
         .map(|e| format!(" (last error: {e})"))
         .unwrap_or_default()
 }
+
+/// The causes under an error, outermost first, joined with `: ` (tonic's
+/// transport errors say little in their own message).
+#[cfg(any(feature = "channel", feature = "workload-source"))]
+pub(crate) fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = Vec::new();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push(s.to_string());
+        cur = s.source();
+    }
+    out.join(": ")
+}

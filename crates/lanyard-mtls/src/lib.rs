@@ -92,5 +92,5 @@ pub use self::connector::tls_channel;
 #[cfg(feature = "workload-source")]
 pub use self::{
     source::{DEFAULT_READY_TIMEOUT, ENDPOINT_SOCKET_ENV, SvidResolver, WorkloadSource},
-    svid::WorkloadSvid,
+    svid::{CertificateListError, WorkloadSvid, split_certificates},
 };

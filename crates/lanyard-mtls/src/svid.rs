@@ -142,12 +142,28 @@ fn issuing_path_len(chain: &[CertificateDer<'_>]) -> usize {
     1 + parsed.windows(2).take_while(|pair| signed(pair)).count()
 }
 
-/// Splits concatenated DER certificates (the Workload API's encoding).
-pub(crate) fn split_certificates(mut der: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+/// A concatenation of DER certificates that does not split into
+/// certificates.
+#[derive(Debug, thiserror::Error)]
+#[error("certificate {index} of the list does not parse: {reason}")]
+pub struct CertificateListError {
+    /// Which certificate (1-based).
+    pub index: usize,
+    /// The parser's reason.
+    pub reason: String,
+}
+
+/// Splits concatenated DER certificates, the Workload API's encoding of a
+/// chain or a bundle; each must parse as an X.509 certificate.
+pub fn split_certificates(
+    mut der: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, CertificateListError> {
     let mut out = Vec::new();
     while !der.is_empty() {
-        let (rest, _) = X509Certificate::from_der(der)
-            .map_err(|e| format!("certificate {}: {e}", out.len() + 1))?;
+        let (rest, _) = X509Certificate::from_der(der).map_err(|e| CertificateListError {
+            index: out.len() + 1,
+            reason: e.to_string(),
+        })?;
         let (cert, _) = der.split_at(der.len() - rest.len());
         out.push(CertificateDer::from(cert.to_vec()));
         der = rest;
@@ -164,6 +180,29 @@ mod tests {
     fn empty_input_splits_into_nothing_and_garbage_is_refused() {
         assert!(split_certificates(&[]).unwrap().is_empty());
         assert!(split_certificates(b"garbage").is_err());
+    }
+
+    fn self_signed() -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        rcgen::CertificateParams::new(vec!["a.test".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap()
+            .der()
+            .to_vec()
+    }
+
+    #[test]
+    fn splits_concatenated_certificates_and_names_the_bad_one() {
+        let (a, b) = (self_signed(), self_signed());
+        let certs = split_certificates(&[a.clone(), b.clone()].concat()).unwrap();
+        assert_eq!(certs.len(), 2);
+        assert_eq!(certs[0].as_ref(), a.as_slice());
+        assert_eq!(certs[1].as_ref(), b.as_slice());
+        let truncated = [a.clone(), b[..b.len() - 1].to_vec()].concat();
+        assert_eq!(split_certificates(&truncated).unwrap_err().index, 2);
+        assert!(split_certificates(&[0x04, 0x01, 0x00]).is_err());
+        assert!(split_certificates(&[0x30, 0x02, 0x01, 0x02]).is_err());
     }
 
     #[test]

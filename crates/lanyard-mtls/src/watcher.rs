@@ -222,15 +222,10 @@ async fn connect(socket: PathBuf) -> Result<Channel, MtlsError> {
             }
         }))
         .await
-        .map_err(|e| MtlsError::Channel(format!("Workload API: {e}: {}", source_text(&e))))
-}
-
-fn source_text(e: &dyn std::error::Error) -> String {
-    let mut out = Vec::new();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push(s.to_string());
-        cur = s.source();
-    }
-    out.join(": ")
+        .map_err(|e| {
+            MtlsError::Channel(format!(
+                "Workload API: {e}: {}",
+                crate::error::source_chain(&e)
+            ))
+        })
 }
