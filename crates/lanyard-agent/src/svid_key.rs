@@ -20,12 +20,6 @@ const PKCS8_HEAD: [u8; 36] = [
 /// Between the scalar and the public key: `[1]` holding the BIT STRING of
 /// the uncompressed point.
 const PKCS8_MID: [u8; 5] = [0xa1, 0x44, 0x03, 0x42, 0x00];
-/// A P-256 `SubjectPublicKeyInfo` up to its uncompressed point, as it
-/// appears in the leaf certificate.
-const SPKI_HEAD: [u8; 26] = [
-    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
-    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
-];
 const SCALAR_LEN: usize = 32;
 const POINT_LEN: usize = 65;
 const PKCS8_LEN: usize = PKCS8_HEAD.len() + SCALAR_LEN + PKCS8_MID.len() + POINT_LEN;
@@ -75,10 +69,20 @@ impl fmt::Debug for SvidKeyDer {
 }
 
 /// The PKCS#8 document of the P-256 key `scalar` whose public key is the
-/// one of `leaf`; `None` when `leaf` has no P-256 public key.
+/// one of the certificate `leaf`; `None` when `leaf` does not parse or has
+/// no P-256 public key.
 fn rebuild(scalar: &[u8; SCALAR_LEN], leaf: &[u8]) -> Option<Vec<u8>> {
-    let at = leaf.windows(SPKI_HEAD.len()).position(|w| w == SPKI_HEAD)? + SPKI_HEAD.len();
-    let point = leaf.get(at..at + POINT_LEN)?;
+    use x509_parser::{oid_registry::OID_EC_P256, prelude::FromDer};
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(leaf).ok()?;
+    let spki = cert.public_key();
+    let curve = spki.algorithm.parameters.as_ref()?.as_oid().ok()?;
+    if curve != OID_EC_P256 {
+        return None;
+    }
+    let point = spki.subject_public_key.data.as_ref();
+    if point.len() != POINT_LEN {
+        return None;
+    }
     let mut der = Vec::with_capacity(PKCS8_LEN);
     der.extend_from_slice(&PKCS8_HEAD);
     der.extend_from_slice(scalar);
@@ -94,16 +98,16 @@ mod tests {
 
     use super::*;
 
-    /// A leaf-like DER blob carrying `key`'s public key in a P-256 SPKI.
+    /// A certificate for the key of `pkcs8` (self-signed: only its public
+    /// key matters here).
     fn leaf_of(pkcs8: &[u8]) -> Vec<u8> {
-        let point = &pkcs8[pkcs8.len() - POINT_LEN..];
-        [
-            &[0x30, 0x82, 0x01, 0x00][..],
-            &SPKI_HEAD,
-            point,
-            &[0xa3, 0x00],
-        ]
-        .concat()
+        let key = rcgen::KeyPair::try_from(pkcs8).unwrap();
+        rcgen::CertificateParams::new(vec!["leaf.test".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap()
+            .der()
+            .to_vec()
     }
 
     #[test]
@@ -126,5 +130,9 @@ mod tests {
         assert_eq!(key.pkcs8(&other), pkcs8);
         let odd = SvidKeyDer::from_pkcs8(b"not a key".to_vec(), &[]);
         assert_eq!(odd.pkcs8(&[]), b"not a key");
+        // A leaf whose bytes merely contain a P-256 key header is not a
+        // certificate: nothing is rebuilt from it.
+        let scalar = [7u8; SCALAR_LEN];
+        assert_eq!(rebuild(&scalar, &pkcs8), None);
     }
 }
