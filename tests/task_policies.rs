@@ -6,9 +6,8 @@
 use lanyard_test_support as common;
 
 use std::{
-    os::unix::process::CommandExt,
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::Command,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -60,47 +59,6 @@ fn policy_server(policy: &str, time_zone: &str) -> PolicyServer {
         server,
         policy: policy_path.unwrap(),
     }
-}
-
-/// An operator command as `uid` with primary group `gid`.
-fn as_member(server: &Server, uid: u32, gid: u32, args: &[&str]) -> Output {
-    Command::new(bin("lanyard-server"))
-        .arg("--socket")
-        .arg(&server.socket)
-        .args(args)
-        .uid(uid)
-        .gid(gid)
-        .output()
-        .unwrap()
-}
-
-fn ok_member(server: &Server, uid: u32, gid: u32, args: &[&str]) -> String {
-    let out = as_member(server, uid, gid, args);
-    assert!(
-        out.status.success(),
-        "uid {uid} `{}`: {}\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr),
-        server.log()
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn refused_member(server: &Server, uid: u32, gid: u32, args: &[&str]) -> String {
-    let out = as_member(server, uid, gid, args);
-    assert_eq!(
-        exit_code(&out),
-        1,
-        "uid {uid} `{}` must be refused",
-        args.join(" ")
-    );
-    String::from_utf8_lossy(&out.stderr).to_string()
-}
-
-fn json_member(server: &Server, uid: u32, gid: u32, args: &[&str]) -> serde_json::Value {
-    let mut all = vec!["--output", "json"];
-    all.extend_from_slice(args);
-    serde_json::from_str(&ok_member(server, uid, gid, &all)).unwrap()
 }
 
 async fn agent(server: &Server) -> String {

@@ -60,20 +60,21 @@ pub fn wait_until(what: &str, server: &Server, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// Runs an operator command as `uid`.
-pub fn as_user(server: &Server, uid: u32, args: &[&str]) -> Output {
+/// Runs an operator command as `uid` with primary group `gid`.
+pub fn as_member(server: &Server, uid: u32, gid: u32, args: &[&str]) -> Output {
     Command::new(bin("lanyard-server"))
         .arg("--socket")
         .arg(&server.socket)
         .args(args)
         .uid(uid)
-        .gid(uid)
+        .gid(gid)
         .output()
         .unwrap()
 }
 
-pub fn ok_as(server: &Server, uid: u32, args: &[&str]) -> String {
-    let out = as_user(server, uid, args);
+/// [`as_member`], which must succeed: its stdout.
+pub fn ok_member(server: &Server, uid: u32, gid: u32, args: &[&str]) -> String {
+    let out = as_member(server, uid, gid, args);
     assert!(
         out.status.success(),
         "uid {uid} `{}`: {}\n{}",
@@ -84,19 +85,41 @@ pub fn ok_as(server: &Server, uid: u32, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-pub fn refused_as(server: &Server, uid: u32, args: &[&str]) -> String {
-    let out = as_user(server, uid, args);
+/// [`as_member`], which must be refused (exit 1): its stderr.
+pub fn refused_member(server: &Server, uid: u32, gid: u32, args: &[&str]) -> String {
+    let out = as_member(server, uid, gid, args);
     assert_eq!(
         exit_code(&out),
         1,
-        "uid {uid} `{}` should be refused",
+        "uid {uid} `{}` must be refused",
         args.join(" ")
     );
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
-pub fn json_as(server: &Server, uid: u32, args: &[&str]) -> serde_json::Value {
+/// [`ok_member`] with `--output json`, parsed.
+pub fn json_member(server: &Server, uid: u32, gid: u32, args: &[&str]) -> serde_json::Value {
     let mut all = vec!["--output", "json"];
     all.extend_from_slice(args);
-    serde_json::from_str(&ok_as(server, uid, &all)).unwrap()
+    serde_json::from_str(&ok_member(server, uid, gid, &all)).unwrap()
+}
+
+/// Runs an operator command as `uid` (primary group `uid`).
+pub fn as_user(server: &Server, uid: u32, args: &[&str]) -> Output {
+    as_member(server, uid, uid, args)
+}
+
+/// [`ok_member`] as `uid` (primary group `uid`).
+pub fn ok_as(server: &Server, uid: u32, args: &[&str]) -> String {
+    ok_member(server, uid, uid, args)
+}
+
+/// [`refused_member`] as `uid` (primary group `uid`).
+pub fn refused_as(server: &Server, uid: u32, args: &[&str]) -> String {
+    refused_member(server, uid, uid, args)
+}
+
+/// [`json_member`] as `uid` (primary group `uid`).
+pub fn json_as(server: &Server, uid: u32, args: &[&str]) -> serde_json::Value {
+    json_member(server, uid, uid, args)
 }
