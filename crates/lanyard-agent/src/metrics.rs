@@ -76,6 +76,7 @@ pub struct Metrics {
     crl_number: Gauge,
     sync_updates: Counter,
     attestation_duration: Histogram,
+    attestations_reused: Counter,
 }
 
 impl Metrics {
@@ -93,6 +94,7 @@ impl Metrics {
         let sync_updates = Counter::default();
         // 0.25 ms .. ~1 s: /proc reads and a binary hash.
         let attestation_duration = Histogram::new(exponential_buckets(0.00025, 2.0, 13));
+        let attestations_reused = Counter::default();
         registry.register(
             "lanyard_agent_workload_api_calls",
             "Workload API calls by method and gRPC status code",
@@ -143,6 +145,12 @@ impl Metrics {
             "Time to attest a Workload API caller from its process",
             attestation_duration.clone(),
         );
+        registry.register(
+            "lanyard_agent_workload_attestations_reused",
+            "Workload API calls whose caller's selectors were those of its connection's last \
+             attestation, every input of which was checked unchanged",
+            attestations_reused.clone(),
+        );
         Arc::new(Self {
             registry,
             calls,
@@ -156,6 +164,7 @@ impl Metrics {
             crl_number,
             sync_updates,
             attestation_duration,
+            attestations_reused,
         })
     }
 
@@ -214,9 +223,13 @@ impl Metrics {
         self.sync_updates.inc();
     }
 
-    /// One workload attestation took `elapsed`.
-    pub fn attestation(&self, elapsed: Duration) {
+    /// One workload attestation took `elapsed`; `reused`: it found the
+    /// connection's last one still true.
+    pub fn attestation(&self, elapsed: Duration, reused: bool) {
         self.attestation_duration.observe(elapsed.as_secs_f64());
+        if reused {
+            self.attestations_reused.inc();
+        }
     }
 
     /// The OpenMetrics text exposition, with the gauges read at scrape time
@@ -304,7 +317,7 @@ mod tests {
         m.set_crl_number(7);
         m.set_failing_entries(3);
         m.sync_update();
-        m.attestation(Duration::from_millis(3));
+        m.attestation(Duration::from_millis(3), true);
         let now = SystemTime::now();
         m.set_next_rotation(Some(now + Duration::from_secs(30)));
         let text = m.render(4, now).unwrap();
@@ -326,6 +339,7 @@ mod tests {
         assert!(text.contains("lanyard_agent_entries_failing 3"));
         assert!(text.contains("lanyard_agent_sync_updates_total 1"));
         assert!(text.contains("lanyard_agent_workload_attestation_duration_seconds_count 1"));
+        assert!(text.contains("lanyard_agent_workload_attestations_reused_total 1"));
         let next: f64 = line(&text, "lanyard_agent_next_rotation_seconds ")
             .rsplit(' ')
             .next()

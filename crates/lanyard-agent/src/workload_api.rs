@@ -15,8 +15,7 @@ use lanyard_proto::workload::{
     ValidateJwtsvidResponse, X509BundlesRequest, X509BundlesResponse, X509svidRequest,
     X509svidResponse, spiffe_workload_api_server::SpiffeWorkloadApi,
 };
-use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
@@ -117,8 +116,9 @@ impl WorkloadApi {
         let pid = peer.pid;
         let started = Instant::now();
         let attested = peer.attest_within(&self.hashes).await;
-        self.metrics.attestation(started.elapsed());
-        let selectors = attested.map_err(|e| {
+        self.metrics
+            .attestation(started.elapsed(), attested.as_ref().is_ok_and(|a| a.reused));
+        let selectors = attested.map(|a| a.selectors).map_err(|e| {
             tracing::warn!(pid, error = %e, "workload attestation failed");
             let message = format!("workload attestation failed: {e}");
             match e {
@@ -151,6 +151,10 @@ impl WorkloadApi {
     /// SVID being re-issued after a revocation). An error (no identity any
     /// more, agent stopped) is sent and ends the stream. Each change costs
     /// the stream a pointer comparison, unless its answer changed.
+    ///
+    /// The stream is polled by the call's own HTTP/2 stream task: no task
+    /// or channel of its own, so the first answer goes out without waking
+    /// anything else, and a caller that goes away simply drops it.
     fn stream<T>(
         &self,
         selectors: Arc<[Selector]>,
@@ -161,56 +165,92 @@ impl WorkloadApi {
     where
         T: PartialEq + Clone + Send + Sync + 'static,
     {
-        let (tx, rx) = mpsc::channel(2);
-        let mut snapshots = self.snapshots.clone();
-        let shutdown = self.shutdown.clone();
-        let open = self.metrics.stream_opened();
-        let views = Arc::clone(&self.views);
-        tokio::spawn(async move {
-            // Counted as open for as long as this task runs.
-            let _open = open;
-            if let Ok(Some(message)) = &first.answer
-                && tx.send(Ok(T::clone(message))).await.is_err()
-            {
-                return;
+        let pending = match &first.answer {
+            Ok(Some(message)) => Some(T::clone(message)),
+            _ => None,
+        };
+        let watch = Watch {
+            snapshots: self.snapshots.clone(),
+            shutdown: self.shutdown.clone(),
+            views: Arc::clone(&self.views),
+            selectors,
+            pick,
+            build,
+            last: first,
+            pending,
+            ended: false,
+            _open: self.metrics.stream_opened(),
+        };
+        Box::pin(futures::stream::unfold(watch, |mut watch| async move {
+            let item = watch.next().await?;
+            Some((item, watch))
+        }))
+    }
+}
+
+/// An open streaming call's state between its messages.
+struct Watch<T> {
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    shutdown: CancellationToken,
+    views: Arc<SharedViews>,
+    selectors: Arc<[Selector]>,
+    pick: fn(&SharedViews) -> &Views<T>,
+    build: fn(&Snapshot, &[Selector], i64) -> Built<T>,
+    /// The answer last sent (or, before any, the first one).
+    last: View<T>,
+    /// The first message, not sent yet.
+    pending: Option<T>,
+    /// An error was sent: nothing follows it.
+    ended: bool,
+    /// Counts the stream as open until it is dropped.
+    _open: crate::metrics::OpenStream,
+}
+
+impl<T: PartialEq + Clone> Watch<T> {
+    /// The next message: at once the first, then when the answer changes;
+    /// `None` ends the stream (agent stopping, or after an error).
+    async fn next(&mut self) -> Option<Result<T, Status>> {
+        if self.ended {
+            return None;
+        }
+        if let Some(first) = self.pending.take() {
+            return Some(Ok(first));
+        }
+        loop {
+            let wake = self
+                .last
+                .until
+                .map(|t| until(from_unix(t)))
+                .unwrap_or(MAX_IDLE)
+                .min(MAX_IDLE);
+            tokio::select! {
+                () = self.shutdown.cancelled() => return None,
+                changed = self.snapshots.changed() => if changed.is_err() { return None },
+                () = tokio::time::sleep(wake) => {}
             }
-            let mut last = first;
-            loop {
-                let wake = last
-                    .until
-                    .map(|t| until(from_unix(t)))
-                    .unwrap_or(MAX_IDLE)
-                    .min(MAX_IDLE);
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tx.closed() => return,
-                    changed = snapshots.changed() => if changed.is_err() { return },
-                    () = tokio::time::sleep(wake) => {}
-                }
-                let snapshot = snapshots.borrow_and_update().clone();
-                let now = to_unix(std::time::SystemTime::now());
-                let next = pick(&views).get(&snapshot, &selectors, now, build).await;
-                if next.same_answer(&last) {
-                    last = next;
-                    continue;
-                }
-                match &next.answer {
-                    Ok(None) => {}
-                    Ok(Some(message)) => {
-                        if tx.send(Ok(T::clone(message))).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(status) => {
-                        tracing::debug!(code = ?status.code(), message = status.message(), "ending Workload API stream");
-                        let _ = tx.send(Err(status.clone())).await;
-                        return;
-                    }
-                }
-                last = next;
+            let snapshot = self.snapshots.borrow_and_update().clone();
+            let now = to_unix(std::time::SystemTime::now());
+            let next = (self.pick)(&self.views)
+                .get(&snapshot, &self.selectors, now, self.build)
+                .await;
+            if next.same_answer(&self.last) {
+                self.last = next;
+                continue;
             }
-        });
-        Box::pin(ReceiverStream::new(rx))
+            let item = match &next.answer {
+                Ok(None) => None,
+                Ok(Some(message)) => Some(Ok(T::clone(message))),
+                Err(status) => {
+                    tracing::debug!(code = ?status.code(), message = status.message(), "ending Workload API stream");
+                    self.ended = true;
+                    Some(Err(status.clone()))
+                }
+            };
+            self.last = next;
+            if item.is_some() {
+                return item;
+            }
+        }
     }
 }
 

@@ -16,10 +16,9 @@ use std::{
     time::Duration,
 };
 
-use lanyard_identity::Selector;
 use tokio::sync::Semaphore;
 
-use super::{error::AttestError, hash_cache::HashCache, peer::PeerProcess};
+use super::{error::AttestError, hash_cache::HashCache, peer::PeerProcess, reuse::Attestation};
 
 /// How long pinning a caller, and then attesting it for a request, may take
 /// by default (`attestation_timeout`).
@@ -89,8 +88,10 @@ impl Deadline {
 }
 
 impl PeerProcess {
-    /// [`attest_reusing`](Self::attest_reusing) on a blocking thread,
-    /// within the deadline the connection was accepted with.
+    /// The connection's last attestation, checked on this thread when its
+    /// binary and account files are on local filesystems and found still
+    /// true; else [`attest_reusing`](Self::attest_reusing) on a blocking
+    /// thread, within the deadline the connection was accepted with.
     ///
     /// # Errors
     ///
@@ -99,7 +100,13 @@ impl PeerProcess {
     pub async fn attest_within(
         self: &Arc<Self>,
         cache: &Arc<HashCache>,
-    ) -> Result<Arc<[Selector]>, AttestError> {
+    ) -> Result<Attestation, AttestError> {
+        if let Some(selectors) = self.reuse_inline() {
+            return Ok(Attestation {
+                selectors,
+                reused: true,
+            });
+        }
         let (peer, cache) = (Arc::clone(self), Arc::clone(cache));
         self.deadline()
             .run(self.pid, self.uid, move || peer.attest_reusing(&cache))

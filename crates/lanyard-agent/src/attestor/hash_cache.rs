@@ -34,6 +34,26 @@ impl BinaryState {
             ctime: (m.ctime(), m.ctime_nsec()),
         }
     }
+
+    /// The state of the file at `path` as the kernel has it cached
+    /// (`AT_STATX_DONT_SYNC`): a network or FUSE filesystem is not asked
+    /// to refresh it, so the call never waits on a server or a daemon.
+    /// `None` if it cannot be read.
+    pub(crate) fn cached(path: &std::path::Path) -> Option<Self> {
+        use rustix::fs::{AtFlags, CWD, StatxFlags, makedev, statx};
+        let want = StatxFlags::INO | StatxFlags::SIZE | StatxFlags::MTIME | StatxFlags::CTIME;
+        let s = statx(CWD, path, AtFlags::STATX_DONT_SYNC, want).ok()?;
+        if !StatxFlags::from_bits_retain(s.stx_mask).contains(want) {
+            return None;
+        }
+        Some(Self {
+            dev: makedev(s.stx_dev_major, s.stx_dev_minor),
+            ino: s.stx_ino,
+            size: s.stx_size,
+            mtime: (s.stx_mtime.tv_sec, i64::from(s.stx_mtime.tv_nsec)),
+            ctime: (s.stx_ctime.tv_sec, i64::from(s.stx_ctime.tv_nsec)),
+        })
+    }
 }
 
 /// Digests by binary state; cleared when it reaches its capacity.
@@ -104,6 +124,19 @@ mod tests {
             after, before,
             "ctime still says the content may have changed"
         );
+    }
+
+    #[test]
+    fn the_cached_state_is_the_stat_state() {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), b"content").unwrap();
+        let stat = BinaryState::of(&std::fs::metadata(f.path()).unwrap());
+        assert_eq!(BinaryState::cached(f.path()), Some(stat));
+        // Through a magic link too, as the reuse check reads a binary.
+        let exe = std::path::Path::new("/proc/self/exe");
+        let ours = BinaryState::of(&std::fs::metadata(exe).unwrap());
+        assert_eq!(BinaryState::cached(exe), Some(ours));
+        assert_eq!(BinaryState::cached(&f.path().join("none")), None);
     }
 
     #[test]

@@ -17,6 +17,9 @@
 //!    while every input they were made of is unchanged and the process is
 //!    still alive ([`PeerProcess::attest_reusing`]); an exec, exit or change
 //!    of credentials sends the call through the full attestation again.
+//!    That check costs a few `/proc` reads and an `ioctl` on the pidfd, so
+//!    it runs on the request's own thread when the binary and the account
+//!    files are on local filesystems, whose `stat` cannot stall.
 //!
 //! Attestation ends by checking that the pinned process is still the one
 //! that connected: alive, same start time, same credentials, same binary,
@@ -51,6 +54,7 @@ mod conn;
 mod deadline;
 mod error;
 mod hash_cache;
+mod local_fs;
 mod peer;
 mod peer_socket;
 mod procfs;
@@ -64,6 +68,7 @@ pub use self::{
     error::AttestError,
     hash_cache::HashCache,
     peer::{DEFAULT_MAX_BINARY_SIZE, PeerProcess},
+    reuse::Attestation,
     socket::bind_socket,
 };
 

@@ -12,6 +12,7 @@ use std::{
     fs::File,
     io::{self, Read},
     os::fd::{AsFd, BorrowedFd, OwnedFd},
+    path::Path,
     sync::Mutex,
 };
 
@@ -28,6 +29,7 @@ use super::{
     deadline::{DEFAULT_ATTESTATION_TIMEOUT, Deadline},
     error::AttestError,
     hash_cache::{BinaryState, HashCache},
+    local_fs,
     peer_socket::{self, SocketInode},
     procfs::{self, FileId},
     reuse::Attested,
@@ -269,6 +271,9 @@ impl PeerProcess {
         let cgroups = procfs::parse_cgroup_paths(&cgroup);
         // Before the names are read: a later edit shows as a new state.
         let names = users::db_state();
+        let inline = local_fs::fd_is_local(&binary)
+            && local_fs::path_is_local(Path::new(users::PASSWD))
+            && local_fs::path_is_local(Path::new(users::GROUP));
 
         let socket_fd = self.check_same_process()?;
 
@@ -328,6 +333,7 @@ impl PeerProcess {
             cgroup,
             socket_fd,
             names,
+            inline,
         })
     }
 

@@ -279,11 +279,14 @@ async fn an_exec_between_two_calls_is_never_served_the_old_selectors() {
         let cache = std::sync::Arc::new(HashCache::new(8));
 
         let first = peer.attest_within(&cache).await.unwrap();
+        assert!(!first.reused);
+        let first = first.selectors;
         let ours = std::env::current_exe().unwrap();
         assert_eq!(values(&first, "unix", "path"), [ours.to_str().unwrap()]);
         // Reused while nothing changed.
         let again = peer.attest_within(&cache).await.unwrap();
-        assert!(std::sync::Arc::ptr_eq(&first, &again), "{mode:?}");
+        assert!(again.reused, "{mode:?}");
+        assert!(std::sync::Arc::ptr_eq(&first, &again.selectors), "{mode:?}");
 
         caller.release().unwrap();
         let pid = caller.pid();
@@ -291,6 +294,8 @@ async fn an_exec_between_two_calls_is_never_served_the_old_selectors() {
         wait_until(|| procfs::exe_id(pid).is_ok_and(|exe| exe != before)).unwrap();
         match peer.attest_within(&cache).await {
             Ok(second) => {
+                assert!(!second.reused);
+                let second = second.selectors;
                 let cat = fs::canonicalize(find_cat()).unwrap();
                 assert_eq!(values(&second, "unix", "path"), [cat.to_str().unwrap()]);
                 assert_ne!(
@@ -401,4 +406,68 @@ async fn cached_attestation_matches_and_reuses_the_digest() {
         Some(Some(hex::encode(digest))),
         "the digest is cached by file state"
     );
+}
+
+/// The reuse check runs on the calling thread only for a record whose
+/// inputs are all on local filesystems; any other record is left for the
+/// blocking path, which reuses it there.
+#[test]
+fn reuse_runs_inline_only_for_inputs_on_local_filesystems() {
+    let (pid, uid, gid) = our_ids();
+    let (_ours, _callers, socket) = held_socket();
+    let peer = PeerProcess::pin_pid(pid, uid, gid, socket).unwrap();
+    let cache = HashCache::new(8);
+    assert!(peer.reuse_inline().is_none(), "nothing to reuse yet");
+    let full = peer.attest_reusing(&cache).unwrap();
+    assert!(!full.reused);
+
+    // The record says whether its inputs are local, as local_fs finds them.
+    let exe = File::open("/proc/self/exe").unwrap();
+    let local = local_fs::fd_is_local(&exe)
+        && local_fs::path_is_local(Path::new(users::PASSWD))
+        && local_fs::path_is_local(Path::new(users::GROUP));
+    let set_inline = |inline: bool| {
+        peer.attested
+            .lock()
+            .unwrap()
+            .as_mut()
+            .expect("a record")
+            .inline = inline;
+    };
+    assert_eq!(
+        peer.attested.lock().unwrap().as_ref().unwrap().inline,
+        local
+    );
+
+    set_inline(true);
+    let inline = peer.reuse_inline().expect("reused on this thread");
+    assert!(std::sync::Arc::ptr_eq(&inline, &full.selectors));
+
+    set_inline(false);
+    assert!(peer.reuse_inline().is_none(), "left for the blocking path");
+    let blocking = peer.attest_reusing(&cache).unwrap();
+    assert!(blocking.reused, "and reused there");
+    assert!(std::sync::Arc::ptr_eq(&blocking.selectors, &full.selectors));
+}
+
+/// A record is never reused for a caller whose effective ids are not the
+/// connection's any more (here: the pinned ids are changed under it).
+#[test]
+fn reuse_ends_when_the_effective_ids_differ() {
+    let (pid, uid, gid) = our_ids();
+    let (_ours, _callers, socket) = held_socket();
+    let mut peer = PeerProcess::pin_pid(pid, uid, gid, socket).unwrap();
+    let cache = HashCache::new(8);
+    peer.attest_reusing(&cache).unwrap();
+    peer.attested.lock().unwrap().as_mut().unwrap().inline = true;
+    peer.gid = gid.wrapping_add(1);
+    assert!(peer.reuse_inline().is_none());
+    assert!(
+        peer.attested.lock().unwrap().is_none(),
+        "the record is gone"
+    );
+    assert!(matches!(
+        peer.attest_reusing(&cache),
+        Err(AttestError::CredentialsChanged { .. })
+    ));
 }

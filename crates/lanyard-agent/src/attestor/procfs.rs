@@ -3,7 +3,12 @@
 //! The parsers are pure functions of the file text so that they can be tested
 //! on fixtures; the few readers below them only add the path and the I/O.
 
-use std::{fs, io, os::unix::fs::MetadataExt, path::PathBuf};
+use std::{
+    fs,
+    io::{self, Read as _},
+    os::unix::fs::MetadataExt,
+    path::PathBuf,
+};
 
 /// Why a `/proc` file could not be parsed. The text is the error message.
 pub(crate) type ParseError = &'static str;
@@ -136,10 +141,36 @@ pub(crate) fn proc_path(pid: i32, name: &str) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/{name}"))
 }
 
-/// Reads `/proc/<pid>/<name>` as text (these files are small).
+/// Reads `/proc/<pid>/<name>` as text. These files are small and report
+/// a size of 0, so the read starts with a page-sized buffer rather than
+/// asking for the size (`fstat`, `lseek`) and growing from a few bytes:
+/// one `read`, and one more that finds the end.
 pub(crate) fn read(pid: i32, name: &str) -> io::Result<String> {
-    fs::read_to_string(proc_path(pid, name))
+    read_small(&proc_path(pid, name))
 }
+
+/// The text of the file at `path`, read as [`read`] does.
+fn read_small(path: &std::path::Path) -> io::Result<String> {
+    let mut file = fs::File::open(path)?;
+    let mut text = vec![0_u8; PROC_READ_SIZE];
+    let mut len = 0;
+    loop {
+        if len == text.len() {
+            text.resize(len * 2, 0);
+        }
+        match file.read(text.get_mut(len..).unwrap_or_default()) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    text.truncate(len);
+    String::from_utf8(text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// What [`read`] first asks for: `/proc/<pid>/status` is under 2 KiB.
+const PROC_READ_SIZE: usize = 4096;
 
 /// Device and inode of the binary `/proc/<pid>/exe` points to, without
 /// resolving its path by name (the kernel follows the link to the very file
@@ -157,6 +188,32 @@ mod tests {
     const STAT: &str = "4242 (cat) R 4100 4242 4100 34816 4242 4194304 104 0 0 0 0 0 0 0 20 0 1 0 \
                         8361245 5636096 231 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 3 0 \
                         0 0 0 0 0 0 0 0 0 0\n";
+
+    #[test]
+    fn reads_whole_files_past_the_first_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        for size in [
+            0,
+            1,
+            PROC_READ_SIZE,
+            PROC_READ_SIZE + 1,
+            3 * PROC_READ_SIZE + 7,
+        ] {
+            let path = dir.path().join(format!("f{size}"));
+            let text: String = (0..size)
+                .map(|i| char::from(b'a' + (i % 26) as u8))
+                .collect();
+            fs::write(&path, &text).unwrap();
+            assert_eq!(read_small(&path).unwrap(), text, "{size} bytes");
+        }
+        let status = read(i32::try_from(std::process::id()).unwrap(), "status").unwrap();
+        assert!(status.contains("\nUid:\t"), "{status}");
+        fs::write(dir.path().join("bad"), [0xff, 0xfe]).unwrap();
+        assert_eq!(
+            read_small(&dir.path().join("bad")).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+    }
 
     #[test]
     fn stat_start_time() {

@@ -15,21 +15,32 @@
 //!   mtime, ctime) under the same link text: an exec of another binary
 //!   changes it;
 //! - the same cgroups, the same `/etc/passwd` and `/etc/group`;
-//! - the same effective uid and gid, the same start time;
+//! - the same effective uid and gid, asked of the pidfd
+//!   (`lanyard_pidfd`) or, on a kernel before 6.13, read
+//!   from `/proc/<pid>/status`;
 //! - and, last, the pidfd says the process is still alive, which vouches
 //!   for every read before it (a pid is not reused before its process is
-//!   reaped).
+//!   reaped, so every `/proc/<pid>` read above was of the pinned process;
+//!   its start time, which exec keeps, needs no second look).
 //!
 //! A hit is therefore what a full attestation would return at that moment.
 //! Anything different (exec, exit, changed credentials, a move to another
 //! cgroup) drops the record and sends the call through the full
 //! attestation, which refuses the caller or attests it afresh; the record
 //! is never consulted again after a failed attestation.
+//!
+//! The check reads `/proc` and `stat`s two or three files, a few
+//! microseconds, so it runs on the request's own thread
+//! ([`reuse_inline`](PeerProcess::reuse_inline)) when the binary and the
+//! account files are on a local filesystem ([`local_fs`](super::local_fs)):
+//! the hand-off to a blocking thread would cost more than the check. With
+//! any of them elsewhere (NFS, FUSE), whose `stat` may wait on a server or
+//! a daemon, it stays on a blocking thread under the attestation deadline.
 
 use std::{
     fs,
     os::fd::AsFd,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{Arc, PoisonError},
 };
 
@@ -38,9 +49,19 @@ use lanyard_identity::Selector;
 use super::{
     error::AttestError,
     hash_cache::{BinaryState, HashCache},
-    peer::{DEFAULT_MAX_BINARY_SIZE, PeerProcess, has_exited, read_start_time},
+    peer::{DEFAULT_MAX_BINARY_SIZE, PeerProcess, has_exited},
     peer_socket, procfs, users,
 };
+
+/// A caller's selectors for one call.
+#[derive(Clone, Debug)]
+pub struct Attestation {
+    /// The selectors.
+    pub selectors: Arc<[Selector]>,
+    /// Whether they are those of the connection's last attestation, found
+    /// still true, rather than read in full for this call.
+    pub reused: bool,
+}
 
 /// A full attestation's selectors and the inputs they were made of.
 #[derive(Debug)]
@@ -57,6 +78,20 @@ pub(super) struct Attested {
     pub(super) socket_fd: u32,
     /// `/etc/passwd` and `/etc/group` before their names were read.
     pub(super) names: (Option<BinaryState>, Option<BinaryState>),
+    /// Whether the binary and the account files are on local filesystems,
+    /// so that checking them again cannot wait on anyone.
+    pub(super) inline: bool,
+}
+
+/// How the check reads a file's state.
+#[derive(Clone, Copy, Debug)]
+enum Stat {
+    /// As `stat` does: a network filesystem may be asked for fresh
+    /// attributes (on a blocking thread only).
+    Refresh,
+    /// From the kernel's cache (`AT_STATX_DONT_SYNC`): on a local
+    /// filesystem the same answer, and it never waits.
+    Cached,
 }
 
 impl PeerProcess {
@@ -71,23 +106,50 @@ impl PeerProcess {
     /// # Errors
     ///
     /// As for [`attest`](Self::attest).
-    pub fn attest_reusing(&self, cache: &HashCache) -> Result<Arc<[Selector]>, AttestError> {
+    pub fn attest_reusing(&self, cache: &HashCache) -> Result<Attestation, AttestError> {
         let previous = self
             .attested
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let Some(previous) = previous
-            && self.unchanged(&previous)
+            && self.unchanged(&previous, Stat::Refresh)
         {
             let selectors = Arc::clone(&previous.selectors);
             self.remember(previous);
-            return Ok(selectors);
+            return Ok(Attestation {
+                selectors,
+                reused: true,
+            });
         }
         let attested = self.attest_full(DEFAULT_MAX_BINARY_SIZE, Some(cache))?;
         let selectors = Arc::clone(&attested.selectors);
         self.remember(attested);
-        Ok(selectors)
+        Ok(Attestation {
+            selectors,
+            reused: false,
+        })
+    }
+
+    /// The selectors of this connection's last full attestation, checked
+    /// on the calling thread, when that attestation found its inputs on
+    /// local filesystems and none of them changed since. `None` sends the
+    /// call to [`attest_reusing`](Self::attest_reusing) under the deadline:
+    /// after a change the record is gone and it attests in full.
+    pub(super) fn reuse_inline(&self) -> Option<Arc<[Selector]>> {
+        let previous = {
+            let mut slot = self.attested.lock().unwrap_or_else(PoisonError::into_inner);
+            if !slot.as_ref().is_some_and(|a| a.inline) {
+                return None;
+            }
+            slot.take()?
+        };
+        if !self.unchanged(&previous, Stat::Cached) {
+            return None;
+        }
+        let selectors = Arc::clone(&previous.selectors);
+        self.remember(previous);
+        Some(selectors)
     }
 
     fn remember(&self, attested: Attested) {
@@ -96,39 +158,49 @@ impl PeerProcess {
 
     /// Whether every input of `previous` is as it was, the process still
     /// the pinned one and alive. Any read that fails counts as a change.
-    fn unchanged(&self, previous: &Attested) -> bool {
+    fn unchanged(&self, previous: &Attested, stat: Stat) -> bool {
         let pid = self.pid;
-        let same = || -> Result<bool, AttestError> {
+        let state = |path: &Path| match stat {
+            Stat::Refresh => fs::metadata(path).ok().map(|m| BinaryState::of(&m)),
+            Stat::Cached => BinaryState::cached(path),
+        };
+        let same = || -> bool {
             if !peer_socket::holds_at(pid, previous.socket_fd, self.socket) {
-                return Ok(false);
+                return false;
             }
             let exe_path = procfs::proc_path(pid, "exe");
-            let binary = fs::metadata(&exe_path).map(|m| BinaryState::of(&m));
-            if binary.ok() != Some(previous.binary) {
-                return Ok(false);
+            if state(&exe_path) != Some(previous.binary) {
+                return false;
             }
             if fs::read_link(&exe_path).ok().as_ref() != Some(&previous.exe_target) {
-                return Ok(false);
+                return false;
             }
             if procfs::read(pid, "cgroup").ok().as_ref() != Some(&previous.cgroup) {
-                return Ok(false);
+                return false;
             }
-            if users::db_state() != previous.names {
-                return Ok(false);
+            let names = (
+                state(Path::new(users::PASSWD)),
+                state(Path::new(users::GROUP)),
+            );
+            if names != previous.names {
+                return false;
             }
-            let ids = procfs::read(pid, "status")
-                .ok()
-                .and_then(|status| procfs::parse_status_ids(&status).ok());
-            if ids.is_none_or(|ids| ids.uid != self.uid || ids.gid != self.gid) {
-                return Ok(false);
-            }
-            if read_start_time(pid, self.pidfd.as_fd())? != self.start_time {
-                return Ok(false);
+            let same_ids = |uid, gid| uid == self.uid && gid == self.gid;
+            let ids_same = match lanyard_pidfd::effective_ids(self.pidfd.as_fd()) {
+                lanyard_pidfd::Creds::Running { uid, gid } => same_ids(uid, gid),
+                lanyard_pidfd::Creds::Exited => false,
+                lanyard_pidfd::Creds::Unknown => procfs::read(pid, "status")
+                    .ok()
+                    .and_then(|status| procfs::parse_status_ids(&status).ok())
+                    .is_some_and(|ids| same_ids(ids.uid, ids.gid)),
+            };
+            if !ids_same {
+                return false;
             }
             // Last: alive now means every read above described this process.
-            Ok(has_exited(self.pidfd.as_fd()).is_ok_and(|exited| !exited))
+            has_exited(self.pidfd.as_fd()).is_ok_and(|exited| !exited)
         };
-        let unchanged = same().unwrap_or(false);
+        let unchanged = same();
         if !unchanged {
             tracing::debug!(
                 pid,
