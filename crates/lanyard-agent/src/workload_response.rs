@@ -67,13 +67,14 @@ pub fn x509_svid_response(
         }
         return Err(Status::permission_denied(NO_IDENTITY));
     }
-    let bundle = concat(snapshot.bundle.iter().map(|c| c.as_ref()));
+    // One buffer for every SVID's copy of the bundle.
+    let bundle = bytes::Bytes::from(concat(snapshot.bundle.iter().map(|c| c.as_ref())));
     let svids = chosen
         .iter()
         .map(|s| X509svid {
             spiffe_id: s.entry.spiffe_id.to_string(),
-            x509_svid: svid_chain(s, snapshot.crl_issuer.as_ref()),
-            x509_svid_key: s.key_pkcs8(),
+            x509_svid: svid_chain(s, snapshot.crl_issuer.as_ref()).into(),
+            x509_svid_key: s.key_pkcs8().into(),
             bundle: bundle.clone(),
             hint: s.entry.hint.clone(),
         })

@@ -307,7 +307,7 @@ fn client_svid(
     }
     Ok(Some(FixedSvid {
         chain,
-        key: svid.x509_svid_key.clone(),
+        key: svid.x509_svid_key.to_vec(),
         serial,
     }))
 }

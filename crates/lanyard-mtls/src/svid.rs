@@ -108,7 +108,7 @@ pub(crate) fn parse_response(
     // after it is for us, not for peers.
     let mut chain = chain;
     chain.truncate(issuing_path_len(&chain));
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(first.x509_svid_key));
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(first.x509_svid_key.to_vec()));
     let provider = rustls::crypto::ring::default_provider();
     let certified = CertifiedKey::from_der(chain, key, &provider)
         .map_err(|e| MtlsError::BadSvid(format!("x509_svid_key: {e}")))?;

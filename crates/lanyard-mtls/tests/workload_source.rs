@@ -203,9 +203,9 @@ fn identity(svid: &Svid, bundle: &[&Ca], crl: Option<Vec<u8>>) -> Push {
     Push::Identity(X509svidResponse {
         svids: vec![X509svid {
             spiffe_id: svid.id.clone(),
-            x509_svid: concat(svid.chain.clone()),
-            x509_svid_key: svid.key_pkcs8.clone(),
-            bundle: concat(bundle.iter().map(|ca| ca.cert.clone())),
+            x509_svid: concat(svid.chain.clone()).into(),
+            x509_svid_key: svid.key_pkcs8.clone().into(),
+            bundle: concat(bundle.iter().map(|ca| ca.cert.clone())).into(),
             hint: String::new(),
         }],
         crl: crl.into_iter().collect(),
@@ -496,9 +496,9 @@ fn identity_with_chain(
     Push::Identity(X509svidResponse {
         svids: vec![X509svid {
             spiffe_id: svid.id.clone(),
-            x509_svid: concat(chain.iter().map(|c| (*c).clone())),
-            x509_svid_key: svid.key_pkcs8.clone(),
-            bundle: concat([root.cert.clone()]),
+            x509_svid: concat(chain.iter().map(|c| (*c).clone())).into(),
+            x509_svid_key: svid.key_pkcs8.clone().into(),
+            bundle: concat([root.cert.clone()]).into(),
             hint: String::new(),
         }],
         crl: vec![crl],

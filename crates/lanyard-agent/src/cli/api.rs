@@ -221,9 +221,9 @@ mod tests {
         let resp = X509svidResponse {
             svids: vec![lanyard_proto::workload::X509svid {
                 spiffe_id: "spiffe://td.org/w".into(),
-                x509_svid: cert(),
-                x509_svid_key: key.pkcs8_der(),
-                bundle: cert(),
+                x509_svid: cert().into(),
+                x509_svid_key: key.pkcs8_der().into(),
+                bundle: cert().into(),
                 hint: "h".into(),
             }],
             crl: vec![vec![0x30, 0x00]],
