@@ -168,11 +168,14 @@ impl PeerProcess {
             if !peer_socket::holds_at(pid, previous.socket_fd, self.socket) {
                 return false;
             }
+            // The link text first: it costs no filesystem a call, and a
+            // binary elsewhere (another filesystem, perhaps not a local
+            // one) is never `stat`ed here.
             let exe_path = procfs::proc_path(pid, "exe");
-            if state(&exe_path) != Some(previous.binary) {
+            if fs::read_link(&exe_path).ok().as_ref() != Some(&previous.exe_target) {
                 return false;
             }
-            if fs::read_link(&exe_path).ok().as_ref() != Some(&previous.exe_target) {
+            if state(&exe_path) != Some(previous.binary) {
                 return false;
             }
             if procfs::read(pid, "cgroup").ok().as_ref() != Some(&previous.cgroup) {
