@@ -38,7 +38,7 @@ fn message(ca: &CertificateAuthority, crl: Vec<u8>) -> SyncResponse {
         crl,
         revision: 1,
         crl_issuers: ca.intermediates().iter().map(|c| c.to_vec()).collect(),
-        jwt_bundle: vec![],
+        ..SyncResponse::default()
     }
 }
 
@@ -224,7 +224,7 @@ async fn a_crl_from_a_freshly_activated_intermediate_is_accepted_with_its_issuer
         crl,
         revision: 1,
         crl_issuers: issuers,
-        jwt_bundle: vec![],
+        ..SyncResponse::default()
     };
 
     // Without its issuer, our own chain (the old intermediate) cannot vouch

@@ -105,7 +105,7 @@ impl SyncClient {
         let identity = self.identity.borrow_and_update().clone();
         let mut client = self.connector.client(&identity).await?;
         let mut stream = client
-            .sync(SyncRequest {})
+            .sync(SyncRequest::default())
             .await
             .map_err(|s| classify("Sync", &s))?
             .into_inner();
@@ -362,6 +362,7 @@ mod tests {
                 revision: 7,
                 crl_issuers: vec![vec![4, 5]],
                 jwt_bundle: br#"{"keys":[{"kty":"EC","kid":"k1"}]}"#.to_vec(),
+                ..SyncResponse::default()
             },
             None,
         );
