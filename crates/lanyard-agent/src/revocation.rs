@@ -3,7 +3,7 @@
 //! the one in force), and the pure decision of which cached SVIDs it takes
 //! out of service and which of those are issued again.
 
-use std::{collections::HashSet, fmt, sync::Arc};
+use std::{fmt, sync::Arc};
 
 use lanyard_mtls::RevocationList;
 use rustls_pki_types::CertificateDer;
@@ -131,7 +131,10 @@ pub fn plan_eviction<'a>(
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
-    use std::time::{Duration, SystemTime};
+    use std::{
+        collections::HashSet,
+        time::{Duration, SystemTime},
+    };
 
     use lanyard_ca::{CaConfig, CertificateAuthority, RevocationReason, RevokedSerial};
     use lanyard_identity::TrustDomain;

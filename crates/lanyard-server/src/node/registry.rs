@@ -164,6 +164,7 @@ impl Registry {
     /// The agent's view at `now`: its own entries and those under node
     /// aliases it matches (as [`authorized_entries`](super::authorized_entries)
     /// defines them).
+    #[cfg(test)]
     pub fn view(&self, agent: &AgentRecord, now: i64) -> SyncResponse {
         self.full(&self.parents(agent, now), now)
     }
