@@ -13,7 +13,7 @@ use std::{
 use lanyard_identity::{Entry, EntryId, SpiffeId};
 
 use super::{
-    changelog::{Change, ChangeLog},
+    changelog::{Change, ChangeLog, Placed},
     group::{GroupBuilder, WireEntry},
     registry::{Alias, Published, Registry},
 };
@@ -94,7 +94,7 @@ impl Builder {
     }
 
     /// Adds `entry`; returns its parent and wire form.
-    fn insert(&mut self, entry: Entry) -> (SpiffeId, Arc<WireEntry>) {
+    fn insert(&mut self, entry: Entry) -> Placed {
         let wire = Arc::new(WireEntry::of(&entry));
         if let Some(t) = entry.expires_at {
             *self.expiries.entry(t).or_default() += 1;

@@ -23,6 +23,9 @@ const MAX_BATCHES: usize = 64;
 /// than a full message).
 const MAX_CHANGES: usize = 20_000;
 
+/// An entry as a change left it: its parent and wire form.
+pub(super) type Placed = (SpiffeId, Arc<WireEntry>);
+
 /// One entry's change, as agents see it.
 #[derive(Debug)]
 pub(super) struct Change {
@@ -31,7 +34,7 @@ pub(super) struct Change {
     /// Its parent before the change; `None` when it is new.
     pub before: Option<SpiffeId>,
     /// Its parent and wire form after the change; `None` when deleted.
-    pub after: Option<(SpiffeId, Arc<WireEntry>)>,
+    pub after: Option<Placed>,
 }
 
 /// What changed for one agent since its previous message: the entries to
@@ -104,7 +107,7 @@ impl ChangeLog {
         }
         let mine = |p: &SpiffeId| parents.contains(&p);
         // Per entry: whether it concerns this agent, and its last state.
-        let mut net: HashMap<EntryId, (bool, Option<&(SpiffeId, Arc<WireEntry>)>)> = HashMap::new();
+        let mut net: HashMap<EntryId, (bool, Option<&Placed>)> = HashMap::new();
         let newer = self.batches.iter().filter(|(g, _)| *g > since);
         for change in newer.flat_map(|(_, changes)| changes.iter()) {
             let concerns = change.before.as_ref().is_some_and(mine)
