@@ -31,7 +31,11 @@ async fn a_superseded_or_revoked_agent_svid_loses_its_sync_stream() {
     let server = Server::start();
     let agent = attest(&server, &server.token()).await.unwrap();
     let mut client = node_channel(&server, Some(&agent)).await.unwrap();
-    let mut old = client.sync(SyncRequest {}).await.unwrap().into_inner();
+    let mut old = client
+        .sync(SyncRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert!(old.message().await.unwrap().is_some());
 
     // Renewal supersedes the SVID the first stream was opened with.
@@ -55,7 +59,11 @@ async fn a_superseded_or_revoked_agent_svid_loses_its_sync_stream() {
         key,
     };
     let mut client = node_channel(&server, Some(&current)).await.unwrap();
-    let mut stream = client.sync(SyncRequest {}).await.unwrap().into_inner();
+    let mut stream = client
+        .sync(SyncRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert!(stream.message().await.unwrap().is_some());
     server.cli_ok(&["svid", "revoke", "--serial", &renewed.serial]);
     let status = ends_with(&mut stream).await;

@@ -300,7 +300,11 @@ async fn the_server_exits_within_a_second_of_sigterm_with_agents_connected() {
     let mut server = Server::start();
     let agent = attest(&server, &server.token()).await.unwrap();
     let mut client = node_channel(&server, Some(&agent)).await.unwrap();
-    let mut sync = client.sync(SyncRequest {}).await.unwrap().into_inner();
+    let mut sync = client
+        .sync(SyncRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert!(
         sync.message().await.unwrap().is_some(),
         "the Sync stream is open"

@@ -287,7 +287,11 @@ async fn banned_agents_get_nothing_and_evicted_agents_must_reattest() {
     let id = agent_id(&agent.chain);
     let entry = create_entry(&server, &format!("spiffe://{TD}/svc"), &id, &[]);
     let mut client = node_channel(&server, Some(&agent)).await.unwrap();
-    let mut sync = client.sync(SyncRequest {}).await.unwrap().into_inner();
+    let mut sync = client
+        .sync(SyncRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     let first = sync.message().await.unwrap().unwrap();
     assert_eq!(first.entries.len(), 1);
 
@@ -332,7 +336,11 @@ async fn sync_pushes_entry_changes_and_renewal_rotates_the_agent_svid() {
     let agent = attest(&server, &server.token()).await.unwrap();
     let id = agent_id(&agent.chain);
     let mut client = node_channel(&server, Some(&agent)).await.unwrap();
-    let mut sync = client.sync(SyncRequest {}).await.unwrap().into_inner();
+    let mut sync = client
+        .sync(SyncRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     let first = sync.message().await.unwrap().unwrap();
     assert!(first.entries.is_empty());
     assert!(!first.bundle.is_empty());
@@ -375,7 +383,7 @@ async fn sync_pushes_entry_changes_and_renewal_rotates_the_agent_svid() {
     let mut fresh = node_channel(&server, Some(&NodeIdentity { chain, key }))
         .await
         .unwrap();
-    fresh.sync(SyncRequest {}).await.unwrap();
+    fresh.sync(SyncRequest::default()).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -175,7 +175,11 @@ async fn deleting_an_entry_and_banning_an_agent_revoke_what_they_issued() {
     let (s2, _) = issue(&server, &agent, &e2).await;
 
     let mut client = node_channel(&server, Some(&agent)).await.unwrap();
-    let mut sync = client.sync(SyncRequest {}).await.unwrap().into_inner();
+    let mut sync = client
+        .sync(SyncRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     let first = sync.message().await.unwrap().unwrap();
     assert!(!first.crl.is_empty(), "Sync carries the CRL");
 

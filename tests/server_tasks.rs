@@ -61,7 +61,11 @@ async fn a_task_from_request_to_completion() {
 
     // Nothing is issued before approval.
     let mut client = node_channel(&server, Some(&agent)).await.unwrap();
-    let mut sync = client.sync(SyncRequest {}).await.unwrap().into_inner();
+    let mut sync = client
+        .sync(SyncRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert!(sync.message().await.unwrap().unwrap().entries.is_empty());
 
     // The requester may not approve their own task; a non-approver may not either.

@@ -7,6 +7,7 @@ use lanyard_identity::{Selector, SpiffeId, TrustDomain, matches_all};
 use lanyard_jwt::Jwks;
 use rustls_pki_types::CertificateDer;
 
+pub use crate::entries::Entries;
 use crate::{revocation::VerifiedCrl, svid_key::SvidKeyDer};
 
 /// One authorized entry, as the Sync stream delivered it.
@@ -45,10 +46,11 @@ impl EntryInfo {
 /// The latest Sync message, parsed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SyncState {
-    /// Authorized entries. Each is one allocation shared by every holder
-    /// (the SVID manager's slot, the cached SVID, the next Sync state when
-    /// the entry did not change).
-    pub entries: Vec<Arc<EntryInfo>>,
+    /// Authorized entries, by ID. Each is one allocation shared by every
+    /// holder (the SVID manager's slot, the cached SVID, the next Sync
+    /// state when the entry did not change), and successive states share
+    /// the buckets of entries that did not change.
+    pub entries: Entries,
     /// DER CA certificates of the trust bundle.
     pub bundle: Vec<CertificateDer<'static>>,
     /// The trust domain's CRL in force: the latest one the server sent that

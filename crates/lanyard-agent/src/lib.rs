@@ -53,6 +53,7 @@ mod cache;
 #[doc(hidden)]
 pub mod cli;
 mod config;
+mod entries;
 mod error;
 mod health;
 mod identity;
@@ -67,6 +68,7 @@ mod storage;
 mod svid_key;
 mod svid_manager;
 mod sync;
+mod sync_message;
 #[cfg(test)]
 mod tasks_tests;
 mod trust_domain;
@@ -79,7 +81,8 @@ pub use self::{
     agent::run,
     agent_svid::AgentSvidRotator,
     cache::{
-        CachedSvid, EntryInfo, IssuanceHealth, Readiness, Renewing, Snapshot, SyncState, select_for,
+        CachedSvid, Entries, EntryInfo, IssuanceHealth, Readiness, Renewing, Snapshot, SyncState,
+        select_for,
     },
     config::{AgentConfig, ConfigFile, LogFormat},
     error::AgentError,

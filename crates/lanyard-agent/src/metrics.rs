@@ -75,6 +75,7 @@ pub struct Metrics {
     failing_entries: Gauge,
     crl_number: Gauge,
     sync_updates: Counter,
+    sync_deltas: Counter,
     attestation_duration: Histogram,
     attestations_reused: Counter,
 }
@@ -92,6 +93,7 @@ impl Metrics {
         let failing_entries = Gauge::default();
         let crl_number = Gauge::default();
         let sync_updates = Counter::default();
+        let sync_deltas = Counter::default();
         // 0.25 ms .. ~1 s: /proc reads and a binary hash.
         let attestation_duration = Histogram::new(exponential_buckets(0.00025, 2.0, 13));
         let attestations_reused = Counter::default();
@@ -141,6 +143,11 @@ impl Metrics {
             sync_updates.clone(),
         );
         registry.register(
+            "lanyard_agent_sync_deltas",
+            "Sync messages that were deltas (only the entries changed since the previous one)",
+            sync_deltas.clone(),
+        );
+        registry.register(
             "lanyard_agent_workload_attestation_duration_seconds",
             "Time to attest a Workload API caller from its process",
             attestation_duration.clone(),
@@ -163,6 +170,7 @@ impl Metrics {
             failing_entries,
             crl_number,
             sync_updates,
+            sync_deltas,
             attestation_duration,
             attestations_reused,
         })
@@ -218,9 +226,12 @@ impl Metrics {
         self.crl_number.set(number);
     }
 
-    /// One Sync message received.
-    pub fn sync_update(&self) {
+    /// One Sync message applied: a delta, or a full message.
+    pub fn sync_update(&self, delta: bool) {
         self.sync_updates.inc();
+        if delta {
+            self.sync_deltas.inc();
+        }
     }
 
     /// One workload attestation took `elapsed`; `reused`: it found the
@@ -316,7 +327,8 @@ mod tests {
         m.revoked_dropped(2);
         m.set_crl_number(7);
         m.set_failing_entries(3);
-        m.sync_update();
+        m.sync_update(true);
+        m.sync_update(false);
         m.attestation(Duration::from_millis(3), true);
         let now = SystemTime::now();
         m.set_next_rotation(Some(now + Duration::from_secs(30)));
@@ -337,7 +349,8 @@ mod tests {
         assert!(text.contains("lanyard_agent_revoked_svids_dropped_total 2"));
         assert!(text.contains("lanyard_agent_crl_number 7"));
         assert!(text.contains("lanyard_agent_entries_failing 3"));
-        assert!(text.contains("lanyard_agent_sync_updates_total 1"));
+        assert!(text.contains("lanyard_agent_sync_updates_total 2"));
+        assert!(text.contains("lanyard_agent_sync_deltas_total 1"));
         assert!(text.contains("lanyard_agent_workload_attestation_duration_seconds_count 1"));
         assert!(text.contains("lanyard_agent_workload_attestations_reused_total 1"));
         let next: f64 = line(&text, "lanyard_agent_next_rotation_seconds ")

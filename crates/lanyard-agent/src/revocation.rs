@@ -3,7 +3,7 @@
 //! the one in force), and the pure decision of which cached SVIDs it takes
 //! out of service and which of those are issued again.
 
-use std::{collections::HashSet, fmt, sync::Arc};
+use std::{fmt, sync::Arc};
 
 use lanyard_mtls::RevocationList;
 use rustls_pki_types::CertificateDer;
@@ -106,10 +106,10 @@ impl Eviction {
 }
 
 /// Which cached SVIDs a CRL revokes (`is_revoked`), and which of them to
-/// issue again: those whose entry is still among `entries`.
+/// issue again: those whose entry still `exists`.
 pub fn plan_eviction<'a>(
     cached: impl IntoIterator<Item = Cached<'a>>,
-    entries: &HashSet<&str>,
+    exists: impl Fn(&str) -> bool,
     is_revoked: impl Fn(&str) -> bool,
 ) -> Eviction {
     let mut plan = Eviction::default();
@@ -119,7 +119,7 @@ pub fn plan_eviction<'a>(
         }
         plan.dropped
             .push((c.entry_id.to_owned(), c.serial.to_owned()));
-        if entries.contains(c.entry_id) {
+        if exists(c.entry_id) {
             plan.renew.push(c.entry_id.to_owned());
         }
     }
@@ -131,7 +131,10 @@ pub fn plan_eviction<'a>(
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
-    use std::time::{Duration, SystemTime};
+    use std::{
+        collections::HashSet,
+        time::{Duration, SystemTime},
+    };
 
     use lanyard_ca::{CaConfig, CertificateAuthority, RevocationReason, RevokedSerial};
     use lanyard_identity::TrustDomain;
@@ -155,7 +158,11 @@ mod tests {
         ];
         let revoked: HashSet<&str> = ["0b22", "0d44", "ffff"].into();
         let entries: HashSet<&str> = ["a", "b", "c"].into();
-        let plan = plan_eviction(cached(&cache), &entries, |s| revoked.contains(s));
+        let plan = plan_eviction(
+            cached(&cache),
+            |e| entries.contains(e),
+            |s| revoked.contains(s),
+        );
         assert_eq!(
             plan.dropped,
             [
@@ -170,10 +177,10 @@ mod tests {
     fn nothing_revoked_touches_nothing() {
         let cache = [("a", "0a11")];
         let entries: HashSet<&str> = ["a"].into();
-        let plan = plan_eviction(cached(&cache), &entries, |_| false);
+        let plan = plan_eviction(cached(&cache), |e| entries.contains(e), |_| false);
         assert!(plan.is_empty());
         assert!(plan.renew.is_empty());
-        assert!(plan_eviction(cached(&[]), &entries, |_| true).is_empty());
+        assert!(plan_eviction(cached(&[]), |e| entries.contains(e), |_| true).is_empty());
     }
 
     #[test]
@@ -221,7 +228,11 @@ mod tests {
         assert!(crl.is_revoked("0b22"));
         let cache = [("a", "0a11"), ("b", "0b22")];
         let entries: HashSet<&str> = ["a", "b"].into();
-        let plan = plan_eviction(cached(&cache), &entries, |s| crl.is_revoked(s));
+        let plan = plan_eviction(
+            cached(&cache),
+            |e| entries.contains(e),
+            |s| crl.is_revoked(s),
+        );
         assert_eq!(plan.renew, ["b"]);
         // Not signed by a CA of the bundle: refused.
         assert!(RevocationList::verify(der, &theirs.trust_bundle()).is_err());

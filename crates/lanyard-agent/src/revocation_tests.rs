@@ -38,7 +38,7 @@ fn message(ca: &CertificateAuthority, crl: Vec<u8>) -> SyncResponse {
         crl,
         revision: 1,
         crl_issuers: ca.intermediates().iter().map(|c| c.to_vec()).collect(),
-        jwt_bundle: vec![],
+        ..SyncResponse::default()
     }
 }
 
@@ -68,7 +68,7 @@ async fn only_a_crl_signed_by_the_bundle_and_not_older_is_put_in_force() {
     let (_id_tx, id_rx) = watch::channel(Arc::new(f.identity.clone()));
     let (tx, rx) = watch::channel(None);
     let metrics = Metrics::new();
-    let client = SyncClient::new(
+    let mut client = SyncClient::new(
         f.connector.clone(),
         id_rx,
         tx,
@@ -106,7 +106,7 @@ async fn a_crl_listing_the_agents_own_svid_stops_the_agent() {
     let f = fixture();
     let (_id_tx, id_rx) = watch::channel(Arc::new(f.identity.clone()));
     let (tx, rx) = watch::channel(None);
-    let client = SyncClient::new(
+    let mut client = SyncClient::new(
         f.connector.clone(),
         id_rx,
         tx,
@@ -217,14 +217,14 @@ async fn a_crl_from_a_freshly_activated_intermediate_is_accepted_with_its_issuer
     );
     let (_id_tx, id_rx) = watch::channel(Arc::new(identity));
     let (tx, rx) = watch::channel(None);
-    let client = SyncClient::new(connector, id_rx, tx, f.data_dir.clone(), Metrics::new());
+    let mut client = SyncClient::new(connector, id_rx, tx, f.data_dir.clone(), Metrics::new());
     let message = |crl: Vec<u8>, issuers: Vec<Vec<u8>>| SyncResponse {
         entries: vec![],
         bundle: vec![up.root.to_vec()],
         crl,
         revision: 1,
         crl_issuers: issuers,
-        jwt_bundle: vec![],
+        ..SyncResponse::default()
     };
 
     // Without its issuer, our own chain (the old intermediate) cannot vouch

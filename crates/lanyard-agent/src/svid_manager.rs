@@ -9,7 +9,7 @@
 //! re-issued wait for them instead of being told they have no identity.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     sync::Arc,
     time::{Duration, SystemTime},
 };
@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     AgentError,
     cache::{
-        CachedSvid, EntryInfo, IssuanceHealth, Readiness, Renewing, Snapshot, SyncState,
+        CachedSvid, Entries, EntryInfo, IssuanceHealth, Readiness, Renewing, Snapshot, SyncState,
         sort_default_first,
     },
     error::classify,
@@ -88,8 +88,12 @@ pub struct SvidManager {
     out: Arc<watch::Sender<Arc<Snapshot>>>,
     trust_domain: TrustDomain,
     metrics: Arc<Metrics>,
-    /// By entry ID (the entry's own `Arc<str>`).
+    /// By entry ID (the entry's own `Arc<str>`): one per entry of
+    /// `reconciled`.
     slots: HashMap<Arc<str>, Slot>,
+    /// The entries the slots were last aligned with: the next Sync state
+    /// is compared with them, skipping what the two share.
+    reconciled: Entries,
     /// The intermediates of the last SVID issued: the next ones, issued
     /// through the same CA, share this allocation.
     intermediates: Arc<[CertificateDer<'static>]>,
@@ -118,6 +122,7 @@ impl SvidManager {
             trust_domain,
             metrics,
             slots: HashMap::new(),
+            reconciled: Entries::default(),
             intermediates: Arc::from([]),
             crl_checked: None,
             ready: false,
@@ -168,11 +173,17 @@ impl SvidManager {
 
     /// Aligns the slots with the synced entries: new ones added, deleted
     /// ones dropped (with their SVIDs), changed ones updated (and re-issued
-    /// when the SVID itself would differ).
+    /// when the SVID itself would differ). Only the entries that changed
+    /// since the last call are looked at.
     fn reconcile(&mut self, sync: &SyncState) {
-        let seen: HashSet<&str> = sync.entries.iter().map(|e| &*e.id).collect();
-        for entry in &sync.entries {
-            match self.slots.get_mut(&entry.id) {
+        for id in sync.entries.changed_since(&self.reconciled) {
+            let Some(entry) = sync.entries.get(&id) else {
+                if let Some(slot) = self.slots.remove(&id) {
+                    tracing::info!(entry = %id, spiffe_id = %slot.entry.spiffe_id, "entry removed: SVID dropped");
+                }
+                continue;
+            };
+            match self.slots.get_mut(&id) {
                 Some(slot) if Arc::ptr_eq(&slot.entry, entry) => {}
                 Some(slot) if slot.entry == *entry => {
                     // Equal but parsed apart: hold the Sync state's copy.
@@ -193,13 +204,7 @@ impl SvidManager {
                 }
             }
         }
-        self.slots.retain(|id, slot| {
-            let keep = seen.contains(&**id);
-            if !keep {
-                tracing::info!(entry = %id, spiffe_id = %slot.entry.spiffe_id, "entry removed: SVID dropped");
-            }
-            keep
-        });
+        self.reconciled = sync.entries.clone();
     }
 
     /// Drops every cached SVID the CRL in force lists and makes its entry
@@ -212,14 +217,17 @@ impl SvidManager {
             return false;
         }
         self.crl_checked = Some(crl.clone());
-        let entries: HashSet<&str> = sync.entries.iter().map(|e| &*e.id).collect();
         let cached = self.slots.iter().filter_map(|(id, slot)| {
             slot.svid.as_ref().map(|i| Cached {
                 entry_id: id,
                 serial: &i.svid.serial,
             })
         });
-        let plan = plan_eviction(cached, &entries, |serial| crl.is_revoked(serial));
+        let plan = plan_eviction(
+            cached,
+            |id| sync.entries.get(id).is_some(),
+            |serial| crl.is_revoked(serial),
+        );
         if plan.is_empty() {
             return false;
         }

@@ -156,7 +156,7 @@ async fn svid_manager_stays_unready_while_the_server_is_unreachable() {
     let f = fixture();
     let (_id_tx, id_rx) = watch::channel(Arc::new(f.identity.clone()));
     let state = SyncState {
-        entries: vec![Arc::new(entry("a"))],
+        entries: [Arc::new(entry("a"))].into_iter().collect(),
         ..Default::default()
     };
     let (_sync_tx, sync_rx) = watch::channel(Some(Arc::new(state)));

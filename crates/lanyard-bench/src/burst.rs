@@ -120,7 +120,7 @@ async fn latency_table(bins: &Binaries) -> anyhow::Result<Table> {
     .await?;
     let mut sync = agent
         .client
-        .sync(SyncRequest {})
+        .sync(SyncRequest::default())
         .await
         .context("opening Sync")?
         .into_inner();

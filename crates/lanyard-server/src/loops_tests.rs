@@ -138,7 +138,6 @@ async fn a_change_between_registry_start_and_run_is_not_missed() {
             if !snapshots
                 .borrow_and_update()
                 .view(&agent, 1)
-                .0
                 .entries
                 .is_empty()
             {

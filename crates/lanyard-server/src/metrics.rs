@@ -32,6 +32,13 @@ pub(crate) struct AttestLabel {
     pub outcome: &'static str,
 }
 
+/// What kind of Sync message was sent.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct SyncKindLabel {
+    /// `full` (every entry) or `delta` (only the changed ones).
+    pub kind: &'static str,
+}
+
 /// The server's metrics.
 pub(crate) struct Metrics {
     registry: Registry,
@@ -44,6 +51,7 @@ pub(crate) struct Metrics {
     pub crl_bytes: Gauge,
     pub crl_published_at: Gauge,
     pub sync_streams: Gauge,
+    pub sync_messages: Family<SyncKindLabel, Counter>,
     pub tasks_active: Gauge,
     pub task_notifications_sent: Counter,
     pub task_notifications_failed: Counter,
@@ -103,6 +111,12 @@ impl Metrics {
             "Agents' open Sync streams",
             sync_streams.clone(),
         );
+        let sync_messages = Family::<SyncKindLabel, Counter>::default();
+        registry.register(
+            "sync_messages",
+            "Sync messages sent to agents, full or delta",
+            sync_messages.clone(),
+        );
         let tasks_active = Gauge::default();
         registry.register(
             "tasks_active",
@@ -134,6 +148,7 @@ impl Metrics {
             crl_bytes,
             crl_published_at,
             sync_streams,
+            sync_messages,
             tasks_active,
         }
     }
@@ -152,6 +167,13 @@ impl Metrics {
                 .inc_by(count);
             self.signing_seconds.observe(took.as_secs_f64());
         }
+    }
+
+    /// Records one Sync message of `kind` (`full` or `delta`).
+    pub fn sync_message(&self, kind: &'static str) {
+        self.sync_messages
+            .get_or_create(&SyncKindLabel { kind })
+            .inc();
     }
 
     /// Records one attestation.
@@ -198,6 +220,7 @@ mod tests {
         m.issued("workload", Duration::from_millis(2));
         m.attested("join_token", false);
         m.crl_number.set(7);
+        m.sync_message("delta");
         let text = m.encode();
         assert!(
             text.contains("lanyard_server_svids_issued_total{kind=\"workload\"} 1"),
@@ -207,6 +230,7 @@ mod tests {
             "lanyard_server_attestations_total{method=\"join_token\",outcome=\"refused\"} 1"
         ));
         assert!(text.contains("lanyard_server_crl_number 7"));
+        assert!(text.contains("lanyard_server_sync_messages_total{kind=\"delta\"} 1"));
         assert!(text.contains("lanyard_server_svid_signing_duration_seconds_count 1"));
         assert!(text.ends_with("# EOF\n"));
     }

@@ -3,10 +3,15 @@
 
 mod attest;
 mod authz;
+mod builder;
+mod changelog;
 mod crl_issuers;
+mod group;
 mod peer;
 mod refusals;
 pub(crate) mod registry;
+#[cfg(test)]
+mod registry_tests;
 mod service;
 mod sync;
 mod tls;

@@ -357,11 +357,13 @@ impl Node for NodeService {
 
     async fn sync(&self, req: Request<SyncRequest>) -> Result<Response<Self::SyncStream>, Status> {
         let (agent, presented) = peer::authenticate(&self.state, &req).await?;
-        tracing::info!(agent = %agent.spiffe_id, "Sync stream opened");
+        let accept_deltas = req.get_ref().accept_deltas;
+        tracing::info!(agent = %agent.spiffe_id, accept_deltas, "Sync stream opened");
         Ok(Response::new(sync::stream(
             self.state.clone(),
             agent,
             presented,
+            accept_deltas,
         )))
     }
 }

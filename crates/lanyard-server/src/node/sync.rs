@@ -1,7 +1,9 @@
 //! The Sync stream: an agent's authorized entries, the bundle and the CRL,
-//! sent in full at once and again whenever any of them changes. Every
-//! stream reads the one shared [`Registry`](super::registry::Registry)
-//! snapshot; it ends when the agent loses its standing or the server stops.
+//! sent in full at once and again whenever any of them changes: in full to
+//! an agent that does not accept deltas, else as a delta (only the entries
+//! changed) whenever the change log allows. Every stream reads the one
+//! shared [`Registry`](super::registry::Registry) snapshot; it ends when the
+//! agent loses its standing or the server stops.
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
@@ -12,17 +14,27 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
-use super::peer::standing;
+use super::{
+    peer::standing,
+    registry::{Next, Sent},
+};
 use crate::{state::ServerState, status::store_status};
 
 pub(crate) type SyncStream = Pin<Box<dyn Stream<Item = Result<SyncResponse, Status>> + Send>>;
 
-pub(crate) fn stream(state: Arc<ServerState>, agent: AgentRecord, presented: String) -> SyncStream {
+/// The Sync stream of `agent`, opened with the SVID of serial `presented`;
+/// deltas after the first message when the agent `accept_deltas`.
+pub(crate) fn stream(
+    state: Arc<ServerState>,
+    agent: AgentRecord,
+    presented: String,
+    accept_deltas: bool,
+) -> SyncStream {
     let (tx, rx) = mpsc::channel(4);
     let mut registry = state.registry.subscribe();
     tokio::spawn(async move {
         let _open = crate::metrics::GaugeGuard::new(&state.metrics.sync_streams);
-        let mut last: Option<super::registry::ViewKey> = None;
+        let mut sent: Option<Sent> = None;
         loop {
             let snapshot = registry.borrow_and_update().clone();
             let id = agent.spiffe_id.clone();
@@ -66,14 +78,26 @@ pub(crate) fn stream(state: Arc<ServerState>, agent: AgentRecord, presented: Str
                 return;
             }
             let now = crate::state::now_unix();
-            let key = snapshot.key(&current, now);
-            if last.as_ref() != Some(&key) {
-                let (resp, _) = snapshot.view(&current, now);
-                tracing::debug!(agent = %agent.spiffe_id, entries = resp.entries.len(), revision = resp.revision, "Sync update");
+            let (next, now_sent) = snapshot.next(&current, now, sent.as_ref(), accept_deltas);
+            sent = Some(now_sent);
+            let message = match next {
+                Next::Nothing => None,
+                Next::Full(resp) => Some((resp, "full")),
+                Next::Delta(resp) => Some((resp, "delta")),
+            };
+            if let Some((resp, kind)) = message {
+                state.metrics.sync_message(kind);
+                tracing::debug!(
+                    agent = %agent.spiffe_id,
+                    kind,
+                    entries = resp.entries.len(),
+                    removed = resp.removed_entry_ids.len(),
+                    revision = resp.revision,
+                    "Sync update"
+                );
                 if tx.send(Ok(resp)).await.is_err() {
                     return;
                 }
-                last = Some(key);
             }
             let wake = snapshot
                 .next_expiry(now)
