@@ -18,13 +18,9 @@ use std::{
 
 use common::{
     Server, TD,
-    agent::{Agent, eventually, http_get, register},
+    agent::{Agent, eventually, first_x509_ids, http_get, register, unix_channel},
     other_user::{NOBODY, running_as_root},
 };
-use lanyard_proto::workload::{
-    X509svidRequest, spiffe_workload_api_client::SpiffeWorkloadApiClient,
-};
-use tonic::transport::Channel;
 
 /// Connections whose caller drops its privileges, one after the other.
 const TRIES: usize = 10;
@@ -86,20 +82,6 @@ async fn reused(agent: &Agent) -> u64 {
         .unwrap()
 }
 
-/// One FetchX509SVID call on `channel`: the SPIFFE IDs of its first
-/// answer, or the refusal.
-async fn fetch(channel: &Channel) -> Result<Vec<String>, tonic::Status> {
-    let mut client = SpiffeWorkloadApiClient::new(channel.clone());
-    let mut request = tonic::Request::new(X509svidRequest {});
-    request
-        .metadata_mut()
-        .insert("workload.spiffe.io", "true".parse().unwrap());
-    request.set_timeout(Duration::from_secs(10));
-    let mut stream = client.fetch_x509svid(request).await?.into_inner();
-    let first = stream.message().await?.unwrap_or_default();
-    Ok(first.svids.into_iter().map(|s| s.spiffe_id).collect())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_caller_that_drops_its_privileges_is_never_served_its_old_identity() {
     assert!(
@@ -126,14 +108,12 @@ async fn a_caller_that_drops_its_privileges_is_never_served_its_old_identity() {
         eventually(Duration::from_secs(20), "the relay socket", || {
             relay.exists().then_some(())
         });
-        let endpoint: spiffe::transport::Endpoint =
-            format!("unix:{}", relay.display()).parse().unwrap();
         // One channel: every call below goes over the workload's one
         // connection to the agent.
-        let channel = spiffe::transport::connect(&endpoint).await.unwrap();
+        let channel = unix_channel(&relay).await;
         let before = reused(&agent).await;
         for call in 0..CALLS_BEFORE {
-            match fetch(&channel).await {
+            match first_x509_ids(&channel).await {
                 Ok(ids) => assert_eq!(ids, std::slice::from_ref(&root_id), "try {n}, call {call}"),
                 Err(status) => panic!("try {n}, call {call}: {status:?}\n{}", agent.log()),
             }
@@ -148,7 +128,7 @@ async fn a_caller_that_drops_its_privileges_is_never_served_its_old_identity() {
 
         workload.drop_privileges();
         for call in 0..2 {
-            match fetch(&channel).await {
+            match first_x509_ids(&channel).await {
                 Ok(ids) => panic!("try {n}: after the drop, call {call} was served {ids:?}"),
                 Err(status) => {
                     assert_eq!(

@@ -17,11 +17,8 @@ use std::{
 
 use common::{
     Server, TD,
-    agent::{Agent, eventually, register},
+    agent::{Agent, eventually, first_x509_ids, register, unix_channel},
     other_user::{NOBODY, give_to_nobody, running_as_root},
-};
-use lanyard_proto::workload::{
-    X509svidRequest, spiffe_workload_api_client::SpiffeWorkloadApiClient,
 };
 
 /// Tries of the attack, as the issue asks.
@@ -53,18 +50,7 @@ async fn ask_through(relay: &Path) -> Result<Vec<String>, tonic::Status> {
     eventually(Duration::from_secs(20), "the relay socket", || {
         relay.exists().then_some(())
     });
-    let endpoint: spiffe::transport::Endpoint =
-        format!("unix:{}", relay.display()).parse().unwrap();
-    let channel = spiffe::transport::connect(&endpoint).await.unwrap();
-    let mut client = SpiffeWorkloadApiClient::new(channel);
-    let mut request = tonic::Request::new(X509svidRequest {});
-    request
-        .metadata_mut()
-        .insert("workload.spiffe.io", "true".parse().unwrap());
-    request.set_timeout(Duration::from_secs(10));
-    let mut stream = client.fetch_x509svid(request).await?.into_inner();
-    let first = stream.message().await?.unwrap_or_default();
-    Ok(first.svids.into_iter().map(|s| s.spiffe_id).collect())
+    first_x509_ids(&unix_channel(relay).await).await
 }
 
 /// One run of the script; kills what is left of it.

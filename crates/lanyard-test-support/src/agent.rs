@@ -286,6 +286,31 @@ pub async fn open_x509_stream(
     Ok(client.fetch_x509svid(req).await?.into_inner())
 }
 
+/// One `FetchX509SVID` call on `channel` (any connection to a Workload
+/// API, a relay's included): the SPIFFE IDs of its first answer, or the
+/// refusal.
+pub async fn first_x509_ids(
+    channel: &tonic::transport::Channel,
+) -> Result<Vec<String>, tonic::Status> {
+    let mut client =
+        lanyard_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient::new(
+            channel.clone(),
+        );
+    let mut req = tonic::Request::new(lanyard_proto::workload::X509svidRequest {});
+    req.metadata_mut()
+        .insert("workload.spiffe.io", "true".parse().unwrap());
+    req.set_timeout(Duration::from_secs(10));
+    let mut stream = client.fetch_x509svid(req).await?.into_inner();
+    let first = stream.message().await?.unwrap_or_default();
+    Ok(first.svids.into_iter().map(|s| s.spiffe_id).collect())
+}
+
+/// A channel to the Unix socket at `path` (the `spiffe` crate's transport).
+pub async fn unix_channel(path: &std::path::Path) -> tonic::transport::Channel {
+    let endpoint: spiffe::transport::Endpoint = format!("unix:{}", path.display()).parse().unwrap();
+    spiffe::transport::connect(&endpoint).await.unwrap()
+}
+
 /// Opens a `FetchX509Bundles` stream on the agent.
 pub async fn open_bundles_stream(
     agent: &Agent,

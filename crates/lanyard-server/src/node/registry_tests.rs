@@ -35,6 +35,24 @@ fn server() -> SpiffeId {
     SERVER.parse().unwrap()
 }
 
+/// A node alias the test agent matches (`spiffe://td.org/node/web`), and
+/// an entry under it.
+fn alias_and_entry() -> (Entry, Entry) {
+    let alias = entry(
+        "spiffe://td.org/node/web",
+        SERVER,
+        &["join_token:id:abc"],
+        None,
+    );
+    let via = entry(
+        "spiffe://td.org/via",
+        "spiffe://td.org/node/web",
+        &["unix:uid:3"],
+        None,
+    );
+    (alias, via)
+}
+
 fn ids(resp: &SyncResponse) -> Vec<String> {
     let mut ids: Vec<String> = resp.entries.iter().map(|e| e.spiffe_id.clone()).collect();
     ids.sort();
@@ -138,18 +156,7 @@ fn incremental_changes_give_the_views_of_a_full_rebuild() {
     let server = server();
     let a = entry("spiffe://td.org/a", AGENT, &["unix:uid:1"], None);
     let b = entry("spiffe://td.org/b", AGENT, &["unix:uid:2"], Some(500));
-    let alias = entry(
-        "spiffe://td.org/node/web",
-        SERVER,
-        &["join_token:id:abc"],
-        None,
-    );
-    let via = entry(
-        "spiffe://td.org/via",
-        "spiffe://td.org/node/web",
-        &["unix:uid:3"],
-        None,
-    );
+    let (alias, via) = alias_and_entry();
     let mut builder = Builder::new(server.clone(), vec![a.clone(), b.clone()]);
     // Add an alias and an entry under it, change one, delete another.
     let mut a2 = a.clone();
@@ -285,18 +292,7 @@ fn new_parents_an_expiry_a_reload_or_an_outrun_log_send_everything() {
     assert_eq!(holder.entries.len(), 1);
 
     // A node alias the agent matches, with an entry under it.
-    let alias = entry(
-        "spiffe://td.org/node/web",
-        SERVER,
-        &["join_token:id:abc"],
-        None,
-    );
-    let via = entry(
-        "spiffe://td.org/via",
-        "spiffe://td.org/node/web",
-        &["unix:uid:3"],
-        None,
-    );
+    let (alias, via) = alias_and_entry();
     builder.apply(vec![(via.id, Some(via))]);
     holder.sync(&builder.registry(Published::default(), 2), &me, 160);
     assert_eq!(holder.fulls, 2, "not its parent yet");
@@ -354,12 +350,7 @@ impl Rng {
 fn deltas_applied_in_turn_always_give_the_full_view() {
     let me = agent(AGENT);
     let parents = [AGENT, OTHER, "spiffe://td.org/node/web"];
-    let alias = entry(
-        "spiffe://td.org/node/web",
-        SERVER,
-        &["join_token:id:abc"],
-        None,
-    );
+    let (alias, _) = alias_and_entry();
     let mut live: Vec<Entry> = Vec::new();
     let mut builder = Builder::new(server(), vec![alias]);
     let mut holder = Holder::default();
