@@ -143,8 +143,12 @@ pub(crate) fn proc_path(pid: i32, name: &str) -> PathBuf {
 
 /// Reads `/proc/<pid>/<name>` as text. These files are small and report
 /// a size of 0, so the read starts with a page-sized buffer rather than
-/// asking for the size (`fstat`, `lseek`) and growing from a few bytes:
-/// one `read`, and one more that finds the end.
+/// asking for the size (`fstat`, `lseek`) and growing from a few bytes.
+/// The files read here (`status`, `stat`, `cgroup`) are each generated
+/// whole by one `show` call of the kernel, which a read returns in full
+/// when the buffer is larger: a short first read is the whole file, and
+/// only a full buffer asks for more. (A file of many records, like `maps`,
+/// may return short reads before its end: not for this function.)
 pub(crate) fn read(pid: i32, name: &str) -> io::Result<String> {
     read_small(&proc_path(pid, name))
 }
@@ -155,15 +159,16 @@ fn read_small(path: &std::path::Path) -> io::Result<String> {
     let mut text = vec![0_u8; PROC_READ_SIZE];
     let mut len = 0;
     loop {
-        if len == text.len() {
-            text.resize(len * 2, 0);
-        }
         match file.read(text.get_mut(len..).unwrap_or_default()) {
             Ok(0) => break,
             Ok(n) => len += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
+        if len < text.len() {
+            break;
+        }
+        text.resize(len * 2, 0);
     }
     text.truncate(len);
     String::from_utf8(text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
