@@ -141,10 +141,35 @@ impl Call {
     }
 }
 
-/// Latencies of every call and the phase's wall time.
+/// Latencies of every call, the phase's wall time, and the CPU time the
+/// agent and the callers (this process) used during it.
 struct Phase {
     latencies: Vec<Duration>,
     wall: Duration,
+    agent_cpu: Duration,
+    client_cpu: Duration,
+}
+
+impl Phase {
+    /// CPU time per call, in microseconds.
+    fn per_call(&self, cpu: Duration) -> f64 {
+        cpu.as_secs_f64() * 1e6 / self.latencies.len().max(1) as f64
+    }
+}
+
+/// [`phase`], with the CPU time `agent` and this process used during it.
+async fn measured(
+    agent: u32,
+    clients: &[Client],
+    requests: u64,
+    call: Call,
+) -> anyhow::Result<Phase> {
+    let own = std::process::id();
+    let (agent0, own0) = (procfs::cpu_time(agent)?, procfs::cpu_time(own)?);
+    let mut phase = phase(clients, requests, call).await?;
+    phase.agent_cpu = procfs::cpu_time(agent)?.saturating_sub(agent0);
+    phase.client_cpu = procfs::cpu_time(own)?.saturating_sub(own0);
+    Ok(phase)
 }
 
 /// Every client makes `requests` sequential calls; all start together.
@@ -176,6 +201,8 @@ async fn phase(clients: &[Client], requests: u64, call: Call) -> anyhow::Result<
     Ok(Phase {
         latencies,
         wall: start.elapsed(),
+        agent_cpu: Duration::ZERO,
+        client_cpu: Duration::ZERO,
     })
 }
 
@@ -209,7 +236,16 @@ async fn latency(
             "lanyard-bench workload-api: latency, {} timed calls per caller, one agent",
             args.requests
         ),
-        &["callers", "calls", "p50", "p99", "max", "calls/s"],
+        &[
+            "callers",
+            "calls",
+            "p50",
+            "p99",
+            "max",
+            "calls/s",
+            "agent CPU/call",
+            "callers' CPU/call",
+        ],
     );
     for &callers in &args.callers {
         if callers == 0 {
@@ -225,11 +261,12 @@ async fn latency(
         phase(&clients, 1, Call::Baseline).await?;
         phase(&clients, 1, Call::FetchJwtSvid).await?;
         eprintln!("workload-api: {callers} callers, baseline");
-        let base = phase(&clients, args.requests, Call::Baseline).await?;
+        let pid = agent.pid();
+        let base = measured(pid, &clients, args.requests, Call::Baseline).await?;
         eprintln!("workload-api: {callers} callers, FetchX509SVID");
-        let fetch = phase(&clients, args.requests, Call::FetchX509Svid).await?;
+        let fetch = measured(pid, &clients, args.requests, Call::FetchX509Svid).await?;
         eprintln!("workload-api: {callers} callers, FetchJWTSVID");
-        let jwt = phase(&clients, args.requests, Call::FetchJwtSvid).await?;
+        let jwt = measured(pid, &clients, args.requests, Call::FetchJwtSvid).await?;
         agent.check_running()?;
         drop(clients);
 
@@ -244,6 +281,8 @@ async fn latency(
                 duration(s.p99),
                 duration(s.max),
                 format!("{:.0}", s.count as f64 / p.wall.as_secs_f64().max(1e-9)),
+                format!("{:.1}µs", p.per_call(p.agent_cpu)),
+                format!("{:.1}µs", p.per_call(p.client_cpu)),
             ]
         };
         table.row("(a) FetchX509SVID, to first message", row(&f, &fetch));
@@ -252,7 +291,7 @@ async fn latency(
             "(b) baseline: ValidateJWTSVID -> InvalidArgument",
             row(&b, &base),
         );
-        let ratios = |s: &Summary| {
+        let ratios = |s: &Summary, p: &Phase| {
             vec![
                 String::new(),
                 String::new(),
@@ -260,10 +299,12 @@ async fn latency(
                 ratio(s.p99.as_secs_f64(), b.p99.as_secs_f64()),
                 String::new(),
                 String::new(),
+                ratio(p.per_call(p.agent_cpu), base.per_call(base.agent_cpu)),
+                ratio(p.per_call(p.client_cpu), base.per_call(base.client_cpu)),
             ]
         };
-        table.row("ratio a/b", ratios(&f));
-        table.row("ratio d/b", ratios(&j));
+        table.row("ratio a/b", ratios(&f, &fetch));
+        table.row("ratio d/b", ratios(&j, &jwt));
     }
     let (exe_size, hashing) = hash_own_binary(5)?;
     let h = Summary::of(&hashing).context("no hashing samples")?;
@@ -276,6 +317,8 @@ async fn latency(
             duration(h.p99),
             duration(h.max),
             String::new(),
+            String::new(),
+            String::new(),
         ],
     );
     table.note(format!(
@@ -285,6 +328,10 @@ async fn latency(
          (the untimed warm-up call pays it); (c) is that uncached step alone.",
         bytes(exe_size)
     ));
+    table.note(
+        "CPU/call: user plus system time of the agent, and of this process (the callers), \
+         during the phase, over its calls (the kernel counts in clock ticks, usually 10 ms).",
+    );
     table.note(format!(
         "Callers, agent and server share {} CPU(s); RLIMIT_NOFILE {nofile}.",
         std::thread::available_parallelism().map_or(0, |n| n.get())
