@@ -185,3 +185,98 @@ async fn a_followed_entry_change_reaches_the_registry() {
     drop(changes);
     assert!(follower.await.unwrap().is_err());
 }
+
+/// Races as races: the registry reloads every entry (a resync, as after a
+/// lost PostgreSQL listener) while one entry is changed and announced.
+/// Whatever the interleaving, the registry ends up with the store's copy:
+/// an announcement that lands while the reload reads the store is still
+/// read afterwards, never dropped with the reload's older copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_changed_during_a_resync_is_never_lost() {
+    const ROUNDS: usize = 25;
+    let t = test_support::state("");
+    let agent = lanyard_store::AgentRecord {
+        spiffe_id: "spiffe://test.example/lanyard/agent/join_token/a"
+            .parse()
+            .unwrap(),
+        attestation_type: "join_token".into(),
+        selectors: vec!["join_token:id:a".parse().unwrap()],
+        serial: "01".into(),
+        expires_at: 0,
+        attested_at: 0,
+        banned: false,
+        evicted: false,
+        revision: 1,
+    };
+    let entry = |path: String| lanyard_identity::Entry {
+        id: lanyard_identity::EntryId::new_random(),
+        spiffe_id: format!("spiffe://test.example/{path}").parse().unwrap(),
+        parent_id: agent.spiffe_id.clone(),
+        selectors: vec!["unix:uid:1".parse().unwrap()],
+        x509_svid_ttl_secs: None,
+        jwt_svid_ttl_secs: None,
+        dns_names: vec![],
+        expires_at: None,
+        hint: String::new(),
+        revision: 0,
+        created_at: 0,
+    };
+    // Enough entries that reading them all takes a while.
+    let bulk: Vec<_> = (0..20_000).map(|i| entry(format!("bulk/{i}"))).collect();
+    for created in t.state.store.create_entries(&bulk).unwrap() {
+        created.unwrap();
+    }
+    // The lowest ID, so that a reload reads it first and a change landing
+    // anywhere during the reload comes after that read.
+    let watched = lanyard_identity::Entry {
+        id: lanyard_identity::EntryId(uuid::Uuid::nil()),
+        ..entry("watched".into())
+    };
+    t.state.store.create_entry(&watched).unwrap();
+    let started = crate::node::registry::start(&t.state).await.unwrap();
+    let task = tokio::spawn(crate::node::registry::run(
+        t.state.clone(),
+        started,
+        t.shutdown.clone(),
+    ));
+    let mut snapshots = t.state.registry.subscribe();
+    let sweep = lanyard_store::Sweep {
+        revoked_at: 1,
+        reason: "superseded".into(),
+    };
+    for round in 0..ROUNDS {
+        t.state
+            .resync_entries
+            .store(true, std::sync::atomic::Ordering::Release);
+        t.state.notify();
+        // Land the change early in the reload, or before it.
+        tokio::time::sleep(Duration::from_millis((round as u64 * 7) % 40)).await;
+        let mut next = t.state.store.get_entry(&watched.id).unwrap().unwrap();
+        next.hint = format!("round {round}");
+        t.state.store.update_entry(&next, &sweep).unwrap();
+        t.state.entries_changed([watched.id]);
+
+        let hint = format!("round {round}");
+        let seen = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                let shows = snapshots
+                    .borrow_and_update()
+                    .view(&agent, 1)
+                    .entries
+                    .iter()
+                    .any(|e| e.id == watched.id.to_string() && e.hint == hint);
+                if shows {
+                    return;
+                }
+                snapshots.changed().await.unwrap();
+            }
+        })
+        .await;
+        assert!(
+            seen.is_ok(),
+            "round {round}: the change made during the resync never reached the registry"
+        );
+    }
+    t.shutdown.cancel();
+    task.await.unwrap().unwrap();
+}

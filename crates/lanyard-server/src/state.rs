@@ -135,6 +135,18 @@ impl ServerState {
         self.notify();
     }
 
+    /// Puts back entries taken by [`take_changed_entries`](Self::take_changed_entries)
+    /// that could not be read, without waking anyone: the reader retries.
+    pub fn requeue_changed_entries(
+        &self,
+        ids: impl IntoIterator<Item = lanyard_identity::EntryId>,
+    ) {
+        match self.changed_entries.lock() {
+            Ok(mut pending) => pending.extend(ids),
+            Err(poisoned) => poisoned.into_inner().extend(ids),
+        }
+    }
+
     /// The entries changed since the last call.
     pub fn take_changed_entries(&self) -> Vec<lanyard_identity::EntryId> {
         let mut pending = match self.changed_entries.lock() {

@@ -6,7 +6,7 @@
 //! sends only what changed under its agent's parents (a delta) when the
 //! agent accepts deltas.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use lanyard_identity::{Selector, SpiffeId, matches_all};
 use lanyard_proto::node::v1::{Entry as NodeEntry, SyncResponse};
@@ -261,51 +261,82 @@ pub(crate) async fn run(
             changed = changes.changed() => if changed.is_err() { return Ok(()) },
         }
         let revision = *changes.borrow_and_update();
-        if state
-            .resync_entries
-            .swap(false, std::sync::atomic::Ordering::AcqRel)
-        {
-            // Changes of other servers may have been missed: start over.
-            let store = state.store.clone();
-            match tokio::task::spawn_blocking(move || store.list_entries()).await {
-                Ok(Ok(entries)) => {
-                    state.take_changed_entries();
-                    builder.reload(entries);
-                    publish(&state, &mut builder, revision);
-                    continue;
-                }
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "cannot reload the entries for agents");
-                    state
-                        .resync_entries
-                        .store(true, std::sync::atomic::Ordering::Release);
-                }
-                Err(e) => tracing::error!(error = %e, "cannot reload the entries for agents"),
+        if let Err(e) = refresh(&state, &mut builder).await {
+            // Keep serving the last snapshot (the store is failing, and
+            // every other path reports it too), and try again shortly:
+            // what was to be read is still pending.
+            tracing::error!(error = %e, "cannot read the entries for agents; retrying");
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(READ_RETRY) => state.notify(),
             }
+            continue;
         }
-        let ids = state.take_changed_entries();
-        if !ids.is_empty() {
-            let store = state.store.clone();
-            let read = tokio::task::spawn_blocking(move || {
-                ids.into_iter()
-                    .map(|id| Ok((id, store.get_entry(&id)?)))
-                    .collect::<Result<Vec<_>, lanyard_store::StoreError>>()
-            })
+        publish(&state, &mut builder, revision);
+    }
+}
+
+/// How long the registry waits before reading the store again after a
+/// failed read.
+const READ_RETRY: Duration = Duration::from_secs(1);
+
+/// Brings `builder` up to date with the store: reloads every entry when a
+/// resync is due (changes of other servers may have been missed), then
+/// re-reads the entries announced as changed. Nothing it was told about is
+/// lost: on an error the resync stays due and the announced entries stay
+/// pending, for the next call.
+///
+/// The announced entries are taken *before* a reload reads the store, so
+/// that an entry changed while the reload runs is still pending afterwards
+/// and read again, never overwritten by the reload's older copy.
+async fn refresh(state: &ServerState, builder: &mut Builder) -> Result<(), ServerError> {
+    use std::sync::atomic::Ordering;
+    if state.resync_entries.swap(false, Ordering::AcqRel) {
+        // Every entry announced so far is in what the reload reads.
+        let announced = state.take_changed_entries();
+        let store = state.store.clone();
+        let listed = tokio::task::spawn_blocking(move || store.list_entries())
             .await
             .map_err(|e| ServerError::Task {
                 task: "registry",
                 reason: e.to_string(),
-            })?;
-            match read {
-                Ok(changes) => builder.apply(changes),
-                Err(e) => {
-                    // Keep serving the last snapshot; the server's store is
-                    // failing and every other path reports it too.
-                    tracing::error!(error = %e, "cannot read changed entries for agents");
-                    continue;
-                }
+            })
+            .and_then(|r| r.map_err(ServerError::from));
+        match listed {
+            Ok(entries) => builder.reload(entries),
+            Err(e) => {
+                state.resync_entries.store(true, Ordering::Release);
+                state.requeue_changed_entries(announced);
+                return Err(e);
             }
         }
-        publish(&state, &mut builder, revision);
+    }
+    let ids = state.take_changed_entries();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let store = state.store.clone();
+    let wanted = ids.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        wanted
+            .into_iter()
+            .map(|id| Ok((id, store.get_entry(&id)?)))
+            .collect::<Result<Vec<_>, lanyard_store::StoreError>>()
+    })
+    .await
+    .map_err(|e| ServerError::Task {
+        task: "registry",
+        reason: e.to_string(),
+    })
+    .and_then(|r| r.map_err(ServerError::from));
+    match read {
+        Ok(changes) => {
+            builder.apply(changes);
+            Ok(())
+        }
+        Err(e) => {
+            state.requeue_changed_entries(ids);
+            Err(e)
+        }
     }
 }
