@@ -345,6 +345,14 @@ impl SvidManager {
                     return Ok(());
                 }
             }
+            // A new Sync state (an entry deleted, a CRL revoking an SVID)
+            // is reconciled and published before the next batch, not after
+            // the last one: the caller's loop wakes at once for it, and the
+            // entries still due are fetched in its next round.
+            if self.sync.has_changed().unwrap_or(false) {
+                tracing::debug!("Sync state changed during issuance: applying it first");
+                return Ok(());
+            }
         }
         Ok(())
     }
