@@ -5,7 +5,10 @@
 
 use std::{future::Future, time::Duration};
 
-use crate::test_support;
+use crate::test_support::{self, entry};
+
+/// The agent the registry tests' entries are parented to.
+const AGENT: &str = "spiffe://test.example/lanyard/agent/join_token/a";
 
 /// Cancels `shutdown` after the loop has started and checks the loop ends
 /// at once, without the paused clock having to move.
@@ -99,32 +102,8 @@ async fn a_change_between_registry_start_and_run_is_not_missed() {
     let t = test_support::state("");
     let started = crate::node::registry::start(&t.state).await.unwrap();
     // An operator's call lands before the registry task runs.
-    let agent = lanyard_store::AgentRecord {
-        spiffe_id: "spiffe://test.example/lanyard/agent/join_token/a"
-            .parse()
-            .unwrap(),
-        attestation_type: "join_token".into(),
-        selectors: vec!["join_token:id:a".parse().unwrap()],
-        serial: "01".into(),
-        expires_at: 0,
-        attested_at: 0,
-        banned: false,
-        evicted: false,
-        revision: 1,
-    };
-    let entry = lanyard_identity::Entry {
-        id: lanyard_identity::EntryId::new_random(),
-        spiffe_id: "spiffe://test.example/late".parse().unwrap(),
-        parent_id: agent.spiffe_id.clone(),
-        selectors: vec!["unix:uid:1".parse().unwrap()],
-        x509_svid_ttl_secs: None,
-        jwt_svid_ttl_secs: None,
-        dns_names: vec![],
-        expires_at: None,
-        hint: String::new(),
-        revision: 0,
-        created_at: 0,
-    };
+    let agent = test_support::agent_record(AGENT);
+    let entry = entry("spiffe://test.example/late", AGENT, &["unix:uid:1"], None);
     t.state.store.create_entry(&entry).unwrap();
     t.state.entries_changed([entry.id]);
     let task = tokio::spawn(crate::node::registry::run(
@@ -195,31 +174,14 @@ async fn a_followed_entry_change_reaches_the_registry() {
 async fn an_entry_changed_during_a_resync_is_never_lost() {
     const ROUNDS: usize = 25;
     let t = test_support::state("");
-    let agent = lanyard_store::AgentRecord {
-        spiffe_id: "spiffe://test.example/lanyard/agent/join_token/a"
-            .parse()
-            .unwrap(),
-        attestation_type: "join_token".into(),
-        selectors: vec!["join_token:id:a".parse().unwrap()],
-        serial: "01".into(),
-        expires_at: 0,
-        attested_at: 0,
-        banned: false,
-        evicted: false,
-        revision: 1,
-    };
-    let entry = |path: String| lanyard_identity::Entry {
-        id: lanyard_identity::EntryId::new_random(),
-        spiffe_id: format!("spiffe://test.example/{path}").parse().unwrap(),
-        parent_id: agent.spiffe_id.clone(),
-        selectors: vec!["unix:uid:1".parse().unwrap()],
-        x509_svid_ttl_secs: None,
-        jwt_svid_ttl_secs: None,
-        dns_names: vec![],
-        expires_at: None,
-        hint: String::new(),
-        revision: 0,
-        created_at: 0,
+    let agent = test_support::agent_record(AGENT);
+    let entry = |path: String| {
+        entry(
+            &format!("spiffe://test.example/{path}"),
+            AGENT,
+            &["unix:uid:1"],
+            None,
+        )
     };
     // Enough entries that reading them all takes a while.
     let bulk: Vec<_> = (0..20_000).map(|i| entry(format!("bulk/{i}"))).collect();

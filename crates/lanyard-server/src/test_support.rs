@@ -61,3 +61,43 @@ pub(crate) fn state(extra: &str) -> TestState {
         _dir: dir,
     }
 }
+
+/// An agent record of `id`, attested by join token `abc`, current serial
+/// `01`, in good standing.
+#[allow(clippy::unwrap_used)]
+pub(crate) fn agent_record(id: &str) -> lanyard_store::AgentRecord {
+    lanyard_store::AgentRecord {
+        spiffe_id: id.parse().unwrap(),
+        attestation_type: "join_token".into(),
+        selectors: vec!["join_token:id:abc".parse().unwrap()],
+        serial: "01".into(),
+        expires_at: 0,
+        attested_at: 0,
+        banned: false,
+        evicted: false,
+        revision: 1,
+    }
+}
+
+/// An entry of SPIFFE ID `id` under `parent`, with `selectors`.
+#[allow(clippy::unwrap_used)]
+pub(crate) fn entry(
+    id: &str,
+    parent: &str,
+    selectors: &[&str],
+    expires_at: Option<i64>,
+) -> lanyard_identity::Entry {
+    lanyard_identity::Entry {
+        id: lanyard_identity::EntryId::new_random(),
+        spiffe_id: id.parse().unwrap(),
+        parent_id: parent.parse().unwrap(),
+        selectors: selectors.iter().map(|s| s.parse().unwrap()).collect(),
+        x509_svid_ttl_secs: None,
+        jwt_svid_ttl_secs: None,
+        dns_names: vec![],
+        expires_at,
+        hint: String::new(),
+        revision: 0,
+        created_at: 0,
+    }
+}

@@ -37,29 +37,7 @@ pub fn authorized_entries(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 pub(crate) mod tests {
     use super::*;
-    use lanyard_identity::EntryId;
-
-    /// An entry for tests.
-    pub(crate) fn entry(
-        id: &str,
-        parent: &str,
-        selectors: &[&str],
-        expires_at: Option<i64>,
-    ) -> Entry {
-        Entry {
-            id: EntryId::new_random(),
-            spiffe_id: id.parse().unwrap(),
-            parent_id: parent.parse().unwrap(),
-            selectors: selectors.iter().map(|s| s.parse().unwrap()).collect(),
-            x509_svid_ttl_secs: None,
-            jwt_svid_ttl_secs: None,
-            dns_names: vec![],
-            expires_at,
-            hint: String::new(),
-            revision: 0,
-            created_at: 0,
-        }
-    }
+    pub(crate) use crate::test_support::entry;
 
     pub(crate) const SERVER: &str = "spiffe://td.org/lanyard/server";
     pub(crate) const AGENT: &str = "spiffe://td.org/lanyard/agent/join_token/abc";

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::test_support::agent_record as agent;
 use lanyard_identity::{Entry, SpiffeId};
 use lanyard_proto::node::v1::SyncResponse;
 use lanyard_store::AgentRecord;
@@ -16,20 +17,6 @@ use super::{
 };
 
 const OTHER: &str = "spiffe://td.org/lanyard/agent/join_token/zzz";
-
-fn agent(id: &str) -> AgentRecord {
-    AgentRecord {
-        spiffe_id: id.parse().unwrap(),
-        attestation_type: "join_token".into(),
-        selectors: vec!["join_token:id:abc".parse().unwrap()],
-        serial: "01".into(),
-        expires_at: 0,
-        attested_at: 0,
-        banned: false,
-        evicted: false,
-        revision: 1,
-    }
-}
 
 fn server() -> SpiffeId {
     SERVER.parse().unwrap()
