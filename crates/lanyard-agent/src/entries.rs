@@ -239,16 +239,20 @@ mod tests {
         after.remove("e2");
         assert_eq!(sorted(after.changed_since(&before)), ["added", "e1", "e2"]);
         assert_eq!(sorted(before.changed_since(&after)), ["added", "e1", "e2"]);
-        let shared = before
-            .buckets
-            .iter()
-            .zip(&after.buckets)
-            .filter(|(a, b)| Arc::ptr_eq(a, b))
-            .count();
+        let shared = shared_buckets(&before, &after);
         assert!(shared >= BUCKETS - 3, "{shared} buckets shared");
         // From nothing, everything is new.
         assert_eq!(after.changed_since(&Entries::default()).len(), 500);
         assert_eq!(Entries::default().changed_since(&after).len(), 500);
+    }
+
+    /// How many buckets `a` and `b` share (the same allocation).
+    fn shared_buckets(a: &Entries, b: &Entries) -> usize {
+        a.buckets
+            .iter()
+            .zip(&b.buckets)
+            .filter(|(x, y)| Arc::ptr_eq(x, y))
+            .count()
     }
 
     #[test]
@@ -258,13 +262,7 @@ mod tests {
         same.push(entry("added", ""));
         let after = same.into_iter().collect::<Entries>().sharing(&before);
         assert_eq!(sorted(after.changed_since(&before)), ["added"]);
-        let shared = before
-            .buckets
-            .iter()
-            .zip(&after.buckets)
-            .filter(|(a, b)| Arc::ptr_eq(a, b))
-            .count();
-        assert_eq!(shared, BUCKETS - 1);
+        assert_eq!(shared_buckets(&before, &after), BUCKETS - 1);
         assert_eq!(after, after.clone());
         assert_ne!(after, before);
     }
