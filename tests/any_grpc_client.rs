@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::{
     Server, TD,
     agent::{Agent, register_self},
-    python::{grpcio_call, grpcio_first_bytes},
+    python::{grpcio_admin_entries, grpcio_call, grpcio_first_bytes},
 };
 
 const FETCH_X509: &str = "/SpiffeWorkloadAPI/FetchX509SVID";
@@ -144,4 +144,52 @@ fn grpcio_calls_the_admin_socket_with_the_socket_path_as_authority() {
         &["--authority", &raw],
     );
     assert!(served(&answer, TD), "Admin/Health, raw path: {answer}");
+}
+
+/// A client that generated its code from admin.proto (and the shared
+/// lanyard/types/v1/entry.proto it imports) reads entries as the server
+/// wrote them: grpcio, with message classes built from the descriptors
+/// `lanyard_proto::FILE_DESCRIPTOR_SET` publishes.
+#[test]
+fn grpcio_lists_entries_with_classes_from_the_published_descriptors() {
+    let server = Server::start();
+    let id = format!("spiffe://{TD}/e2e/python-listed");
+    let parent = format!("spiffe://{TD}/lanyard/agent/join_token/py");
+    server.cli_ok(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        &id,
+        "--parent-id",
+        &parent,
+        "--selector",
+        "unix:uid:1000",
+        "--selector",
+        "unix:path:/usr/bin/python3",
+        "--dns-name",
+        "py.internal",
+        "--hint",
+        "scripts",
+        "--x509-svid-ttl",
+        "15m",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let descriptors = dir.path().join("lanyard.pb");
+    std::fs::write(&descriptors, lanyard_proto::FILE_DESCRIPTOR_SET).unwrap();
+
+    let answer = grpcio_admin_entries(&format!("unix:{}", server.socket.display()), &descriptors);
+    assert_eq!(code(&answer), "OK", "{answer}\n{}", server.log());
+    assert_eq!(answer["entry_type"], "lanyard.types.v1.Entry");
+    let entries = answer["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{answer}");
+    let entry = &entries[0];
+    assert_eq!(entry["spiffe_id"], id.as_str());
+    assert_eq!(entry["parent_id"], parent.as_str());
+    assert_eq!(
+        entry["selectors"],
+        serde_json::json!(["unix:uid:1000", "unix:path:/usr/bin/python3"])
+    );
+    assert_eq!(entry["dns_names"], serde_json::json!(["py.internal"]));
+    assert_eq!(entry["hint"], "scripts");
+    assert_eq!(entry["x509_svid_ttl_seconds"], 900);
 }

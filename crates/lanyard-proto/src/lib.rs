@@ -11,6 +11,14 @@
 #![allow(rustdoc::all)]
 #![forbid(unsafe_code)]
 
+/// Every `.proto` file of the APIs, compiled: a serialized
+/// `google.protobuf.FileDescriptorSet` holding the Workload, Node and Admin
+/// APIs and the types they share, dependencies included. A client in
+/// another language can build its message classes from it without the
+/// sources (Python: `descriptor_pool` and `message_factory`).
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/lanyard_descriptors.bin"));
+
 /// The SPIFFE Workload API (the standard's proto has no package).
 pub mod workload {
     tonic::include_proto!("_");

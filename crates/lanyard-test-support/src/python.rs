@@ -69,6 +69,28 @@ pub fn grpcio_call(target: &str, method: &str, kind: &str, args: &[&str]) -> ser
         .unwrap_or_else(|e| panic!("grpc_call.py said {stdout:?}: {e}"))
 }
 
+/// The entries `tests/python/admin_entries.py` lists over the Admin API at
+/// `target`, decoded with classes built from `descriptors` (a serialized
+/// `FileDescriptorSet`); its JSON answer (`code`, `entry_type`, `entries`).
+pub fn grpcio_admin_entries(target: &str, descriptors: &Path) -> serde_json::Value {
+    let script = workspace_root().join("tests/python/admin_entries.py");
+    let out = Command::new(python())
+        .arg(script)
+        .arg(target)
+        .arg(descriptors)
+        .output()
+        .expect("run tests/python/admin_entries.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "admin_entries.py failed ({}): {stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("admin_entries.py said {stdout:?}: {e}"))
+}
+
 /// The first bytes grpcio sends when it calls `target`, captured on a plain
 /// socket at `socket` that answers only the HTTP/2 SETTINGS (so the call
 /// times out).
