@@ -71,12 +71,15 @@ mod tests {
     }
 
     #[test]
-    fn a_temp_dir_on_tmpfs_or_disk_is_local() {
-        let dir = tempfile::tempdir().unwrap();
-        let fs = rustix::fs::statfs(dir.path()).unwrap();
-        // Whatever the test machine mounts at its temp dir, the answer is
-        // the list's.
-        assert_eq!(path_is_local(dir.path()), is_local(f_type(&fs)));
-        assert!(is_local(0xEF53) && is_local(0x0102_1994) && !is_local(0x6969));
+    fn memory_filesystems_are_local() {
+        // /dev/shm is tmpfs on every Linux host (POSIX shared memory).
+        assert!(path_is_local(Path::new("/dev/shm")));
+        let shm = std::fs::File::open("/dev/shm").unwrap();
+        assert!(fd_is_local(&shm));
+        assert!(is_local(0xEF53) && is_local(0x794C_7630) && !is_local(0x6969));
+        // NFS, FUSE and 9p are not.
+        for remote in [0x6969, 0x6573_5546, 0x0102_1997] {
+            assert!(!is_local(remote), "{remote:#x}");
+        }
     }
 }

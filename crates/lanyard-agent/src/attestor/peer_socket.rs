@@ -33,6 +33,18 @@ const NO_COOKIE: [u8; 8] = [0xff; 8];
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct SocketInode(pub(crate) u32);
 
+impl SocketInode {
+    /// Whether `target`, a `/proc/<pid>/fd/N` link, names this socket
+    /// (`socket:[N]`), read in place without formatting ours.
+    pub(crate) fn is_link_target(self, target: &std::path::Path) -> bool {
+        target
+            .to_str()
+            .and_then(|t| t.strip_prefix("socket:[")?.strip_suffix(']'))
+            .and_then(|n| n.parse::<u32>().ok())
+            == Some(self.0)
+    }
+}
+
 impl std::fmt::Display for SocketInode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "socket:[{}]", self.0)
@@ -96,12 +108,11 @@ pub(crate) fn peer_of(ours: impl AsFd) -> io::Result<SocketInode> {
 /// does: a later check can look there first ([`holds_at`]) instead of
 /// listing every descriptor again.
 pub(crate) fn held_at(pid: i32, socket: SocketInode) -> io::Result<Option<u32>> {
-    let wanted = socket.to_string();
     for entry in fs::read_dir(procfs::proc_path(pid, "fd"))? {
         let Ok(entry) = entry else { continue };
         // A descriptor closed between the listing and the read is not it.
         if let Ok(target) = fs::read_link(entry.path())
-            && target.as_os_str() == wanted.as_str()
+            && socket.is_link_target(&target)
         {
             // Names there are always decimal; were one not, the hint would
             // simply miss and the next check list the descriptors again.
@@ -116,7 +127,7 @@ pub(crate) fn held_at(pid: i32, socket: SocketInode) -> io::Result<Option<u32>> 
 /// `false` when it is closed or is anything else.
 pub(crate) fn holds_at(pid: i32, fd: u32, socket: SocketInode) -> bool {
     fs::read_link(procfs::proc_path(pid, &format!("fd/{fd}")))
-        .is_ok_and(|target| target.as_os_str() == socket.to_string().as_str())
+        .is_ok_and(|target| socket.is_link_target(&target))
 }
 
 #[cfg(test)]
@@ -125,6 +136,24 @@ mod tests {
     use std::os::unix::net::UnixStream;
 
     use super::*;
+
+    #[test]
+    fn a_link_target_names_exactly_its_socket() {
+        let socket = SocketInode(4242);
+        let target = |t: &str| socket.is_link_target(std::path::Path::new(t));
+        assert!(target(&socket.to_string()));
+        assert!(target("socket:[4242]"));
+        for other in [
+            "socket:[42420]",
+            "socket:[424]",
+            "pipe:[4242]",
+            "socket:[4242",
+            "/tmp/x",
+            "",
+        ] {
+            assert!(!target(other), "{other}");
+        }
+    }
 
     #[test]
     fn peer_is_the_other_end() {
