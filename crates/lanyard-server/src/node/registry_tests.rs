@@ -321,18 +321,6 @@ fn new_parents_an_expiry_a_reload_or_an_outrun_log_send_everything() {
     holder.agrees_with(&last, &me, 160);
 }
 
-/// A small deterministic generator (xorshift), so the test is repeatable.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-}
-
 #[test]
 fn deltas_applied_in_turn_always_give_the_full_view() {
     let me = agent(AGENT);
@@ -341,15 +329,16 @@ fn deltas_applied_in_turn_always_give_the_full_view() {
     let mut live: Vec<Entry> = Vec::new();
     let mut builder = Builder::new(server(), vec![alias]);
     let mut holder = Holder::default();
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    // Seeded, so that a failure repeats.
+    let mut rng = fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15);
     for revision in 1..2000u64 {
         let mut changes = Vec::new();
-        for _ in 0..=rng.below(3) {
-            match rng.below(4) {
+        for _ in 0..=rng.usize(..3) {
+            match rng.usize(..4) {
                 0 | 1 => {
-                    let parent = parents[rng.below(parents.len())];
-                    let expires = (rng.below(40) == 0)
-                        .then(|| 1_001 + revision as i64 + rng.below(50) as i64);
+                    let parent = parents[rng.usize(..parents.len())];
+                    let expires = (rng.usize(..40) == 0)
+                        .then(|| 1_001 + revision as i64 + rng.usize(..50) as i64);
                     let e = entry(
                         &format!("spiffe://td.org/e{revision}"),
                         parent,
@@ -360,14 +349,14 @@ fn deltas_applied_in_turn_always_give_the_full_view() {
                     changes.push((e.id, Some(e)));
                 }
                 2 if !live.is_empty() => {
-                    let i = rng.below(live.len());
+                    let i = rng.usize(..live.len());
                     let e = &mut live[i];
                     e.hint = format!("h{revision}");
-                    e.parent_id = parents[rng.below(parents.len())].parse().unwrap();
+                    e.parent_id = parents[rng.usize(..parents.len())].parse().unwrap();
                     changes.push((e.id, Some(e.clone())));
                 }
                 _ if !live.is_empty() => {
-                    let e = live.swap_remove(rng.below(live.len()));
+                    let e = live.swap_remove(rng.usize(..live.len()));
                     changes.push((e.id, None));
                 }
                 _ => {}
@@ -376,7 +365,7 @@ fn deltas_applied_in_turn_always_give_the_full_view() {
         builder.apply(changes);
         let registry = builder.registry(Published::default(), revision);
         // The stream sees some snapshots and skips others; time moves on.
-        if rng.below(3) != 0 {
+        if rng.usize(..3) != 0 {
             let now = 1_000 + revision as i64;
             holder.sync(&registry, &me, now);
             holder.agrees_with(&registry, &me, now);
