@@ -232,13 +232,7 @@ pub(crate) struct Started {
 /// and returns what [`run`] keeps up to date.
 pub(crate) async fn start(state: &ServerState) -> Result<Started, ServerError> {
     let changes = state.subscribe();
-    let store = state.store.clone();
-    let entries = tokio::task::spawn_blocking(move || store.list_entries())
-        .await
-        .map_err(|e| ServerError::Task {
-            task: "registry",
-            reason: e.to_string(),
-        })??;
+    let entries = state.db(|s| s.list_entries()).await?;
     let mut builder = Builder::new(state.server_id.clone(), entries);
     publish(state, &mut builder, 0);
     Ok(Started { builder, changes })
@@ -294,20 +288,12 @@ async fn refresh(state: &ServerState, builder: &mut Builder) -> Result<(), Serve
     if state.resync_entries.swap(false, Ordering::AcqRel) {
         // Every entry announced so far is in what the reload reads.
         let announced = state.take_changed_entries();
-        let store = state.store.clone();
-        let listed = tokio::task::spawn_blocking(move || store.list_entries())
-            .await
-            .map_err(|e| ServerError::Task {
-                task: "registry",
-                reason: e.to_string(),
-            })
-            .and_then(|r| r.map_err(ServerError::from));
-        match listed {
+        match state.db(|s| s.list_entries()).await {
             Ok(entries) => builder.reload(entries),
             Err(e) => {
                 state.resync_entries.store(true, Ordering::Release);
                 state.requeue_changed_entries(announced);
-                return Err(e);
+                return Err(e.into());
             }
         }
     }
@@ -315,20 +301,15 @@ async fn refresh(state: &ServerState, builder: &mut Builder) -> Result<(), Serve
     if ids.is_empty() {
         return Ok(());
     }
-    let store = state.store.clone();
     let wanted = ids.clone();
-    let read = tokio::task::spawn_blocking(move || {
-        wanted
-            .into_iter()
-            .map(|id| Ok((id, store.get_entry(&id)?)))
-            .collect::<Result<Vec<_>, lanyard_store::StoreError>>()
-    })
-    .await
-    .map_err(|e| ServerError::Task {
-        task: "registry",
-        reason: e.to_string(),
-    })
-    .and_then(|r| r.map_err(ServerError::from));
+    let read = state
+        .db(move |s| {
+            wanted
+                .into_iter()
+                .map(|id| Ok((id, s.get_entry(&id)?)))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await;
     match read {
         Ok(changes) => {
             builder.apply(changes);
@@ -336,7 +317,7 @@ async fn refresh(state: &ServerState, builder: &mut Builder) -> Result<(), Serve
         }
         Err(e) => {
             state.requeue_changed_entries(ids);
-            Err(e)
+            Err(e.into())
         }
     }
 }
