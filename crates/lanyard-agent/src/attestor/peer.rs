@@ -267,7 +267,8 @@ impl PeerProcess {
             );
         }
 
-        let cgroup = procfs::read(pid, "cgroup").map_err(|e| self.proc_error("cgroup", e))?;
+        let cgroup_file = procfs::open(pid, "cgroup").map_err(|e| self.proc_error("cgroup", e))?;
+        let cgroup = procfs::read_whole(&cgroup_file).map_err(|e| self.proc_error("cgroup", e))?;
         let cgroups = procfs::parse_cgroup_paths(&cgroup);
         // Before the names are read: a later edit shows as a new state.
         let names = users::db_state();
@@ -331,6 +332,7 @@ impl PeerProcess {
             binary: state,
             exe_target: target,
             cgroup,
+            cgroup_file,
             socket_fd,
             names,
             inline,

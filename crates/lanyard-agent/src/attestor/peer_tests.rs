@@ -14,7 +14,7 @@ use tokio::net::{UnixListener, UnixStream};
 use super::*;
 use crate::attestor::{
     bind_socket,
-    test_support::{Caller, Helper, wait_for_zombie, wait_until},
+    test_support::{Caller, Helper, ScratchCgroup, wait_for_zombie, wait_until},
 };
 
 fn our_ids() -> (i32, u32, u32) {
@@ -317,6 +317,37 @@ async fn an_exec_between_two_calls_is_never_served_the_old_selectors() {
         }
         caller.close_stdin();
     }
+}
+
+/// A move to another cgroup between two calls on one connection ends the
+/// reuse: the next call is attested afresh and carries the new cgroup.
+#[tokio::test]
+async fn a_cgroup_move_between_two_calls_is_never_served_the_old_selectors() {
+    // Before the caller, so that it is removed after the caller is reaped.
+    let scratch = ScratchCgroup::new("lanyard-attestor-move").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (path, listener) = socket_in(&dir);
+    let caller = Helper::connect(&path, Caller::WaitThenExit).unwrap();
+    let (_server, pinned) = accept_and_pin(&listener).await;
+    let peer = std::sync::Arc::new(pinned.unwrap());
+    let cache = std::sync::Arc::new(HashCache::new(8));
+
+    let first = peer.attest_within(&cache).await.unwrap();
+    assert!(!first.reused);
+    assert!(!values(&first.selectors, "cgroup", "path").contains(&scratch.path.as_str()));
+    assert!(peer.attest_within(&cache).await.unwrap().reused);
+
+    scratch.enter(caller.pid()).unwrap();
+    let moved = peer.attest_within(&cache).await.unwrap();
+    assert!(!moved.reused, "served from before the move");
+    assert!(
+        values(&moved.selectors, "cgroup", "path").contains(&scratch.path.as_str()),
+        "{:?}",
+        moved.selectors
+    );
+    let again = peer.attest_within(&cache).await.unwrap();
+    assert!(again.reused);
+    assert!(std::sync::Arc::ptr_eq(&moved.selectors, &again.selectors));
 }
 
 #[test]

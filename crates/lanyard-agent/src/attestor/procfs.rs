@@ -4,9 +4,8 @@
 //! on fixtures; the few readers below them only add the path and the I/O.
 
 use std::{
-    fs,
-    io::{self, Read as _},
-    os::unix::fs::MetadataExt,
+    fs, io,
+    os::unix::fs::{FileExt as _, MetadataExt},
     path::PathBuf,
 };
 
@@ -155,11 +154,26 @@ pub(crate) fn read(pid: i32, name: &str) -> io::Result<String> {
 
 /// The text of the file at `path`, read as [`read`] does.
 fn read_small(path: &std::path::Path) -> io::Result<String> {
-    let mut file = fs::File::open(path)?;
+    read_whole(&fs::File::open(path)?)
+}
+
+/// `/proc/<pid>/<name>`, opened to be read again with [`read_whole`] and
+/// [`reads_as`]. An open `/proc/<pid>` file stays bound to its process:
+/// once that process is reaped it reads as an error, never as the file of a
+/// later process given the same pid.
+pub(crate) fn open(pid: i32, name: &str) -> io::Result<fs::File> {
+    fs::File::open(proc_path(pid, name))
+}
+
+/// The whole text of `file`, read from its start (`pread` at offset 0,
+/// which makes the kernel generate a `/proc` file afresh), as [`read`]
+/// reads.
+pub(crate) fn read_whole(file: &fs::File) -> io::Result<String> {
     let mut text = vec![0_u8; PROC_READ_SIZE];
     let mut len = 0;
     loop {
-        match file.read(text.get_mut(len..).unwrap_or_default()) {
+        let offset = u64::try_from(len).unwrap_or(u64::MAX);
+        match file.read_at(text.get_mut(len..).unwrap_or_default(), offset) {
             Ok(0) => break,
             Ok(n) => len += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -172,6 +186,18 @@ fn read_small(path: &std::path::Path) -> io::Result<String> {
     }
     text.truncate(len);
     String::from_utf8(text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Whether `file`, read afresh from its start, is exactly `expected`. A
+/// text that fits one page is compared in place, with no allocation; any
+/// read error counts as a difference.
+pub(crate) fn reads_as(file: &fs::File, expected: &str) -> bool {
+    let mut page = [0_u8; PROC_READ_SIZE];
+    match file.read_at(&mut page, 0) {
+        Ok(n) if n < page.len() => page.get(..n) == Some(expected.as_bytes()),
+        Ok(_) => read_whole(file).is_ok_and(|text| text == expected),
+        Err(_) => false,
+    }
 }
 
 /// What [`read`] first asks for: `/proc/<pid>/status` is under 2 KiB.
@@ -218,6 +244,43 @@ mod tests {
             read_small(&dir.path().join("bad")).unwrap_err().kind(),
             io::ErrorKind::InvalidData
         );
+    }
+
+    #[test]
+    fn a_held_file_reads_afresh_from_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        fs::write(&path, "first\n").unwrap();
+        let file = fs::File::open(&path).unwrap();
+        assert!(reads_as(&file, "first\n"));
+        assert!(!reads_as(&file, "first"));
+        let long = "x".repeat(2 * PROC_READ_SIZE + 3);
+        fs::write(&path, &long).unwrap();
+        assert!(!reads_as(&file, "first\n"));
+        assert!(reads_as(&file, &long));
+        assert_eq!(read_whole(&file).unwrap(), long);
+        // A page exactly: the first read fills it, so it is read on.
+        let page = "y".repeat(PROC_READ_SIZE);
+        fs::write(&path, &page).unwrap();
+        assert!(reads_as(&file, &page));
+        assert!(!reads_as(&file, &page[1..]));
+    }
+
+    #[test]
+    fn a_held_proc_file_fails_once_its_process_is_reaped() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = i32::try_from(child.id()).unwrap();
+        let file = open(pid, "cgroup").unwrap();
+        let text = read_whole(&file).unwrap();
+        assert!(text.contains("::"), "{text}");
+        assert!(reads_as(&file, &text));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(read_whole(&file).is_err());
+        assert!(!reads_as(&file, &text));
     }
 
     #[test]

@@ -14,7 +14,8 @@
 //! - the binary is the same file in the same state (device, inode, size,
 //!   mtime, ctime) under the same link text: an exec of another binary
 //!   changes it;
-//! - the same cgroups, the same `/etc/passwd` and `/etc/group`;
+//! - the same cgroups (re-read from `/proc/<pid>/cgroup`, kept open since
+//!   the full attestation), the same `/etc/passwd` and `/etc/group`;
 //! - the same effective uid and gid, asked of the pidfd
 //!   (`lanyard_pidfd`) or, on a kernel before 6.13, read
 //!   from `/proc/<pid>/status`;
@@ -74,6 +75,11 @@ pub(super) struct Attested {
     pub(super) exe_target: PathBuf,
     /// `/proc/<pid>/cgroup` as read.
     pub(super) cgroup: String,
+    /// `/proc/<pid>/cgroup`, kept open to be read again: it saves the
+    /// path walk, open and close of every check, more than half its cost,
+    /// for one descriptor per connection, and stays bound to the pinned
+    /// process.
+    pub(super) cgroup_file: fs::File,
     /// The descriptor that held the caller's end of the connection.
     pub(super) socket_fd: u32,
     /// `/etc/passwd` and `/etc/group` before their names were read.
@@ -178,7 +184,7 @@ impl PeerProcess {
             if state(&exe_path) != Some(previous.binary) {
                 return false;
             }
-            if procfs::read(pid, "cgroup").ok().as_ref() != Some(&previous.cgroup) {
+            if !procfs::reads_as(&previous.cgroup_file, &previous.cgroup) {
                 return false;
             }
             let names = (

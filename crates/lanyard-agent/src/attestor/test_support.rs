@@ -5,13 +5,13 @@
 //! test unless the environment asks it to play a caller.
 
 use std::{
-    env,
+    env, fs,
     io::{self, BufRead, BufReader, Write},
     os::{
         fd::OwnedFd,
         unix::{net::UnixStream, process::CommandExt},
     },
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, ChildStdin, ChildStdout, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -122,6 +122,59 @@ impl Drop for Helper {
         self.stdin = None;
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A cgroup made for one test under the root of a cgroup hierarchy (the
+/// unified one if mounted, else the first v1 one), removed on drop once the
+/// processes moved into it are gone. Needs root, as CI runs.
+pub(crate) struct ScratchCgroup {
+    dir: PathBuf,
+    /// The cgroup path as `/proc/<pid>/cgroup` shows it.
+    pub(crate) path: String,
+}
+
+impl ScratchCgroup {
+    pub(crate) fn new(name: &str) -> io::Result<Self> {
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
+        // "… mount-point … - fstype source options"
+        let mounts: Vec<(&str, &str)> = mountinfo
+            .lines()
+            .filter_map(|line| {
+                let (fields, fs) = line.split_once(" - ")?;
+                Some((fs.split(' ').next()?, fields.split(' ').nth(4)?))
+            })
+            .filter(|(fstype, _)| *fstype == "cgroup2" || *fstype == "cgroup")
+            .collect();
+        let root = mounts
+            .iter()
+            .find(|(fstype, _)| *fstype == "cgroup2")
+            .or_else(|| mounts.first())
+            .map(|(_, mount)| PathBuf::from(mount))
+            .ok_or_else(|| io::Error::other("no cgroup filesystem is mounted"))?;
+        let path = format!("/{name}-{}", std::process::id());
+        let dir = root.join(path.trim_start_matches('/'));
+        fs::create_dir(&dir).map_err(|e| {
+            io::Error::other(format!(
+                "creating the cgroup {} (this test moves a process between cgroups: \
+                 it needs root and a writable cgroup filesystem): {e}",
+                dir.display()
+            ))
+        })?;
+        Ok(Self { dir, path })
+    }
+
+    /// Moves process `pid` into this cgroup.
+    pub(crate) fn enter(&self, pid: i32) -> io::Result<()> {
+        fs::write(self.dir.join("cgroup.procs"), pid.to_string())
+    }
+}
+
+impl Drop for ScratchCgroup {
+    fn drop(&mut self) {
+        if wait_until(|| fs::remove_dir(&self.dir).is_ok()).is_err() {
+            eprintln!("could not remove the test cgroup {}", self.dir.display());
+        }
     }
 }
 
