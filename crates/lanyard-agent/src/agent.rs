@@ -32,6 +32,7 @@ use crate::{
     sync::SyncClient,
     trust_domain::{self, Expected, bundle_trust_domain},
     workload_api::{JwtHandle, WorkloadApi},
+    workload_clock,
 };
 
 /// How long listeners get to drain after shutdown.
@@ -66,13 +67,21 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     }
     {
         let (rx, m, stop) = (snap_rx.clone(), metrics.clone(), tasks_stop.clone());
-        let api = WorkloadApi::new(rx, stop.clone(), m, jwt.clone());
+        let api = WorkloadApi::new(rx, m, jwt.clone());
         let timeout = cfg.attestation_timeout;
         tasks.spawn(async move {
             (
                 "workload API",
                 serve_workload_api(socket, timeout, api, stop).await,
             )
+        });
+    }
+
+    {
+        let (tx, stop) = (snap_tx.clone(), tasks_stop.clone());
+        tasks.spawn(async move {
+            workload_clock::run(tx, stop).await;
+            ("Workload API clock", Ok(()))
         });
     }
 

@@ -176,6 +176,18 @@ pub struct Renewing {
 }
 
 impl Snapshot {
+    /// The first moment after `now` (unix seconds) at which an answer built
+    /// from this snapshot may stop holding: the earliest NotAfter of its
+    /// SVIDs, or end of a wait for re-issued ones, still ahead.
+    pub fn next_expiry_after(&self, now: i64) -> Option<i64> {
+        self.svids
+            .iter()
+            .map(|s| s.not_after)
+            .chain(self.renewing.iter().map(|r| r.until))
+            .filter(|&t| t > now)
+            .min()
+    }
+
     /// Before anything is known.
     pub fn starting() -> Self {
         Self {

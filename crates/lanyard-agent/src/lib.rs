@@ -73,6 +73,7 @@ mod sync_message;
 mod tasks_tests;
 mod trust_domain;
 mod workload_api;
+mod workload_clock;
 mod workload_jwt;
 mod workload_response;
 mod workload_views;

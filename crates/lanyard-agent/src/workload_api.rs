@@ -5,7 +5,7 @@
 use std::{
     pin::Pin,
     sync::{Arc, OnceLock},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use futures::Stream;
@@ -16,7 +16,6 @@ use lanyard_proto::workload::{
     X509svidResponse, spiffe_workload_api_server::SpiffeWorkloadApi,
 };
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use crate::{
@@ -24,7 +23,7 @@ use crate::{
     cache::Snapshot,
     jwt_svids::JwtSvids,
     metrics::Metrics,
-    schedule::{from_unix, to_unix, until},
+    schedule::to_unix,
     workload_jwt::{fetch_jwt_svids, jwt_bundles_response, validate},
     workload_response::{serving, x509_bundles_response, x509_svid_response},
     workload_views::{Built, View, Views},
@@ -37,16 +36,12 @@ pub type JwtHandle = Arc<OnceLock<Arc<JwtSvids>>>;
 /// The metadata every Workload API request must carry.
 pub const SECURITY_HEADER: &str = "workload.spiffe.io";
 
-/// Longest wait between re-evaluations of an idle stream.
-const MAX_IDLE: Duration = Duration::from_secs(300);
-
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// The Workload API service.
 #[derive(Clone, Debug)]
 pub struct WorkloadApi {
     snapshots: watch::Receiver<Arc<Snapshot>>,
-    shutdown: CancellationToken,
     metrics: Arc<Metrics>,
     /// Binary digests already computed (unix:sha256), by file state.
     hashes: Arc<HashCache>,
@@ -64,17 +59,18 @@ struct SharedViews {
 }
 
 impl WorkloadApi {
-    /// Serves from `snapshots` and mints JWT-SVIDs through `jwt`; open
-    /// streams end when `shutdown` fires.
+    /// Serves from `snapshots` and mints JWT-SVIDs through `jwt`. Open
+    /// streams follow `snapshots`: they end when it publishes a stopped
+    /// snapshot (the agent stopping) or closes, and they are re-evaluated
+    /// at their SVIDs' NotAfter because [`workload_clock`](crate::workload_clock)
+    /// publishes the snapshot again then.
     pub fn new(
         snapshots: watch::Receiver<Arc<Snapshot>>,
-        shutdown: CancellationToken,
         metrics: Arc<Metrics>,
         jwt: JwtHandle,
     ) -> Self {
         Self {
             snapshots,
-            shutdown,
             metrics,
             hashes: Arc::new(HashCache::default()),
             views: Arc::default(),
@@ -131,52 +127,56 @@ impl WorkloadApi {
     }
 
     /// The first answer of a streaming call for `selectors`, from the
-    /// views of `pick`.
+    /// views of `pick`, and the snapshot channel marked as having seen the
+    /// snapshot it came from: the stream wakes for the next one only.
     async fn first<T: PartialEq>(
         &self,
         selectors: &Arc<[Selector]>,
         pick: fn(&SharedViews) -> &Views<T>,
         build: fn(&Snapshot, &[Selector], i64) -> Built<T>,
-    ) -> View<T> {
-        let snapshot = self.snapshots.borrow().clone();
+    ) -> First<T> {
+        let mut snapshots = self.snapshots.clone();
+        let snapshot = snapshots.borrow_and_update().clone();
         let now = to_unix(std::time::SystemTime::now());
-        pick(&self.views)
+        let view = pick(&self.views)
             .get(&snapshot, selectors, now, build)
-            .await
+            .await;
+        First { view, snapshots }
     }
 
     /// Streams the shared answer of `selectors` to the caller: `first` at
     /// once, then whenever it changes (new snapshot, or an SVID reaching
-    /// NotAfter). `Ok(None)` sends nothing and keeps the stream open (an
-    /// SVID being re-issued after a revocation). An error (no identity any
-    /// more, agent stopped) is sent and ends the stream. Each change costs
-    /// the stream a pointer comparison, unless its answer changed.
+    /// NotAfter, which republishes the snapshot). `Ok(None)` sends nothing
+    /// and keeps the stream open (an SVID being re-issued after a
+    /// revocation). An error (no identity any more, agent stopped) is sent
+    /// and ends the stream. Each change costs the stream a pointer
+    /// comparison, unless its answer changed.
     ///
-    /// The stream is polled by the call's own HTTP/2 stream task: no task
-    /// or channel of its own, so the first answer goes out without waking
-    /// anything else, and a caller that goes away simply drops it.
+    /// The stream is polled by the call's own HTTP/2 stream task: no task,
+    /// channel or timer of its own, so the first answer goes out without
+    /// waking anything else, and a caller that goes away simply drops it.
     fn stream<T>(
         &self,
         selectors: Arc<[Selector]>,
-        first: View<T>,
+        first: First<T>,
         pick: fn(&SharedViews) -> &Views<T>,
         build: fn(&Snapshot, &[Selector], i64) -> Built<T>,
     ) -> BoxStream<T>
     where
         T: PartialEq + Clone + Send + Sync + 'static,
     {
-        let pending = match &first.answer {
+        let First { view, snapshots } = first;
+        let pending = match &view.answer {
             Ok(Some(message)) => Some(T::clone(message)),
             _ => None,
         };
         let watch = Watch {
-            snapshots: self.snapshots.clone(),
-            shutdown: self.shutdown.clone(),
+            snapshots,
             views: Arc::clone(&self.views),
             selectors,
             pick,
             build,
-            last: first,
+            last: view,
             pending,
             ended: false,
             _open: self.metrics.stream_opened(),
@@ -188,10 +188,15 @@ impl WorkloadApi {
     }
 }
 
+/// A streaming call's first answer and its snapshot channel.
+struct First<T> {
+    view: View<T>,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+}
+
 /// An open streaming call's state between its messages.
 struct Watch<T> {
     snapshots: watch::Receiver<Arc<Snapshot>>,
-    shutdown: CancellationToken,
     views: Arc<SharedViews>,
     selectors: Arc<[Selector]>,
     pick: fn(&SharedViews) -> &Views<T>,
@@ -217,16 +222,10 @@ impl<T: PartialEq + Clone> Watch<T> {
             return Some(Ok(first));
         }
         loop {
-            let wake = self
-                .last
-                .until
-                .map(|t| until(from_unix(t)))
-                .unwrap_or(MAX_IDLE)
-                .min(MAX_IDLE);
-            tokio::select! {
-                () = self.shutdown.cancelled() => return None,
-                changed = self.snapshots.changed() => if changed.is_err() { return None },
-                () = tokio::time::sleep(wake) => {}
+            // The agent stopping publishes a stopped snapshot first, whose
+            // answer is the error that ends the stream.
+            if self.snapshots.changed().await.is_err() {
+                return None;
             }
             let snapshot = self.snapshots.borrow_and_update().clone();
             let now = to_unix(std::time::SystemTime::now());
@@ -299,7 +298,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         let result = match self.caller(&req).await {
             Ok(selectors) => {
                 let first = self.first(&selectors, x509_svids, x509_svid_response).await;
-                first.answer.clone().map(|_| (selectors, first))
+                first.view.answer.clone().map(|_| (selectors, first))
             }
             Err(status) => Err(status),
         };
@@ -323,7 +322,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
                 let first = self
                     .first(&selectors, x509_bundles, build_x509_bundles)
                     .await;
-                first.answer.clone().map(|_| (selectors, first))
+                first.view.answer.clone().map(|_| (selectors, first))
             }
             Err(status) => Err(status),
         };
@@ -376,7 +375,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         let result = match self.caller(&req).await {
             Ok(selectors) => {
                 let first = self.first(&selectors, jwt_bundles, build_jwt_bundles).await;
-                first.answer.clone().map(|_| (selectors, first))
+                first.view.answer.clone().map(|_| (selectors, first))
             }
             Err(status) => Err(status),
         };
@@ -407,7 +406,94 @@ impl SpiffeWorkloadApi for WorkloadApi {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use futures::StreamExt as _;
+    use tokio_util::sync::CancellationToken;
+
     use super::*;
+    use crate::{
+        cache::{Readiness, tests::svid},
+        workload_clock,
+        workload_response::NO_IDENTITY,
+    };
+
+    /// An open stream whose only SVID reaches NotAfter is told at that
+    /// moment, through the clock's re-publication (it has no timer of its
+    /// own), and a stream of another selector set sends nothing.
+    #[tokio::test]
+    async fn an_open_stream_is_told_when_its_svid_reaches_not_after() {
+        let not_after = to_unix(SystemTime::now()) + 2;
+        let mut snapshot = Snapshot::starting();
+        snapshot.readiness = Readiness::Ready;
+        snapshot.trust_domain = Some("td.org".parse().unwrap());
+        snapshot.svids = vec![
+            svid("short", 1, &["unix:uid:1"], not_after),
+            svid("long", 2, &["unix:uid:2"], not_after + 3600),
+        ];
+        let (tx, rx) = watch::channel(Arc::new(snapshot));
+        let tx = Arc::new(tx);
+        let stop = CancellationToken::new();
+        let clock = tokio::spawn(workload_clock::run(Arc::clone(&tx), stop.clone()));
+        let api = WorkloadApi::new(rx, Metrics::new(), JwtHandle::default());
+        let open = |uid: &str| {
+            let api = api.clone();
+            let selectors: Arc<[Selector]> = Arc::from([uid.parse::<Selector>().unwrap()]);
+            async move {
+                let first = api.first(&selectors, x509_svids, x509_svid_response).await;
+                api.stream(selectors, first, x509_svids, x509_svid_response)
+            }
+        };
+        let mut short = open("unix:uid:1").await;
+        let mut long = open("unix:uid:2").await;
+        for stream in [&mut short, &mut long] {
+            let first = stream.next().await.unwrap().unwrap();
+            assert_eq!(first.svids.len(), 1);
+        }
+
+        let ended = tokio::time::timeout(Duration::from_secs(10), short.next())
+            .await
+            .expect("told within 10 s")
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(ended.code(), tonic::Code::PermissionDenied);
+        assert_eq!(ended.message(), NO_IDENTITY);
+        assert!(to_unix(SystemTime::now()) >= not_after);
+        assert!(short.next().await.is_none(), "the error ends the stream");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), long.next())
+                .await
+                .is_err(),
+            "an unchanged answer is not sent again"
+        );
+        stop.cancel();
+        clock.await.unwrap();
+    }
+
+    /// A stopped snapshot (what the agent publishes as it stops) ends every
+    /// open stream with its reason.
+    #[tokio::test]
+    async fn a_stopped_snapshot_ends_open_streams() {
+        let mut snapshot = Snapshot::starting();
+        snapshot.readiness = Readiness::Ready;
+        snapshot.trust_domain = Some("td.org".parse().unwrap());
+        snapshot.svids = vec![svid("a", 1, &["unix:uid:1"], i64::MAX)];
+        let (tx, rx) = watch::channel(Arc::new(snapshot));
+        let api = WorkloadApi::new(rx, Metrics::new(), JwtHandle::default());
+        let selectors: Arc<[Selector]> = Arc::from(["unix:uid:1".parse::<Selector>().unwrap()]);
+        let first = api.first(&selectors, x509_svids, x509_svid_response).await;
+        let mut stream = api.stream(selectors, first, x509_svids, x509_svid_response);
+        stream.next().await.unwrap().unwrap();
+        tx.send_replace(Arc::new(Snapshot::stopped("agent is shutting down")));
+        let ended = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("ended at once")
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(ended.code(), tonic::Code::Unavailable);
+        assert!(ended.message().contains("shutting down"), "{ended:?}");
+        assert!(stream.next().await.is_none());
+    }
 
     #[test]
     fn header_must_be_exactly_true() {
