@@ -10,7 +10,9 @@
 //! callers and connections: `ValidateJWTSVID` without an audience, which
 //! the agent refuses (InvalidArgument) after checking the header, without
 //! attestation or signing, so it is the raw cost of a gRPC round trip over
-//! the socket.
+//! the socket. The three kinds of call are timed in `--rounds` rounds, each
+//! starting with another kind, and each kind's samples pooled: a passing
+//! disturbance of the machine then weighs on all three alike.
 //!
 //! Memory: the agent's VmRSS at ready with no entries (the baseline), then
 //! with N entries (for a uid that is not running) once it serves all N
@@ -49,9 +51,16 @@ pub struct WorkloadApiArgs {
     /// Concurrent callers for the latency measurement, comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = [100, 1000])]
     callers: Vec<usize>,
-    /// Timed calls each caller makes, one after the other, per measurement.
+    /// Timed calls each caller makes, one after the other, per measurement
+    /// and round.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     requests: u64,
+    /// Rounds of the latency measurement: each round times every kind of
+    /// call once, starting with a different one each time, and the rounds'
+    /// samples are pooled, so that a passing disturbance of the machine
+    /// weighs on every kind alike instead of on the one that ran then.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    rounds: u64,
     /// Cached SVID counts for the memory measurement, comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = [1_000, 10_000])]
     svids: Vec<usize>,
@@ -151,6 +160,23 @@ struct Phase {
 }
 
 impl Phase {
+    fn empty() -> Self {
+        Self {
+            latencies: Vec::new(),
+            wall: Duration::ZERO,
+            agent_cpu: Duration::ZERO,
+            client_cpu: Duration::ZERO,
+        }
+    }
+
+    /// Adds another round's samples and times.
+    fn absorb(&mut self, round: Self) {
+        self.latencies.extend(round.latencies);
+        self.wall += round.wall;
+        self.agent_cpu += round.agent_cpu;
+        self.client_cpu += round.client_cpu;
+    }
+
     /// CPU time per call, in microseconds.
     fn per_call(&self, cpu: Duration) -> f64 {
         cpu.as_secs_f64() * 1e6 / self.latencies.len().max(1) as f64
@@ -233,8 +259,9 @@ async fn latency(
 
     let mut table = Table::with_columns(
         format!(
-            "lanyard-bench workload-api: latency, {} timed calls per caller, one agent",
-            args.requests
+            "lanyard-bench workload-api: latency, {} rounds of {} timed calls per caller \
+             and kind of call, one agent",
+            args.rounds, args.requests
         ),
         &[
             "callers",
@@ -260,13 +287,23 @@ async fn latency(
         // Untimed warm-up of every connection (and the one token minted).
         phase(&clients, 1, Call::Baseline).await?;
         phase(&clients, 1, Call::FetchJwtSvid).await?;
-        eprintln!("workload-api: {callers} callers, baseline");
         let pid = agent.pid();
-        let base = measured(pid, &clients, args.requests, Call::Baseline).await?;
-        eprintln!("workload-api: {callers} callers, FetchX509SVID");
-        let fetch = measured(pid, &clients, args.requests, Call::FetchX509Svid).await?;
-        eprintln!("workload-api: {callers} callers, FetchJWTSVID");
-        let jwt = measured(pid, &clients, args.requests, Call::FetchJwtSvid).await?;
+        let calls = [Call::Baseline, Call::FetchX509Svid, Call::FetchJwtSvid];
+        let mut phases = [Phase::empty(), Phase::empty(), Phase::empty()];
+        for round in 0..args.rounds {
+            for k in 0..calls.len() {
+                let i = (k + usize::try_from(round).unwrap_or(0)) % calls.len();
+                let call = calls.get(i).copied().context("call index")?;
+                eprintln!(
+                    "workload-api: {callers} callers, round {}/{}, {call:?}",
+                    round + 1,
+                    args.rounds
+                );
+                let timed = measured(pid, &clients, args.requests, call).await?;
+                phases.get_mut(i).context("call index")?.absorb(timed);
+            }
+        }
+        let [base, fetch, jwt] = phases;
         agent.check_running()?;
         drop(clients);
 
