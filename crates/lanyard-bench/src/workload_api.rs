@@ -150,13 +150,18 @@ impl Call {
     }
 }
 
-/// Latencies of every call, the phase's wall time, and the CPU time the
-/// agent and the callers (this process) used during it.
+/// Latencies of every call, the phase's wall time, the CPU time the agent
+/// and the callers (this process) used during it, and the time the agent
+/// spent attesting callers, by its own clock.
 struct Phase {
     latencies: Vec<Duration>,
     wall: Duration,
     agent_cpu: Duration,
     client_cpu: Duration,
+    /// Sum of `lanyard_agent_workload_attestation_duration_seconds` over
+    /// the phase, and its number of attestations.
+    attesting: f64,
+    attestations: f64,
 }
 
 impl Phase {
@@ -166,6 +171,8 @@ impl Phase {
             wall: Duration::ZERO,
             agent_cpu: Duration::ZERO,
             client_cpu: Duration::ZERO,
+            attesting: 0.0,
+            attestations: 0.0,
         }
     }
 
@@ -175,6 +182,14 @@ impl Phase {
         self.wall += round.wall;
         self.agent_cpu += round.agent_cpu;
         self.client_cpu += round.client_cpu;
+        self.attesting += round.attesting;
+        self.attestations += round.attestations;
+    }
+
+    /// The agent's mean attestation time per attested call, if any was.
+    fn attestation_mean(&self) -> Option<Duration> {
+        (self.attestations >= 1.0)
+            .then(|| Duration::from_secs_f64(self.attesting / self.attestations))
     }
 
     /// CPU time per call, in microseconds.
@@ -183,18 +198,30 @@ impl Phase {
     }
 }
 
-/// [`phase`], with the CPU time `agent` and this process used during it.
+/// The agent's attestation-time histogram: its sum (seconds) and count.
+const ATTESTATION_SUM: &str = "lanyard_agent_workload_attestation_duration_seconds_sum";
+const ATTESTATION_COUNT: &str = "lanyard_agent_workload_attestation_duration_seconds_count";
+
+/// [`phase`], with the CPU time `agent` and this process used during it
+/// and the agent's attestation time (its metrics are read outside the CPU
+/// window).
 async fn measured(
-    agent: u32,
+    agent: &Agent,
     clients: &[Client],
     requests: u64,
     call: Call,
 ) -> anyhow::Result<Phase> {
-    let own = std::process::id();
-    let (agent0, own0) = (procfs::cpu_time(agent)?, procfs::cpu_time(own)?);
+    let (sum0, count0) = (
+        agent.metric(ATTESTATION_SUM).await?,
+        agent.metric(ATTESTATION_COUNT).await?,
+    );
+    let (pid, own) = (agent.pid(), std::process::id());
+    let (agent0, own0) = (procfs::cpu_time(pid)?, procfs::cpu_time(own)?);
     let mut phase = phase(clients, requests, call).await?;
-    phase.agent_cpu = procfs::cpu_time(agent)?.saturating_sub(agent0);
+    phase.agent_cpu = procfs::cpu_time(pid)?.saturating_sub(agent0);
     phase.client_cpu = procfs::cpu_time(own)?.saturating_sub(own0);
+    phase.attesting = agent.metric(ATTESTATION_SUM).await? - sum0;
+    phase.attestations = agent.metric(ATTESTATION_COUNT).await? - count0;
     Ok(phase)
 }
 
@@ -229,6 +256,8 @@ async fn phase(clients: &[Client], requests: u64, call: Call) -> anyhow::Result<
         wall: start.elapsed(),
         agent_cpu: Duration::ZERO,
         client_cpu: Duration::ZERO,
+        attesting: 0.0,
+        attestations: 0.0,
     })
 }
 
@@ -272,6 +301,7 @@ async fn latency(
             "calls/s",
             "agent CPU/call",
             "callers' CPU/call",
+            "attestation/call",
         ],
     );
     for &callers in &args.callers {
@@ -287,7 +317,6 @@ async fn latency(
         // Untimed warm-up of every connection (and the one token minted).
         phase(&clients, 1, Call::Baseline).await?;
         phase(&clients, 1, Call::FetchJwtSvid).await?;
-        let pid = agent.pid();
         let calls = [Call::Baseline, Call::FetchX509Svid, Call::FetchJwtSvid];
         let mut phases = [Phase::empty(), Phase::empty(), Phase::empty()];
         for round in 0..args.rounds {
@@ -299,7 +328,7 @@ async fn latency(
                     round + 1,
                     args.rounds
                 );
-                let timed = measured(pid, &clients, args.requests, call).await?;
+                let timed = measured(&agent, &clients, args.requests, call).await?;
                 phases.get_mut(i).context("call index")?.absorb(timed);
             }
         }
@@ -320,6 +349,7 @@ async fn latency(
                 format!("{:.0}", s.count as f64 / p.wall.as_secs_f64().max(1e-9)),
                 format!("{:.1}µs", p.per_call(p.agent_cpu)),
                 format!("{:.1}µs", p.per_call(p.client_cpu)),
+                p.attestation_mean().map_or_else(|| "-".into(), duration),
             ]
         };
         table.row("(a) FetchX509SVID, to first message", row(&f, &fetch));
@@ -338,6 +368,7 @@ async fn latency(
                 String::new(),
                 ratio(p.per_call(p.agent_cpu), base.per_call(base.agent_cpu)),
                 ratio(p.per_call(p.client_cpu), base.per_call(base.client_cpu)),
+                String::new(),
             ]
         };
         table.row("ratio a/b", ratios(&f, &fetch));
@@ -356,6 +387,7 @@ async fn latency(
             String::new(),
             String::new(),
             String::new(),
+            String::new(),
         ],
     );
     table.note(format!(
@@ -368,6 +400,12 @@ async fn latency(
     table.note(
         "CPU/call: user plus system time of the agent, and of this process (the callers), \
          during the phase, over its calls (the kernel counts in clock ticks, usually 10 ms).",
+    );
+    table.note(
+        "attestation/call: the agent's own mean time attesting one call \
+         (lanyard_agent_workload_attestation_duration_seconds over the phase), on the wall \
+         clock: it includes time its thread was preempted. After the warm-up every call reuses \
+         its connection's attestation, so this is the check of its inputs.",
     );
     table.note(format!(
         "Callers, agent and server share {} CPU(s); RLIMIT_NOFILE {nofile}.",
