@@ -1,6 +1,6 @@
-//! A process's credentials read from its pidfd (`PIDFD_GET_INFO`, Linux
-//! 6.13): one `ioctl` where `/proc/<pid>/status` costs the kernel a page of
-//! formatting. It is asked of the pidfd, never of a pid, so it describes
+//! A process's credentials and cgroup v2 id read from its pidfd
+//! (`PIDFD_GET_INFO`, Linux 6.13): one `ioctl` where `/proc/<pid>/status`
+//! and `/proc/<pid>/cgroup` each cost the kernel a page of formatting. It is asked of the pidfd, never of a pid, so it describes
 //! the pinned process and no other.
 //!
 //! The agent's attestation asks it on every call that reuses a caller's
@@ -16,7 +16,9 @@
 //!
 //! let pidfd = pidfd_open(getpid(), PidfdFlags::empty()).unwrap();
 //! match lanyard_pidfd::effective_ids(pidfd.as_fd()) {
-//!     lanyard_pidfd::Creds::Running { uid, gid } => println!("euid {uid}, egid {gid}"),
+//!     lanyard_pidfd::Creds::Running { uid, gid, cgroup_id } => {
+//!         println!("euid {uid}, egid {gid}, cgroup v2 id {cgroup_id:?}")
+//!     }
 //!     lanyard_pidfd::Creds::Exited => unreachable!("we are running"),
 //!     lanyard_pidfd::Creds::Unknown => println!("kernel older than 6.13"),
 //! }
@@ -58,6 +60,9 @@ const PIDFS_IOCTL_MAGIC: u8 = 0xFF;
 const PIDFD_GET_INFO: rustix::ioctl::Opcode =
     opcode::read_write::<PidfdInfo>(PIDFS_IOCTL_MAGIC, 11);
 
+/// `PIDFD_INFO_CGROUPID`: `cgroupid` is filled.
+const PIDFD_INFO_CGROUPID: u64 = 1 << 0;
+
 /// `PIDFD_INFO_CREDS`: the credential fields are filled.
 const PIDFD_INFO_CREDS: u64 = 1 << 1;
 
@@ -70,6 +75,9 @@ pub enum Creds {
         uid: u32,
         /// Effective group id.
         gid: u32,
+        /// The id of its cgroup in the unified (v2) hierarchy, which is the
+        /// inode number of that cgroup's directory, if the kernel gave it.
+        cgroup_id: Option<u64>,
     },
     /// The process is gone.
     Exited,
@@ -77,9 +85,13 @@ pub enum Creds {
     Unknown,
 }
 
-/// The effective uid and gid of the process of `pidfd`.
+/// The effective uid and gid of the process of `pidfd`, and its cgroup v2
+/// id, in one `ioctl`.
 pub fn effective_ids(pidfd: BorrowedFd<'_>) -> Creds {
-    let mut info = PidfdInfo::default();
+    let mut info = PidfdInfo {
+        mask: PIDFD_INFO_CREDS | PIDFD_INFO_CGROUPID,
+        ..PidfdInfo::default()
+    };
     // SAFETY: PIDFD_GET_INFO takes a pointer to a `struct pidfd_info` of
     // the size encoded in the request, which `PidfdInfo` mirrors field for
     // field (`repr(C)`, 64 bytes); the kernel writes at most that many
@@ -95,6 +107,7 @@ pub fn effective_ids(pidfd: BorrowedFd<'_>) -> Creds {
         Ok(()) if info.mask & PIDFD_INFO_CREDS != 0 => Creds::Running {
             uid: info.euid,
             gid: info.egid,
+            cgroup_id: (info.mask & PIDFD_INFO_CGROUPID != 0).then_some(info.cgroupid),
         },
         Ok(()) => Creds::Unknown,
         Err(Errno::SRCH) => Creds::Exited,
@@ -111,6 +124,28 @@ mod tests {
 
     use super::*;
 
+    /// The inode of this process's cgroup directory on the first cgroup2
+    /// mount (the unified hierarchy, v2-only or hybrid).
+    fn own_cgroup_inode() -> u64 {
+        use std::os::unix::fs::MetadataExt as _;
+        let cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let path = cgroup
+            .lines()
+            .find_map(|line| line.strip_prefix("0::"))
+            .expect("a unified cgroup line");
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let mount = mountinfo
+            .lines()
+            .find(|line| {
+                line.split_once(" - ")
+                    .is_some_and(|(_, fs)| fs.starts_with("cgroup2 "))
+            })
+            .and_then(|line| line.split(' ').nth(4))
+            .expect("a cgroup2 mount");
+        let dir = format!("{mount}{}", path.trim_end_matches('/'));
+        std::fs::metadata(&dir).unwrap().ino()
+    }
+
     #[test]
     fn the_struct_is_the_kernels_first_version() {
         assert_eq!(size_of::<PidfdInfo>(), 64);
@@ -122,6 +157,7 @@ mod tests {
         let expected = Creds::Running {
             uid: rustix::process::geteuid().as_raw(),
             gid: rustix::process::getegid().as_raw(),
+            cgroup_id: Some(own_cgroup_inode()),
         };
         let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
         let mut version = release

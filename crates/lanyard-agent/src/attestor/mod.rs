@@ -50,6 +50,7 @@
 //! # }
 //! ```
 
+mod cgroup_v2;
 mod conn;
 mod deadline;
 mod error;

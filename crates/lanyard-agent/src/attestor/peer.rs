@@ -26,13 +26,14 @@ use rustix::{
 use tokio::net::UnixStream;
 
 use super::{
+    cgroup_v2,
     deadline::{DEFAULT_ATTESTATION_TIMEOUT, Deadline},
     error::AttestError,
     hash_cache::{BinaryState, HashCache},
     local_fs,
     peer_socket::{self, SocketInode},
     procfs::{self, FileId},
-    reuse::Attested,
+    reuse::{Attested, CgroupCheck},
     users,
 };
 
@@ -277,6 +278,7 @@ impl PeerProcess {
             && local_fs::path_is_local(Path::new(users::GROUP));
 
         let socket_fd = self.check_same_process()?;
+        let cgroup_check = self.cgroup_check(cgroup_file, cgroup);
 
         // uid and gid always make valid selectors; a failure here is a bug.
         let id_selector = |key: &str, id: u32| {
@@ -331,12 +333,30 @@ impl PeerProcess {
             selectors: selectors.into(),
             binary: state,
             exe_target: target,
-            cgroup,
-            cgroup_file,
+            cgroups: cgroup_check,
             socket_fd,
             names,
             inline,
         })
+    }
+
+    /// How the reuse check will find the cgroups of `text` unchanged: by
+    /// the unified cgroup's id when `text` names that cgroup alone and the
+    /// pidfd, asked now, reports the id of its directory (so the process is
+    /// in the cgroup the text names), else by reading `file` again.
+    fn cgroup_check(&self, file: File, text: String) -> CgroupCheck {
+        let id = cgroup_v2::unified_only(&text)
+            .and_then(cgroup_v2::id_of)
+            .filter(|&id| {
+                matches!(
+                    lanyard_pidfd::effective_ids(self.pidfd.as_fd()),
+                    lanyard_pidfd::Creds::Running { cgroup_id: Some(now), .. } if now == id
+                )
+            });
+        match id {
+            Some(id) => CgroupCheck::Id(id),
+            None => CgroupCheck::Text { file, text },
+        }
     }
 
     // === checks ===

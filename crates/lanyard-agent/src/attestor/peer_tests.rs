@@ -350,6 +350,44 @@ async fn a_cgroup_move_between_two_calls_is_never_served_the_old_selectors() {
     assert!(std::sync::Arc::ptr_eq(&moved.selectors, &again.selectors));
 }
 
+/// On a host with cgroup v2 alone a record checks the caller's cgroup by
+/// the id its pidfd reports, not by reading `/proc/<pid>/cgroup`: a move in
+/// the unified hierarchy ends the reuse all the same. (This host may also
+/// have v1 hierarchies, so the record is given that form here.)
+#[tokio::test]
+async fn a_cgroup_move_is_seen_by_the_cgroup_id_alone() {
+    let scratch = ScratchCgroup::new("lanyard-attestor-id").unwrap();
+    assert!(scratch.unified, "the unified hierarchy is mounted");
+    let dir = tempfile::tempdir().unwrap();
+    let (path, listener) = socket_in(&dir);
+    let caller = Helper::connect(&path, Caller::WaitThenExit).unwrap();
+    let (_server, pinned) = accept_and_pin(&listener).await;
+    let peer = std::sync::Arc::new(pinned.unwrap());
+    let cache = std::sync::Arc::new(HashCache::new(8));
+    assert!(!peer.attest_within(&cache).await.unwrap().reused);
+
+    let text = procfs::read(caller.pid(), "cgroup").unwrap();
+    let unified = text.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+    let id = cgroup_v2::id_of(unified).expect("the caller's unified cgroup");
+    // The id stands for a v2-only text only when the caller is in the
+    // cgroup that text names.
+    let file = || procfs::open(caller.pid(), "cgroup").unwrap();
+    let elsewhere = peer.cgroup_check(file(), format!("0::{}\n", scratch.path));
+    assert!(
+        matches!(elsewhere, CgroupCheck::Text { .. }),
+        "{elsewhere:?}"
+    );
+    let check = peer.cgroup_check(file(), format!("0::{unified}\n"));
+    assert!(matches!(check, CgroupCheck::Id(i) if i == id), "{check:?}");
+    peer.attested.lock().unwrap().as_mut().unwrap().cgroups = check;
+    assert!(peer.attest_within(&cache).await.unwrap().reused);
+
+    scratch.enter(caller.pid()).unwrap();
+    let moved = peer.attest_within(&cache).await.unwrap();
+    assert!(!moved.reused, "served from before the move");
+    assert!(values(&moved.selectors, "cgroup", "path").contains(&scratch.path.as_str()));
+}
+
 #[test]
 fn deleted_binary_is_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -15,7 +15,9 @@
 //!   mtime, ctime) under the same link text: an exec of another binary
 //!   changes it;
 //! - the same cgroups (re-read from `/proc/<pid>/cgroup`, kept open since
-//!   the full attestation), the same `/etc/passwd` and `/etc/group`;
+//!   the full attestation; on a host with cgroup v2 alone, the same cgroup
+//!   id, asked of the pidfd with the credentials: [`cgroup_v2`](super::cgroup_v2)),
+//!   the same `/etc/passwd` and `/etc/group`;
 //! - the same effective uid and gid, asked of the pidfd
 //!   (`lanyard_pidfd`) or, on a kernel before 6.13, read
 //!   from `/proc/<pid>/status`;
@@ -73,13 +75,8 @@ pub(super) struct Attested {
     pub(super) binary: BinaryState,
     /// The text of the `/proc/<pid>/exe` link (`unix:path`).
     pub(super) exe_target: PathBuf,
-    /// `/proc/<pid>/cgroup` as read.
-    pub(super) cgroup: String,
-    /// `/proc/<pid>/cgroup`, kept open to be read again: it saves the
-    /// path walk, open and close of every check, more than half its cost,
-    /// for one descriptor per connection, and stays bound to the pinned
-    /// process.
-    pub(super) cgroup_file: fs::File,
+    /// How the check finds the cgroups unchanged.
+    pub(super) cgroups: CgroupCheck,
     /// The descriptor that held the caller's end of the connection.
     pub(super) socket_fd: u32,
     /// `/etc/passwd` and `/etc/group` before their names were read.
@@ -87,6 +84,25 @@ pub(super) struct Attested {
     /// Whether the binary and the account files are on local filesystems,
     /// so that checking them again cannot wait on anyone.
     pub(super) inline: bool,
+}
+
+/// How the reuse check finds the caller's cgroups unchanged.
+#[derive(Debug)]
+pub(super) enum CgroupCheck {
+    /// The caller is in this unified cgroup alone (a host with cgroup v2
+    /// only): the id the pidfd reports with the credentials must be it
+    /// ([`cgroup_v2`](super::cgroup_v2)).
+    Id(u64),
+    /// `/proc/<pid>/cgroup` must read `text` again. `file` is kept open to
+    /// be read from its start: that saves the path walk, open and close of
+    /// every check, more than half its cost, for one descriptor per
+    /// connection, and stays bound to the pinned process.
+    Text {
+        /// `/proc/<pid>/cgroup`, open.
+        file: fs::File,
+        /// Its text as the full attestation read it.
+        text: String,
+    },
 }
 
 /// How the check reads a file's state.
@@ -184,7 +200,9 @@ impl PeerProcess {
             if state(&exe_path) != Some(previous.binary) {
                 return false;
             }
-            if !procfs::reads_as(&previous.cgroup_file, &previous.cgroup) {
+            if let CgroupCheck::Text { file, text } = &previous.cgroups
+                && !procfs::reads_as(file, text)
+            {
                 return false;
             }
             let names = (
@@ -196,12 +214,26 @@ impl PeerProcess {
             }
             let same_ids = |uid, gid| uid == self.uid && gid == self.gid;
             let ids_same = match lanyard_pidfd::effective_ids(self.pidfd.as_fd()) {
-                lanyard_pidfd::Creds::Running { uid, gid } => same_ids(uid, gid),
+                lanyard_pidfd::Creds::Running {
+                    uid,
+                    gid,
+                    cgroup_id,
+                } => {
+                    same_ids(uid, gid)
+                        && match previous.cgroups {
+                            CgroupCheck::Id(id) => cgroup_id == Some(id),
+                            CgroupCheck::Text { .. } => true,
+                        }
+                }
                 lanyard_pidfd::Creds::Exited => false,
-                lanyard_pidfd::Creds::Unknown => procfs::read(pid, "status")
-                    .ok()
-                    .and_then(|status| procfs::parse_status_ids(&status).ok())
-                    .is_some_and(|ids| same_ids(ids.uid, ids.gid)),
+                // Never with a `CgroupCheck::Id` record: that needs the id.
+                lanyard_pidfd::Creds::Unknown => {
+                    matches!(previous.cgroups, CgroupCheck::Text { .. })
+                        && procfs::read(pid, "status")
+                            .ok()
+                            .and_then(|status| procfs::parse_status_ids(&status).ok())
+                            .is_some_and(|ids| same_ids(ids.uid, ids.gid))
+                }
             };
             if !ids_same {
                 return false;

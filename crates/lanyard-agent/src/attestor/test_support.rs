@@ -132,6 +132,8 @@ pub(crate) struct ScratchCgroup {
     dir: PathBuf,
     /// The cgroup path as `/proc/<pid>/cgroup` shows it.
     pub(crate) path: String,
+    /// Whether it is in the unified (v2) hierarchy.
+    pub(crate) unified: bool,
 }
 
 impl ScratchCgroup {
@@ -146,11 +148,11 @@ impl ScratchCgroup {
             })
             .filter(|(fstype, _)| *fstype == "cgroup2" || *fstype == "cgroup")
             .collect();
-        let root = mounts
+        let (fstype, root) = mounts
             .iter()
             .find(|(fstype, _)| *fstype == "cgroup2")
             .or_else(|| mounts.first())
-            .map(|(_, mount)| PathBuf::from(mount))
+            .map(|(fstype, mount)| (*fstype, PathBuf::from(mount)))
             .ok_or_else(|| io::Error::other("no cgroup filesystem is mounted"))?;
         let path = format!("/{name}-{}", std::process::id());
         let dir = root.join(path.trim_start_matches('/'));
@@ -161,7 +163,11 @@ impl ScratchCgroup {
                 dir.display()
             ))
         })?;
-        Ok(Self { dir, path })
+        Ok(Self {
+            dir,
+            path,
+            unified: fstype == "cgroup2",
+        })
     }
 
     /// Moves process `pid` into this cgroup.
