@@ -70,6 +70,47 @@ async fn deleting_the_entry_ends_the_open_stream_with_no_identity_issued() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no identity issued"));
 }
 
+/// SIGTERM with a workload's stream open: the stream is told the agent is
+/// shutting down and the agent exits cleanly within its drain time, rather
+/// than waiting for the workload to hang up.
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_ends_open_streams_and_exits_promptly() {
+    let server = Server::start();
+    let mut agent = Agent::start(&server);
+    register_self(&server, &agent, "e2e/shutdown");
+    let id = format!("spiffe://{TD}/e2e/shutdown");
+    wait_served(&agent, &id);
+
+    let mut stream = open_stream(&agent).await;
+    assert_eq!(
+        stream.message().await.unwrap().unwrap().svids[0].spiffe_id,
+        id
+    );
+    let started = std::time::Instant::now();
+    let status = tokio::task::block_in_place(|| agent.terminate());
+    let took = started.elapsed();
+    assert!(
+        status.success(),
+        "graceful shutdown: {status}\n{}",
+        agent.log()
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "took {took:?}\n{}",
+        agent.log()
+    );
+    let ended = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("the stream ended");
+    match ended {
+        Err(status) => {
+            assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+            assert!(status.message().contains("shutting down"), "{status:?}");
+        }
+        Ok(other) => panic!("stream went on after shutdown: {other:?}"),
+    }
+}
+
 #[test]
 fn restart_without_token_serves_again() {
     let server = Server::start();

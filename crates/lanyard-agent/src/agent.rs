@@ -48,7 +48,10 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     let snap_tx = Arc::new(snap_tx);
     let metrics = Metrics::new();
     let jwt: JwtHandle = Arc::default();
-    let tasks_stop = shutdown.child_token();
+    // Not a child of `shutdown`: the tasks stop only after the stopped
+    // snapshot below has ended every open Workload API stream, which the
+    // server's graceful shutdown would otherwise wait for.
+    let tasks_stop = CancellationToken::new();
     let mut tasks: JoinSet<(&'static str, Result<(), AgentError>)> = JoinSet::new();
 
     // Listeners first: health reports "starting" and the Workload API
@@ -115,7 +118,10 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
             tasks.spawn(async move { ("sync", sync.run(stop).await) });
             let stop = tasks_stop.clone();
             tasks.spawn(async move { ("SVID manager", manager.run(stop).await) });
-            supervise(&mut tasks, &tasks_stop).await
+            tokio::select! {
+                r = supervise(&mut tasks, &tasks_stop) => r,
+                () = shutdown.cancelled() => Ok(()),
+            }
         }
     };
     if let Err(e) = &result {

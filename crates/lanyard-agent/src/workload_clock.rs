@@ -40,9 +40,14 @@ pub(crate) async fn run(snapshots: Arc<watch::Sender<Arc<Snapshot>>>, shutdown: 
             () = shutdown.cancelled() => return,
             changed = current.changed() => if changed.is_err() { return },
             () = tokio::time::sleep(wait) => {
-                tracing::trace!(moment = ?next, "re-evaluating the Workload API streams");
-                // Same snapshot, new version: every stream looks again.
-                snapshots.send_modify(|_| {});
+                // The wall clock may lag the monotonic one the sleep used:
+                // then it is not that moment yet, and the loop sleeps again.
+                let reached = next.is_none_or(|t| to_unix(std::time::SystemTime::now()) >= t);
+                if reached {
+                    tracing::trace!(moment = ?next, "re-evaluating the Workload API streams");
+                    // Same snapshot, new version: every stream looks again.
+                    snapshots.send_modify(|_| {});
+                }
             }
         }
     }

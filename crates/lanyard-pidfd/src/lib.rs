@@ -60,8 +60,9 @@ const PIDFS_IOCTL_MAGIC: u8 = 0xFF;
 const PIDFD_GET_INFO: rustix::ioctl::Opcode =
     opcode::read_write::<PidfdInfo>(PIDFS_IOCTL_MAGIC, 11);
 
-/// `PIDFD_INFO_CGROUPID`: `cgroupid` is filled.
-const PIDFD_INFO_CGROUPID: u64 = 1 << 0;
+/// `PIDFD_INFO_CGROUPID`: `cgroupid` is filled (`1 << 0` is
+/// `PIDFD_INFO_PID`, which the kernel always sets).
+const PIDFD_INFO_CGROUPID: u64 = 1 << 2;
 
 /// `PIDFD_INFO_CREDS`: the credential fields are filled.
 const PIDFD_INFO_CREDS: u64 = 1 << 1;

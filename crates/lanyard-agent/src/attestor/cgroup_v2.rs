@@ -13,6 +13,12 @@
 //! if the process's id, asked afterwards, is that inode. With cgroup v1
 //! hierarchies too (a hybrid host), whose cgroups can be renamed and which
 //! a process can change independently, the text is read every time.
+//!
+//! One difference remains: were a v1 hierarchy mounted on a v2-only host
+//! while the agent runs, a record made before would not see the new line
+//! its caller's `/proc/<pid>/cgroup` gains, and keep serving selectors
+//! without that `cgroup:path` until the caller's next full attestation.
+//! Fewer selectors can only match fewer entries, so it grants nothing.
 
 use std::{
     os::unix::fs::MetadataExt as _,
@@ -22,10 +28,17 @@ use std::{
 
 /// The path of the text's only cgroup when it names the unified hierarchy
 /// alone (`0::<path>`, as on a host with cgroup v2 only).
+///
+/// A path outside the agent's cgroup namespace (`/../x`) or of a removed
+/// cgroup (` (deleted)`) is not taken: it names no directory under the
+/// mount.
 pub(super) fn unified_only(cgroup: &str) -> Option<&str> {
     let mut lines = cgroup.lines().filter(|line| !line.is_empty());
     let path = lines.next()?.strip_prefix("0::")?;
-    (lines.next().is_none() && path.starts_with('/')).then_some(path)
+    let plain = path.starts_with('/')
+        && !path.ends_with(" (deleted)")
+        && !path.split('/').any(|part| part == "." || part == "..");
+    (lines.next().is_none() && plain).then_some(path)
 }
 
 /// The inode of the directory of the unified cgroup `path` (a
@@ -43,6 +56,9 @@ pub(super) fn id_of(path: &str) -> Option<u64> {
     std::fs::metadata(dir).ok().map(|m| m.ino())
 }
 
+/// `CGROUP2_SUPER_MAGIC` of `linux/magic.h`.
+const CGROUP2_SUPER_MAGIC: rustix::fs::FsWord = 0x6367_7270;
+
 /// Where the unified hierarchy's root is mounted in the agent's mount
 /// namespace, found once.
 fn unified_mount() -> Option<&'static Path> {
@@ -52,6 +68,11 @@ fn unified_mount() -> Option<&'static Path> {
             std::fs::read_to_string("/proc/self/mountinfo")
                 .ok()
                 .and_then(|text| cgroup2_root_mount(&text))
+                // What mountinfo says is mounted there still is.
+                .filter(|mount| {
+                    rustix::fs::statfs(mount.as_path())
+                        .is_ok_and(|fs| fs.f_type == CGROUP2_SUPER_MAGIC)
+                })
         })
         .as_deref()
 }
@@ -91,6 +112,9 @@ mod tests {
             "3:cpu:/a\n",
             "",
             "0::relative\n",
+            "0::/../../other.slice\n",
+            "0::/a/./b\n",
+            "0::/gone (deleted)\n",
             "garbage\n",
         ] {
             assert_eq!(unified_only(hybrid), None, "{hybrid:?}");
