@@ -418,34 +418,38 @@ mod tests {
         workload_response::NO_IDENTITY,
     };
 
+    /// A ready snapshot serving `svids`.
+    fn ready(svids: Vec<Arc<crate::cache::CachedSvid>>) -> Snapshot {
+        let mut snapshot = Snapshot::starting();
+        snapshot.readiness = Readiness::Ready;
+        snapshot.trust_domain = Some("td.org".parse().unwrap());
+        snapshot.svids = svids;
+        snapshot
+    }
+
+    /// A FetchX509SVID stream for a caller with the one selector `selector`.
+    async fn open(api: &WorkloadApi, selector: &str) -> BoxStream<X509svidResponse> {
+        let selectors: Arc<[Selector]> = Arc::from([selector.parse::<Selector>().unwrap()]);
+        let first = api.first(&selectors, x509_svids, x509_svid_response).await;
+        api.stream(selectors, first, x509_svids, x509_svid_response)
+    }
+
     /// An open stream whose only SVID reaches NotAfter is told at that
     /// moment, through the clock's re-publication (it has no timer of its
     /// own), and a stream of another selector set sends nothing.
     #[tokio::test]
     async fn an_open_stream_is_told_when_its_svid_reaches_not_after() {
         let not_after = to_unix(SystemTime::now()) + 2;
-        let mut snapshot = Snapshot::starting();
-        snapshot.readiness = Readiness::Ready;
-        snapshot.trust_domain = Some("td.org".parse().unwrap());
-        snapshot.svids = vec![
+        let (tx, rx) = watch::channel(Arc::new(ready(vec![
             svid("short", 1, &["unix:uid:1"], not_after),
             svid("long", 2, &["unix:uid:2"], not_after + 3600),
-        ];
-        let (tx, rx) = watch::channel(Arc::new(snapshot));
+        ])));
         let tx = Arc::new(tx);
         let stop = CancellationToken::new();
         let clock = tokio::spawn(workload_clock::run(Arc::clone(&tx), stop.clone()));
         let api = WorkloadApi::new(rx, Metrics::new(), JwtHandle::default());
-        let open = |uid: &str| {
-            let api = api.clone();
-            let selectors: Arc<[Selector]> = Arc::from([uid.parse::<Selector>().unwrap()]);
-            async move {
-                let first = api.first(&selectors, x509_svids, x509_svid_response).await;
-                api.stream(selectors, first, x509_svids, x509_svid_response)
-            }
-        };
-        let mut short = open("unix:uid:1").await;
-        let mut long = open("unix:uid:2").await;
+        let mut short = open(&api, "unix:uid:1").await;
+        let mut long = open(&api, "unix:uid:2").await;
         for stream in [&mut short, &mut long] {
             let first = stream.next().await.unwrap().unwrap();
             assert_eq!(first.svids.len(), 1);
@@ -474,15 +478,14 @@ mod tests {
     /// open stream with its reason.
     #[tokio::test]
     async fn a_stopped_snapshot_ends_open_streams() {
-        let mut snapshot = Snapshot::starting();
-        snapshot.readiness = Readiness::Ready;
-        snapshot.trust_domain = Some("td.org".parse().unwrap());
-        snapshot.svids = vec![svid("a", 1, &["unix:uid:1"], i64::MAX)];
-        let (tx, rx) = watch::channel(Arc::new(snapshot));
+        let (tx, rx) = watch::channel(Arc::new(ready(vec![svid(
+            "a",
+            1,
+            &["unix:uid:1"],
+            i64::MAX,
+        )])));
         let api = WorkloadApi::new(rx, Metrics::new(), JwtHandle::default());
-        let selectors: Arc<[Selector]> = Arc::from(["unix:uid:1".parse::<Selector>().unwrap()]);
-        let first = api.first(&selectors, x509_svids, x509_svid_response).await;
-        let mut stream = api.stream(selectors, first, x509_svids, x509_svid_response);
+        let mut stream = open(&api, "unix:uid:1").await;
         stream.next().await.unwrap().unwrap();
         tx.send_replace(Arc::new(Snapshot::stopped("agent is shutting down")));
         let ended = tokio::time::timeout(Duration::from_secs(5), stream.next())

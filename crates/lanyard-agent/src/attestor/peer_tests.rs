@@ -319,6 +319,27 @@ async fn an_exec_between_two_calls_is_never_served_the_old_selectors() {
     }
 }
 
+/// A caller that waits, connected to a socket in `dir`, pinned; our end of
+/// its connection; and a digest cache to attest it with.
+async fn waiting_caller(
+    dir: &tempfile::TempDir,
+) -> (
+    Helper,
+    UnixStream,
+    std::sync::Arc<PeerProcess>,
+    std::sync::Arc<HashCache>,
+) {
+    let (path, listener) = socket_in(dir);
+    let caller = Helper::connect(&path, Caller::WaitThenExit).unwrap();
+    let (server, pinned) = accept_and_pin(&listener).await;
+    (
+        caller,
+        server,
+        std::sync::Arc::new(pinned.unwrap()),
+        std::sync::Arc::new(HashCache::new(8)),
+    )
+}
+
 /// A move to another cgroup between two calls on one connection ends the
 /// reuse: the next call is attested afresh and carries the new cgroup.
 #[tokio::test]
@@ -326,11 +347,7 @@ async fn a_cgroup_move_between_two_calls_is_never_served_the_old_selectors() {
     // Before the caller, so that it is removed after the caller is reaped.
     let scratch = ScratchCgroup::new("lanyard-attestor-move").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (path, listener) = socket_in(&dir);
-    let caller = Helper::connect(&path, Caller::WaitThenExit).unwrap();
-    let (_server, pinned) = accept_and_pin(&listener).await;
-    let peer = std::sync::Arc::new(pinned.unwrap());
-    let cache = std::sync::Arc::new(HashCache::new(8));
+    let (caller, _server, peer, cache) = waiting_caller(&dir).await;
 
     let first = peer.attest_within(&cache).await.unwrap();
     assert!(!first.reused);
@@ -359,11 +376,7 @@ async fn a_cgroup_move_is_seen_by_the_cgroup_id_alone() {
     let scratch = ScratchCgroup::new("lanyard-attestor-id").unwrap();
     assert!(scratch.unified, "the unified hierarchy is mounted");
     let dir = tempfile::tempdir().unwrap();
-    let (path, listener) = socket_in(&dir);
-    let caller = Helper::connect(&path, Caller::WaitThenExit).unwrap();
-    let (_server, pinned) = accept_and_pin(&listener).await;
-    let peer = std::sync::Arc::new(pinned.unwrap());
-    let cache = std::sync::Arc::new(HashCache::new(8));
+    let (caller, _server, peer, cache) = waiting_caller(&dir).await;
     assert!(!peer.attest_within(&cache).await.unwrap().reused);
 
     let text = procfs::read(caller.pid(), "cgroup").unwrap();
