@@ -62,8 +62,8 @@ impl WorkloadApi {
     /// Serves from `snapshots` and mints JWT-SVIDs through `jwt`. Open
     /// streams follow `snapshots`: they end when it publishes a stopped
     /// snapshot (the agent stopping) or closes, and they are re-evaluated
-    /// at their SVIDs' NotAfter because [`workload_clock`](crate::workload_clock)
-    /// publishes the snapshot again then.
+    /// at their SVIDs' NotAfter because the agent's Workload API clock
+    /// task publishes the snapshot again then.
     pub fn new(
         snapshots: watch::Receiver<Arc<Snapshot>>,
         metrics: Arc<Metrics>,
