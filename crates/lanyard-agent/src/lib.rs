@@ -67,6 +67,7 @@ mod schedule;
 mod storage;
 mod svid_key;
 mod svid_manager;
+mod svid_order;
 mod sync;
 mod sync_message;
 #[cfg(test)]

@@ -27,7 +27,6 @@ use crate::{
     AgentError,
     cache::{
         CachedSvid, Entries, EntryInfo, IssuanceHealth, Readiness, Renewing, Snapshot, SyncState,
-        sort_default_first,
     },
     error::classify,
     identity::AgentIdentity,
@@ -36,6 +35,7 @@ use crate::{
     revocation::{Cached, VerifiedCrl, plan_eviction},
     schedule::{self, backoff, random_unit, to_unix, until},
     svid_key::SvidKeyDer,
+    svid_order::DefaultOrder,
 };
 
 /// CSRs per BatchNewX509SVID call (the server accepts up to 1000).
@@ -91,6 +91,8 @@ pub struct SvidManager {
     /// By entry ID (the entry's own `Arc<str>`): one per entry of
     /// `reconciled`.
     slots: HashMap<Arc<str>, Slot>,
+    /// The slots' entry IDs in default serving order.
+    order: DefaultOrder,
     /// The entries the slots were last aligned with: the next Sync state
     /// is compared with them, skipping what the two share.
     reconciled: Entries,
@@ -122,6 +124,7 @@ impl SvidManager {
             trust_domain,
             metrics,
             slots: HashMap::new(),
+            order: DefaultOrder::default(),
             reconciled: Entries::default(),
             intermediates: Arc::from([]),
             crl_checked: None,
@@ -179,6 +182,7 @@ impl SvidManager {
         for id in sync.entries.changed_since(&self.reconciled) {
             let Some(entry) = sync.entries.get(&id) else {
                 if let Some(slot) = self.slots.remove(&id) {
+                    self.order.remove(slot.entry.created_at, &id);
                     tracing::info!(entry = %id, spiffe_id = %slot.entry.spiffe_id, "entry removed: SVID dropped");
                 }
                 continue;
@@ -190,6 +194,10 @@ impl SvidManager {
                     slot.share_entry(entry);
                 }
                 Some(slot) => {
+                    if slot.entry.created_at != entry.created_at {
+                        self.order.remove(slot.entry.created_at, &id);
+                        self.order.insert(entry.created_at, &entry.id);
+                    }
                     if !slot.entry.same_svid_shape(entry) {
                         tracing::info!(entry = %entry.id, spiffe_id = %entry.spiffe_id, "entry changed: SVID will be re-issued");
                         slot.svid = None;
@@ -199,6 +207,7 @@ impl SvidManager {
                     slot.share_entry(entry);
                 }
                 None => {
+                    self.order.insert(entry.created_at, &entry.id);
                     self.slots
                         .insert(Arc::clone(&entry.id), Slot::new(Arc::clone(entry)));
                 }
@@ -248,7 +257,9 @@ impl SvidManager {
                     slot.trouble = None;
                 }
                 _ => {
-                    self.slots.remove(entry_id.as_str());
+                    if let Some(slot) = self.slots.remove(entry_id.as_str()) {
+                        self.order.remove(slot.entry.created_at, entry_id);
+                    }
                 }
             }
         }
@@ -461,12 +472,17 @@ impl SvidManager {
     }
 
     fn publish(&self, sync: &SyncState) {
-        let mut svids: Vec<Arc<CachedSvid>> = self
-            .slots
-            .values()
-            .filter_map(|s| s.svid.as_ref().map(|i| i.svid.clone()))
+        // Already in default order: no sort of every SVID per change.
+        let svids: Vec<Arc<CachedSvid>> = self
+            .order
+            .ids()
+            .filter_map(|id| self.slots.get(id)?.svid.as_ref())
+            .map(|issued| Arc::clone(&issued.svid))
             .collect();
-        sort_default_first(&mut svids);
+        debug_assert_eq!(self.order.len(), self.slots.len());
+        debug_assert!(svids.is_sorted_by(|a, b| {
+            (a.entry.created_at, &a.entry.id) <= (b.entry.created_at, &b.entry.id)
+        }));
         let now = to_unix(SystemTime::now());
         let renewing = self
             .slots
