@@ -35,7 +35,7 @@ use crate::{
     revocation::{Cached, VerifiedCrl, plan_eviction},
     schedule::{self, backoff, random_unit, to_unix, until},
     svid_key::SvidKeyDer,
-    svid_order::DefaultOrder,
+    svid_order::Ordered,
 };
 
 /// CSRs per BatchNewX509SVID call (the server accepts up to 1000).
@@ -88,11 +88,9 @@ pub struct SvidManager {
     out: Arc<watch::Sender<Arc<Snapshot>>>,
     trust_domain: TrustDomain,
     metrics: Arc<Metrics>,
-    /// By entry ID (the entry's own `Arc<str>`): one per entry of
-    /// `reconciled`.
-    slots: HashMap<Arc<str>, Slot>,
-    /// The slots' entry IDs in default serving order.
-    order: DefaultOrder,
+    /// By entry ID (the entry's own `Arc<str>`), in default serving order:
+    /// one per entry of `reconciled`.
+    slots: Ordered<Slot>,
     /// The entries the slots were last aligned with: the next Sync state
     /// is compared with them, skipping what the two share.
     reconciled: Entries,
@@ -123,8 +121,7 @@ impl SvidManager {
             out,
             trust_domain,
             metrics,
-            slots: HashMap::new(),
-            order: DefaultOrder::default(),
+            slots: Ordered::default(),
             reconciled: Entries::default(),
             intermediates: Arc::from([]),
             crl_checked: None,
@@ -179,10 +176,11 @@ impl SvidManager {
     /// when the SVID itself would differ). Only the entries that changed
     /// since the last call are looked at.
     fn reconcile(&mut self, sync: &SyncState) {
+        // Entries whose creation time changed: their slots move.
+        let mut moved = Vec::new();
         for id in sync.entries.changed_since(&self.reconciled) {
             let Some(entry) = sync.entries.get(&id) else {
                 if let Some(slot) = self.slots.remove(&id) {
-                    self.order.remove(slot.entry.created_at, &id);
                     tracing::info!(entry = %id, spiffe_id = %slot.entry.spiffe_id, "entry removed: SVID dropped");
                 }
                 continue;
@@ -195,8 +193,7 @@ impl SvidManager {
                 }
                 Some(slot) => {
                     if slot.entry.created_at != entry.created_at {
-                        self.order.remove(slot.entry.created_at, &id);
-                        self.order.insert(entry.created_at, &entry.id);
+                        moved.push((Arc::clone(&entry.id), entry.created_at));
                     }
                     if !slot.entry.same_svid_shape(entry) {
                         tracing::info!(entry = %entry.id, spiffe_id = %entry.spiffe_id, "entry changed: SVID will be re-issued");
@@ -207,11 +204,13 @@ impl SvidManager {
                     slot.share_entry(entry);
                 }
                 None => {
-                    self.order.insert(entry.created_at, &entry.id);
                     self.slots
-                        .insert(Arc::clone(&entry.id), Slot::new(Arc::clone(entry)));
+                        .insert(entry.created_at, &entry.id, Slot::new(Arc::clone(entry)));
                 }
             }
+        }
+        for (id, created_at) in moved {
+            self.slots.set_created_at(&id, created_at);
         }
         self.reconciled = sync.entries.clone();
     }
@@ -257,9 +256,7 @@ impl SvidManager {
                     slot.trouble = None;
                 }
                 _ => {
-                    if let Some(slot) = self.slots.remove(entry_id.as_str()) {
-                        self.order.remove(slot.entry.created_at, entry_id);
-                    }
+                    self.slots.remove(entry_id.as_str());
                 }
             }
         }
@@ -474,12 +471,10 @@ impl SvidManager {
     fn publish(&self, sync: &SyncState) {
         // Already in default order: no sort of every SVID per change.
         let svids: Vec<Arc<CachedSvid>> = self
-            .order
-            .ids()
-            .filter_map(|id| self.slots.get(id)?.svid.as_ref())
-            .map(|issued| Arc::clone(&issued.svid))
+            .slots
+            .values()
+            .filter_map(|s| s.svid.as_ref().map(|i| Arc::clone(&i.svid)))
             .collect();
-        debug_assert_eq!(self.order.len(), self.slots.len());
         debug_assert!(svids.is_sorted_by(|a, b| {
             (a.entry.created_at, &a.entry.id) <= (b.entry.created_at, &b.entry.id)
         }));
