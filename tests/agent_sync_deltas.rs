@@ -237,6 +237,95 @@ async fn after_bursts_of_changes_a_workload_is_served_exactly_its_entries() {
     );
 }
 
+/// An entry that expires by itself, with no change to it, leaves the
+/// workload's stream through a delta: the server sends its agent no full
+/// message for an expiry.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_entry_that_expires_leaves_through_a_delta() {
+    let server = Server::start();
+    let agent = Agent::start(&server);
+    let parent = agent.spiffe_id();
+    let selector = format!("unix:uid:{}", my_uid());
+    let expires_at =
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now() + Duration::from_secs(8))
+            .to_string();
+    let create = |name: &str, extra: &[&str]| {
+        let spiffe_id = format!("spiffe://{TD}/expiry/{name}");
+        let mut args = vec![
+            "entry",
+            "create",
+            "--spiffe-id",
+            &spiffe_id,
+            "--parent-id",
+            &parent,
+            "--selector",
+            &selector,
+        ];
+        args.extend_from_slice(extra);
+        server.cli_ok(&args);
+        spiffe_id
+    };
+    let stays = create("stays", &[]);
+    let expiring = create("expiring", &["--expires-at", &expires_at]);
+    let both: BTreeSet<String> = [stays.clone(), expiring.clone()].into();
+    let after_expiry: BTreeSet<String> = [stays].into();
+
+    // Served both, then (at the expiry) the one left, on one stream.
+    let serving = |msg: &X509svidResponse| served(msg).into_keys().collect::<BTreeSet<_>>();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut stream = loop {
+        if let Ok(mut s) = open_x509_stream(&agent).await
+            && let Ok(Some(first)) = s.message().await
+            && serving(&first) == both
+        {
+            break s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never served both entries\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let sync_messages = |kind: &str| {
+        let text = http_get(server.http_addr, "/metrics");
+        metric(
+            &text,
+            &format!("lanyard_server_sync_messages_total{{kind=\"{kind}\"}}"),
+        )
+    };
+    let (fulls, deltas) = (sync_messages("full"), sync_messages("delta"));
+    assert!(fulls >= 1.0, "the stream's first message was full");
+    loop {
+        let msg = tokio::time::timeout_at(deadline, stream.message())
+            .await
+            .expect("the expired entry left the stream")
+            .expect("the stream stays open")
+            .expect("a message");
+        let now = serving(&msg);
+        if now == after_expiry {
+            break;
+        }
+        assert_eq!(now, both, "only the expiry changes what is served");
+    }
+
+    // The server told the agent: by a delta, not by everything again.
+    while sync_messages("delta") == deltas {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no delta after the expiry; full messages {fulls} -> {}\n{}",
+            sync_messages("full"),
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        sync_messages("full"),
+        fulls,
+        "no full message for an expiry"
+    );
+}
+
 /// Applies a Sync message to what the receiver holds (entry ID -> entry).
 fn apply(held: &mut BTreeMap<String, Entry>, msg: SyncResponse) {
     if !msg.delta {

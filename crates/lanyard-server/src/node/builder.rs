@@ -15,7 +15,7 @@ use lanyard_identity::{Entry, EntryId, SpiffeId};
 use super::{
     changelog::{Change, ChangeLog, Placed},
     group::{GroupBuilder, WireEntry},
-    registry::{Alias, Published, Registry},
+    registry::{Alias, Expiry, Published, Registry},
 };
 
 /// Builds [`Registry`] snapshots, one per change.
@@ -25,10 +25,10 @@ pub(crate) struct Builder {
     groups: HashMap<SpiffeId, GroupBuilder>,
     /// Entries parented to the server: the node aliases.
     aliases: BTreeSet<EntryId>,
-    /// Entry expiry times, with how many entries expire at each.
-    expiries: BTreeMap<i64, usize>,
+    /// Every entry with an expiry time, by that time, with its parent.
+    expiries: BTreeMap<(i64, EntryId), SpiffeId>,
     /// `expiries` as the last snapshot carries it (shared while unchanged).
-    published_expiries: Option<Arc<[i64]>>,
+    published_expiries: Option<Arc<[Expiry]>>,
     /// The last snapshot's generation.
     generation: u64,
     /// Changes applied since the last snapshot.
@@ -83,7 +83,8 @@ impl Builder {
     fn remove(&mut self, id: &EntryId) -> Option<SpiffeId> {
         let old = self.entries.remove(id)?;
         if let Some(t) = old.expires_at {
-            self.forget_expiry(t);
+            self.expiries.remove(&(t, *id));
+            self.published_expiries = None;
         }
         if old.parent_id == self.server_id {
             self.aliases.remove(id);
@@ -97,7 +98,7 @@ impl Builder {
     fn insert(&mut self, entry: Entry) -> Placed {
         let wire = Arc::new(WireEntry::of(&entry));
         if let Some(t) = entry.expires_at {
-            *self.expiries.entry(t).or_default() += 1;
+            self.expiries.insert((t, entry.id), entry.parent_id.clone());
             self.published_expiries = None;
         }
         if entry.parent_id == self.server_id {
@@ -111,16 +112,6 @@ impl Builder {
         let parent = entry.parent_id.clone();
         self.entries.insert(entry.id, entry);
         (parent, wire)
-    }
-
-    fn forget_expiry(&mut self, t: i64) {
-        if let Some(n) = self.expiries.get_mut(&t) {
-            *n -= 1;
-            if *n == 0 {
-                self.expiries.remove(&t);
-            }
-        }
-        self.published_expiries = None;
     }
 
     /// The next snapshot: the entries as they are now, with what the trust
@@ -151,7 +142,11 @@ impl Builder {
             .get_or_insert_with(|| {
                 self.expiries
                     .iter()
-                    .flat_map(|(t, n)| std::iter::repeat_n(*t, *n))
+                    .map(|(&(at, id), parent)| Expiry {
+                        at,
+                        parent: parent.clone(),
+                        id,
+                    })
                     .collect()
             })
             .clone();

@@ -8,7 +8,7 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use lanyard_identity::{Selector, SpiffeId, matches_all};
+use lanyard_identity::{EntryId, Selector, SpiffeId, matches_all};
 use lanyard_proto::node::v1::{Entry as NodeEntry, SyncResponse};
 use lanyard_store::AgentRecord;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +26,15 @@ pub(super) struct Alias {
     pub spiffe_id: SpiffeId,
     pub selectors: Vec<Selector>,
     pub expires_at: Option<i64>,
+}
+
+/// An entry that stops being served at `at` (its `expires_at`): the view of
+/// an agent under `parent` changes by itself then.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Expiry {
+    pub at: i64,
+    pub parent: SpiffeId,
+    pub id: EntryId,
 }
 
 /// What the trust domain publishes to every agent, whatever its entries.
@@ -66,8 +75,8 @@ pub(crate) struct Registry {
     pub(super) shared: u64,
     pub(super) aliases: Vec<Alias>,
     pub(super) published: Published,
-    /// Every entry expiry, in order: views change by themselves then.
-    pub(super) expiries: Arc<[i64]>,
+    /// Every entry expiry, in order of time then entry ID.
+    pub(super) expiries: Arc<[Expiry]>,
     /// The changes of the last snapshots.
     pub(super) changes: ChangeLog,
 }
@@ -130,12 +139,16 @@ impl Registry {
     /// What a stream for `agent` sends at `now`, after `sent` (`None`:
     /// nothing yet), and what it will then have sent. A delta only when
     /// the agent accepts `deltas` and the change log says exactly what
-    /// changed; a full message when the agent's parents changed, an entry
-    /// expiry passed since `sent` (or the clock went back), or the log no
-    /// longer reaches back to the stream's previous message.
+    /// changed; a full message when the agent's parents changed, the clock
+    /// went back, or the log no longer reaches back to the stream's
+    /// previous message.
     ///
-    /// The work is proportional to the changes since `sent`, not to the
-    /// agent's entries, except for a full message.
+    /// An entry of the agent's that expired since `sent` without any change
+    /// to it is removed in the delta: it was live when `sent` was (else the
+    /// agent would not hold it), and no change since says so.
+    ///
+    /// The work is proportional to the changes and expiries since `sent`,
+    /// not to the agent's entries, except for a full message.
     pub fn next(
         &self,
         agent: &AgentRecord,
@@ -151,8 +164,12 @@ impl Registry {
             at: now,
         };
         let delta = sent
-            .filter(|s| s.parents == now_sent.parents && !self.expiry_between(s.at, now))
-            .and_then(|s| Some((s, self.changes.since(s.generation, &parents, now)?)));
+            .filter(|s| s.parents == now_sent.parents && s.at <= now)
+            .and_then(|s| {
+                let mut delta = self.changes.since(s.generation, &parents, now)?;
+                self.remove_expired(&mut delta, &parents, s.at, now);
+                Some((s, delta))
+            });
         let next = match delta {
             Some((s, d)) if d.is_empty() && s.shared == self.shared => Next::Nothing,
             Some((_, d)) if deltas => Next::Delta(self.message(d, true)),
@@ -197,20 +214,46 @@ impl Registry {
         }
     }
 
-    /// Whether an entry expiry passed after `then` until `now` (or the
-    /// clock went back): an entry the agent was sent may have expired
-    /// without any change to it. (Comparing counts of passed expiries
-    /// would not do: an expired entry deleted meanwhile hides one that
-    /// expired.)
-    fn expiry_between(&self, then: i64, now: i64) -> bool {
-        let passed = |t: i64| self.expiries.partition_point(|e| *e <= t);
-        now < then || passed(now) > passed(then)
+    /// Adds to `delta` the removal of every entry under `parents` that
+    /// expired after `then` until `now`, once: one that also changed is
+    /// there already (its last state is the current one, expired).
+    fn remove_expired(&self, delta: &mut Delta, parents: &[&SpiffeId], then: i64, now: i64) {
+        let passed = |t: i64| self.expiries.partition_point(|e| e.at <= t);
+        let window = self
+            .expiries
+            .get(passed(then)..passed(now))
+            .unwrap_or_default();
+        let expired = window
+            .iter()
+            .filter(|e| parents.binary_search(&&e.parent).is_ok())
+            .map(|e| e.id.to_string());
+        let before = delta.removed.len();
+        delta.removed.extend(expired);
+        if delta.removed.len() > before {
+            delta.removed.sort_unstable();
+            delta.removed.dedup();
+        }
     }
 
-    /// The first entry expiry after `now`: views change by themselves then.
-    pub fn next_expiry(&self, now: i64) -> Option<i64> {
-        let passed = self.expiries.partition_point(|t| *t <= now);
-        self.expiries.get(passed).copied()
+    /// When the view of the stream that last `sent` changes by itself
+    /// next, after `now`: the first expiry of an entry under its parents,
+    /// or of a node alias (which may take a parent away).
+    pub fn next_expiry(&self, sent: &Sent, now: i64) -> Option<i64> {
+        let passed = self.expiries.partition_point(|e| e.at <= now);
+        let entry = self
+            .expiries
+            .get(passed..)
+            .unwrap_or_default()
+            .iter()
+            .find(|e| sent.parents.binary_search(&e.parent).is_ok())
+            .map(|e| e.at);
+        let alias = self
+            .aliases
+            .iter()
+            .filter_map(|a| a.expires_at)
+            .filter(|&t| t > now)
+            .min();
+        entry.into_iter().chain(alias).min()
     }
 }
 

@@ -130,8 +130,9 @@ fn view_agrees_with_authorized_entries() {
             "spiffe://td.org/via-alias"
         ]
     );
+    let (_, sent) = registry.next(&agent, 100, None, true);
     assert_eq!(
-        registry.next_expiry(100),
+        registry.next_expiry(&sent, 100),
         Some(500),
         "the next expiry after now"
     );
@@ -160,8 +161,9 @@ fn incremental_changes_give_the_views_of_a_full_rebuild() {
     let me = agent(AGENT);
     assert_eq!(incremental.view(&me, 100), full.view(&me, 100));
     assert_eq!(incremental.view(&me, 100).entries.len(), 2);
+    let (_, sent) = incremental.next(&me, 100, None, true);
     assert_eq!(
-        incremental.next_expiry(100),
+        incremental.next_expiry(&sent, 100),
         None,
         "b's expiry went with it"
     );
@@ -257,50 +259,101 @@ fn skipped_snapshots_and_removals_reach_the_agent() {
 }
 
 #[test]
-fn new_parents_an_expiry_a_reload_or_an_outrun_log_send_everything() {
+fn an_expiry_is_a_delta_for_its_agent_and_nothing_for_others() {
     let me = agent(AGENT);
     let a = entry("spiffe://td.org/a", AGENT, &["unix:uid:1"], None);
-    let expiring = entry(
-        "spiffe://td.org/expiring",
-        AGENT,
-        &["unix:uid:1"],
-        Some(150),
-    );
-    let mut builder = Builder::new(server(), vec![a.clone(), expiring]);
+    let soon = entry("spiffe://td.org/soon", AGENT, &["unix:uid:1"], Some(150));
+    let later = entry("spiffe://td.org/later", AGENT, &["unix:uid:1"], Some(200));
+    let theirs = entry("spiffe://td.org/theirs", OTHER, &["unix:uid:1"], Some(120));
+    let mut builder = Builder::new(server(), vec![a, soon.clone(), later.clone(), theirs]);
     let mut holder = Holder::default();
     let registry = builder.registry(Published::default(), 1);
     holder.sync(&registry, &me, 100);
-    assert_eq!(holder.entries.len(), 2);
+    assert_eq!(holder.entries.len(), 3);
+    let sent = holder.sent.clone().unwrap();
+    assert_eq!(
+        registry.next_expiry(&sent, 100),
+        Some(150),
+        "its own next expiry; another agent's is not its concern"
+    );
 
-    // An expiry: the same snapshot, later.
+    // Another agent's entry expires: nothing for this one.
+    holder.sync(&registry, &me, 130);
+    assert_eq!((holder.fulls, holder.deltas), (1, 0));
+
+    // Its own: the same snapshot, later, removes that entry alone.
+    let (next, _) = registry.next(&me, 150, holder.sent.as_ref(), true);
+    let Next::Delta(delta) = &next else {
+        panic!("a delta: {next:?}")
+    };
+    assert!(delta.entries.is_empty());
+    assert_eq!(delta.removed_entry_ids, [soon.id.to_string()]);
+    let (full, _) = registry.next(&me, 150, holder.sent.as_ref(), false);
+    assert!(
+        matches!(full, Next::Full(_)),
+        "an agent without deltas gets everything"
+    );
     holder.sync(&registry, &me, 150);
-    assert_eq!(holder.fulls, 2);
     holder.agrees_with(&registry, &me, 150);
+    assert_eq!(
+        (holder.fulls, holder.deltas, holder.entries.len()),
+        (1, 1, 2)
+    );
+
+    // An entry that expired and was deleted since: removed once.
+    builder.apply(vec![(later.id, None)]);
+    let deleted = builder.registry(Published::default(), 2);
+    let (next, _) = deleted.next(&me, 250, holder.sent.as_ref(), true);
+    let Next::Delta(delta) = &next else {
+        panic!("a delta: {next:?}")
+    };
+    assert_eq!(delta.removed_entry_ids, [later.id.to_string()]);
+    holder.sync(&deleted, &me, 250);
+    holder.agrees_with(&deleted, &me, 250);
+    assert_eq!(
+        deleted.next_expiry(holder.sent.as_ref().unwrap(), 250),
+        None
+    );
+
+    // The clock goes back: everything again.
+    holder.sync(&deleted, &me, 240);
+    assert_eq!((holder.fulls, holder.deltas), (2, 2));
+    holder.agrees_with(&deleted, &me, 240);
+}
+
+#[test]
+fn new_parents_a_reload_or_an_outrun_log_send_everything() {
+    let me = agent(AGENT);
+    let a = entry("spiffe://td.org/a", AGENT, &["unix:uid:1"], None);
+    let mut builder = Builder::new(server(), vec![a.clone()]);
+    let mut holder = Holder::default();
+    let registry = builder.registry(Published::default(), 1);
+    holder.sync(&registry, &me, 100);
     assert_eq!(holder.entries.len(), 1);
 
     // A node alias the agent matches, with an entry under it.
     let (alias, via) = alias_and_entry();
     builder.apply(vec![(via.id, Some(via))]);
     holder.sync(&builder.registry(Published::default(), 2), &me, 160);
-    assert_eq!(holder.fulls, 2, "not its parent yet");
+    assert_eq!(holder.fulls, 1, "not its parent yet");
     builder.apply(vec![(alias.id, Some(alias.clone()))]);
     let aliased = builder.registry(Published::default(), 3);
     holder.sync(&aliased, &me, 160);
-    assert_eq!(holder.fulls, 3, "a new parent");
+    assert_eq!(holder.fulls, 2, "a new parent");
     holder.agrees_with(&aliased, &me, 160);
     assert_eq!(holder.entries.len(), 2);
     // The alias goes: so do its entries.
     builder.apply(vec![(alias.id, None)]);
     let gone = builder.registry(Published::default(), 4);
     holder.sync(&gone, &me, 160);
-    assert_eq!(holder.fulls, 4);
+    assert_eq!(holder.fulls, 3);
     holder.agrees_with(&gone, &me, 160);
 
     // A reload (changes of other servers may have been missed).
     builder.reload(vec![a.clone()]);
     let reloaded = builder.registry(Published::default(), 5);
     holder.sync(&reloaded, &me, 160);
-    assert_eq!(holder.fulls, 5);
+    assert_eq!(holder.fulls, 4);
     holder.agrees_with(&reloaded, &me, 160);
 
     // More changes than the log holds since the stream's last message.
@@ -317,7 +370,7 @@ fn new_parents_an_expiry_a_reload_or_an_outrun_log_send_everything() {
         last = builder.registry(Published::default(), 6 + i);
     }
     holder.sync(&last, &me, 160);
-    assert_eq!((holder.fulls, holder.deltas), (6, deltas));
+    assert_eq!((holder.fulls, holder.deltas), (5, deltas));
     holder.agrees_with(&last, &me, 160);
 }
 

@@ -79,7 +79,6 @@ pub(crate) fn stream(
             }
             let now = crate::state::now_unix();
             let (next, now_sent) = snapshot.next(&current, now, sent.as_ref(), accept_deltas);
-            sent = Some(now_sent);
             let message = match next {
                 Next::Nothing => None,
                 Next::Full(resp) => Some((resp, "full")),
@@ -100,9 +99,10 @@ pub(crate) fn stream(
                 }
             }
             let wake = snapshot
-                .next_expiry(now)
+                .next_expiry(&now_sent, now)
                 .map(|t| Duration::from_secs((t - now).max(0) as u64 + 1))
                 .unwrap_or(Duration::from_secs(3600));
+            sent = Some(now_sent);
             tokio::select! {
                 () = state.shutdown.cancelled() => return,
                 changed = registry.changed() => if changed.is_err() { return },
