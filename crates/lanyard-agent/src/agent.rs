@@ -125,23 +125,47 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
         }
     };
     if let Err(e) = &result {
-        let reason = e.to_string();
         if e.is_refusal() {
-            tracing::error!(reason = %reason, "the server refuses this agent: stopped serving, dropping every cached SVID");
-            if let Err(err) = data_dir.clear_identity() {
-                tracing::warn!(error = %err, "could not remove the stored agent SVID");
-            }
+            forget_refused_identity(e, &data_dir);
         }
         // Drops every cached SVID; open streams end at once.
-        snap_tx.send_replace(Arc::new(Snapshot::stopped(reason)));
+        snap_tx.send_replace(Arc::new(Snapshot::stopped(e.to_string())));
     } else {
         snap_tx.send_replace(Arc::new(Snapshot::stopped("agent is shutting down")));
     }
     tasks_stop.cancel();
+    match (result, drain(&mut tasks).await) {
+        // Refused as the agent was shutting down: the refusal still counts.
+        (Ok(()), Some(refusal)) => {
+            forget_refused_identity(&refusal, &data_dir);
+            Err(refusal)
+        }
+        (result, _) => result,
+    }
+}
+
+/// The server no longer accepts this agent: its stored SVID goes, so that
+/// the next start attests afresh instead of presenting a refused one.
+fn forget_refused_identity(refusal: &AgentError, data_dir: &DataDir) {
+    tracing::error!(reason = %refusal, "the server refuses this agent: stopped serving, dropping every cached SVID");
+    if let Err(err) = data_dir.clear_identity() {
+        tracing::warn!(error = %err, "could not remove the stored agent SVID");
+    }
+}
+
+/// Waits up to [`DRAIN_TIMEOUT`] for the stopped `tasks` to end, then
+/// aborts the rest; returns the first refusal one of them ended with (the
+/// server's refusal may race the shutdown, and must not be lost with it).
+async fn drain(tasks: &mut JoinSet<(&'static str, Result<(), AgentError>)>) -> Option<AgentError> {
+    let mut refusal = None;
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
         while let Some(joined) = tasks.join_next().await {
-            if let Ok((name, Err(e))) = joined {
-                tracing::debug!(task = name, error = %e, "task ended with an error during shutdown");
+            match joined {
+                Ok((_, Err(e))) if e.is_refusal() && refusal.is_none() => refusal = Some(e),
+                Ok((name, Err(e))) => {
+                    tracing::debug!(task = name, error = %e, "task ended with an error during shutdown");
+                }
+                _ => {}
             }
         }
     })
@@ -150,7 +174,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
         tracing::warn!("tasks did not stop within {DRAIN_TIMEOUT:?}; aborting them");
         tasks.abort_all();
     }
-    result
+    refusal
 }
 
 /// Waits for the first task to fail (or all to end after `stop`).
@@ -374,4 +398,35 @@ async fn attest_once(
         &td,
     )?;
     Ok((identity, connector))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A refusal one stopped task ends with is returned, whatever the
+    /// other tasks end with; without one, nothing is.
+    #[tokio::test]
+    async fn draining_keeps_a_refusal_that_raced_the_shutdown() {
+        let mut tasks: JoinSet<(&'static str, Result<(), AgentError>)> = JoinSet::new();
+        tasks.spawn(async { ("sync", Ok(())) });
+        tasks.spawn(async {
+            let failed = AgentError::Task {
+                task: "agent SVID rotation",
+                reason: "the server is unreachable".into(),
+            };
+            ("agent SVID rotation", Err(failed))
+        });
+        tasks.spawn(async { ("SVID manager", Err(AgentError::Banned("banned".into()))) });
+        let refusal = drain(&mut tasks).await;
+        assert!(
+            matches!(refusal, Some(AgentError::Banned(_))),
+            "{refusal:?}"
+        );
+        assert!(tasks.is_empty());
+
+        tasks.spawn(async { ("sync", Ok(())) });
+        assert!(drain(&mut tasks).await.is_none());
+    }
 }
