@@ -21,8 +21,8 @@
 //! Fewer selectors can only match fewer entries, so it grants nothing.
 
 use std::{
-    os::unix::fs::MetadataExt as _,
-    path::{Path, PathBuf},
+    os::fd::{AsFd, BorrowedFd, OwnedFd},
+    path::PathBuf,
     sync::OnceLock,
 };
 
@@ -45,36 +45,47 @@ pub(super) fn unified_only(cgroup: &str) -> Option<&str> {
 /// `/proc/<pid>/cgroup` path, relative to the agent's cgroup namespace),
 /// which is that cgroup's id. `None` without a cgroup2 mount of the
 /// namespace's root, or if the directory is gone.
+///
+/// The path is looked up under the mount's root directory as it was found
+/// first, held open: a mount made over it later (of another cgroup2
+/// sub-tree, say) cannot make a path name another cgroup's directory.
+/// [`unified_only`] leaves no `..` that could climb out of it.
 pub(super) fn id_of(path: &str) -> Option<u64> {
-    let mount = unified_mount()?;
+    use rustix::fs::{AtFlags, StatxFlags, statx};
+    let root = unified_root()?;
     let relative = path.trim_start_matches('/');
-    let dir = if relative.is_empty() {
-        mount.to_path_buf()
+    let flags = if relative.is_empty() {
+        AtFlags::EMPTY_PATH
     } else {
-        mount.join(relative)
+        AtFlags::SYMLINK_NOFOLLOW
     };
-    std::fs::metadata(dir).ok().map(|m| m.ino())
+    statx(root, relative, flags, StatxFlags::INO)
+        .ok()
+        .filter(|s| StatxFlags::from_bits_retain(s.stx_mask).contains(StatxFlags::INO))
+        .map(|s| s.stx_ino)
 }
 
 /// `CGROUP2_SUPER_MAGIC` of `linux/magic.h`.
 const CGROUP2_SUPER_MAGIC: rustix::fs::FsWord = 0x6367_7270;
 
-/// Where the unified hierarchy's root is mounted in the agent's mount
-/// namespace, found once.
-fn unified_mount() -> Option<&'static Path> {
-    static MOUNT: OnceLock<Option<PathBuf>> = OnceLock::new();
-    MOUNT
-        .get_or_init(|| {
-            std::fs::read_to_string("/proc/self/mountinfo")
-                .ok()
-                .and_then(|text| cgroup2_root_mount(&text))
-                // What mountinfo says is mounted there still is.
-                .filter(|mount| {
-                    rustix::fs::statfs(mount.as_path())
-                        .is_ok_and(|fs| fs.f_type == CGROUP2_SUPER_MAGIC)
-                })
-        })
-        .as_deref()
+/// The root directory of the unified hierarchy's mount in the agent's
+/// mount namespace, found and opened once (`O_PATH`), and checked to be
+/// cgroup2 through that descriptor.
+fn unified_root() -> Option<BorrowedFd<'static>> {
+    use rustix::fs::{Mode, OFlags, fstatfs, open};
+    static ROOT: OnceLock<Option<OwnedFd>> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        let mount = cgroup2_root_mount(&text)?;
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let root = open(&mount, flags, Mode::empty()).ok()?;
+        // What mountinfo says is mounted there is what was opened.
+        fstatfs(&root)
+            .is_ok_and(|fs| fs.f_type == CGROUP2_SUPER_MAGIC)
+            .then_some(root)
+    })
+    .as_ref()
+    .map(AsFd::as_fd)
 }
 
 /// The mount point of the first cgroup2 mount of the hierarchy's root
