@@ -135,14 +135,17 @@ mod tests {
             .find_map(|line| line.strip_prefix("0::"))
             .expect("a unified cgroup line");
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        // The first mount of the hierarchy's root (fields: id, parent,
+        // device, root, mount point).
         let mount = mountinfo
             .lines()
             .find(|line| {
                 line.split_once(" - ")
                     .is_some_and(|(_, fs)| fs.starts_with("cgroup2 "))
+                    && line.split(' ').nth(3) == Some("/")
             })
             .and_then(|line| line.split(' ').nth(4))
-            .expect("a cgroup2 mount");
+            .expect("a cgroup2 mount of the hierarchy's root");
         let dir = format!("{mount}{}", path.trim_end_matches('/'));
         std::fs::metadata(&dir).unwrap().ino()
     }
@@ -155,11 +158,6 @@ mod tests {
     #[test]
     fn reads_our_own_ids_and_sees_an_exit() {
         let ours = pidfd_open(getpid(), PidfdFlags::empty()).unwrap();
-        let expected = Creds::Running {
-            uid: rustix::process::geteuid().as_raw(),
-            gid: rustix::process::getegid().as_raw(),
-            cgroup_id: Some(own_cgroup_inode()),
-        };
         let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
         let mut version = release
             .split(['.', '-'])
@@ -170,6 +168,11 @@ mod tests {
             assert_eq!(effective_ids(ours.as_fd()), Creds::Unknown, "{release}");
             return;
         }
+        let expected = Creds::Running {
+            uid: rustix::process::geteuid().as_raw(),
+            gid: rustix::process::getegid().as_raw(),
+            cgroup_id: Some(own_cgroup_inode()),
+        };
         assert_eq!(effective_ids(ours.as_fd()), expected, "{release}");
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
