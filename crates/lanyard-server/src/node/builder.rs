@@ -5,7 +5,7 @@
 //! [`ChangeLog`] that lets Sync streams send deltas.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap},
     hash::{DefaultHasher, Hash, Hasher},
     sync::Arc,
 };
@@ -15,7 +15,7 @@ use lanyard_identity::{Entry, EntryId, SpiffeId};
 use super::{
     changelog::{Change, ChangeLog, Placed},
     group::{GroupBuilder, WireEntry},
-    registry::{Alias, Expiry, Published, Registry},
+    registry::{Alias, Published, Registry},
 };
 
 /// Builds [`Registry`] snapshots, one per change.
@@ -25,10 +25,6 @@ pub(crate) struct Builder {
     groups: HashMap<SpiffeId, GroupBuilder>,
     /// Entries parented to the server: the node aliases.
     aliases: BTreeSet<EntryId>,
-    /// Every entry with an expiry time, by that time, with its parent.
-    expiries: BTreeMap<(i64, EntryId), SpiffeId>,
-    /// `expiries` as the last snapshot carries it (shared while unchanged).
-    published_expiries: Option<Arc<[Expiry]>>,
     /// The last snapshot's generation.
     generation: u64,
     /// Changes applied since the last snapshot.
@@ -44,8 +40,6 @@ impl Builder {
             entries: HashMap::new(),
             groups: HashMap::new(),
             aliases: BTreeSet::new(),
-            expiries: BTreeMap::new(),
-            published_expiries: None,
             generation: 0,
             pending: Vec::new(),
             // Streams that were sent anything older than the first
@@ -82,10 +76,6 @@ impl Builder {
     /// Removes entry `id`; returns its parent.
     fn remove(&mut self, id: &EntryId) -> Option<SpiffeId> {
         let old = self.entries.remove(id)?;
-        if let Some(t) = old.expires_at {
-            self.expiries.remove(&(t, *id));
-            self.published_expiries = None;
-        }
         if old.parent_id == self.server_id {
             self.aliases.remove(id);
         } else if let Some(group) = self.groups.get_mut(&old.parent_id) {
@@ -97,10 +87,6 @@ impl Builder {
     /// Adds `entry`; returns its parent and wire form.
     fn insert(&mut self, entry: Entry) -> Placed {
         let wire = Arc::new(WireEntry::of(&entry));
-        if let Some(t) = entry.expires_at {
-            self.expiries.insert((t, entry.id), entry.parent_id.clone());
-            self.published_expiries = None;
-        }
         if entry.parent_id == self.server_id {
             self.aliases.insert(entry.id);
         } else {
@@ -137,19 +123,6 @@ impl Builder {
                 expires_at: e.expires_at,
             })
             .collect();
-        let expiries = self
-            .published_expiries
-            .get_or_insert_with(|| {
-                self.expiries
-                    .iter()
-                    .map(|(&(at, id), parent)| Expiry {
-                        at,
-                        parent: parent.clone(),
-                        id,
-                    })
-                    .collect()
-            })
-            .clone();
         let mut hasher = DefaultHasher::new();
         published.hash(&mut hasher);
         Registry {
@@ -159,7 +132,6 @@ impl Builder {
             shared: hasher.finish(),
             aliases,
             published,
-            expiries,
             changes: self.log.clone(),
         }
     }

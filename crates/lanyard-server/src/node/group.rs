@@ -2,10 +2,12 @@
 //! into buckets by entry ID: a change rebuilds the one bucket it falls in,
 //! and successive snapshots share every other bucket. So a change to a
 //! parent with 100,000 entries copies a few thousand pointers, not the
-//! 100,000 entries.
+//! 100,000 entries. The group also keeps its entries' expiry times in
+//! order, so that a Sync stream finds its own agent's expiries without
+//! looking at anyone else's.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     hash::{DefaultHasher, Hash, Hasher},
     sync::Arc,
 };
@@ -57,12 +59,31 @@ fn bucket_of(id: &EntryId) -> u8 {
 #[derive(Clone, Debug, Default)]
 pub(super) struct Group {
     buckets: BTreeMap<u8, Arc<[Arc<WireEntry>]>>,
+    /// The entries that expire, by expiry time then ID.
+    expiries: Arc<[(i64, EntryId)]>,
 }
 
 impl Group {
     /// Every entry of the group, in no particular order.
     pub fn entries(&self) -> impl Iterator<Item = &Arc<WireEntry>> {
         self.buckets.values().flat_map(|b| b.iter())
+    }
+
+    /// The entries that expire after `then` until `now` (none if the
+    /// clock went back).
+    pub fn expired_between(&self, then: i64, now: i64) -> &[(i64, EntryId)] {
+        let (from, to) = (self.passed(then), self.passed(now));
+        self.expiries.get(from..to).unwrap_or_default()
+    }
+
+    /// The first expiry after `now`.
+    pub fn next_expiry(&self, now: i64) -> Option<i64> {
+        self.expiries.get(self.passed(now)).map(|(t, _)| *t)
+    }
+
+    /// How many expiries are at or before `t`.
+    fn passed(&self, t: i64) -> usize {
+        self.expiries.partition_point(|(at, _)| *at <= t)
     }
 }
 
@@ -71,8 +92,11 @@ impl Group {
 #[derive(Debug, Default)]
 pub(super) struct GroupBuilder {
     buckets: BTreeMap<u8, HashMap<EntryId, Arc<WireEntry>>>,
+    expiries: BTreeSet<(i64, EntryId)>,
     /// Buckets changed since `published` was built.
     dirty: Vec<u8>,
+    /// Whether `expiries` changed since `published` was built.
+    expiries_dirty: bool,
     published: Arc<Group>,
 }
 
@@ -80,7 +104,12 @@ impl GroupBuilder {
     /// Adds or replaces `entry`.
     pub fn insert(&mut self, id: EntryId, entry: Arc<WireEntry>) {
         let bucket = bucket_of(&id);
-        self.buckets.entry(bucket).or_default().insert(id, entry);
+        if let Some(t) = entry.expires_at {
+            self.expiries.insert((t, id));
+            self.expiries_dirty = true;
+        }
+        let old = self.buckets.entry(bucket).or_default().insert(id, entry);
+        self.forget_expiry(id, old.as_deref());
         self.dirty.push(bucket);
     }
 
@@ -88,11 +117,26 @@ impl GroupBuilder {
     pub fn remove(&mut self, id: &EntryId) {
         let bucket = bucket_of(id);
         if let Some(entries) = self.buckets.get_mut(&bucket) {
-            entries.remove(id);
+            let old = entries.remove(id);
             if entries.is_empty() {
                 self.buckets.remove(&bucket);
             }
+            self.forget_expiry(*id, old.as_deref());
             self.dirty.push(bucket);
+        }
+    }
+
+    /// Drops the expiry of `old`, what entry `id` was, unless the entry
+    /// now under `id` expires at that same time.
+    fn forget_expiry(&mut self, id: EntryId, old: Option<&WireEntry>) {
+        let Some(t) = old.and_then(|old| old.expires_at) else {
+            return;
+        };
+        let bucket = bucket_of(&id);
+        let now = self.buckets.get(&bucket).and_then(|b| b.get(&id));
+        if now.is_none_or(|e| e.expires_at != Some(t)) {
+            self.expiries.remove(&(t, id));
+            self.expiries_dirty = true;
         }
     }
 
@@ -103,10 +147,13 @@ impl GroupBuilder {
 
     /// The group as it is now, rebuilding only the buckets that changed.
     pub fn snapshot(&mut self) -> Arc<Group> {
-        if self.dirty.is_empty() {
+        if self.dirty.is_empty() && !self.expiries_dirty {
             return Arc::clone(&self.published);
         }
         let mut group = (*self.published).clone();
+        if std::mem::take(&mut self.expiries_dirty) {
+            group.expiries = self.expiries.iter().copied().collect();
+        }
         self.dirty.sort_unstable();
         self.dirty.dedup();
         for bucket in self.dirty.drain(..) {
@@ -169,5 +216,52 @@ mod tests {
         }
         assert!(builder.is_empty());
         assert_eq!(builder.snapshot().entries().count(), 0);
+    }
+
+    #[test]
+    fn expiries_follow_their_entries() {
+        let mut builder = GroupBuilder::default();
+        let at = |name: &str, t: Option<i64>| {
+            let e = entry(
+                &format!("spiffe://td.org/{name}"),
+                AGENT,
+                &["unix:uid:1"],
+                t,
+            );
+            (e.id, e)
+        };
+        let (a, mut ea) = at("a", Some(200));
+        let (b, eb) = at("b", Some(100));
+        let (c, ec) = at("c", None);
+        for (id, e) in [(a, &ea), (b, &eb), (c, &ec)] {
+            builder.insert(id, Arc::new(WireEntry::of(e)));
+        }
+        let group = builder.snapshot();
+        assert_eq!(&group.expiries[..], [(100, b), (200, a)]);
+        assert_eq!(group.next_expiry(50), Some(100));
+        assert_eq!(group.next_expiry(100), Some(200), "100 has passed at 100");
+        assert_eq!(group.next_expiry(200), None);
+        assert_eq!(group.expired_between(50, 150), [(100, b)]);
+        assert_eq!(group.expired_between(100, 200), [(200, a)]);
+        assert!(
+            group.expired_between(150, 120).is_empty(),
+            "clock went back"
+        );
+
+        // Unrelated to expiries: the list is shared.
+        builder.remove(&c);
+        assert!(Arc::ptr_eq(&builder.snapshot().expiries, &group.expiries));
+
+        // A new expiry time replaces the old one; the same time stays once.
+        ea.expires_at = Some(50);
+        builder.remove(&a);
+        builder.insert(a, Arc::new(WireEntry::of(&ea)));
+        builder.insert(b, Arc::new(WireEntry::of(&eb)));
+        assert_eq!(&builder.snapshot().expiries[..], [(50, a), (100, b)]);
+        ea.expires_at = None;
+        builder.insert(a, Arc::new(WireEntry::of(&ea)));
+        assert_eq!(&builder.snapshot().expiries[..], [(100, b)]);
+        builder.remove(&b);
+        assert!(builder.snapshot().expiries.is_empty());
     }
 }

@@ -8,7 +8,7 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use lanyard_identity::{EntryId, Selector, SpiffeId, matches_all};
+use lanyard_identity::{Selector, SpiffeId, matches_all};
 use lanyard_proto::node::v1::{Entry as NodeEntry, SyncResponse};
 use lanyard_store::AgentRecord;
 use tokio_util::sync::CancellationToken;
@@ -26,15 +26,6 @@ pub(super) struct Alias {
     pub spiffe_id: SpiffeId,
     pub selectors: Vec<Selector>,
     pub expires_at: Option<i64>,
-}
-
-/// An entry that stops being served at `at` (its `expires_at`): the view of
-/// an agent under `parent` changes by itself then.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct Expiry {
-    pub at: i64,
-    pub parent: SpiffeId,
-    pub id: EntryId,
 }
 
 /// What the trust domain publishes to every agent, whatever its entries.
@@ -75,8 +66,6 @@ pub(crate) struct Registry {
     pub(super) shared: u64,
     pub(super) aliases: Vec<Alias>,
     pub(super) published: Published,
-    /// Every entry expiry, in order of time then entry ID.
-    pub(super) expiries: Arc<[Expiry]>,
     /// The changes of the last snapshots.
     pub(super) changes: ChangeLog,
 }
@@ -216,19 +205,16 @@ impl Registry {
 
     /// Adds to `delta` the removal of every entry under `parents` that
     /// expired after `then` until `now`, once: one that also changed is
-    /// there already (its last state is the current one, expired).
+    /// there already (its last state is the current one, expired). Only
+    /// the parents' own expiries are looked at.
     fn remove_expired(&self, delta: &mut Delta, parents: &[&SpiffeId], then: i64, now: i64) {
-        let passed = |t: i64| self.expiries.partition_point(|e| e.at <= t);
-        let window = self
-            .expiries
-            .get(passed(then)..passed(now))
-            .unwrap_or_default();
-        let expired = window
-            .iter()
-            .filter(|e| parents.binary_search(&&e.parent).is_ok())
-            .map(|e| e.id.to_string());
         let before = delta.removed.len();
-        delta.removed.extend(expired);
+        for group in parents.iter().filter_map(|p| self.by_parent.get(*p)) {
+            let expired = group.expired_between(then, now);
+            delta
+                .removed
+                .extend(expired.iter().map(|(_, id)| id.to_string()));
+        }
         if delta.removed.len() > before {
             delta.removed.sort_unstable();
             delta.removed.dedup();
@@ -239,21 +225,17 @@ impl Registry {
     /// next, after `now`: the first expiry of an entry under its parents,
     /// or of a node alias (which may take a parent away).
     pub fn next_expiry(&self, sent: &Sent, now: i64) -> Option<i64> {
-        let passed = self.expiries.partition_point(|e| e.at <= now);
-        let entry = self
-            .expiries
-            .get(passed..)
-            .unwrap_or_default()
+        let entries = sent
+            .parents
             .iter()
-            .find(|e| sent.parents.binary_search(&e.parent).is_ok())
-            .map(|e| e.at);
-        let alias = self
+            .filter_map(|p| self.by_parent.get(p))
+            .filter_map(|group| group.next_expiry(now));
+        let aliases = self
             .aliases
             .iter()
             .filter_map(|a| a.expires_at)
-            .filter(|&t| t > now)
-            .min();
-        entry.into_iter().chain(alias).min()
+            .filter(|&t| t > now);
+        entries.chain(aliases).min()
     }
 }
 
