@@ -9,10 +9,7 @@ use std::time::Duration;
 
 use common::{
     Server, TD,
-    agent::{Agent, eventually, register_self},
-};
-use lanyard_proto::workload::{
-    X509svidRequest, X509svidResponse, spiffe_workload_api_client::SpiffeWorkloadApiClient,
+    agent::{Agent, eventually, open_x509_stream, register_self, stream_serving},
 };
 
 fn served(agent: &Agent, id: &str) -> Option<String> {
@@ -29,27 +26,13 @@ fn wait_served(agent: &Agent, id: &str) -> String {
     )
 }
 
-async fn open_stream(agent: &Agent) -> tonic::Streaming<X509svidResponse> {
-    let endpoint: spiffe::transport::Endpoint = agent.endpoint().parse().unwrap();
-    let mut client =
-        SpiffeWorkloadApiClient::new(spiffe::transport::connect(&endpoint).await.unwrap());
-    let mut req = tonic::Request::new(X509svidRequest {});
-    req.metadata_mut()
-        .insert("workload.spiffe.io", "true".parse().unwrap());
-    client.fetch_x509svid(req).await.unwrap().into_inner()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn deleting_the_entry_ends_the_open_stream_with_no_identity_issued() {
     let server = Server::start();
     let agent = Agent::start(&server);
     let entry = register_self(&server, &agent, "e2e/deleted");
     let id = format!("spiffe://{TD}/e2e/deleted");
-    wait_served(&agent, &id);
-
-    let mut stream = open_stream(&agent).await;
-    let first = stream.message().await.unwrap().unwrap();
-    assert_eq!(first.svids[0].spiffe_id, id);
+    let (mut stream, _) = stream_serving(&agent, &id).await;
     server.cli_ok(&["entry", "delete", &entry]);
     let status = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
@@ -79,13 +62,7 @@ async fn shutdown_ends_open_streams_and_exits_promptly() {
     let mut agent = Agent::start(&server);
     register_self(&server, &agent, "e2e/shutdown");
     let id = format!("spiffe://{TD}/e2e/shutdown");
-    wait_served(&agent, &id);
-
-    let mut stream = open_stream(&agent).await;
-    assert_eq!(
-        stream.message().await.unwrap().unwrap().svids[0].spiffe_id,
-        id
-    );
+    let (mut stream, _) = stream_serving(&agent, &id).await;
     let started = std::time::Instant::now();
     let status = tokio::task::block_in_place(|| agent.terminate());
     let took = started.elapsed();
@@ -236,7 +213,7 @@ async fn crl_change_is_pushed_to_open_streams() {
     eventually(Duration::from_secs(20), "both SVIDs to be served", || {
         served(&agent, &kept).filter(|t| t.contains(&both))
     });
-    let mut stream = open_stream(&agent).await;
+    let mut stream = open_x509_stream(&agent).await.unwrap();
     let first = stream.message().await.unwrap().unwrap();
     assert_eq!(first.svids.len(), 2);
     let crl_before = first.crl.first().cloned().unwrap_or_default();

@@ -434,6 +434,15 @@ mod tests {
         api.stream(selectors, first, x509_svids, x509_svid_response)
     }
 
+    /// The error `stream` ends with, within `within`.
+    async fn ended_with(stream: &mut BoxStream<X509svidResponse>, within: Duration) -> Status {
+        tokio::time::timeout(within, stream.next())
+            .await
+            .expect("the stream was told in time")
+            .expect("an error, not the end of the stream")
+            .expect_err("an error, not an answer")
+    }
+
     /// An open stream whose only SVID reaches NotAfter is told at that
     /// moment, through the clock's re-publication (it has no timer of its
     /// own), and a stream of another selector set sends nothing.
@@ -455,11 +464,7 @@ mod tests {
             assert_eq!(first.svids.len(), 1);
         }
 
-        let ended = tokio::time::timeout(Duration::from_secs(10), short.next())
-            .await
-            .expect("told within 10 s")
-            .unwrap()
-            .unwrap_err();
+        let ended = ended_with(&mut short, Duration::from_secs(10)).await;
         assert_eq!(ended.code(), tonic::Code::PermissionDenied);
         assert_eq!(ended.message(), NO_IDENTITY);
         assert!(to_unix(SystemTime::now()) >= not_after);
@@ -488,11 +493,7 @@ mod tests {
         let mut stream = open(&api, "unix:uid:1").await;
         stream.next().await.unwrap().unwrap();
         tx.send_replace(Arc::new(Snapshot::stopped("agent is shutting down")));
-        let ended = tokio::time::timeout(Duration::from_secs(5), stream.next())
-            .await
-            .expect("ended at once")
-            .unwrap()
-            .unwrap_err();
+        let ended = ended_with(&mut stream, Duration::from_secs(5)).await;
         assert_eq!(ended.code(), tonic::Code::Unavailable);
         assert!(ended.message().contains("shutting down"), "{ended:?}");
         assert!(stream.next().await.is_none());

@@ -91,7 +91,7 @@ fn unified_root() -> Option<BorrowedFd<'static>> {
 /// The mount point of the first cgroup2 mount of the hierarchy's root
 /// (`root` field `/`) in `mountinfo` text. Mount points with escaped
 /// characters are passed over.
-fn cgroup2_root_mount(mountinfo: &str) -> Option<PathBuf> {
+pub(super) fn cgroup2_root_mount(mountinfo: &str) -> Option<PathBuf> {
     mountinfo.lines().find_map(|line| {
         // "id parent major:minor root mount-point options ... - fstype ..."
         let (fields, rest) = line.split_once(" - ")?;

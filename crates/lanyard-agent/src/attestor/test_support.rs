@@ -139,21 +139,23 @@ pub(crate) struct ScratchCgroup {
 impl ScratchCgroup {
     pub(crate) fn new(name: &str) -> io::Result<Self> {
         let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
-        // "… mount-point … - fstype source options"
-        let mounts: Vec<(&str, &str)> = mountinfo
-            .lines()
-            .filter_map(|line| {
+        // A mount of a v1 hierarchy's root: "id parent dev / mount-point …
+        // - cgroup …".
+        let v1_root = || {
+            mountinfo.lines().find_map(|line| {
                 let (fields, fs) = line.split_once(" - ")?;
-                Some((fs.split(' ').next()?, fields.split(' ').nth(4)?))
+                let mut fields = fields.split(' ').skip(3);
+                let root = fields.next()? == "/" && fs.starts_with("cgroup ");
+                root.then(|| PathBuf::from(fields.next().unwrap_or_default()))
             })
-            .filter(|(fstype, _)| *fstype == "cgroup2" || *fstype == "cgroup")
-            .collect();
-        let (fstype, root) = mounts
-            .iter()
-            .find(|(fstype, _)| *fstype == "cgroup2")
-            .or_else(|| mounts.first())
-            .map(|(fstype, mount)| (*fstype, PathBuf::from(mount)))
-            .ok_or_else(|| io::Error::other("no cgroup filesystem is mounted"))?;
+        };
+        let (root, unified) = match super::cgroup_v2::cgroup2_root_mount(&mountinfo) {
+            Some(mount) => (mount, true),
+            None => (
+                v1_root().ok_or_else(|| io::Error::other("no cgroup filesystem is mounted"))?,
+                false,
+            ),
+        };
         let path = format!("/{name}-{}", std::process::id());
         let dir = root.join(path.trim_start_matches('/'));
         fs::create_dir(&dir).map_err(|e| {
@@ -163,11 +165,7 @@ impl ScratchCgroup {
                 dir.display()
             ))
         })?;
-        Ok(Self {
-            dir,
-            path,
-            unified: fstype == "cgroup2",
-        })
+        Ok(Self { dir, path, unified })
     }
 
     /// Moves process `pid` into this cgroup.
