@@ -153,6 +153,7 @@ impl Call {
 /// Latencies of every call, the phase's wall time, the CPU time the agent
 /// and the callers (this process) used during it, and the time the agent
 /// spent attesting callers, by its own clock.
+#[derive(Default)]
 struct Phase {
     latencies: Vec<Duration>,
     wall: Duration,
@@ -165,17 +166,6 @@ struct Phase {
 }
 
 impl Phase {
-    fn empty() -> Self {
-        Self {
-            latencies: Vec::new(),
-            wall: Duration::ZERO,
-            agent_cpu: Duration::ZERO,
-            client_cpu: Duration::ZERO,
-            attesting: 0.0,
-            attestations: 0.0,
-        }
-    }
-
     /// Adds another round's samples and times.
     fn absorb(&mut self, round: Self) {
         self.latencies.extend(round.latencies);
@@ -254,10 +244,7 @@ async fn phase(clients: &[Client], requests: u64, call: Call) -> anyhow::Result<
     Ok(Phase {
         latencies,
         wall: start.elapsed(),
-        agent_cpu: Duration::ZERO,
-        client_cpu: Duration::ZERO,
-        attesting: 0.0,
-        attestations: 0.0,
+        ..Phase::default()
     })
 }
 
@@ -318,7 +305,7 @@ async fn latency(
         phase(&clients, 1, Call::Baseline).await?;
         phase(&clients, 1, Call::FetchJwtSvid).await?;
         let calls = [Call::Baseline, Call::FetchX509Svid, Call::FetchJwtSvid];
-        let mut phases = [Phase::empty(), Phase::empty(), Phase::empty()];
+        let mut phases: [Phase; 3] = Default::default();
         for round in 0..args.rounds {
             for k in 0..calls.len() {
                 let i = (k + usize::try_from(round).unwrap_or(0)) % calls.len();

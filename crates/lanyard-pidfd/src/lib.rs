@@ -1,7 +1,8 @@
 //! A process's credentials and cgroup v2 id read from its pidfd
 //! (`PIDFD_GET_INFO`, Linux 6.13): one `ioctl` where `/proc/<pid>/status`
-//! and `/proc/<pid>/cgroup` each cost the kernel a page of formatting. It is asked of the pidfd, never of a pid, so it describes
-//! the pinned process and no other.
+//! and `/proc/<pid>/cgroup` each cost the kernel a page of formatting. It
+//! is asked of the pidfd, never of a pid, so it describes the pinned
+//! process and no other.
 //!
 //! The agent's attestation asks it on every call that reuses a caller's
 //! last attestation, to see that the caller's credentials did not change.
